@@ -1,0 +1,41 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from nudge import __version__
+from nudge.api import apps, direct, health, users
+from nudge.api.errors import install_error_handlers
+from nudge.config import Settings
+from nudge.platform import Platform
+
+
+def create_app(settings: Settings, *, platform: Platform | None = None) -> FastAPI:
+    """Build the app. With ``platform`` given, the caller owns its lifecycle (tests)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if platform is not None:
+            app.state.platform = platform
+            yield
+            return
+        app.state.platform = await Platform.start(settings)
+        try:
+            yield
+        finally:
+            await app.state.platform.close()
+
+    app = FastAPI(
+        title="Nudge",
+        version=__version__,
+        description="Self-hostable, Omi-compatible notifications for conversational-AI apps.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for module in (health, direct, apps, users):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,58 @@
+"""Admin calls for apps and their keys (DESIGN section 5)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from nudge.api.deps import AdminDep, PlatformDep
+from nudge.core import apps
+from nudge.core.manifest import Manifest
+
+router = APIRouter(prefix="/v1/apps", tags=["apps"], dependencies=[AdminDep])
+
+
+class NewApp(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    manifest: Manifest
+    direct_limit_per_hour: int | None = Field(default=None, ge=1, le=1_000_000)
+
+
+@router.post("", status_code=201, summary="Register an app; its secrets are shown only here")
+async def create_app(body: NewApp, platform: PlatformDep) -> dict[str, str]:
+    async with platform.db.begin() as conn:
+        return await apps.create_app(
+            conn, body.manifest, direct_limit_per_hour=body.direct_limit_per_hour
+        )
+
+
+@router.get("", summary="List apps")
+async def list_apps(platform: PlatformDep) -> list[dict[str, Any]]:
+    async with platform.db.read() as conn:
+        return [a.public() for a in await apps.list_apps(conn)]
+
+
+@router.get("/{app_id}", summary="One app, with its status")
+async def get_app(app_id: str, platform: PlatformDep) -> dict[str, Any]:
+    async with platform.db.read() as conn:
+        return (await apps.get_app(conn, app_id)).public()
+
+
+@router.post("/{app_id}/keys", status_code=201, summary="Create another app secret")
+async def create_key(app_id: str, platform: PlatformDep) -> dict[str, str]:
+    async with platform.db.begin() as conn:
+        return await apps.create_key(conn, app_id)
+
+
+@router.get("/{app_id}/keys", summary="List the app's keys (hints only)")
+async def list_keys(app_id: str, platform: PlatformDep) -> list[dict[str, Any]]:
+    async with platform.db.read() as conn:
+        return await apps.list_keys(conn, app_id)
+
+
+@router.delete("/{app_id}/keys/{key_id}", status_code=204, summary="Revoke a key")
+async def revoke_key(app_id: str, key_id: str, platform: PlatformDep) -> None:
+    async with platform.db.begin() as conn:
+        await apps.revoke_key(conn, app_id, key_id)

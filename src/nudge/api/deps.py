@@ -1,0 +1,41 @@
+"""Request dependencies: the platform, and who is calling."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from nudge.core.apps import parse_bearer
+from nudge.core.errors import Unauthorized
+from nudge.core.users import authenticate_user
+from nudge.platform import Platform
+
+
+def get_platform(request: Request) -> Platform:
+    platform: Platform = request.app.state.platform
+    return platform
+
+
+PlatformDep = Annotated[Platform, Depends(get_platform)]
+
+
+async def require_admin(
+    platform: PlatformDep, authorization: Annotated[str | None, Header()] = None
+) -> None:
+    token = parse_bearer(authorization)
+    if not hmac.compare_digest(token.encode(), platform.admin_token.encode()):
+        raise Unauthorized("this call needs the admin token (NUDGE_ADMIN_TOKEN)")
+
+
+async def require_user(
+    uid: str, platform: PlatformDep, authorization: Annotated[str | None, Header()] = None
+) -> None:
+    """The admin token, or the token of the user named in the path."""
+    async with platform.db.read() as conn:
+        await authenticate_user(conn, authorization, uid, platform.admin_token)
+
+
+AdminDep = Depends(require_admin)
+UserDep = Depends(require_user)

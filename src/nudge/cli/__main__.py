@@ -1,0 +1,3 @@
+from nudge.cli.main import main
+
+main()

@@ -1,0 +1,222 @@
+"""``nudge``: run the platform and administer it. Admin commands print JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+
+from nudge.config import Settings, load_settings
+from nudge.core.errors import NudgeError
+
+T = TypeVar("T")
+
+cli = typer.Typer(
+    help="Nudge: Omi-compatible notifications for conversational-AI apps.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_cli = typer.Typer(help="Database commands.", no_args_is_help=True)
+apps_cli = typer.Typer(help="Apps and their keys.", no_args_is_help=True)
+users_cli = typer.Typer(help="Users, facts and installs.", no_args_is_help=True)
+cli.add_typer(db_cli, name="db")
+cli.add_typer(apps_cli, name="apps")
+cli.add_typer(users_cli, name="users")
+
+
+def fail(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def emit(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str))
+
+
+def run_with_db(settings: Settings, work: Callable[[Any], Awaitable[T]], *, write: bool) -> T:
+    """Migrate, open the database, run ``work(conn)`` in one transaction, print clear errors."""
+    from nudge.store.db import Database
+    from nudge.store.migrate import upgrade
+
+    async def main() -> T:
+        await upgrade(settings.database_url)
+        db = Database(settings.database_url)
+        try:
+            ctx = db.begin() if write else db.read()
+            async with ctx as conn:
+                return await work(conn)
+        finally:
+            await db.close()
+
+    try:
+        return asyncio.run(main())
+    except NudgeError as exc:
+        fail(exc.detail)
+        raise AssertionError("unreachable") from None
+
+
+@cli.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    role: str = typer.Option("all", help="api | worker | all"),
+) -> None:
+    """Run the platform: the HTTP API and/or the delivery worker."""
+    import uvicorn
+
+    from nudge.api.app import create_app
+    from nudge.logs import setup_logging
+
+    if role not in ("api", "worker", "all"):
+        fail("--role must be one of api, worker, all")
+    settings = load_settings(role=role)
+    setup_logging(settings.log_level, settings.log_format)
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@db_cli.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head")) -> None:
+    """Apply the database migrations."""
+    from nudge.store.migrate import upgrade_sync
+
+    settings = load_settings()
+    upgrade_sync(settings.database_url, revision)
+    emit({"status": "ok", "database": settings.database_url.split("@")[-1], "revision": revision})
+
+
+@apps_cli.command("create")
+def apps_create(
+    manifest: Path = typer.Option(..., "--manifest", "-m", help="Manifest JSON file."),
+    direct_limit_per_hour: int | None = typer.Option(None, help="Direct sends per user per hour."),
+) -> None:
+    """Register an app from a manifest file; prints its id and secrets (shown once)."""
+    from pydantic import ValidationError
+
+    from nudge.api.errors import describe_validation
+    from nudge.core.apps import create_app
+    from nudge.core.manifest import Manifest
+
+    try:
+        parsed = Manifest.model_validate(json.loads(manifest.read_text()))
+    except OSError as exc:
+        fail(f"cannot read {manifest}: {exc.strerror}")
+        return
+    except json.JSONDecodeError as exc:
+        fail(f"{manifest} is not JSON: {exc}")
+        return
+    except ValidationError as exc:
+        fail(f"bad manifest: {describe_validation(list(exc.errors()))}")
+        return
+    emit(
+        run_with_db(
+            load_settings(),
+            lambda c: create_app(c, parsed, direct_limit_per_hour=direct_limit_per_hour),
+            write=True,
+        )
+    )
+
+
+@apps_cli.command("list")
+def apps_list() -> None:
+    """List apps."""
+    from nudge.core.apps import list_apps
+
+    async def work(conn: Any) -> list[dict[str, Any]]:
+        return [a.public() for a in await list_apps(conn)]
+
+    emit(run_with_db(load_settings(), work, write=False))
+
+
+@users_cli.command("create")
+def users_create(
+    name: str = typer.Option(..., help="Display name."),
+    uid: str | None = typer.Option(None, help="Your id for the user (generated if absent)."),
+    fact: list[str] = typer.Option([], "--fact", help="A fact about the user (repeatable)."),
+) -> None:
+    """Create a user; prints the uid and the user token (shown once)."""
+    from pydantic import ValidationError
+
+    from nudge.api.errors import describe_validation
+    from nudge.core.users import NewUser, create_user
+
+    try:
+        new = NewUser(uid=uid, name=name, facts=fact)
+    except ValidationError as exc:
+        fail(describe_validation(list(exc.errors())))
+        return
+    emit(run_with_db(load_settings(), lambda c: create_user(c, new), write=True))
+
+
+@users_cli.command("install")
+def users_install(
+    uid: str = typer.Argument(..., help="The user."),
+    app_id: str = typer.Argument(..., help="The app."),
+    scope: list[str] = typer.Option([], "--scope", help="A scope to grant (repeatable)."),
+) -> None:
+    """Install an app for a user, granting scopes."""
+    from nudge.core.manifest import SCOPES
+    from nudge.core.users import install_app
+
+    bad = [s for s in scope if s not in SCOPES]
+    if bad:
+        fail(f"unknown scopes {bad}; choose from {list(SCOPES)}")
+    emit(run_with_db(load_settings(), lambda c: install_app(c, uid, app_id, scope), write=True))
+
+
+@cli.command("send")
+def send(
+    app_id: str = typer.Argument(..., help="The sending app."),
+    uid: str = typer.Argument(..., help="The user."),
+    message: str = typer.Argument(..., help="The exact text."),
+) -> None:
+    """Queue a direct notification as an app (admin; no app secret needed, no hourly limit)."""
+    from nudge.core.notifications import NotificationRequest, accept_notification, validate_message
+
+    settings = load_settings()
+    try:
+        text = validate_message(message, settings.message_max_chars)
+    except NudgeError as exc:
+        fail(exc.detail)
+        return
+    request = NotificationRequest(app_id=app_id, uid=uid, message=text, kind="admin")
+
+    async def work(conn: Any) -> dict[str, Any]:
+        accepted = await accept_notification(
+            conn,
+            request,
+            default_limit_per_hour=settings.direct_limit_per_hour,
+            dedupe_window_s=settings.dedupe_window_s,
+        )
+        return accepted.body()
+
+    emit(run_with_db(settings, work, write=True))
+
+
+@cli.command()
+def demo(
+    data_dir: Path = typer.Option(Path("./nudge-data"), help="Where the demo keeps its SQLite file."),
+) -> None:
+    """Run the platform on the embedded defaults and show a notification end to end."""
+    from nudge.cli.demo import demo_settings, run_demo
+
+    asyncio.run(run_demo(demo_settings(data_dir)))
+
+
+def main() -> None:
+    try:
+        cli()
+    except KeyboardInterrupt:
+        sys.exit(130)

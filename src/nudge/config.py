@@ -1,0 +1,82 @@
+"""Settings, read from the environment with the ``NUDGE_`` prefix (DESIGN section 6).
+
+Settings are an explicit object passed to whatever needs them; nothing reads the environment
+after start-up.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NUDGE_", extra="ignore")
+
+    # Storage
+    data_dir: Path = Path("./nudge-data")
+    database_url: str = "sqlite+aiosqlite:///./nudge-data/nudge.db"
+    redis_url: str | None = None
+
+    # Auth
+    admin_token: str | None = None
+
+    # LLM
+    llm_provider: Literal["embedded", "openai", "fake"] = "embedded"
+    llm_base_url: str | None = None
+    llm_api_key: str | None = None
+    llm_model: str = "gpt-4o-mini"
+    llm_model_path: str | None = None
+    llm_timeout_s: float = 30.0
+
+    # Push providers
+    fcm_base_url: str = "https://fcm.googleapis.com"
+    fcm_credentials_file: str | None = None
+    apns_base_url: str = "https://api.push.apple.com"
+    apns_key_file: str | None = None
+    apns_key_id: str | None = None
+    apns_team_id: str | None = None
+    apns_topic: str | None = None
+    vapid_private_key: str | None = None
+    vapid_subject: str | None = None
+
+    # Webhooks and proactive pipeline
+    allow_private_webhooks: bool = False
+    proactive_interval_s: float = 30.0
+    webhook_flush_interval_s: float = 1.0
+    webhook_disable_after_s: float = 3600.0
+
+    # Direct notifications
+    direct_limit_per_hour: int = 10
+    message_max_chars: int = 2000
+    dedupe_window_s: float = 60.0
+
+    # Delivery
+    delivery_max_age_s: float = 24 * 3600.0
+    delivery_base_backoff_s: float = 1.0
+    delivery_max_backoff_s: float = 600.0
+    delivery_lease_s: float = 60.0
+    delivery_batch_size: int = 200
+    delivery_poll_interval_s: float = 0.5
+
+    # Logging
+    log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    # Process role (``nudge serve --role``)
+    role: Literal["api", "worker", "all"] = "all"
+
+    worker_id: str = Field(default_factory=lambda: secrets.token_hex(4))
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment, with explicit overrides (used by the CLI and tests)."""
+    return Settings(**overrides)  # type: ignore[arg-type]

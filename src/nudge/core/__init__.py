@@ -1,0 +1,1 @@
+"""The platform's logic as plain async functions over a connection; the API and CLI call these."""

@@ -1,0 +1,177 @@
+"""Apps and their keys. A key (``sk_`` + 32 hex) is shown once; only its SHA-256 is kept."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from nudge.core.errors import Invalid, NotFound, Unauthorized
+from nudge.core.manifest import Manifest
+from nudge.ids import APP_SECRET_RE, hash_secret, new_app_secret, new_id, new_webhook_secret
+from nudge.store.models import App, AppKey
+
+
+@dataclass(frozen=True)
+class AppRecord:
+    id: str
+    name: str
+    manifest: Manifest
+    webhook_secret: str
+    direct_limit_per_hour: int | None
+    status: str
+    status_reason: str
+
+    @classmethod
+    def from_row(cls, row: Any) -> AppRecord:
+        return cls(
+            id=row.id,
+            name=row.name,
+            manifest=Manifest.model_validate(row.manifest),
+            webhook_secret=row.webhook_secret,
+            direct_limit_per_hour=row.direct_limit_per_hour,
+            status=row.status,
+            status_reason=row.status_reason,
+        )
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "app_id": self.id,
+            "name": self.name,
+            "manifest": self.manifest.model_dump(exclude_none=True),
+            "direct_limit_per_hour": self.direct_limit_per_hour,
+            "status": self.status,
+            "status_reason": self.status_reason,
+        }
+
+
+async def create_app(
+    conn: AsyncConnection, manifest: Manifest, *, direct_limit_per_hour: int | None = None
+) -> dict[str, str]:
+    """Register an app; returns its id, first app secret and webhook signing secret (shown once)."""
+    if direct_limit_per_hour is not None and direct_limit_per_hour < 1:
+        raise Invalid("direct_limit_per_hour: must be at least 1")
+    app_id = new_id("app")
+    webhook_secret = new_webhook_secret()
+    await conn.execute(
+        insert(App).values(
+            id=app_id,
+            name=manifest.name,
+            description=manifest.description,
+            manifest=manifest.model_dump(mode="json", exclude_none=True),
+            webhook_secret=webhook_secret,
+            direct_limit_per_hour=direct_limit_per_hour,
+            status="active",
+            status_reason="",
+            created_at=time.time(),
+        )
+    )
+    key = await create_key(conn, app_id)
+    return {
+        "app_id": app_id,
+        "app_secret": key["app_secret"],
+        "webhook_secret": webhook_secret,
+        "key_id": key["key_id"],
+    }
+
+
+async def get_app(conn: AsyncConnection, app_id: str) -> AppRecord:
+    row = (await conn.execute(select(App).where(App.id == app_id))).first()
+    if row is None:
+        raise NotFound(f"app {app_id!r} not found")
+    return AppRecord.from_row(row)
+
+
+async def list_apps(conn: AsyncConnection) -> list[AppRecord]:
+    rows = (await conn.execute(select(App).order_by(App.id))).all()
+    return [AppRecord.from_row(r) for r in rows]
+
+
+async def set_app_status(conn: AsyncConnection, app_id: str, status: str, reason: str) -> None:
+    await conn.execute(
+        update(App).where(App.id == app_id).values(status=status, status_reason=reason)
+    )
+
+
+async def create_key(conn: AsyncConnection, app_id: str) -> dict[str, str]:
+    await get_app(conn, app_id)
+    secret = new_app_secret()
+    key_id = new_id("key")
+    await conn.execute(
+        insert(AppKey).values(
+            id=key_id,
+            app_id=app_id,
+            key_hash=hash_secret(secret),
+            hint=secret[:7] + "…",
+            created_at=time.time(),
+            revoked_at=None,
+        )
+    )
+    return {"key_id": key_id, "app_secret": secret}
+
+
+async def list_keys(conn: AsyncConnection, app_id: str) -> list[dict[str, Any]]:
+    await get_app(conn, app_id)
+    rows = (
+        await conn.execute(select(AppKey).where(AppKey.app_id == app_id).order_by(AppKey.id))
+    ).all()
+    return [
+        {
+            "key_id": r.id,
+            "hint": r.hint,
+            "created_at": r.created_at,
+            "revoked": r.revoked_at is not None,
+            "revoked_at": r.revoked_at,
+        }
+        for r in rows
+    ]
+
+
+async def revoke_key(conn: AsyncConnection, app_id: str, key_id: str) -> None:
+    result = await conn.execute(
+        update(AppKey)
+        .where(AppKey.app_id == app_id, AppKey.id == key_id, AppKey.revoked_at.is_(None))
+        .values(revoked_at=time.time())
+    )
+    if result.rowcount == 0:
+        raise NotFound(f"active key {key_id!r} not found for app {app_id!r}")
+
+
+def parse_bearer(authorization: str | None) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header, or 401 saying what is wrong."""
+    if not authorization:
+        raise Unauthorized(
+            "missing Authorization header: send 'Authorization: Bearer <app secret>'"
+        )
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("malformed Authorization header: expected 'Bearer <app secret>'")
+    return token
+
+
+async def app_for_secret(conn: AsyncConnection, authorization: str | None) -> str:
+    """The app that a secret identifies (for ``/api/notifications/send``, which names no app)."""
+    token = parse_bearer(authorization)
+    if not APP_SECRET_RE.match(token):
+        raise Unauthorized("malformed app secret: expected 'sk_' followed by 32 hex characters")
+    row = (
+        await conn.execute(
+            select(AppKey.app_id, AppKey.revoked_at).where(AppKey.key_hash == hash_secret(token))
+        )
+    ).first()
+    if row is None or row.revoked_at is not None:
+        raise Unauthorized(
+            "unknown or revoked app secret: create a key with POST /v1/apps/{id}/keys"
+        )
+    return str(row.app_id)
+
+
+async def authenticate_app(conn: AsyncConnection, authorization: str | None, app_id: str) -> None:
+    """Check that the header holds a live key of ``app_id``; 401 otherwise."""
+    owner = await app_for_secret(conn, authorization)
+    if owner != app_id:
+        raise Unauthorized(f"this app secret belongs to another app, not {app_id!r}")

@@ -1,0 +1,257 @@
+"""Users, their facts, installs (with granted scopes) and devices."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any, Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from sqlalchemy import delete, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from nudge.core.apps import get_app, parse_bearer
+from nudge.core.errors import Conflict, Invalid, NotFound, Unauthorized
+from nudge.core.manifest import SCOPES
+from nudge.ids import hash_secret, new_id, new_user_token
+from nudge.store.models import Device, Install, User, UserFact
+
+UID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
+
+
+def _printable(value: str, field: str) -> str:
+    if "\x00" in value:
+        raise ValueError(f"{field} must not contain NUL characters")
+    return value
+
+
+class NewUser(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    uid: str | None = Field(
+        default=None, description="Your own id for the user; generated if absent"
+    )
+    name: str = Field(min_length=1, max_length=200)
+    facts: list[str] = Field(default_factory=list, max_length=500)
+
+    @field_validator("uid")
+    @classmethod
+    def _uid(cls, value: str | None) -> str | None:
+        if value is not None and not UID_RE.match(value):
+            raise ValueError("must be 1-128 characters of letters, digits and _ . : @ -")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _printable(value, "name")
+
+    @field_validator("facts")
+    @classmethod
+    def _facts(cls, value: list[str]) -> list[str]:
+        for fact in value:
+            _printable(fact, "facts")
+            if not fact.strip() or len(fact) > 2000:
+                raise ValueError("each fact must be 1 to 2000 characters")
+        return value
+
+
+class NewFacts(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    facts: list[str] = Field(min_length=1, max_length=500)
+
+    _check = field_validator("facts")(NewUser._facts.__func__)  # type: ignore[attr-defined]
+
+
+class NewInstall(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    scopes: list[Literal["user_name", "user_facts", "user_context", "user_chat"]] = Field(
+        default_factory=list
+    )
+
+
+class NewDevice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    platform: Literal["fcm", "apns", "webpush", "log"]
+    token: str | None = Field(default=None, max_length=4096)
+    subscription: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _target(self) -> NewDevice:
+        if self.platform == "webpush":
+            sub = self.subscription
+            keys = (sub or {}).get("keys") or {}
+            endpoint = (sub or {}).get("endpoint")
+            if not isinstance(endpoint, str) or not endpoint.startswith(("https://", "http://")):
+                raise ValueError(
+                    "subscription.endpoint: a Web Push subscription needs an http(s) endpoint"
+                )
+            if not isinstance(keys.get("p256dh"), str) or not isinstance(keys.get("auth"), str):
+                raise ValueError("subscription.keys: needs 'p256dh' and 'auth' (base64url strings)")
+            self.token = endpoint
+        else:
+            if not self.token or not self.token.strip() or "\x00" in self.token:
+                raise ValueError(f"token: required for platform {self.platform!r}")
+            if self.platform == "apns" and not re.fullmatch(r"[0-9a-fA-F]{64,200}", self.token):
+                raise ValueError("token: an APNs device token is hex (64 characters or more)")
+        return self
+
+
+async def create_user(conn: AsyncConnection, new: NewUser) -> dict[str, str]:
+    uid = new.uid or new_id("u")
+    token = new_user_token()
+    now = time.time()
+    try:
+        await conn.execute(
+            insert(User).values(
+                uid=uid, name=new.name, token_hash=hash_secret(token), created_at=now
+            )
+        )
+    except IntegrityError:
+        raise Conflict(f"user {uid!r} already exists") from None
+    if new.facts:
+        await _insert_facts(conn, uid, new.facts)
+    return {"uid": uid, "user_token": token}
+
+
+async def get_user(conn: AsyncConnection, uid: str) -> Any:
+    row = (await conn.execute(select(User.uid, User.name).where(User.uid == uid))).first()
+    if row is None:
+        raise NotFound(f"user {uid!r} not found")
+    return row
+
+
+async def _insert_facts(conn: AsyncConnection, uid: str, facts: list[str]) -> None:
+    now = time.time()
+    await conn.execute(
+        insert(UserFact), [{"uid": uid, "text": f, "created_at": now} for f in facts]
+    )
+
+
+async def add_facts(conn: AsyncConnection, uid: str, facts: list[str]) -> list[str]:
+    await get_user(conn, uid)
+    await _insert_facts(conn, uid, facts)
+    return await list_facts(conn, uid)
+
+
+async def list_facts(conn: AsyncConnection, uid: str) -> list[str]:
+    await get_user(conn, uid)
+    rows = await conn.execute(
+        select(UserFact.text).where(UserFact.uid == uid).order_by(UserFact.id)
+    )
+    return [r.text for r in rows]
+
+
+async def authenticate_user(
+    conn: AsyncConnection, authorization: str | None, uid: str, admin_token: str
+) -> None:
+    """Admin token, or this user's own token; 401/403 otherwise."""
+    token = parse_bearer(authorization)
+    if token == admin_token:
+        return
+    row = (
+        await conn.execute(select(User.uid).where(User.token_hash == hash_secret(token)))
+    ).first()
+    if row is None:
+        raise Unauthorized("unknown token: use the user's token or the admin token")
+    if row.uid != uid:
+        from nudge.core.errors import Forbidden
+
+        raise Forbidden("this user token belongs to another user")
+
+
+async def check_setup_completed(
+    http: httpx.AsyncClient, setup_url: str, uid: str, *, guard: Any = None
+) -> None:
+    """Omi's install-time check: ``GET {setup_completed_url}?uid=U`` must say it is complete."""
+    try:
+        response = await http.get(setup_url, params={"uid": uid}, follow_redirects=False)
+        body = response.json() if response.is_success else {}
+    except (httpx.HTTPError, ValueError) as exc:
+        raise Conflict(
+            f"setup check at {setup_url} failed ({type(exc).__name__}); try again"
+        ) from None
+    if not isinstance(body, dict) or body.get("is_setup_completed") is not True:
+        raise Conflict(
+            "the app says its setup is not completed for this user: finish its auth steps first"
+        )
+
+
+async def install_app(
+    conn: AsyncConnection, uid: str, app_id: str, scopes: list[str]
+) -> dict[str, Any]:
+    """Install (or re-grant) an app for a user. Only scopes the app asks for can be granted."""
+    await get_user(conn, uid)
+    app = await get_app(conn, app_id)
+    requested = set(app.manifest.proactive_scopes)
+    extra = [s for s in scopes if s not in requested]
+    if extra:
+        raise Invalid(
+            f"scopes: {extra} are not requested by this app (it requests {sorted(requested)})"
+        )
+    granted = [s for s in SCOPES if s in scopes]
+    await conn.execute(delete(Install).where(Install.uid == uid, Install.app_id == app_id))
+    await conn.execute(
+        insert(Install).values(uid=uid, app_id=app_id, scopes=granted, installed_at=time.time())
+    )
+    return {"uid": uid, "app_id": app_id, "scopes": granted}
+
+
+async def uninstall_app(conn: AsyncConnection, uid: str, app_id: str) -> None:
+    result = await conn.execute(delete(Install).where(Install.uid == uid, Install.app_id == app_id))
+    if result.rowcount == 0:
+        raise NotFound(f"app {app_id!r} is not installed for user {uid!r}")
+
+
+async def list_installs(conn: AsyncConnection, uid: str) -> list[dict[str, Any]]:
+    await get_user(conn, uid)
+    rows = await conn.execute(select(Install).where(Install.uid == uid).order_by(Install.app_id))
+    return [{"app_id": r.app_id, "scopes": r.scopes, "installed_at": r.installed_at} for r in rows]
+
+
+async def add_device(conn: AsyncConnection, uid: str, new: NewDevice) -> dict[str, Any]:
+    """Register a device; registering the same token again returns the existing device."""
+    await get_user(conn, uid)
+    assert new.token is not None
+    existing = (
+        await conn.execute(
+            select(Device.id).where(
+                Device.uid == uid, Device.platform == new.platform, Device.token == new.token
+            )
+        )
+    ).first()
+    if existing is not None:
+        return {"id": existing.id, "platform": new.platform, "created": False}
+    device_id = new_id("dev")
+    await conn.execute(
+        insert(Device).values(
+            id=device_id,
+            uid=uid,
+            platform=new.platform,
+            token=new.token,
+            subscription=new.subscription,
+            created_at=time.time(),
+        )
+    )
+    return {"id": device_id, "platform": new.platform, "created": True}
+
+
+async def list_devices(conn: AsyncConnection, uid: str) -> list[dict[str, Any]]:
+    await get_user(conn, uid)
+    rows = await conn.execute(select(Device).where(Device.uid == uid).order_by(Device.id))
+    return [
+        {
+            "id": r.id,
+            "platform": r.platform,
+            "token_hint": (r.token[:12] + "…") if len(r.token) > 12 else r.token,
+            "created_at": r.created_at,
+        }
+        for r in rows
+    ]
+
+
+async def delete_device(conn: AsyncConnection, uid: str, device_id: str) -> None:
+    result = await conn.execute(delete(Device).where(Device.uid == uid, Device.id == device_id))
+    if result.rowcount == 0:
+        raise NotFound(f"device {device_id!r} not found for user {uid!r}")

@@ -1,0 +1,1 @@
+"""Delivery: the durable queue, the worker that drains it, and the providers it sends through."""

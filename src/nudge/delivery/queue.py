@@ -1,0 +1,206 @@
+"""The delivery queue, kept in the ``deliveries`` table.
+
+A worker claims due rows (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite has one writer at a
+time) by setting a lease; a row whose lease ran out (its worker died) is due again. Results are
+recorded only by the worker that still holds the claim.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from nudge.delivery.backoff import retry_delay
+from nudge.delivery.providers.base import Outcome, PushMessage, SendResult, Target
+from nudge.store.db import Database
+from nudge.store.models import Delivery, Device, Notification
+
+DUE_STATES = ("queued", "retrying")
+
+
+@dataclass(frozen=True)
+class Job:
+    delivery_id: str
+    provider: str
+    attempts: int
+    created_at: float
+    message: PushMessage
+    target: Target | None  # None: the device was removed after the notification was accepted
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    base_s: float
+    max_s: float
+    max_age_s: float
+
+
+def _due_condition(now: float) -> Any:
+    return or_(
+        and_(Delivery.state.in_(DUE_STATES), Delivery.next_attempt_at <= now),
+        and_(Delivery.state == "sending", Delivery.lease_until < now),
+    )
+
+
+async def claim(db: Database, worker_id: str, limit: int, lease_s: float) -> list[Job]:
+    """Claim up to ``limit`` due deliveries for ``worker_id`` and load what sending needs."""
+    now = time.time()
+    pick = (
+        select(Delivery.id)
+        .where(_due_condition(now))
+        .order_by(Delivery.next_attempt_at)
+        .limit(limit)
+    )
+    if db.is_postgres:
+        pick = pick.with_for_update(skip_locked=True)
+    async with db.begin() as conn:
+        claimed = (
+            (
+                await conn.execute(
+                    update(Delivery)
+                    .where(Delivery.id.in_(pick.scalar_subquery()), _due_condition(now))
+                    .values(
+                        state="sending",
+                        lease_until=now + lease_s,
+                        claimed_by=worker_id,
+                        updated_at=now,
+                    )
+                    .returning(Delivery.id)
+                )
+            )
+            .scalars()
+            .all()
+        )
+        if not claimed:
+            return []
+        rows = (
+            await conn.execute(
+                select(
+                    Delivery.id,
+                    Delivery.provider,
+                    Delivery.device_id,
+                    Delivery.attempts,
+                    Delivery.created_at,
+                    Notification.id.label("notification_id"),
+                    Notification.app_id,
+                    Notification.uid,
+                    Notification.title,
+                    Notification.body,
+                    Notification.data,
+                    Notification.collapse_key,
+                    Notification.created_at.label("notification_created_at"),
+                    Device.platform,
+                    Device.token,
+                    Device.subscription,
+                )
+                .join(Notification, Notification.id == Delivery.notification_id)
+                .outerjoin(Device, Device.id == Delivery.device_id)
+                .where(Delivery.id.in_(claimed))
+            )
+        ).all()
+    return [_job(r) for r in rows]
+
+
+def _job(r: Any) -> Job:
+    message = PushMessage(
+        notification_id=r.notification_id,
+        app_id=r.app_id,
+        uid=r.uid,
+        title=r.title,
+        body=r.body,
+        data=r.data,
+        collapse_key=r.collapse_key,
+        created_at=r.notification_created_at,
+    )
+    if r.provider == "inbox":
+        target: Target | None = Target(platform="inbox")
+    elif r.token is None:
+        target = None
+    else:
+        target = Target(r.platform, r.device_id, r.token, r.subscription)
+    return Job(r.id, r.provider, r.attempts, r.created_at, message, target)
+
+
+async def record(
+    db: Database,
+    worker_id: str,
+    results: list[tuple[Job, SendResult]],
+    policy: RetryPolicy,
+) -> dict[str, str]:
+    """Write the outcome of each sent job; returns delivery id -> final state written."""
+    now = time.time()
+    states: dict[str, str] = {}
+    async with db.begin() as conn:
+        for job, result in results:
+            values = _values_for(job, result, policy, now)
+            done = await conn.execute(
+                update(Delivery)
+                .where(
+                    Delivery.id == job.delivery_id,
+                    Delivery.claimed_by == worker_id,
+                    Delivery.state == "sending",
+                )
+                .values(**values)
+            )
+            if done.rowcount == 0:
+                continue  # our lease expired and another worker took it over
+            states[job.delivery_id] = values["state"]
+            if result.outcome is Outcome.TOKEN_INVALID and job.target and job.target.device_id:
+                await _remove_device(conn, job.target.device_id)
+    return states
+
+
+def _values_for(job: Job, result: SendResult, policy: RetryPolicy, now: float) -> dict[str, Any]:
+    attempts = job.attempts + 1
+    base: dict[str, Any] = {
+        "attempts": attempts,
+        "lease_until": None,
+        "claimed_by": None,
+        "updated_at": now,
+        "last_error": result.reason,
+    }
+    if result.outcome is Outcome.DELIVERED:
+        return base | {"state": "delivered", "delivered_at": now}
+    if result.outcome is Outcome.TOKEN_INVALID:
+        return base | {"state": "token-removed"}
+    if result.outcome is Outcome.FAILED:
+        return base | {"state": "failed"}
+    # RETRY and PROVIDER_ALERT: try again later, until the message is too old.
+    delay = retry_delay(
+        attempts, base_s=policy.base_s, max_s=policy.max_s, retry_after=result.retry_after
+    )
+    if now + delay > job.created_at + policy.max_age_s:
+        reason = (
+            f"gave up after {attempts} attempts over {int(now - job.created_at)} s: {result.reason}"
+        )
+        return base | {"state": "failed", "last_error": reason}
+    return base | {"state": "retrying", "next_attempt_at": now + delay}
+
+
+async def _remove_device(conn: AsyncConnection, device_id: str) -> None:
+    """A dead token: delete the device and close its other pending deliveries."""
+    await conn.execute(delete(Device).where(Device.id == device_id))
+    await conn.execute(
+        update(Delivery)
+        .where(Delivery.device_id == device_id, Delivery.state.in_(DUE_STATES))
+        .values(
+            state="token-removed",
+            last_error="device token is no longer valid",
+            updated_at=time.time(),
+        )
+    )
+
+
+async def release(db: Database, worker_id: str) -> int:
+    """Give back every claim of ``worker_id`` (graceful shutdown); returns how many."""
+    async with db.begin() as conn:
+        result = await conn.execute(
+            update(Delivery)
+            .where(Delivery.claimed_by == worker_id, Delivery.state == "sending")
+            .values(state="queued", lease_until=None, claimed_by=None, updated_at=time.time())
+        )
+    return int(result.rowcount or 0)

@@ -1,0 +1,112 @@
+"""The running platform: every long-lived part, built from settings and passed around explicitly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from nudge.config import Settings
+from nudge.delivery.events import EventBus, LocalEventBus
+from nudge.delivery.providers import ProviderDeps, build_providers
+from nudge.delivery.providers.base import Provider
+from nudge.delivery.queue import RetryPolicy
+from nudge.delivery.worker import DeliveryWorker
+from nudge.metrics import Metrics
+from nudge.store.batch import BatchWriter
+from nudge.store.db import Database
+from nudge.store.migrate import upgrade
+
+log = logging.getLogger("nudge")
+
+
+def resolve_admin_token(settings: Settings) -> str:
+    """``NUDGE_ADMIN_TOKEN``, or one generated on first start, kept in the data directory."""
+    if settings.admin_token:
+        return settings.admin_token
+    path = Path(settings.data_dir) / "admin-token"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = "adm_" + secrets.token_hex(24)
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    print(f"nudge: generated admin token (stored in {path}): {token}", flush=True)
+    return token
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    db: Database
+    bus: EventBus
+    metrics: Metrics
+    http: httpx.AsyncClient
+    writer: BatchWriter
+    admin_token: str
+    providers: dict[str, Provider] = field(default_factory=dict)
+    unconfigured: dict[str, str] = field(default_factory=dict)
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    workers: list[DeliveryWorker] = field(default_factory=list)
+
+    @classmethod
+    async def start(cls, settings: Settings, *, migrate: bool = True) -> Platform:
+        if migrate:
+            await upgrade(settings.database_url)
+        db = Database(settings.database_url)
+        bus: EventBus = LocalEventBus()
+        http = httpx.AsyncClient(http2=True, timeout=httpx.Timeout(15.0, connect=2.0))
+        platform = cls(
+            settings=settings,
+            db=db,
+            bus=bus,
+            metrics=Metrics(),
+            http=http,
+            writer=BatchWriter(db),
+            admin_token=resolve_admin_token(settings),
+        )
+        platform.writer.start()
+        if settings.role in ("worker", "all"):
+            platform.start_workers()
+        return platform
+
+    def start_workers(self) -> None:
+        deps = ProviderDeps(settings=self.settings, http=self.http, bus=self.bus)
+        self.providers, self.unconfigured = build_providers(deps)
+        s = self.settings
+        worker = DeliveryWorker(
+            self.db,
+            self.bus,
+            self.providers,
+            self.unconfigured,
+            worker_id=s.worker_id,
+            policy=RetryPolicy(
+                s.delivery_base_backoff_s, s.delivery_max_backoff_s, s.delivery_max_age_s
+            ),
+            metrics=self.metrics,
+            batch_size=s.delivery_batch_size,
+            lease_s=s.delivery_lease_s,
+            poll_interval_s=s.delivery_poll_interval_s,
+        )
+        self.workers.append(worker)
+        self.tasks.append(asyncio.create_task(worker.run(), name="nudge-delivery-worker"))
+
+    async def close(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        await self.bus.wake_workers()
+        if self.tasks:
+            await asyncio.wait(self.tasks, timeout=10)
+        for task in self.tasks:
+            task.cancel()
+        await self.writer.aclose()
+        for provider in self.providers.values():
+            await provider.aclose()
+        await self.http.aclose()
+        await self.bus.aclose()
+        await self.db.close()

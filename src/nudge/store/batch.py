@@ -1,0 +1,92 @@
+"""Group commit: many small write transactions share one commit.
+
+Every accepted notification must be on disk before its 200 goes out. One commit per request caps
+SQLite at the fsync/commit rate, so concurrent requests queue their work here and a single task runs
+a batch of them in one transaction. Each piece of work validates before it writes, so an expected
+refusal (a ``NudgeError``) in one does not disturb the others; any other error rolls the batch back
+and its pieces are retried one transaction each, so one bad request cannot fail its neighbours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from nudge.core.errors import NudgeError
+from nudge.store.db import Database
+
+T = TypeVar("T")
+Work = Callable[[AsyncConnection], Awaitable[Any]]
+log = logging.getLogger("nudge.store")
+
+
+class BatchWriter:
+    def __init__(self, db: Database, *, max_batch: int = 128) -> None:
+        self.db = db
+        self.max_batch = max_batch
+        self._queue: asyncio.Queue[tuple[Work, asyncio.Future[Any]]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="nudge-batch-writer")
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def run(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run ``work`` inside a shared transaction; returns once that transaction committed."""
+        if self._task is None:
+            async with self.db.begin() as conn:
+                return await work(conn)
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((work, future))
+        return await future
+
+    async def _loop(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._run_batch(batch)
+            except Exception:
+                log.exception("batch failed; retrying its work one by one")
+                for work, future in batch:
+                    if not future.done():
+                        await self._run_alone(work, future)
+
+    async def _run_batch(self, batch: list[tuple[Work, asyncio.Future[Any]]]) -> None:
+        outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        async with self.db.begin() as conn:
+            for work, future in batch:
+                try:
+                    outcomes.append((future, True, await work(conn)))
+                except NudgeError as exc:
+                    outcomes.append((future, False, exc))
+        # Only now is everything committed: answer the callers.
+        for future, ok, value in outcomes:
+            if future.done():
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+    async def _run_alone(self, work: Work, future: asyncio.Future[Any]) -> None:
+        try:
+            async with self.db.begin() as conn:
+                result = await work(conn)
+            future.set_result(result)
+        except Exception as exc:
+            future.set_exception(exc)

@@ -1,0 +1,99 @@
+"""Engine and connections.
+
+SQLite: WAL, ``synchronous=NORMAL`` and a busy timeout. Writes start with ``BEGIN IMMEDIATE`` so that
+several processes sharing the file queue for the write lock instead of failing on a read-to-write
+upgrade; reads use a second engine with ordinary deferred transactions. PostgreSQL uses one engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" event emit BEGIN itself (the pysqlite driver's own is deferred).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    # WAL + synchronous=NORMAL keeps every commit across a process crash (kill -9);
+    # only a power loss may drop the last transactions.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=15000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def ensure_sqlite_dir(url: str) -> None:
+    """Create the folder of a SQLite database file (the default lives in ./nudge-data)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _sqlite_engine(url: str, begin_sql: str, echo: bool) -> AsyncEngine:
+    engine = create_async_engine(url, echo=echo)
+    event.listen(engine.sync_engine, "connect", _sqlite_connect)
+
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql(begin_sql)
+
+    event.listen(engine.sync_engine, "begin", _begin)
+    return engine
+
+
+class Database:
+    """The engines of one process, made from the database URL."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        parsed = make_url(url)
+        self.dialect = parsed.get_backend_name()  # "sqlite" | "postgresql"
+        if self.dialect == "sqlite":
+            ensure_sqlite_dir(url)
+            self.engine = _sqlite_engine(url, "BEGIN IMMEDIATE", echo)
+            self.read_engine = _sqlite_engine(url, "BEGIN", echo)
+        elif self.dialect == "postgresql":
+            self.engine = create_async_engine(
+                url, echo=echo, pool_size=20, max_overflow=20, pool_pre_ping=True
+            )
+            self.read_engine = self.engine
+        else:
+            raise ValueError(
+                f"unsupported database URL {url!r}: use sqlite+aiosqlite:/// or postgresql+asyncpg://"
+            )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        """A connection in a write transaction: committed on success, rolled back on error."""
+        async with self.engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads (nothing it does is committed)."""
+        async with self.read_engine.connect() as conn:
+            yield conn
+
+    async def ping(self) -> None:
+        async with self.read() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()

@@ -1,0 +1,202 @@
+"""The tables. Times are UNIX seconds (float) so that SQLite and PostgreSQL compare them alike."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class App(Base):
+    __tablename__ = "apps"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSON)
+    webhook_secret: Mapped[str] = mapped_column(String(100))
+    direct_limit_per_hour: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    status: Mapped[str] = mapped_column(String(20), default="active")  # active | disabled
+    status_reason: Mapped[str] = mapped_column(Text, default="")
+    webhook_failing_since: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class AppKey(Base):
+    __tablename__ = "app_keys"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hint: Mapped[str] = mapped_column(String(20))  # "sk_ab12…" shown in listings
+    created_at: Mapped[float] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class User(Base):
+    __tablename__ = "users"
+    uid: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class UserFact(Base):
+    __tablename__ = "user_facts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    uid: Mapped[str] = mapped_column(ForeignKey("users.uid", ondelete="CASCADE"), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Install(Base):
+    __tablename__ = "installs"
+    uid: Mapped[str] = mapped_column(ForeignKey("users.uid", ondelete="CASCADE"), primary_key=True)
+    app_id: Mapped[str] = mapped_column(
+        ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    scopes: Mapped[list[Any]] = mapped_column(JSON)
+    installed_at: Mapped[float] = mapped_column(Float)
+
+
+class Device(Base):
+    __tablename__ = "devices"
+    __table_args__ = (UniqueConstraint("uid", "platform", "token", name="uq_device_token"),)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    uid: Mapped[str] = mapped_column(ForeignKey("users.uid", ondelete="CASCADE"), index=True)
+    platform: Mapped[str] = mapped_column(String(20))  # fcm | apns | webpush | log
+    token: Mapped[str] = mapped_column(Text)  # push token, or the Web Push endpoint
+    subscription: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Notification(Base):
+    __tablename__ = "notifications"
+    __table_args__ = (
+        Index("ix_notifications_user", "uid", "id"),
+        Index("ix_notifications_app_user_time", "app_id", "uid", "created_at"),
+        Index("ix_notifications_dedupe", "app_id", "uid", "dedupe_hash", "created_at"),
+        UniqueConstraint("app_id", "idempotency_key", name="uq_notification_idempotency"),
+    )
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    app_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    uid: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(20))  # direct | proactive
+    type: Mapped[str] = mapped_column(String(64), default="")
+    title: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    dedupe_hash: Mapped[str] = mapped_column(String(64))
+    collapse_key: Mapped[str] = mapped_column(String(64))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    read_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Delivery(Base):
+    """One target of one notification: the inbox, or one device. The delivery queue itself."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (Index("ix_deliveries_due", "state", "next_attempt_at"),)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    notification_id: Mapped[str] = mapped_column(
+        ForeignKey("notifications.id", ondelete="CASCADE"), index=True
+    )
+    provider: Mapped[str] = mapped_column(String(20))
+    device_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # queued | sending | retrying | delivered | failed | token-removed
+    state: Mapped[str] = mapped_column(String(20))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[float] = mapped_column(Float)
+    lease_until: Mapped[float | None] = mapped_column(Float, nullable=True)
+    claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    delivered_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class ChatMessage(Base):
+    """The chat between a user and an app: what ``{{user_chat}}`` reads."""
+
+    __tablename__ = "chat_messages"
+    __table_args__ = (Index("ix_chat_user_app", "uid", "app_id", "id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    uid: Mapped[str] = mapped_column(String(128))
+    app_id: Mapped[str] = mapped_column(String(64))
+    sender: Mapped[str] = mapped_column(String(10))  # app | user
+    text: Mapped[str] = mapped_column(Text)
+    notification_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Conversation(Base):
+    """A live or finished session; ``transcript`` is the full text used for retrieval."""
+
+    __tablename__ = "conversations"
+    __table_args__ = (Index("ix_conversations_user", "uid", "created_at"),)
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)  # the session_id
+    uid: Mapped[str] = mapped_column(ForeignKey("users.uid", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(20), default="live")  # live | finished
+    title: Mapped[str] = mapped_column(Text, default="")
+    overview: Mapped[str] = mapped_column(Text, default="")
+    transcript: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Webhook flushing: segments with id > flushed_upto are still to be sent.
+    flushed_upto: Mapped[int] = mapped_column(Integer, default=0)
+    flush_due_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    flush_lease_until: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Segment(Base):
+    __tablename__ = "segments"
+    __table_args__ = (Index("ix_segments_conversation", "conversation_id", "id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    uid: Mapped[str] = mapped_column(String(128))
+    text: Mapped[str] = mapped_column(Text)
+    speaker: Mapped[str] = mapped_column(String(64), default="SPEAKER_00")
+    speaker_id: Mapped[int] = mapped_column(Integer, default=0)
+    is_user: Mapped[bool] = mapped_column(Boolean, default=False)
+    start: Mapped[float] = mapped_column(Float, default=0.0)
+    end: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Trace(Base):
+    """What happened on one webhook call, for the app's developer."""
+
+    __tablename__ = "traces"
+    __table_args__ = (Index("ix_traces_app", "app_id", "id"),)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    app_id: Mapped[str] = mapped_column(String(64))
+    uid: Mapped[str] = mapped_column(String(128))
+    session_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    kind: Mapped[str] = mapped_column(String(40))  # transcript_processed | memory_creation | ...
+    created_at: Mapped[float] = mapped_column(Float)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+    notification_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class RateClaim(Base):
+    """An atomic "slot taken until" row, used by the SQL rate-limit backend."""
+
+    __tablename__ = "rate_claims"
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    until: Mapped[float] = mapped_column(Float)
+    token: Mapped[str] = mapped_column(String(64))
