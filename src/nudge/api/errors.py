@@ -33,11 +33,24 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": describe_validation(list(exc.errors()))}, status_code=422)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = describe_validation(list(exc.errors()))
+        headers: dict[str, str] = {}
+        if request.url.path == "/api/notifications/send":
+            # Every answer of the app API carries the rate-limit headers, even a malformed body.
+            from nudge.core.direct import current_rate_limit
+
+            rate = await current_rate_limit(request.app.state.platform, None, None)
+            headers = rate.headers()
+        return JSONResponse({"detail": detail}, status_code=422, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and "parsing the body" in str(exc.detail):
+            # FastAPI answers an undecodable body with 400; DESIGN puts bad encoding under 422.
+            return JSONResponse(
+                {"detail": "body: not valid JSON in UTF-8; send a JSON object"}, status_code=422
+            )
         return JSONResponse(
             {"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
         )
