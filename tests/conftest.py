@@ -265,3 +265,37 @@ def server(tmp_path: Path) -> Iterator[Server]:
     s = start_server(tmp_path)
     yield s
     s.stop()
+
+
+class ServeASGI:
+    """Run an ASGI app under a real uvicorn server on a free port, in this event loop."""
+
+    def __init__(self, app: Any, port: int | None = None) -> None:
+        import uvicorn
+
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        )
+
+    async def __aenter__(self) -> ServeASGI:
+        self.task = asyncio.create_task(self.server.serve())
+        while not self.server.started:
+            if self.task.done():
+                self.task.result()
+            await asyncio.sleep(0.02)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        await self.task
+
+
+@pytest.fixture
+async def live_url(settings: Settings, platform: Platform) -> AsyncIterator[str]:
+    """The platform's API served over real HTTP (streams such as SSE need a real server)."""
+    app = create_app(settings, platform=platform)
+    app.state.platform = platform
+    async with ServeASGI(app) as served:
+        yield served.url

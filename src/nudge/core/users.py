@@ -244,7 +244,7 @@ async def list_devices(conn: AsyncConnection, uid: str) -> list[dict[str, Any]]:
         {
             "id": r.id,
             "platform": r.platform,
-            "token_hint": (r.token[:12] + "…") if len(r.token) > 12 else r.token,
+            "token_hint": r.token[:8] + "…",
             "created_at": r.created_at,
         }
         for r in rows
