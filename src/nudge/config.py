@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     llm_model: str = "gpt-4o-mini"
     llm_model_path: str | None = None
     llm_timeout_s: float = 30.0
+    llm_max_retries: int = 2
+    llm_max_tokens: int = 120
+    llm_temperature: float = 0.3
+    llm_context_tokens: int = 2048  # embedded: the model's context window to allocate
+    llm_threads: int | None = None  # embedded: CPU threads (default: all)
+    llm_fake_latency_s: float = 0.0  # fake: fixed generation time (benchmarks)
 
     # Push providers
     fcm_base_url: str = "https://fcm.googleapis.com"
@@ -49,6 +55,13 @@ class Settings(BaseSettings):
     proactive_interval_s: float = 30.0
     webhook_flush_interval_s: float = 1.0
     webhook_disable_after_s: float = 3600.0
+    webhook_connect_timeout_s: float = 2.0
+    webhook_timeout_s: float = 15.0  # total, per call (connect, send, answer)
+    webhook_breaker_failures: int = 5  # consecutive failures that open an app's circuit
+    webhook_breaker_cooldown_s: float = 30.0  # open circuit: calls skipped, then one trial
+    webhook_max_answer_bytes: int = 1_000_000
+    dispatcher_poll_interval_s: float = 0.25  # how often other processes' segments are seen
+    trace_retention_s: float = 7 * 24 * 3600.0
 
     # Direct notifications
     direct_limit_per_hour: int = 10
