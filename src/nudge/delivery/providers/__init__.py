@@ -9,9 +9,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from nudge.delivery.providers.apns import ApnsProvider
 from nudge.delivery.providers.base import Provider, ProviderDeps, ProviderNotConfigured
+from nudge.delivery.providers.fcm import FcmProvider
 from nudge.delivery.providers.inbox import InboxProvider
 from nudge.delivery.providers.log import LogProvider
+from nudge.delivery.providers.webpush import WebPushProvider
 
 log = logging.getLogger("nudge.delivery")
 
@@ -21,6 +24,9 @@ __all__ = ["PROVIDERS", "Provider", "ProviderDeps", "ProviderNotConfigured", "bu
 PROVIDERS: dict[str, Any] = {
     "inbox": InboxProvider,
     "log": LogProvider,
+    "fcm": FcmProvider,
+    "apns": ApnsProvider,
+    "webpush": WebPushProvider,
 }
 
 

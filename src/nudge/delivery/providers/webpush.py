@@ -1,0 +1,202 @@
+"""Web Push to browsers: RFC 8030 delivery, RFC 8291 ``aes128gcm`` encryption, RFC 8292 VAPID.
+
+The payload is encrypted to the subscription's keys with pywebpush's encoder (http_ece) and sent
+with the platform's shared httpx client. The VAPID JWT is signed by py_vapid, one per push-service
+origin, and reused for 12 of its 24 hours.
+"""
+
+from __future__ import annotations
+
+import binascii
+import ipaddress
+import os
+import time
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+import httpx
+from py_vapid import Vapid02, VapidException
+from pywebpush import WebPusher, WebPushException
+
+from nudge.delivery.providers.base import (
+    Outcome,
+    ProviderDeps,
+    ProviderNotConfigured,
+    PushMessage,
+    SendResult,
+    Target,
+)
+from nudge.delivery.providers.payload import (
+    compact_json,
+    fit,
+    http_fallback,
+    remaining_ttl,
+    string_data,
+    topic,
+    unreachable,
+)
+
+# A push service must take 4096 bytes of body; aes128gcm adds an 86-byte header, a 16-byte tag
+# and a 1-byte padding delimiter, which leaves 3993 bytes of plaintext (RFC 8291 section 4).
+PLAINTEXT_LIMIT = 3993
+VAPID_LIFETIME_S = 24 * 3600.0  # RFC 8292: no more than 24 hours
+VAPID_REUSE_S = 12 * 3600.0
+
+
+class PrivateEndpoint(Exception):
+    """The endpoint is a private or loopback address and those are not allowed."""
+
+
+class VapidSigner:
+    """``Authorization: vapid t=<JWT>,k=<public key>`` per push-service origin, cached."""
+
+    def __init__(self, vapid: Vapid02, subject: str) -> None:
+        self.vapid = vapid
+        self.subject = subject
+        self._cache: dict[str, tuple[str, float]] = {}
+
+    def header(self, origin: str) -> str:
+        now = time.time()
+        cached = self._cache.get(origin)
+        if cached is not None and now < cached[1]:
+            return cached[0]
+        claims = {"sub": self.subject, "aud": origin, "exp": int(now + VAPID_LIFETIME_S)}
+        value = str(self.vapid.sign(claims)["Authorization"])
+        if len(self._cache) > 256:  # a handful of push services in practice; stay bounded
+            self._cache.clear()
+        self._cache[origin] = (value, now + VAPID_REUSE_S)
+        return value
+
+
+def classify(response: httpx.Response) -> SendResult:
+    """The push service's answer as an outcome (RFC 8030 and the big push services' usage)."""
+    status = response.status_code
+    if response.is_success:
+        return SendResult(Outcome.DELIVERED)
+    text = f"Web Push {status}: {response.text[:200]}".strip()
+    if status in (404, 410):
+        return SendResult(Outcome.TOKEN_INVALID, text)
+    if status in (401, 403):
+        return SendResult(
+            Outcome.PROVIDER_ALERT,
+            f"{text}: the push service refused our VAPID signature; check NUDGE_VAPID_PRIVATE_KEY "
+            "(it must be the key whose public half the browser subscribed with) and VAPID_SUBJECT",
+        )
+    return http_fallback("Web Push", response, response.text[:200])
+
+
+def _payload(m: PushMessage) -> dict[str, Any]:
+    return {"title": m.title, "body": m.body, "data": string_data(m.data)}
+
+
+def payload_size(m: PushMessage) -> int:
+    return len(compact_json(_payload(m)))
+
+
+def is_private_host(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return not address.is_global
+
+
+class WebPushProvider:
+    name: ClassVar[str] = "webpush"
+
+    def __init__(
+        self,
+        signer: VapidSigner,
+        http: httpx.AsyncClient,
+        *,
+        max_age_s: float,
+        allow_private: bool,
+    ) -> None:
+        self.signer = signer
+        self.http = http
+        self.max_age_s = max_age_s
+        self.allow_private = allow_private
+
+    @classmethod
+    def from_deps(cls, deps: ProviderDeps) -> WebPushProvider:
+        s = deps.settings
+        if not s.vapid_private_key or not s.vapid_subject:
+            raise ProviderNotConfigured(
+                "set NUDGE_VAPID_PRIVATE_KEY (a P-256 key: PEM file, PEM text or base64url) and "
+                "NUDGE_VAPID_SUBJECT (mailto:you@example.com or an https: URL)"
+            )
+        signer = VapidSigner(read_vapid_key(s.vapid_private_key), s.vapid_subject)
+        try:
+            signer.header("https://push.example.com")
+        except VapidException:
+            raise ProviderNotConfigured(
+                f"NUDGE_VAPID_SUBJECT={s.vapid_subject!r}: use a mailto: address or an https: URL"
+            ) from None
+        return cls(
+            signer,
+            deps.http,
+            max_age_s=s.delivery_max_age_s,
+            allow_private=s.allow_private_webhooks,
+        )
+
+    def request(
+        self, message: PushMessage, subscription: dict[str, Any]
+    ) -> tuple[str, dict[str, str], bytes]:
+        """The endpoint, headers and encrypted body; raises ValueError for unusable keys."""
+        endpoint = str(subscription.get("endpoint", ""))
+        parts = urlsplit(endpoint)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"the endpoint {endpoint!r} is not an http(s) URL")
+        if not self.allow_private and is_private_host(parts.hostname):
+            raise PrivateEndpoint(
+                f"the endpoint host {parts.hostname} is private or loopback "
+                "(set NUDGE_ALLOW_PRIVATE_WEBHOOKS=1 to allow it in development)"
+            )
+        m = fit(message, payload_size, PLAINTEXT_LIMIT)
+        try:
+            body = WebPusher(subscription).encode(compact_json(_payload(m)), "aes128gcm")["body"]
+        except (WebPushException, ValueError, TypeError, binascii.Error) as exc:
+            raise ValueError(f"the subscription's keys are unusable: {exc}") from None
+        origin = f"{parts.scheme}://{parts.netloc}"
+        headers = {
+            "TTL": str(remaining_ttl(m, self.max_age_s)),
+            "Urgency": "high",
+            "Topic": topic(m.collapse_key),
+            "Content-Encoding": "aes128gcm",
+            "Content-Type": "application/octet-stream",
+            "Authorization": self.signer.header(origin),
+        }
+        return endpoint, headers, bytes(body)
+
+    async def send(self, message: PushMessage, target: Target) -> SendResult:
+        try:
+            endpoint, headers, body = self.request(message, target.subscription or {})
+        except PrivateEndpoint as exc:
+            return SendResult(Outcome.FAILED, str(exc))
+        except ValueError as exc:  # this subscription can never be delivered to
+            return SendResult(Outcome.TOKEN_INVALID, str(exc))
+        try:
+            response = await self.http.post(endpoint, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            return unreachable("Web Push service", exc)
+        return classify(response)
+
+    async def aclose(self) -> None:
+        return None  # the shared client belongs to the platform
+
+
+def read_vapid_key(value: str) -> Vapid02:
+    """The VAPID private key from a PEM file path, PEM text, or base64url (raw or DER)."""
+    try:
+        if os.path.isfile(value):
+            return Vapid02.from_file(value)
+        if value.lstrip().startswith("-----BEGIN"):
+            return Vapid02.from_pem(value.encode())
+        return Vapid02.from_string(value)
+    except Exception as exc:  # py_vapid raises assorted types for a bad key
+        raise ProviderNotConfigured(
+            f"NUDGE_VAPID_PRIVATE_KEY is not a usable P-256 private key ({type(exc).__name__}); "
+            "generate one with `vapid --gen` or openssl ecparam -name prime256v1 -genkey"
+        ) from None
