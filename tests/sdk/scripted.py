@@ -14,7 +14,6 @@ import uvicorn
 
 from tests.conftest import free_port
 
-
 # Headers the proxy sets itself rather than copying from the upstream's answer.
 _OWN = {
     "content-length",

@@ -351,7 +351,7 @@ class WebhookKit:
         self._webhook = Webhook(secret)
         self.on_transcript = on_transcript
         self.on_memory = on_memory
-        self.sessions = sessions or SessionStore()
+        self.sessions = sessions if sessions is not None else SessionStore()
         self.max_body_bytes = max_body_bytes
         # webhook-id -> first answer (None while its handler has not succeeded).
         self._answers: LRUCache[str, dict[str, Any] | None] = LRUCache(
@@ -384,7 +384,10 @@ class WebhookKit:
 
     @staticmethod
     async def _call(handler: Callable[[Any], Any], event: Any) -> Answer | None:
-        if inspect.iscoroutinefunction(handler):
+        # Plain functions run in a thread so they cannot block the loop; ``async`` ones (or
+        # objects with an ``async def __call__``) run on it.
+        method = type(handler).__call__
+        if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(method):
             result = await handler(event)
         else:
             result = await run_in_threadpool(handler, event)
