@@ -12,6 +12,8 @@ from typing import Any
 import httpx
 
 from nudge.config import Settings
+from nudge.core.acceptor import Acceptor
+from nudge.core.notifications import Limits
 from nudge.delivery.events import EventBus, LocalEventBus
 from nudge.delivery.providers import ProviderDeps, build_providers
 from nudge.delivery.providers.base import Provider
@@ -48,6 +50,7 @@ class Platform:
     metrics: Metrics
     http: httpx.AsyncClient
     writer: BatchWriter
+    acceptor: Acceptor
     admin_token: str
     providers: dict[str, Provider] = field(default_factory=dict)
     unconfigured: dict[str, str] = field(default_factory=dict)
@@ -61,16 +64,20 @@ class Platform:
         db = Database(settings.database_url)
         bus: EventBus = LocalEventBus()
         http = httpx.AsyncClient(http2=True, timeout=httpx.Timeout(15.0, connect=2.0))
+        writer = BatchWriter(db)
+        limits = Limits(settings.direct_limit_per_hour, settings.dedupe_window_s)
         platform = cls(
             settings=settings,
             db=db,
             bus=bus,
             metrics=Metrics(),
             http=http,
-            writer=BatchWriter(db),
+            writer=writer,
+            acceptor=Acceptor(writer, limits, lock_rows=db.is_postgres),
             admin_token=resolve_admin_token(settings),
         )
         platform.writer.start()
+        platform.acceptor.start()
         if settings.role in ("worker", "all"):
             platform.start_workers()
         return platform
@@ -104,6 +111,7 @@ class Platform:
             await asyncio.wait(self.tasks, timeout=10)
         for task in self.tasks:
             task.cancel()
+        await self.acceptor.aclose()
         await self.writer.aclose()
         for provider in self.providers.values():
             await provider.aclose()

@@ -33,7 +33,9 @@ async def _load(url: str, app_id: str, secret: str, accepted: list[str], stop: a
 
 
 async def test_kill_9_loses_no_accepted_notification(tmp_path: Path) -> None:
-    server = start_server(tmp_path)
+    # A short delivery lease, so that claims held by the killed worker come due again quickly.
+    lease = {"NUDGE_DELIVERY_LEASE_S": "3"}
+    server = start_server(tmp_path, lease)
     admin = {"Authorization": f"Bearer {ADMIN}"}
     with httpx.Client(base_url=server.url, headers=admin) as c:
         app = c.post("/v1/apps", json={"manifest": MENTOR_MANIFEST,
@@ -52,9 +54,7 @@ async def test_kill_9_loses_no_accepted_notification(tmp_path: Path) -> None:
     await load
     assert len(accepted) >= 300
 
-    # A short lease so that claims the killed worker held come due again quickly.
-    restarted = start_server(tmp_path, {"NUDGE_DELIVERY_LEASE_S": "1"},
-                             port=int(server.url.rsplit(":", 1)[1]))
+    restarted = start_server(tmp_path, lease, port=int(server.url.rsplit(":", 1)[1]))
     try:
         async with httpx.AsyncClient(base_url=restarted.url, headers=admin, timeout=10) as c:
             seen: list[str] = []

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from sqlalchemy import select
-
-from nudge.core.apps import app_for_secret
-from nudge.core.errors import Invalid, NotFound, NudgeError, Unauthorized
+from nudge.core.apps import app_for_secret, parse_bearer
+from nudge.core.errors import Invalid, NudgeError, Unauthorized
 from nudge.core.notifications import (
     Accepted,
     NotificationRequest,
     RateLimit,
-    accept_notification,
-    direct_rate_limit,
     validate_message,
 )
+from nudge.core.notifications import current_rate_limit as window_state
+from nudge.ids import APP_SECRET_RE, hash_secret
 from nudge.platform import Platform
-from nudge.store.models import App
 
 
 @dataclass(frozen=True)
@@ -43,54 +39,44 @@ def _check_idempotency_key(key: str | None) -> str | None:
 async def send_direct(platform: Platform, send: DirectSend) -> tuple[Accepted, RateLimit]:
     """Accept one direct notification. Raises a ``NudgeError`` whose headers carry the limits."""
     settings = platform.settings
-    async with platform.db.read() as conn:
-        owner = await app_for_secret(conn, send.authorization)
-    if send.app_id is not None and owner != send.app_id:
-        raise Unauthorized(f"this app secret belongs to another app, not {send.app_id!r}")
-    app_id = owner
-    if send.uid is None or not send.uid.strip():
-        raise Invalid("uid: required and must not be empty")
-    message = validate_message(send.message, settings.message_max_chars)
+    token = parse_bearer(send.authorization)
+    if not APP_SECRET_RE.match(token):
+        raise Unauthorized("malformed app secret: expected 'sk_' followed by 32 hex characters")
+    invalid: NudgeError | None = None
+    message = send.message or ""
+    try:
+        if send.uid is None or not send.uid.strip():
+            raise Invalid("uid: required and must not be empty")
+        message = validate_message(send.message, settings.message_max_chars)
+        _check_idempotency_key(send.idempotency_key)
+    except NudgeError as exc:
+        invalid = exc
     request = NotificationRequest(
-        app_id=app_id,
-        uid=send.uid,
+        app_id=send.app_id or "",
+        uid=send.uid or "",
         message=message,
         kind="direct",
         type=send.type,
         data=send.data or {},
-        idempotency_key=_check_idempotency_key(send.idempotency_key),
+        idempotency_key=None if invalid else send.idempotency_key,
+        key_hash=hash_secret(token),
+        invalid=invalid,
     )
-    accepted = await platform.writer.run(
-        lambda conn: accept_notification(
-            conn,
-            request,
-            default_limit_per_hour=settings.direct_limit_per_hour,
-            dedupe_window_s=settings.dedupe_window_s,
-            lock_rows=platform.db.is_postgres,
-        )
-    )
-    platform.metrics.accepted.labels("direct").inc()
-    await platform.bus.wake_workers()
-    rate = accepted.rate_limit or await current_rate_limit(platform, app_id, send.uid)
+    if send.app_id is None:  # /api/notifications/send: the secret names the app
+        async with platform.db.read() as conn:
+            request = replace(request, app_id=await app_for_secret(conn, send.authorization))
+    accepted = await platform.acceptor.accept(request)
+    if not accepted.duplicate:
+        platform.metrics.accepted.labels("direct").inc()
+        await platform.bus.wake_workers()
+    rate = accepted.rate_limit or await current_rate_limit(platform, request.app_id, request.uid)
     return accepted, rate
 
 
 async def current_rate_limit(platform: Platform, app_id: str | None, uid: str | None) -> RateLimit:
     """The limit state to report on any answer (for unknown apps or users: the empty window)."""
-    default = platform.settings.direct_limit_per_hour
-    if not app_id:
-        return RateLimit(default, default, 0)
     async with platform.db.read() as conn:
-        per_app = await conn.scalar(select(App.direct_limit_per_hour).where(App.id == app_id))
-        limit = per_app or default
-        if not uid:
-            return RateLimit(limit, limit, 0)
-        state, allowed = await direct_rate_limit(conn, app_id, uid, limit, time.time())
-    # direct_rate_limit reports the state after one more send; report the current one.
-    if not allowed:
-        return state
-    remaining = state.remaining + 1
-    return RateLimit(limit, remaining, 0 if remaining == limit else state.reset)
+        return await window_state(conn, app_id, uid, platform.settings.direct_limit_per_hour)
 
 
 async def with_rate_headers(
@@ -104,6 +90,3 @@ async def with_rate_headers(
             rate = RateLimit(platform.settings.direct_limit_per_hour, 0, 0)
         exc.headers.update(rate.headers())
     return exc
-
-
-__all__ = ["DirectSend", "NotFound", "send_direct", "with_rate_headers", "current_rate_limit"]

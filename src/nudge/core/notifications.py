@@ -1,9 +1,12 @@
 """Accepting notifications (durably, with their deliveries) and reading them back.
 
-``accept_notification`` is the one write path for direct and proactive notifications: in one
-transaction it checks the user and install, answers repeats (idempotency key, 60 s duplicate
-window), applies the hourly limit for direct sends, and writes the notification, one delivery per
-target (the inbox and each device) and the app chat line.
+``accept_batch`` is the one write path for direct, proactive and admin notifications. For a whole
+batch of requests it runs a fixed handful of queries (keys, users, installs, repeats, hourly
+windows, devices) and three multi-row inserts, inside the caller's transaction. Each request is
+then checked in order, in the order Omi answers: secret (401), user and install (404), repeat
+(idempotency key or the same message within the duplicate window: the first result again), hourly
+limit (429). A refused request writes nothing; an accepted one writes the notification, one
+delivery per target (the inbox and each device) and the app chat line.
 """
 
 from __future__ import annotations
@@ -11,15 +14,25 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from nudge.core.errors import Invalid, NotFound, RateLimited
+from nudge.core.errors import Invalid, NotFound, NudgeError, RateLimited, Unauthorized
 from nudge.ids import new_id
-from nudge.store.models import App, ChatMessage, Delivery, Device, Install, Notification, User
+from nudge.store.models import (
+    App,
+    AppKey,
+    ChatMessage,
+    Delivery,
+    Device,
+    Install,
+    Notification,
+    User,
+)
 
 HOUR = 3600.0
 
@@ -33,6 +46,11 @@ class NotificationRequest:
     type: str = ""
     data: dict[str, str] = field(default_factory=dict)
     idempotency_key: str | None = None
+    # The SHA-256 of the caller's app secret, checked against app_id; None for trusted callers
+    # (the proactive pipeline, admin commands).
+    key_hash: str | None = None
+    # A refusal found before the batch (bad fields); answered after the secret is checked.
+    invalid: NudgeError | None = None
 
 
 @dataclass(frozen=True)
@@ -83,138 +101,214 @@ def validate_message(message: str | None, max_chars: int, field_name: str = "mes
     return message
 
 
-async def _existing(conn: AsyncConnection, notification_id: str) -> tuple[str, int]:
-    devices = await conn.scalar(
-        select(func.count())
-        .select_from(Delivery)
-        .where(Delivery.notification_id == notification_id, Delivery.provider != "inbox")
-    )
-    return notification_id, int(devices or 0)
+@dataclass(frozen=True)
+class Limits:
+    default_per_hour: int
+    dedupe_window_s: float
 
 
-async def direct_rate_limit(
-    conn: AsyncConnection, app_id: str, uid: str, limit: int, now: float
-) -> tuple[RateLimit, bool]:
-    """The sliding one-hour window of direct sends; returns (state, allowed)."""
-    rows = (
+async def current_rate_limit(
+    conn: AsyncConnection, app_id: str | None, uid: str | None, default_per_hour: int
+) -> RateLimit:
+    """The hourly window as it stands (for the headers of a refused request)."""
+    per_app = None
+    if app_id:
+        per_app = await conn.scalar(select(App.direct_limit_per_hour).where(App.id == app_id))
+    limit = per_app or default_per_hour
+    if not app_id or not uid:
+        return RateLimit(limit, limit, 0)
+    now = time.time()
+    used, oldest = (
         await conn.execute(
-            select(Notification.created_at)
-            .where(
+            select(func.count(), func.min(Notification.created_at)).where(
                 Notification.app_id == app_id,
                 Notification.uid == uid,
                 Notification.kind == "direct",
                 Notification.created_at > now - HOUR,
             )
-            .order_by(Notification.created_at)
-            .limit(limit)
         )
-    ).all()
-    used = len(rows)
-    if used >= limit:
-        reset = max(1, math.ceil(rows[0].created_at + HOUR - now))
-        return RateLimit(limit=limit, remaining=0, reset=reset), False
-    # After this send the window is non-empty: it frees up when its oldest entry turns one hour.
-    reset = math.ceil(rows[0].created_at + HOUR - now) if rows else int(HOUR)
-    return RateLimit(limit=limit, remaining=limit - used - 1, reset=max(reset, 0)), True
+    ).one()
+    reset = max(0, math.ceil(oldest + HOUR - now)) if oldest is not None else 0
+    return RateLimit(limit, max(0, limit - int(used)), reset)
 
 
-async def accept_notification(
+@dataclass
+class _PairState:
+    """The hourly window of one (app, user) pair, as the batch consumes it."""
+
+    used: int
+    oldest: float | None
+
+
+async def accept_batch(
     conn: AsyncConnection,
-    request: NotificationRequest,
+    requests: Sequence[NotificationRequest],
+    limits: Limits,
     *,
-    default_limit_per_hour: int,
-    dedupe_window_s: float,
     lock_rows: bool = False,
-) -> Accepted:
-    """Validate and durably queue one notification. Raises before writing anything."""
+) -> list[Accepted | NudgeError]:
+    """Validate and durably queue a batch; one result (or refusal) per request, in order."""
     now = time.time()
-    app = (
-        await conn.execute(
-            select(App.name, App.direct_limit_per_hour).where(App.id == request.app_id)
-        )
-    ).first()
-    if app is None:
-        raise NotFound(f"app {request.app_id!r} not found")
-    limit = app.direct_limit_per_hour or default_limit_per_hour
-    if (await conn.execute(select(User.uid).where(User.uid == request.uid))).first() is None:
-        raise NotFound(f"user {request.uid!r} not found: check the uid")
-    install_q = select(Install.uid).where(
-        Install.uid == request.uid, Install.app_id == request.app_id
-    )
-    if lock_rows:  # PostgreSQL: serialise sends to one (user, app) so the hourly count holds
-        install_q = install_q.with_for_update()
-    if (await conn.execute(install_q)).first() is None:
-        raise NotFound(f"user {request.uid!r} has not installed app {request.app_id!r}")
+    app_ids = {r.app_id for r in requests}
+    uids = {r.uid for r in requests}
+    pairs = {(r.app_id, r.uid) for r in requests}
 
-    if request.idempotency_key is not None:
-        first = await conn.scalar(
-            select(Notification.id).where(
-                Notification.app_id == request.app_id,
-                Notification.idempotency_key == request.idempotency_key,
+    owners: dict[str, str | None] = {}
+    hashes = {r.key_hash for r in requests if r.key_hash is not None}
+    if hashes:
+        rows = await conn.execute(
+            select(AppKey.key_hash, AppKey.app_id, AppKey.revoked_at).where(
+                AppKey.key_hash.in_(hashes)
             )
         )
-        if first is not None:
-            nid, devices = await _existing(conn, first)
-            return Accepted(nid, devices, duplicate=True, rate_limit=None)
-
-    digest = dedupe_hash(request.app_id, request.uid, request.type, request.message)
-    recent = await conn.scalar(
-        select(Notification.id)
-        .where(
-            Notification.app_id == request.app_id,
-            Notification.uid == request.uid,
-            Notification.dedupe_hash == digest,
-            Notification.created_at > now - dedupe_window_s,
+        owners = {r.key_hash: (r.app_id if r.revoked_at is None else None) for r in rows}
+    apps = {
+        r.id: r
+        for r in await conn.execute(
+            select(App.id, App.name, App.direct_limit_per_hour).where(App.id.in_(app_ids))
         )
-        .limit(1)
-    )
-    if recent is not None:
-        nid, devices = await _existing(conn, recent)
-        return Accepted(nid, devices, duplicate=True, rate_limit=None)
-
-    rate: RateLimit | None = None
-    if request.kind == "direct":
-        rate, allowed = await direct_rate_limit(conn, request.app_id, request.uid, limit, now)
-        if not allowed:
-            raise RateLimited(
-                f"rate limited: at most {limit} notifications per user per hour for this app; "
-                f"retry in {rate.reset} s",
-                retry_after=rate.reset,
-                headers=rate.headers(),
-            )
-
-    notification_id = new_id("n")
-    data = {
-        **request.data,
-        "app_id": request.app_id,
-        "notification_id": notification_id,
-        "type": request.type or request.kind,
-        "navigate_to": f"/chat/{request.app_id}",
     }
-    await conn.execute(
-        insert(Notification).values(
-            id=notification_id,
-            app_id=request.app_id,
-            uid=request.uid,
-            kind=request.kind,
-            type=request.type,
-            title=f"{app.name} says",
-            body=request.message,
-            data=data,
-            dedupe_hash=digest,
-            collapse_key=digest[:32],
-            idempotency_key=request.idempotency_key,
-            created_at=now,
-            read_at=None,
-        )
+    users = set((await conn.execute(select(User.uid).where(User.uid.in_(uids)))).scalars())
+    install_q = select(Install.app_id, Install.uid).where(
+        tuple_(Install.app_id, Install.uid).in_(pairs)
     )
-    devices = (
-        await conn.execute(select(Device.id, Device.platform).where(Device.uid == request.uid))
-    ).all()
-    targets = [("inbox", None)] + [(d.platform, d.id) for d in devices]
-    await conn.execute(
-        insert(Delivery),
-        [
+    if lock_rows:  # PostgreSQL: serialise sends to one (app, user) so the hourly count holds
+        install_q = install_q.with_for_update()
+    installed = {(r.app_id, r.uid) for r in await conn.execute(install_q)}
+
+    keys = {(r.app_id, r.idempotency_key) for r in requests if r.idempotency_key is not None}
+    by_key: dict[tuple[str, str], str] = {}
+    if keys:
+        rows = await conn.execute(
+            select(Notification.app_id, Notification.idempotency_key, Notification.id).where(
+                tuple_(Notification.app_id, Notification.idempotency_key).in_(keys)
+            )
+        )
+        by_key = {(r.app_id, r.idempotency_key): r.id for r in rows}
+    digests = [dedupe_hash(r.app_id, r.uid, r.type, r.message) for r in requests]
+    recent = {
+        r.dedupe_hash: r.id
+        for r in await conn.execute(
+            select(Notification.dedupe_hash, Notification.id).where(
+                Notification.dedupe_hash.in_(set(digests)),
+                Notification.created_at > now - limits.dedupe_window_s,
+            )
+        )
+    }
+    direct_pairs = {(r.app_id, r.uid) for r in requests if r.kind == "direct"}
+    windows: dict[tuple[str, str], _PairState] = {p: _PairState(0, None) for p in direct_pairs}
+    if direct_pairs:
+        rows = await conn.execute(
+            select(
+                Notification.app_id,
+                Notification.uid,
+                func.count(),
+                func.min(Notification.created_at),
+            )
+            .where(
+                tuple_(Notification.app_id, Notification.uid).in_(direct_pairs),
+                Notification.kind == "direct",
+                Notification.created_at > now - HOUR,
+            )
+            .group_by(Notification.app_id, Notification.uid)
+        )
+        for app_id, uid, used, oldest in rows:
+            windows[(app_id, uid)] = _PairState(int(used), oldest)
+    devices: dict[str, list[tuple[str, str]]] = {}
+    for d in await conn.execute(
+        select(Device.uid, Device.id, Device.platform).where(Device.uid.in_(uids))
+    ):
+        devices.setdefault(d.uid, []).append((d.platform, d.id))
+    duplicates_of: set[str] = set()
+
+    results: list[Accepted | NudgeError] = []
+    notification_rows: list[dict[str, Any]] = []
+    delivery_rows: list[dict[str, Any]] = []
+    chat_rows: list[dict[str, Any]] = []
+    for request, digest in zip(requests, digests):
+        try:
+            if request.key_hash is not None:
+                owner = owners.get(request.key_hash)
+                if owner is None:
+                    raise Unauthorized(
+                        "unknown or revoked app secret: create a key with POST /v1/apps/{id}/keys"
+                    )
+                if owner != request.app_id:
+                    raise Unauthorized(
+                        f"this app secret belongs to another app, not {request.app_id!r}"
+                    )
+            if request.invalid is not None:
+                raise request.invalid
+            app = apps.get(request.app_id)
+            if app is None:
+                raise NotFound(f"app {request.app_id!r} not found")
+            if request.uid not in users:
+                raise NotFound(f"user {request.uid!r} not found: check the uid")
+            if (request.app_id, request.uid) not in installed:
+                raise NotFound(f"user {request.uid!r} has not installed app {request.app_id!r}")
+        except NudgeError as exc:
+            results.append(exc)
+            continue
+
+        first = None
+        if request.idempotency_key is not None:
+            first = by_key.get((request.app_id, request.idempotency_key))
+        first = first or recent.get(digest)
+        if first is not None:
+            duplicates_of.add(first)
+            results.append(Accepted(first, -1, duplicate=True, rate_limit=None))
+            continue
+
+        rate: RateLimit | None = None
+        if request.kind == "direct":
+            limit = app.direct_limit_per_hour or limits.default_per_hour
+            window = windows[(request.app_id, request.uid)]
+            if window.used >= limit:
+                reset = max(1, math.ceil((window.oldest or now) + HOUR - now))
+                rate = RateLimit(limit=limit, remaining=0, reset=reset)
+                results.append(
+                    RateLimited(
+                        f"rate limited: at most {limit} notifications per user per hour for this "
+                        f"app; retry in {reset} s",
+                        retry_after=reset,
+                        headers=rate.headers(),
+                    )
+                )
+                continue
+            window.used += 1
+            window.oldest = window.oldest or now
+            rate = RateLimit(
+                limit=limit,
+                remaining=limit - window.used,
+                reset=max(0, math.ceil(window.oldest + HOUR - now)),
+            )
+
+        notification_id = new_id("n")
+        targets = [("inbox", None), *devices.get(request.uid, [])]
+        notification_rows.append(
+            {
+                "id": notification_id,
+                "app_id": request.app_id,
+                "uid": request.uid,
+                "kind": request.kind,
+                "type": request.type,
+                "title": f"{app.name} says",
+                "body": request.message,
+                "data": {
+                    **request.data,
+                    "app_id": request.app_id,
+                    "notification_id": notification_id,
+                    "type": request.type or request.kind,
+                    "navigate_to": f"/chat/{request.app_id}",
+                },
+                "dedupe_hash": digest,
+                "collapse_key": digest[:32],
+                "idempotency_key": request.idempotency_key,
+                "created_at": now,
+                "read_at": None,
+            }
+        )
+        delivery_rows += [
             {
                 "id": new_id("d"),
                 "notification_id": notification_id,
@@ -231,19 +325,62 @@ async def accept_notification(
                 "delivered_at": None,
             }
             for provider, device_id in targets
-        ],
-    )
-    await conn.execute(
-        insert(ChatMessage).values(
-            uid=request.uid,
-            app_id=request.app_id,
-            sender="app",
-            text=request.message,
-            notification_id=notification_id,
-            created_at=now,
+        ]
+        chat_rows.append(
+            {
+                "uid": request.uid,
+                "app_id": request.app_id,
+                "sender": "app",
+                "text": request.message,
+                "notification_id": notification_id,
+                "created_at": now,
+            }
         )
+        # Later requests of this batch see this one as a repeat.
+        recent[digest] = notification_id
+        if request.idempotency_key is not None:
+            by_key[(request.app_id, request.idempotency_key)] = notification_id
+        accepted = Accepted(notification_id, len(targets) - 1, duplicate=False, rate_limit=rate)
+        results.append(accepted)
+
+    if notification_rows:
+        await conn.execute(insert(Notification), notification_rows)
+        await conn.execute(insert(Delivery), delivery_rows)
+        await conn.execute(insert(ChatMessage), chat_rows)
+    if duplicates_of:
+        counts = await _device_counts(conn, duplicates_of)
+        results = [
+            replace(r, devices=counts.get(r.notification_id, 0))
+            if isinstance(r, Accepted) and r.duplicate
+            else r
+            for r in results
+        ]
+    return results
+
+
+async def _device_counts(conn: AsyncConnection, notification_ids: set[str]) -> dict[str, int]:
+    rows = await conn.execute(
+        select(Delivery.notification_id, func.count())
+        .where(Delivery.notification_id.in_(notification_ids), Delivery.provider != "inbox")
+        .group_by(Delivery.notification_id)
     )
-    return Accepted(notification_id, len(devices), duplicate=False, rate_limit=rate)
+    return {nid: int(n) for nid, n in rows}
+
+
+async def accept_notification(
+    conn: AsyncConnection,
+    request: NotificationRequest,
+    *,
+    default_limit_per_hour: int,
+    dedupe_window_s: float,
+    lock_rows: bool = False,
+) -> Accepted:
+    """Accept one notification (a batch of one); raises its refusal."""
+    limits = Limits(default_limit_per_hour, dedupe_window_s)
+    (result,) = await accept_batch(conn, [request], limits, lock_rows=lock_rows)
+    if isinstance(result, NudgeError):
+        raise result
+    return result
 
 
 def _notification_json(row: Any) -> dict[str, Any]:

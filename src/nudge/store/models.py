@@ -88,7 +88,7 @@ class Notification(Base):
     __table_args__ = (
         Index("ix_notifications_user", "uid", "id"),
         Index("ix_notifications_app_user_time", "app_id", "uid", "created_at"),
-        Index("ix_notifications_dedupe", "app_id", "uid", "dedupe_hash", "created_at"),
+        Index("ix_notifications_dedupe", "dedupe_hash", "created_at"),
         UniqueConstraint("app_id", "idempotency_key", name="uq_notification_idempotency"),
     )
     id: Mapped[str] = mapped_column(String(64), primary_key=True)

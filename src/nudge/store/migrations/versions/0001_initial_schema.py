@@ -69,7 +69,7 @@ def upgrade() -> None:
             "ix_notifications_app_user_time", ["app_id", "uid", "created_at"], unique=False
         )
         batch_op.create_index(
-            "ix_notifications_dedupe", ["app_id", "uid", "dedupe_hash", "created_at"], unique=False
+            "ix_notifications_dedupe", ["dedupe_hash", "created_at"], unique=False
         )
         batch_op.create_index("ix_notifications_user", ["uid", "id"], unique=False)
 

@@ -1,0 +1,128 @@
+"""A small, cheap HTTP/1.1 keep-alive load generator (raw asyncio streams), so that the client
+spends as little of this 2-core machine's CPU as possible. Shared by the benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+
+@dataclass
+class Result:
+    name: str
+    seconds: float
+    latencies: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> int:
+        return self.statuses.get(200, 0)
+
+    @property
+    def rate(self) -> float:
+        return self.ok / self.seconds
+
+    def pct(self, p: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        data = sorted(self.latencies)
+        return data[min(len(data) - 1, int(p / 100 * len(data)))] * 1000
+
+    def line(self) -> str:
+        return (
+            f"{self.name:<28} {self.rate:9.0f} req/s   p50 {self.pct(50):6.2f} ms   "
+            f"p99 {self.pct(99):6.2f} ms   statuses {dict(sorted(self.statuses.items()))}"
+        )
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    if length:
+        await reader.readexactly(length)
+    return status
+
+
+async def run_load(
+    url: str,
+    make_request: Callable[[int, int], bytes],
+    *,
+    name: str,
+    clients: int = 32,
+    seconds: float = 5.0,
+    warmup: float = 1.0,
+) -> Result:
+    """``clients`` connections send back-to-back requests for ``seconds`` after a warm-up."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    result = Result(name, seconds)
+    start = time.perf_counter()
+    measure_from = start + warmup
+    stop_at = measure_from + seconds
+
+    async def client(n: int) -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.transport.get_extra_info("socket").setsockopt(
+            socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+        )
+        i = 0
+        while True:
+            t0 = time.perf_counter()
+            if t0 >= stop_at:
+                break
+            i += 1
+            writer.write(make_request(n, i))
+            status = await _read_response(reader)
+            t1 = time.perf_counter()
+            if t0 >= measure_from:
+                result.latencies.append(t1 - t0)
+                result.statuses[status] = result.statuses.get(status, 0) + 1
+        writer.close()
+
+    await asyncio.gather(*(client(n) for n in range(clients)))
+    return result
+
+
+def start_server(data_dir: Path, env: dict[str, str], port: int,
+                 args: list[str] | None = None) -> subprocess.Popen[bytes]:
+    full_env = {**os.environ, **env}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nudge.cli", "serve", "--port", str(port), *(args or [])],
+        env=full_env,
+        stdout=(data_dir / f"server-{port}.log").open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit(f"server did not start; see {data_dir}/server-{port}.log")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def summary(values: list[float]) -> str:
+    return f"median {statistics.median(values):.0f}"

@@ -1,0 +1,89 @@
+"""Direct-notification acceptance rate vs. the same server's /healthz rate, in one run.
+
+    .venv/bin/python bench/direct.py [--seconds 5] [--clients 32] [--database-url URL]
+
+Starts `nudge serve` (one process, SQLite by default) and drives it over keep-alive HTTP/1.1 with
+32 concurrent clients: first GET /healthz, then POST /v2/integrations/{app}/notification (each
+request a different user/message so neither the duplicate window nor the hourly limit answers).
+Prints requests/s, p50/p99 latency and the ratio. Targets (issue 2): ratio >= 50 %, >= 1,500/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _load import free_port, run_load, start_server  # noqa: E402
+
+ADMIN = "bench-admin"
+USERS = 500
+
+
+def setup(url: str) -> tuple[str, str]:
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30) as c:
+        app = c.post("/v1/apps", json={"manifest": {"name": "Bench"},
+                                       "direct_limit_per_hour": 1_000_000}).json()
+        for i in range(USERS):
+            c.post("/v1/users", json={"uid": f"u{i}", "name": f"User {i}"}).raise_for_status()
+            c.post(f"/v1/users/u{i}/apps/{app['app_id']}", json={"scopes": []}).raise_for_status()
+    return app["app_id"], app["app_secret"]
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--database-url", default=None)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="nudge-bench-") as tmp:
+        data = Path(tmp)
+        port = free_port()
+        env = {
+            "NUDGE_ADMIN_TOKEN": ADMIN,
+            "NUDGE_DATA_DIR": str(data),
+            "NUDGE_DATABASE_URL": args.database_url or f"sqlite+aiosqlite:///{data}/nudge.db",
+            "NUDGE_LOG_LEVEL": "WARNING",
+        }
+        proc = start_server(data, env, port)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            app_id, secret = setup(url)
+            health_req = b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n"
+
+            def send_req(n: int, i: int) -> bytes:
+                uid = f"u{(n * 7919 + i) % USERS}"
+                return (
+                    f"POST /v2/integrations/{app_id}/notification?uid={uid}&message=bench+{n}+{i}"
+                    f" HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {secret}\r\n"
+                    f"Content-Length: 0\r\n\r\n"
+                ).encode()
+
+            print(f"nudge bench/direct: {args.clients} clients, {args.seconds:.0f} s each, "
+                  f"database {env['NUDGE_DATABASE_URL'].split(':')[0]}", flush=True)
+            health = await run_load(url, lambda n, i: health_req, name="GET /healthz",
+                                    clients=args.clients, seconds=args.seconds)
+            print(health.line(), flush=True)
+            direct = await run_load(url, send_req, name="POST direct notification",
+                                    clients=args.clients, seconds=args.seconds)
+            print(direct.line(), flush=True)
+            ratio = direct.rate / health.rate if health.rate else 0.0
+            print(f"ratio direct/healthz: {ratio:.0%}   (targets: >= 50 %, >= 1500 accepted/s)")
+            print(json.dumps({"healthz_rps": round(health.rate), "direct_rps": round(direct.rate),
+                              "direct_p50_ms": round(direct.pct(50), 2),
+                              "direct_p99_ms": round(direct.pct(99), 2),
+                              "ratio": round(ratio, 3)}))
+        finally:
+            proc.terminate()
+            proc.wait(20)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
