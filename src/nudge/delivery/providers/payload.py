@@ -120,11 +120,11 @@ def remaining_ttl(message: PushMessage, max_age_s: float, now: float | None = No
 
 
 def collapse_id(key: str, max_bytes: int = 64) -> str:
-    """APNs ``apns-collapse-id``: at most 64 bytes, cut at a character boundary."""
-    raw = key.encode()
-    if len(raw) <= max_bytes:
+    """APNs ``apns-collapse-id``: an ASCII header value of at most 64 bytes. A key that is not
+    one becomes its SHA-256 (hex, cut to fit), so equal keys still collapse together."""
+    if key.isascii() and key.isprintable() and len(key) <= max_bytes:
         return key
-    return raw[:max_bytes].decode(errors="ignore")
+    return hashlib.sha256(key.encode()).hexdigest()[:max_bytes]
 
 
 def topic(key: str) -> str:
