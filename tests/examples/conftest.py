@@ -9,17 +9,27 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import httpx
+from examples.common import AppSettings
+from fastapi import FastAPI
 
 from nudge.sdk.webhook import signature_headers
 from tests.conftest import free_port
+from tests.sdk.scripted import over_asgi
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "whsec_" + base64.b64encode(b"example-app-test-secret!").decode()
+
+
+@asynccontextmanager
+async def example(create_app: Callable[[AppSettings], FastAPI]) -> AsyncIterator[httpx.AsyncClient]:
+    """An example app (answers only, no API credentials) behind an in-process HTTP client."""
+    async with over_asgi(create_app(AppSettings(SECRET))) as http:
+        yield http
 
 
 def segments_body(session_id: str, *texts: str) -> bytes:

@@ -12,7 +12,7 @@ import pytest
 from examples.common import AppSettings
 from examples.mentor.app import PROMPT, create_app
 
-from tests.examples.conftest import ROOT, SECRET, realtime_call, run_example
+from tests.examples.conftest import ROOT, SECRET, example, realtime_call, run_example
 
 MENTOR_ANSWER = {
     "session_id": "abc123",
@@ -22,10 +22,7 @@ MENTOR_ANSWER = {
 
 @pytest.fixture
 async def mentor() -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(AppSettings(SECRET))
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://mentor.test"
-    ) as http:
+    async with example(create_app) as http:
         yield http
 
 

@@ -14,17 +14,15 @@ from examples.news_checker.checks import MYTHS
 
 from nudge.sdk.webhook import signature_headers
 from tests.conftest import ADMIN, make_world, start_server, wait_for
-from tests.examples.conftest import SECRET, realtime_call, segments_body
+from tests.examples.conftest import example, realtime_call, segments_body
+from tests.sdk.scripted import over_asgi
 
 GREAT_WALL = next(m for m in MYTHS if m.key == "great-wall")
 
 
 @pytest.fixture
 async def checker() -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(AppSettings(SECRET))
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://news.test"
-    ) as http:
+    async with example(create_app) as http:
         yield http
 
 
@@ -81,9 +79,7 @@ async def test_corrections_go_through_the_sdk_client(tmp_path: Path) -> None:
             )
             async with (
                 app.router.lifespan_context(app),
-                httpx.AsyncClient(
-                    transport=httpx.ASGITransport(app=app), base_url="http://news.test"
-                ) as http,
+                over_asgi(app) as http,
             ):
                 params = {"session_id": "s1", "uid": world.uid}
                 r = await http.post("/webhook", params=params, content=body, headers=headers)

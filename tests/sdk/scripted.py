@@ -109,3 +109,8 @@ class ScriptedServer:
             }
         )
         await send({"type": "http.response.body", "body": raw})
+
+
+def over_asgi(app: Any) -> httpx.AsyncClient:
+    """A client that makes real HTTP requests to an ASGI app in this process."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app.test")

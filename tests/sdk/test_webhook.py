@@ -29,6 +29,7 @@ from nudge.sdk.webhook import (
     proactive,
     signature_headers,
 )
+from tests.sdk.scripted import over_asgi
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
 MENTOR_PROMPT = (
@@ -91,8 +92,7 @@ def kit(recorder: Recorder) -> WebhookKit:
 
 @pytest.fixture
 async def http(kit: WebhookKit) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=kit.app())
-    async with httpx.AsyncClient(transport=transport, base_url="http://app.test") as c:
+    async with over_asgi(kit.app()) as c:
         yield c
 
 
@@ -177,9 +177,7 @@ async def test_invalid_payloads_are_422(http: httpx.AsyncClient, recorder: Recor
 async def test_oversized_body_is_413(recorder: Recorder) -> None:
     kit = WebhookKit(SECRET, on_transcript=recorder, max_body_bytes=1000)
     body = realtime_body("s1", "x" * 2000)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=kit.app()), base_url="http://app.test"
-    ) as http:
+    async with over_asgi(kit.app()) as http:
         r = await post(http, body)
     assert r.status_code == 413 and recorder.events == []
 
@@ -276,18 +274,14 @@ async def test_async_handler_and_direct_message() -> None:
         return message(f"You said: {event.text}") if event.text else nothing()
 
     kit = WebhookKit(SECRET, on_transcript=handler)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=kit.app()), base_url="http://app.test"
-    ) as http:
+    async with over_asgi(kit.app()) as http:
         r = await post(http, realtime_body("s9", "hello world"))
     assert r.json() == {"session_id": "s9", "message": "You said: hello world"}
 
 
 async def test_handler_returning_the_wrong_type_is_a_500() -> None:
     kit = WebhookKit(SECRET, on_transcript=lambda e: {"message": "not an Answer"})  # type: ignore
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=kit.app()), base_url="http://app.test"
-    ) as http:
+    async with over_asgi(kit.app()) as http:
         r = await post(http, realtime_body("s1", "hello"))
     assert r.status_code == 500 and "TypeError" in r.json()["detail"]
 
@@ -306,9 +300,7 @@ class Clock:
 async def test_least_recently_active_session_is_dropped(recorder: Recorder) -> None:
     store = SessionStore(max_sessions=2)
     kit = WebhookKit(SECRET, on_transcript=recorder, sessions=store)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=kit.app()), base_url="http://app.test"
-    ) as http:
+    async with over_asgi(kit.app()) as http:
         await post(http, realtime_body("a", "first a"))
         await post(http, realtime_body("b", "first b"))
         await post(http, realtime_body("a", "second a"))  # a is now the most recent
@@ -323,9 +315,7 @@ async def test_idle_sessions_expire(recorder: Recorder) -> None:
     clock = Clock()
     store = SessionStore(ttl_s=60, clock=clock)
     kit = WebhookKit(SECRET, on_transcript=recorder, sessions=store)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=kit.app()), base_url="http://app.test"
-    ) as http:
+    async with over_asgi(kit.app()) as http:
         await post(http, realtime_body("s1", "hello"))
         clock.now += 30
         await post(http, realtime_body("s1", "still here"))
@@ -339,9 +329,7 @@ async def test_idle_sessions_expire(recorder: Recorder) -> None:
 async def test_segments_per_session_are_capped(recorder: Recorder) -> None:
     store = SessionStore(max_segments=3)
     kit = WebhookKit(SECRET, on_transcript=recorder, sessions=store)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=kit.app()), base_url="http://app.test"
-    ) as http:
+    async with over_asgi(kit.app()) as http:
         for i in range(6):
             await post(http, realtime_body("s1", f"line {i}"))
         await post(http, realtime_body("s1", *[f"burst {i}" for i in range(5)]))
@@ -425,9 +413,7 @@ async def test_memory_creation_call() -> None:
         "structured": {"title": "Race plan", "overview": "Planning the marathon."},
     }
     body = json.dumps(conversation).encode()
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=kit.app()), base_url="http://app.test"
-    ) as http:
+    async with over_asgi(kit.app()) as http:
         headers = signed(body)
         r = await post(http, body, headers, path="/memory")
         again = await post(http, body, headers, path="/memory")

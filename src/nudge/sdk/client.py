@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -27,6 +27,7 @@ from nudge.sdk.errors import APIError, NudgeError, TransportError, error_class
 log = logging.getLogger("nudge.sdk")
 
 T = TypeVar("T")
+H = TypeVar("H", httpx.Client, httpx.AsyncClient)
 Outcome = httpx.Response | httpx.TransportError
 # A plan yields a request to send (and gets its outcome back) or seconds to wait (gets None back).
 Plan = Generator[httpx.Request | float, Outcome | None, T]
@@ -195,8 +196,19 @@ def _retryable(error: NudgeError) -> bool:
     return isinstance(error, TransportError)
 
 
-class _Plans:
-    """What both clients share: configuration and the plans of every call."""
+@dataclass(frozen=True)
+class _Done(Generic[T]):
+    value: T
+
+
+def _driven(plan: Plan[T]) -> Generator[httpx.Request | float | _Done[T], Outcome | None, None]:
+    """The plan, with its result yielded as a last ``_Done`` step (keeps the drivers tiny)."""
+    value = yield from plan
+    yield _Done(value)
+
+
+class _Plans(Generic[H]):
+    """What both clients share: configuration, the HTTP client, and the plans of every call."""
 
     def __init__(
         self,
@@ -206,6 +218,7 @@ class _Plans:
         *,
         retry: RetryPolicy | None = None,
         timeout_s: float = 15.0,
+        http: H | None = None,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, not {base_url!r}")
@@ -216,6 +229,11 @@ class _Plans:
         self._secret = app_secret
         self.retry = retry or RetryPolicy()
         self.timeout_s = timeout_s
+        self._owns_http = http is None
+        self._http: H = http if http is not None else self._new_http()
+
+    def _new_http(self) -> H:
+        raise NotImplementedError
 
     def __repr__(self) -> str:  # never print the secret
         return f"{type(self).__name__}(base_url={self.base_url!r}, app_id={self.app_id!r})"
@@ -315,35 +333,22 @@ class _Plans:
         return NotificationStatus.from_json(_json(response, "deliveries"))
 
 
-class NudgeClient(_Plans):
+class NudgeClient(_Plans[httpx.Client]):
     """Blocking client. Use as a context manager, or call ``close()``.
 
     >>> with NudgeClient("http://localhost:8000", app_id, app_secret) as nudge:
     ...     nudge.send_notification("user123", "Your task is due in 1 hour!").notification_id
     """
 
-    def __init__(
-        self,
-        base_url: str,
-        app_id: str,
-        app_secret: str,
-        *,
-        retry: RetryPolicy | None = None,
-        timeout_s: float = 15.0,
-        http: httpx.Client | None = None,
-    ) -> None:
-        super().__init__(base_url, app_id, app_secret, retry=retry, timeout_s=timeout_s)
-        self._owns_http = http is None
-        self._http = http or httpx.Client(follow_redirects=False)
+    def _new_http(self) -> httpx.Client:
+        return httpx.Client(follow_redirects=False)
 
     def _run(self, plan: Plan[T]) -> T:
-        outcome: Outcome | None = None
-        while True:
-            try:
-                step = plan.send(outcome)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            outcome = self._perform(step)
+        steps = _driven(plan)
+        step = next(steps)
+        while not isinstance(step, _Done):
+            step = steps.send(self._perform(step))
+        return step.value
 
     def _perform(self, step: httpx.Request | float) -> Outcome | None:
         if not isinstance(step, httpx.Request):
@@ -387,31 +392,18 @@ class NudgeClient(_Plans):
         self.close()
 
 
-class AsyncNudgeClient(_Plans):
+class AsyncNudgeClient(_Plans[httpx.AsyncClient]):
     """Asyncio client with the same calls and retry policy as ``NudgeClient``."""
 
-    def __init__(
-        self,
-        base_url: str,
-        app_id: str,
-        app_secret: str,
-        *,
-        retry: RetryPolicy | None = None,
-        timeout_s: float = 15.0,
-        http: httpx.AsyncClient | None = None,
-    ) -> None:
-        super().__init__(base_url, app_id, app_secret, retry=retry, timeout_s=timeout_s)
-        self._owns_http = http is None
-        self._http = http or httpx.AsyncClient(follow_redirects=False)
+    def _new_http(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(follow_redirects=False)
 
     async def _run(self, plan: Plan[T]) -> T:
-        outcome: Outcome | None = None
-        while True:
-            try:
-                step = plan.send(outcome)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            outcome = await self._perform(step)
+        steps = _driven(plan)
+        step = next(steps)
+        while not isinstance(step, _Done):
+            step = steps.send(await self._perform(step))
+        return step.value
 
     async def _perform(self, step: httpx.Request | float) -> Outcome | None:
         if not isinstance(step, httpx.Request):

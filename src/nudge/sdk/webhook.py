@@ -43,6 +43,7 @@ log = logging.getLogger("nudge.sdk.webhook")
 
 K = TypeVar("K")
 V = TypeVar("V")
+M = TypeVar("M", bound=BaseModel)
 
 PROMPT_MIN_CHARS = 5
 PROMPT_MAX_CHARS = 128_000
@@ -319,6 +320,9 @@ class _Refused(Exception):
         self.status = status
         self.detail = detail
 
+    def response(self) -> JSONResponse:
+        return JSONResponse({"detail": self.detail}, status_code=self.status)
+
 
 # --- The kit -------------------------------------------------------------------------------
 
@@ -375,12 +379,16 @@ class WebhookKit:
             ) from None
         return request.headers["webhook-id"], body
 
-    @staticmethod
-    def _uid(request: Request) -> str:
+    async def _accept(self, request: Request, model: type[M]) -> tuple[str, str, M]:
+        """(webhook-id, uid, parsed body) of a verified call; ``_Refused`` otherwise."""
+        msg_id, body = await self._verified(request)
         uid = request.query_params.get("uid", "").strip()
         if not uid:
             raise _Refused(422, "uid: required query parameter")
-        return uid
+        try:
+            return msg_id, uid, model.model_validate_json(body)
+        except PydanticValidationError as exc:
+            raise _Refused(422, describe_validation(list(exc.errors()))) from None
 
     @staticmethod
     async def _call(handler: Callable[[Any], Any], event: Any) -> Answer | None:
@@ -400,20 +408,14 @@ class WebhookKit:
     async def handle_transcript(self, request: Request) -> JSONResponse:
         """``POST {webhook_url}?session_id=S&uid=U`` with ``{"session_id", "segments"}``."""
         if self.on_transcript is None:
-            return JSONResponse({"detail": "this app takes no transcripts"}, status_code=404)
+            return _Refused(404, "this app takes no transcripts").response()
         try:
-            msg_id, body = await self._verified(request)
-            uid = self._uid(request)
-            payload = TranscriptPayload.model_validate_json(body)
+            msg_id, uid, payload = await self._accept(request, TranscriptPayload)
             query_session = request.query_params.get("session_id")
             if query_session is not None and query_session != payload.session_id:
                 raise _Refused(422, "session_id: the query and the body disagree")
         except _Refused as refused:
-            return JSONResponse({"detail": refused.detail}, status_code=refused.status)
-        except PydanticValidationError as exc:
-            return JSONResponse(
-                {"detail": describe_validation(list(exc.errors()))}, status_code=422
-            )
+            return refused.response()
 
         sid = payload.session_id
         session = self.sessions.session(uid, sid)
@@ -452,17 +454,11 @@ class WebhookKit:
     async def handle_memory(self, request: Request) -> JSONResponse:
         """``POST {webhook_url}?uid=U`` with the finished conversation."""
         if self.on_memory is None:
-            return JSONResponse({"detail": "this app takes no memories"}, status_code=404)
+            return _Refused(404, "this app takes no memories").response()
         try:
-            msg_id, body = await self._verified(request)
-            uid = self._uid(request)
-            conversation = Conversation.model_validate_json(body)
+            msg_id, uid, conversation = await self._accept(request, Conversation)
         except _Refused as refused:
-            return JSONResponse({"detail": refused.detail}, status_code=refused.status)
-        except PydanticValidationError as exc:
-            return JSONResponse(
-                {"detail": describe_validation(list(exc.errors()))}, status_code=422
-            )
+            return refused.response()
         first = self._answers.get(msg_id)
         if first is not None:
             return JSONResponse(first)
