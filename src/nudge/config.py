@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     delivery_max_backoff_s: float = 600.0
     delivery_lease_s: float = 60.0
     delivery_batch_size: int = 200
+    delivery_concurrency: int = 256  # provider calls in flight per worker
     delivery_poll_interval_s: float = 0.5
 
     # Logging

@@ -97,6 +97,7 @@ class Platform:
             ),
             metrics=self.metrics,
             batch_size=s.delivery_batch_size,
+            concurrency=s.delivery_concurrency,
             lease_s=s.delivery_lease_s,
             poll_interval_s=s.delivery_poll_interval_s,
         )

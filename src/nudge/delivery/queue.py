@@ -131,11 +131,38 @@ async def record(
     results: list[tuple[Job, SendResult]],
     policy: RetryPolicy,
 ) -> dict[str, str]:
-    """Write the outcome of each sent job; returns delivery id -> final state written."""
+    """Write the outcome of each sent job in one transaction; returns delivery id -> state.
+
+    Deliveries are the common case and share one UPDATE; the others are written one by one.
+    A row is written only while this worker still holds its claim.
+    """
     now = time.time()
     states: dict[str, str] = {}
+    delivered = [job.delivery_id for job, r in results if r.outcome is Outcome.DELIVERED]
     async with db.begin() as conn:
+        for start in range(0, len(delivered), 500):
+            done = await conn.execute(
+                update(Delivery)
+                .where(
+                    Delivery.id.in_(delivered[start : start + 500]),
+                    Delivery.claimed_by == worker_id,
+                    Delivery.state == "sending",
+                )
+                .values(
+                    state="delivered",
+                    attempts=Delivery.attempts + 1,
+                    lease_until=None,
+                    claimed_by=None,
+                    updated_at=now,
+                    delivered_at=now,
+                    last_error="",
+                )
+                .returning(Delivery.id)
+            )
+            states.update(dict.fromkeys(done.scalars(), "delivered"))
         for job, result in results:
+            if result.outcome is Outcome.DELIVERED:
+                continue
             values = _values_for(job, result, policy, now)
             done = await conn.execute(
                 update(Delivery)
@@ -155,6 +182,7 @@ async def record(
 
 
 def _values_for(job: Job, result: SendResult, policy: RetryPolicy, now: float) -> dict[str, Any]:
+    """The row update for an outcome other than delivered."""
     attempts = job.attempts + 1
     base: dict[str, Any] = {
         "attempts": attempts,
@@ -163,8 +191,6 @@ def _values_for(job: Job, result: SendResult, policy: RetryPolicy, now: float) -
         "updated_at": now,
         "last_error": result.reason,
     }
-    if result.outcome is Outcome.DELIVERED:
-        return base | {"state": "delivered", "delivered_at": now}
     if result.outcome is Outcome.TOKEN_INVALID:
         return base | {"state": "token-removed"}
     if result.outcome is Outcome.FAILED:

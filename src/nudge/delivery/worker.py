@@ -1,9 +1,17 @@
-"""The delivery worker: claim due deliveries, send them through their providers, record results."""
+"""The delivery worker: claim due deliveries, send them through their providers, record results.
+
+It runs as a pipeline so that no stage waits for another: the claim loop keeps up to
+``concurrency`` sends in flight (claiming the next batch while earlier ones are still sending),
+each send runs on its own, and a recorder writes finished results in batches (one transaction for
+whatever finished while the previous write ran). A slow provider call therefore holds up only its
+own delivery, never a batch.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 
 from nudge.delivery import queue
@@ -14,6 +22,9 @@ from nudge.metrics import Metrics
 from nudge.store.db import Database
 
 log = logging.getLogger("nudge.delivery")
+
+RECORD_BATCH = 1000  # results per transaction at most
+ALERT_LOG_INTERVAL_S = 60.0  # one "provider alert" log line per provider per minute
 
 
 class DeliveryWorker:
@@ -28,6 +39,7 @@ class DeliveryWorker:
         policy: RetryPolicy,
         metrics: Metrics,
         batch_size: int = 200,
+        concurrency: int = 256,
         lease_s: float = 60.0,
         poll_interval_s: float = 0.5,
     ) -> None:
@@ -39,52 +51,68 @@ class DeliveryWorker:
         self.policy = policy
         self.metrics = metrics
         self.batch_size = batch_size
+        self.concurrency = max(1, concurrency)
         self.lease_s = lease_s
         self.poll_interval_s = poll_interval_s
         self._stopping = asyncio.Event()
+        self._sending: set[asyncio.Task[None]] = set()
+        self._room = asyncio.Event()
+        self._finished: list[tuple[Job, SendResult]] = []
+        self._results_ready = asyncio.Event()
+        self._alerted: dict[str, float] = {}
+
+    def stop(self) -> None:
+        """Stop claiming; sends in flight finish and are recorded, then :meth:`run` returns."""
+        self._stopping.set()
+
+    @property
+    def _min_claim(self) -> int:
+        """Claim only when this many slots are free (fewer, larger claim transactions)."""
+        return max(1, min(self.batch_size, self.concurrency) // 4)
 
     async def run(self) -> None:
         log.info("delivery worker started", extra={"worker_id": self.worker_id})
-        while not self._stopping.is_set():
-            try:
-                sent = await self.run_once()
-            except Exception:
-                log.exception("delivery loop error; retrying in 1 s")
-                await asyncio.sleep(1.0)
-                continue
-            if sent == 0:
-                await self.bus.wait_for_work(self.poll_interval_s)
-        released = await queue.release(self.db, self.worker_id)
-        log.info("delivery worker stopped", extra={"released": released})
+        recorder = asyncio.create_task(self._record_loop(), name="nudge-delivery-recorder")
+        try:
+            while not self._stopping.is_set():
+                room = self.concurrency - len(self._sending)
+                if room < self._min_claim:
+                    self._room.clear()
+                    await self._room.wait()
+                    continue
+                try:
+                    claimed = await self._claim(min(room, self.batch_size))
+                except Exception:
+                    log.exception("claiming deliveries failed; trying again in 1 s")
+                    await asyncio.sleep(1.0)
+                    continue
+                if claimed == 0:
+                    await self.bus.wait_for_work(self.poll_interval_s)
+        finally:
+            if self._sending:
+                await asyncio.wait(set(self._sending))
+            self._stopping.set()
+            self._results_ready.set()
+            await recorder
+            released = await queue.release(self.db, self.worker_id)
+            log.info("delivery worker stopped", extra={"released": released})
 
-    def stop(self) -> None:
-        """Finish the batch in flight, then return from :meth:`run` (claims given back)."""
-        self._stopping.set()
-
-    async def run_once(self) -> int:
-        """Claim one batch, send it, record it; returns how many were sent."""
-        jobs = await queue.claim(self.db, self.worker_id, self.batch_size, self.lease_s)
-        if not jobs:
-            return 0
-        results = await asyncio.gather(*(self._send(job) for job in jobs))
-        states = await queue.record(self.db, self.worker_id, list(zip(jobs, results)), self.policy)
-        for job, result in zip(jobs, results):
-            self.metrics.deliveries.labels(job.provider, result.outcome.value).inc()
-            if result.outcome is Outcome.PROVIDER_ALERT:
-                log.error(
-                    "provider alert: check its credentials and settings",
-                    extra={"provider": job.provider, "reason": result.reason},
-                )
-            elif states.get(job.delivery_id) == "failed":
-                log.warning(
-                    "delivery failed",
-                    extra={
-                        "delivery_id": job.delivery_id,
-                        "provider": job.provider,
-                        "reason": result.reason,
-                    },
-                )
+    async def _claim(self, limit: int) -> int:
+        jobs = await queue.claim(self.db, self.worker_id, limit, self.lease_s)
+        for job in jobs:
+            task = asyncio.create_task(self._send_one(job))
+            self._sending.add(task)
+            task.add_done_callback(self._sent)
         return len(jobs)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        if self.concurrency - len(self._sending) >= self._min_claim:
+            self._room.set()
+
+    async def _send_one(self, job: Job) -> None:
+        self._finished.append((job, await self._send(job)))
+        self._results_ready.set()
 
     async def _send(self, job: Job) -> SendResult:
         if job.target is None:
@@ -98,3 +126,52 @@ class DeliveryWorker:
         except Exception as exc:  # a provider bug must not stop the queue
             log.exception("provider raised", extra={"provider": job.provider})
             return SendResult(Outcome.RETRY, f"{type(exc).__name__}: {exc}")
+
+    async def _record_loop(self) -> None:
+        while True:
+            await self._results_ready.wait()
+            self._results_ready.clear()
+            while self._finished:
+                batch = self._finished[:RECORD_BATCH]
+                del self._finished[:RECORD_BATCH]
+                await self._record(batch)
+            if self._stopping.is_set() and not self._sending and not self._finished:
+                return
+
+    async def _record(self, results: list[tuple[Job, SendResult]]) -> None:
+        for attempt in range(3):
+            try:
+                states = await queue.record(self.db, self.worker_id, results, self.policy)
+                break
+            except Exception:
+                log.exception(
+                    "recording delivery results failed",
+                    extra={"results": len(results), "attempt": attempt + 1},
+                )
+                await asyncio.sleep(0.5 * (attempt + 1))
+        else:
+            # Their claims run out after the lease and they are sent again (at least once).
+            return
+        for job, result in results:
+            self.metrics.deliveries.labels(job.provider, result.outcome.value).inc()
+            if result.outcome is Outcome.PROVIDER_ALERT:
+                self._alert(job.provider, result.reason)
+            elif states.get(job.delivery_id) == "failed":
+                log.warning(
+                    "delivery failed",
+                    extra={
+                        "delivery_id": job.delivery_id,
+                        "provider": job.provider,
+                        "reason": result.reason,
+                    },
+                )
+
+    def _alert(self, provider: str, reason: str) -> None:
+        now = time.monotonic()
+        if now - self._alerted.get(provider, -ALERT_LOG_INTERVAL_S) < ALERT_LOG_INTERVAL_S:
+            return
+        self._alerted[provider] = now
+        log.error(
+            "provider alert: deliveries are kept and retried; fix the provider's credentials",
+            extra={"provider": provider, "reason": reason},
+        )
