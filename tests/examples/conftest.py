@@ -69,9 +69,11 @@ async def realtime_call(
 
 
 @contextmanager
-def run_example(module: str, env: dict[str, str], log_path: Path) -> Iterator[str]:
+def run_example(
+    module: str, env: dict[str, str], log_path: Path, port: int | None = None
+) -> Iterator[str]:
     """Start ``python -m <module> --port P``; yield its URL once /healthz answers."""
-    port = free_port()
+    port = port or free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", module, "--port", str(port)],
         cwd=ROOT,
