@@ -19,7 +19,12 @@ from nudge.delivery.providers import ProviderDeps, build_providers
 from nudge.delivery.providers.base import Provider
 from nudge.delivery.queue import RetryPolicy
 from nudge.delivery.worker import DeliveryWorker
+from nudge.llm import LLM, build_llm
 from nudge.metrics import Metrics
+from nudge.proactive.claims import Claims, build_claims
+from nudge.proactive.dispatcher import Dispatcher
+from nudge.proactive.pipeline import Pipeline
+from nudge.proactive.webhooks import WebhookClient
 from nudge.store.batch import BatchWriter
 from nudge.store.db import Database
 from nudge.store.migrate import upgrade
@@ -56,6 +61,12 @@ class Platform:
     unconfigured: dict[str, str] = field(default_factory=dict)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     workers: list[DeliveryWorker] = field(default_factory=list)
+    # Calls to apps (every role: installs check setup_completed_url); the proactive pipeline and
+    # its dispatcher run in the worker roles.
+    webhooks: WebhookClient | None = None
+    llm: LLM | None = None
+    claims: Claims | None = None
+    dispatcher: Dispatcher | None = None
 
     @classmethod
     async def start(cls, settings: Settings, *, migrate: bool = True) -> Platform:
@@ -78,9 +89,35 @@ class Platform:
         )
         platform.writer.start()
         platform.acceptor.start()
+        platform.webhooks = WebhookClient(settings)
         if settings.role in ("worker", "all"):
             platform.start_workers()
+            platform.start_dispatcher()
         return platform
+
+    def start_dispatcher(self) -> None:
+        """The webhook dispatcher and the proactive pipeline (LLM, rate-limit claims)."""
+        assert self.webhooks is not None
+        self.llm = build_llm(self.settings)
+        self.claims = build_claims(self.settings.redis_url, self.writer)
+        pipeline = Pipeline(
+            settings=self.settings,
+            db=self.db,
+            acceptor=self.acceptor,
+            bus=self.bus,
+            llm=self.llm,
+            claims=self.claims,
+            metrics=self.metrics,
+        )
+        self.dispatcher = Dispatcher(
+            settings=self.settings,
+            db=self.db,
+            writer=self.writer,
+            webhooks=self.webhooks,
+            pipeline=pipeline,
+            metrics=self.metrics,
+        )
+        self.tasks.append(asyncio.create_task(self.dispatcher.run(), name="nudge-dispatcher"))
 
     def start_workers(self) -> None:
         deps = ProviderDeps(settings=self.settings, http=self.http, bus=self.bus)
@@ -107,6 +144,8 @@ class Platform:
     async def close(self) -> None:
         for worker in self.workers:
             worker.stop()
+        if self.dispatcher is not None:
+            await self.dispatcher.aclose()  # before the writer: its calls still write traces
         await self.bus.wake_workers()
         if self.tasks:
             await asyncio.wait(self.tasks, timeout=10)
@@ -117,5 +156,8 @@ class Platform:
         for provider in self.providers.values():
             await provider.aclose()
         await self.http.aclose()
+        for part in (self.webhooks, self.llm, self.claims):
+            if part is not None:
+                await part.aclose()
         await self.bus.aclose()
         await self.db.close()

@@ -51,8 +51,10 @@ async def install(
         await users.get_user(conn, uid)
         app = await get_app(conn, app_id)
     integration = app.manifest.external_integration
-    if integration and integration.setup_completed_url:
-        await users.check_setup_completed(platform.http, integration.setup_completed_url, uid)
+    if integration and integration.setup_completed_url and platform.webhooks is not None:
+        await users.check_setup_completed(
+            platform.webhooks, app, integration.setup_completed_url, uid
+        )
     async with platform.db.begin() as conn:
         installed = await users.install_app(conn, uid, app_id, body.scopes)
     if integration:

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from typing import Any, Literal
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from nudge.core.apps import get_app, parse_bearer
+from nudge.core.apps import AppRecord, get_app, parse_bearer
 from nudge.core.errors import Conflict, Invalid, NotFound, Unauthorized
 from nudge.core.manifest import SCOPES
 from nudge.ids import hash_secret, new_id, new_user_token
+from nudge.proactive.webhooks import WebhookClient, WebhookTarget
 from nudge.store.models import Device, Install, User, UserFact
 
 UID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
@@ -162,16 +163,20 @@ async def authenticate_user(
 
 
 async def check_setup_completed(
-    http: httpx.AsyncClient, setup_url: str, uid: str, *, guard: Any = None
+    webhooks: WebhookClient, app: AppRecord, setup_url: str, uid: str
 ) -> None:
-    """Omi's install-time check: ``GET {setup_completed_url}?uid=U`` must say it is complete."""
+    """Omi's install-time check: ``GET {setup_completed_url}?uid=U`` must say it is complete.
+
+    Made like every call to an app: signed, SSRF-checked, bounded, no redirects.
+    """
+    target = WebhookTarget(app.id, app.webhook_secret)
+    result = await webhooks.send(target, "GET", setup_url, params={"uid": uid})
+    if not result.ok:
+        raise Conflict(f"setup check at {setup_url} failed ({result.error}); try again")
     try:
-        response = await http.get(setup_url, params={"uid": uid}, follow_redirects=False)
-        body = response.json() if response.is_success else {}
-    except (httpx.HTTPError, ValueError) as exc:
-        raise Conflict(
-            f"setup check at {setup_url} failed ({type(exc).__name__}); try again"
-        ) from None
+        body = json.loads(result.body)
+    except ValueError:
+        body = None
     if not isinstance(body, dict) or body.get("is_setup_completed") is not True:
         raise Conflict(
             "the app says its setup is not completed for this user: finish its auth steps first"

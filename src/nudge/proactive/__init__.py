@@ -1,0 +1,1 @@
+"""Proactive notifications: live transcripts -> app webhooks -> filled prompt -> LLM -> push."""

@@ -1,0 +1,131 @@
+"""The proactive rate limit as an atomic claim: "this (user, app) slot is taken for 30 s".
+
+A claim is taken before the LLM runs and given back when nothing is sent, so across every process
+at most one proactive notification per user per app goes out per interval. Two backends, the same
+contract: SQL (the ``rate_claims`` table, one conditional upsert) by default, Redis
+(``SET NX PX`` and a compare-and-delete script) when ``NUDGE_REDIS_URL`` is set.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from nudge.proactive.sql import dialect_insert
+from nudge.store.models import RateClaim
+
+
+@dataclass(frozen=True)
+class Claim:
+    key: str
+    token: str
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    claim: Claim | None  # None: the slot is taken
+    retry_after_s: float = 0.0  # when taken: how long until it frees up
+
+    @property
+    def granted(self) -> bool:
+        return self.claim is not None
+
+
+class Claims(Protocol):
+    backend: ClassVar[str]
+
+    async def claim(self, key: str, ttl_s: float) -> ClaimResult: ...
+
+    async def release(self, claim: Claim) -> None:
+        """Give a slot back (only if it is still ours)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class Writer(Protocol):
+    async def run(self, work: Any) -> Any: ...
+
+
+class SqlClaims:
+    """``INSERT … ON CONFLICT DO UPDATE … WHERE until <= now``: one statement, atomic on SQLite
+    (writes are serialised) and on PostgreSQL (the conflicting row is locked and re-checked)."""
+
+    backend: ClassVar[str] = "sql"
+
+    def __init__(self, writer: Writer) -> None:
+        self.writer = writer
+
+    async def claim(self, key: str, ttl_s: float) -> ClaimResult:
+        token = secrets.token_hex(8)
+
+        async def work(conn: AsyncConnection) -> ClaimResult:
+            now = time.time()
+            insert = dialect_insert(conn)
+            stmt = insert(RateClaim).values(key=key, until=now + ttl_s, token=token)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[RateClaim.key],
+                set_={"until": stmt.excluded.until, "token": stmt.excluded.token},
+                where=RateClaim.until <= now,
+            ).returning(RateClaim.token)
+            won = (await conn.execute(stmt)).scalar()
+            if won == token:
+                return ClaimResult(Claim(key, token))
+            until = await conn.scalar(select(RateClaim.until).where(RateClaim.key == key))
+            return ClaimResult(None, max((until or now) - now, 0.0))
+
+        result: ClaimResult = await self.writer.run(work)
+        return result
+
+    async def release(self, claim: Claim) -> None:
+        async def work(conn: AsyncConnection) -> None:
+            await conn.execute(
+                delete(RateClaim).where(RateClaim.key == claim.key, RateClaim.token == claim.token)
+            )
+
+        await self.writer.run(work)
+
+    async def aclose(self) -> None:
+        return None
+
+
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+class RedisClaims:
+    backend: ClassVar[str] = "redis"
+
+    def __init__(self, url: str, *, prefix: str = "nudge:claim:") -> None:
+        import redis.asyncio as redis
+
+        self.redis = redis.from_url(url)
+        self.prefix = prefix
+        self._release = self.redis.register_script(_RELEASE)
+
+    async def claim(self, key: str, ttl_s: float) -> ClaimResult:
+        token = secrets.token_hex(8)
+        name = self.prefix + key
+        if await self.redis.set(name, token, nx=True, px=max(math.ceil(ttl_s * 1000), 1)):
+            return ClaimResult(Claim(key, token))
+        left_ms = await self.redis.pttl(name)
+        return ClaimResult(None, max(left_ms, 0) / 1000)
+
+    async def release(self, claim: Claim) -> None:
+        await self._release(keys=[self.prefix + claim.key], args=[claim.token])
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
+
+
+def build_claims(redis_url: str | None, writer: Writer) -> Claims:
+    """Redis when configured (it already carries the other shared limits), else the database."""
+    return RedisClaims(redis_url) if redis_url else SqlClaims(writer)

@@ -1,0 +1,384 @@
+"""The webhook dispatcher (DESIGN section 2): flush each session's new segments to its apps.
+
+Per session, at most once per ``NUDGE_WEBHOOK_FLUSH_INTERVAL_S``, the segments that arrived since
+the last call go to every installed, active app with ``triggers_on: transcript_processed``,
+concurrently. A finished session's last flush also sends ``memory_creation`` webhooks.
+
+Claiming is one conditional UPDATE on ``conversations`` (``flush_due_at`` reached and the
+``flush_lease_until`` gate open; ``FOR UPDATE SKIP LOCKED`` on PostgreSQL), in the same
+transaction that reads the new segments and advances ``flushed_upto``: with any number of
+processes, each segment is sent once. The gate is set to the moment the flush became due plus
+the interval, so the schedule does not drift by the dispatch delay. Calls are made after the
+commit: a crash mid-call loses that call (the transcript is stored), never duplicates one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import and_, bindparam, case, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from nudge.config import Settings
+from nudge.metrics import Metrics
+from nudge.proactive.ingest import (
+    conversation_json,
+    conversation_segments,
+    segment_json,
+    transcript_line,
+)
+from nudge.proactive.pipeline import AppTarget, Pipeline
+from nudge.proactive.traces import TraceRecorder, prune_traces, save_traces
+from nudge.proactive.webhooks import WebhookClient, WebhookResult, WebhookTarget
+from nudge.store.batch import BatchWriter
+from nudge.store.db import Database
+from nudge.store.models import App, Conversation, Install, Segment
+
+log = logging.getLogger("nudge.dispatcher")
+
+REALTIME = "transcript_processed"
+MEMORY = "memory_creation"
+
+
+@dataclass
+class Flush:
+    """One claimed session: the segments to send and, when it just finished, its object."""
+
+    session_id: str
+    uid: str
+    segments: list[dict[str, Any]] = field(default_factory=list)
+    first_at: float | None = None  # ingest time of the oldest segment sent
+    last_at: float | None = None
+    conversation: dict[str, Any] | None = None  # set when the session just finished
+    apps: list[AppTarget] = field(default_factory=list)
+
+
+def _due(now: float) -> Any:
+    return and_(
+        Conversation.flush_due_at <= now,
+        or_(Conversation.flush_lease_until.is_(None), Conversation.flush_lease_until <= now),
+    )
+
+
+async def claim_flushes(
+    conn: AsyncConnection, now: float, *, limit: int, interval_s: float
+) -> list[Flush]:
+    """Claim due sessions, read their new segments and mark them sent, in one transaction."""
+    pick = select(Conversation.id).where(_due(now)).order_by(Conversation.flush_due_at).limit(limit)
+    if conn.dialect.name == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    became_due = case(
+        (
+            Conversation.flush_lease_until > Conversation.flush_due_at,
+            Conversation.flush_lease_until,
+        ),
+        else_=Conversation.flush_due_at,
+    )
+    claimed = (
+        await conn.execute(
+            update(Conversation)
+            .where(Conversation.id.in_(pick), _due(now))
+            .values(
+                flush_lease_until=became_due + interval_s,
+                flush_due_at=None,
+                status=case(
+                    (Conversation.status == "finishing", "finished"), else_=Conversation.status
+                ),
+            )
+            .returning(Conversation.id, Conversation.uid, Conversation.status)
+        )
+    ).all()
+    if not claimed:
+        return []
+    flushes = {r.id: Flush(r.id, r.uid) for r in claimed}
+    rows = (
+        await conn.execute(
+            select(Segment)
+            .join(Conversation, Conversation.id == Segment.conversation_id)
+            .where(Conversation.id.in_(list(flushes)), Segment.id > Conversation.flushed_upto)
+            .order_by(Segment.id)
+        )
+    ).all()
+    upto: dict[str, int] = {}
+    lines: dict[str, list[str]] = defaultdict(list)
+    for s in rows:
+        flush = flushes[s.conversation_id]
+        flush.segments.append(segment_json(s))
+        flush.first_at = s.created_at if flush.first_at is None else flush.first_at
+        flush.last_at = s.created_at
+        upto[s.conversation_id] = s.id
+        lines[s.conversation_id].append(transcript_line(s.text, s.speaker, s.is_user))
+    if upto:
+        await conn.execute(
+            update(Conversation)
+            .where(Conversation.id == bindparam("cid"))
+            .values(
+                flushed_upto=bindparam("upto"),
+                transcript=Conversation.transcript + bindparam("more"),
+            ),
+            [{"cid": cid, "upto": n, "more": "".join(lines[cid])} for cid, n in upto.items()],
+        )
+    for r in claimed:
+        if r.status == "finished":  # it was "finishing": this is its last flush
+            conv = (await conn.execute(select(Conversation).where(Conversation.id == r.id))).one()
+            segments = await conversation_segments(conn, r.id)
+            flushes[r.id].conversation = conversation_json(conv, segments)
+    apps = (
+        await conn.execute(
+            select(
+                Install.uid,
+                Install.scopes,
+                App.id,
+                App.name,
+                App.manifest,
+                App.webhook_secret,
+                App.webhook_failing_since,
+            )
+            .join(App, App.id == Install.app_id)
+            .where(Install.uid.in_({f.uid for f in flushes.values()}), App.status == "active")
+            .order_by(App.id)
+        )
+    ).all()
+    by_uid: dict[str, list[AppTarget]] = defaultdict(list)
+    for row in apps:
+        target = AppTarget.from_row(row)
+        if target is not None:
+            by_uid[row.uid].append(target)
+    for flush in flushes.values():
+        flush.apps = by_uid.get(flush.uid, [])
+    return list(flushes.values())
+
+
+async def next_due_in(conn: AsyncConnection, now: float) -> float | None:
+    """Seconds until the earliest scheduled flush, or None when nothing waits."""
+    became_due = case(
+        (
+            Conversation.flush_lease_until > Conversation.flush_due_at,
+            Conversation.flush_lease_until,
+        ),
+        else_=Conversation.flush_due_at,
+    )
+    earliest = await conn.scalar(
+        select(func.min(became_due)).where(Conversation.flush_due_at.is_not(None))
+    )
+    return None if earliest is None else max(float(earliest) - now, 0.0)
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds")
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        db: Database,
+        writer: BatchWriter,
+        webhooks: WebhookClient,
+        pipeline: Pipeline,
+        metrics: Metrics,
+        batch_size: int = 200,
+        max_in_flight: int = 5000,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.writer = writer
+        self.webhooks = webhooks
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self.batch_size = batch_size
+        self.max_in_flight = max_in_flight
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._last_prune = 0.0
+
+    def wake(self) -> None:
+        """New segments or a finished session in this process: look now."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        log.info("dispatcher started", extra={"interval_s": self.settings.webhook_flush_interval_s})
+        while not self._stopping:
+            try:
+                claimed = await self.step()
+            except Exception:
+                log.exception("dispatcher step failed; retrying")
+                claimed = 0
+                await asyncio.sleep(1.0)
+            if claimed >= self.batch_size or self._stopping:
+                continue
+            await self._sleep()
+
+    async def _sleep(self) -> None:
+        delay = self.settings.dispatcher_poll_interval_s
+        async with self.db.read() as conn:
+            due_in = await next_due_in(conn, time.time())
+        if due_in is not None:
+            delay = min(delay, due_in)
+        if delay <= 0:
+            return
+        try:
+            await asyncio.wait_for(self._wake.wait(), delay)
+        except TimeoutError:
+            pass
+        self._wake.clear()
+
+    async def step(self) -> int:
+        """Claim due sessions and start their calls; returns how many sessions were claimed."""
+        self._wake.clear()
+        if len(self._in_flight) >= self.max_in_flight:
+            log.warning("webhook calls backlogged", extra={"in_flight": len(self._in_flight)})
+            await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
+        now = time.time()
+        interval = self.settings.webhook_flush_interval_s
+        flushes = await self.writer.run(
+            lambda conn: claim_flushes(conn, now, limit=self.batch_size, interval_s=interval)
+        )
+        for flush in flushes:
+            for app in flush.apps:
+                if flush.segments and app.triggers_on == REALTIME:
+                    self._spawn(self.call_realtime(app, flush))
+                if flush.conversation is not None and app.triggers_on == MEMORY:
+                    self._spawn(self.call_memory(app, flush))
+        await self._maybe_prune(now)
+        return len(flushes)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    async def call_realtime(self, app: AppTarget, flush: Flush) -> None:
+        payload = {"session_id": flush.session_id, "segments": flush.segments}
+        params = {"session_id": flush.session_id, "uid": flush.uid}
+        trace = TraceRecorder(app.app_id, flush.uid, flush.session_id, REALTIME)
+        trace.detail["timing"] = {
+            "segments_first_at": flush.first_at,
+            "segments_last_at": flush.last_at,
+        }
+        await self._call(app, flush, params, payload, trace)
+
+    async def call_memory(self, app: AppTarget, flush: Flush) -> None:
+        trace = TraceRecorder(app.app_id, flush.uid, flush.session_id, MEMORY)
+        await self._call(app, flush, {"uid": flush.uid}, flush.conversation, trace)
+
+    async def _call(
+        self,
+        app: AppTarget,
+        flush: Flush,
+        params: dict[str, str],
+        payload: Any,
+        trace: TraceRecorder,
+    ) -> None:
+        try:
+            trace.detail["request"] = {
+                "method": "POST",
+                "url": app.webhook_url,
+                "query": params,
+                "segments": len(
+                    payload.get("segments") or payload.get("transcript_segments") or []
+                ),
+            }
+            timing = trace.detail.setdefault("timing", {})
+            timing["sent_at"] = time.time()
+            result = await self.webhooks.send(
+                WebhookTarget(app.app_id, app.secret),
+                "POST",
+                app.webhook_url,
+                params=params,
+                payload=payload,
+            )
+            timing["webhook_s"] = round(result.seconds, 4)
+            if result.skipped:
+                self.metrics.webhook_calls.labels("skipped").inc()
+                if not result.first_skip:
+                    return  # one trace per open period, not one per skipped call
+                trace.detail["response"] = result.summary()
+                trace.outcome("circuit_open", result.error)
+            else:
+                trace.detail["response"] = result.summary()
+                self.metrics.webhook_calls.labels("ok" if result.ok else "failed").inc()
+                await self._record_health(app, result)
+                if result.ok:
+                    await self.pipeline.handle(app, flush.uid, flush.session_id, result.body, trace)
+                else:
+                    trace.outcome("webhook_failed", result.error)
+            await self.writer.run(lambda conn: save_traces(conn, [trace]))
+        except Exception:
+            log.exception(
+                "webhook call handling failed",
+                extra={"app_id": app.app_id, "session_id": flush.session_id},
+            )
+
+    async def _record_health(self, app: AppTarget, result: WebhookResult) -> None:
+        """Keep ``webhook_failing_since``; disable an app that kept failing for too long."""
+        now = time.time()
+        if result.ok:
+            if app.failing_since is not None:
+                await self.writer.run(
+                    lambda conn: conn.execute(
+                        update(App).where(App.id == app.app_id).values(webhook_failing_since=None)
+                    )
+                )
+            return
+        if app.failing_since is None:
+            await self.writer.run(
+                lambda conn: conn.execute(
+                    update(App)
+                    .where(App.id == app.app_id)
+                    .values(webhook_failing_since=func.coalesce(App.webhook_failing_since, now))
+                )
+            )
+            return
+        limit = self.settings.webhook_disable_after_s
+        if now - app.failing_since < limit:
+            return
+        reason = (
+            f"disabled at {_iso(now)}: its webhook has failed since {_iso(app.failing_since)} "
+            f"(last error: {result.error}). Fix {app.webhook_url}, then re-enable the app with "
+            f"POST /v1/apps/{app.app_id}/enable"
+        )
+        disabled = await self.writer.run(
+            lambda conn: conn.execute(
+                update(App)
+                .where(
+                    App.id == app.app_id,
+                    App.status == "active",
+                    App.webhook_failing_since <= now - limit,
+                )
+                .values(status="disabled", status_reason=reason)
+            )
+        )
+        if disabled.rowcount:
+            log.warning("app disabled", extra={"app_id": app.app_id, "reason": reason})
+
+    async def _maybe_prune(self, now: float) -> None:
+        if now - self._last_prune < 300:
+            return
+        self._last_prune = now
+        cutoff = now - self.settings.trace_retention_s
+        removed = await self.writer.run(lambda conn: prune_traces(conn, cutoff))
+        if removed:
+            log.info("old traces removed", extra={"count": removed})
+
+    async def aclose(self, timeout: float = 5.0) -> None:
+        """Stop claiming; let calls in flight finish for a moment, then cancel them."""
+        self.stop()
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight), timeout=timeout)
+        for task in list(self._in_flight):
+            task.cancel()
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight), timeout=1.0)

@@ -1,0 +1,357 @@
+"""What Nudge does with an app's answer (DESIGN sections 2 and 3), every step written to the trace.
+
+``{"session_id", "notification": {"prompt", "params"}}`` runs the proactive pipeline:
+1. capability ``proactive_notification`` and a live install; 2. prompt of 5 to 128,000 chars;
+3. scopes that count = params ∩ manifest scopes ∩ granted; 4. the atomic 30 s claim;
+5. context for those scopes; 6. plain ``{{ name }}`` filling; 7. the LLM under the platform system
+prompt, output cleaned, under 5 chars = stay quiet (claim given back); 8. delivery as
+"<App name> says", stored in the app's chat.
+``{"message": "..."}`` (over 5 chars) is a direct notification from the app.
+Anything else is no action, or an invalid answer recorded in the trace.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from sqlalchemy import select
+
+from nudge.config import Settings
+from nudge.core.acceptor import Acceptor
+from nudge.core.errors import NudgeError
+from nudge.core.manifest import SCOPES
+from nudge.core.notifications import NotificationRequest, validate_message
+from nudge.delivery.events import EventBus
+from nudge.llm import LLM, LLMError, clean_output
+from nudge.metrics import Metrics
+from nudge.proactive.claims import Claims
+from nudge.proactive.context import build_context
+from nudge.proactive.filler import fill, placeholders
+from nudge.proactive.traces import TraceRecorder, bounded
+from nudge.store.db import Database
+from nudge.store.models import Install
+
+log = logging.getLogger("nudge.proactive")
+
+PROMPT_MIN, PROMPT_MAX = 5, 128_000
+QUIET_BELOW = 5  # output shorter than this means "nothing to say"
+MESSAGE_MIN = 6  # {"message"} answers must be over 5 chars (as in Omi)
+NOTIFICATION_MAX_CHARS = 300
+
+SYSTEM_PROMPT = (
+    "You write one phone notification for the user, on behalf of an app. "
+    "Follow the app's instructions below.\n"
+    "Rules: plain text; one or two short sentences; at most 40 words; speak to the user as "
+    '"you"; no greeting, no lists, no quotes, no emojis.\n'
+    "If there is nothing useful to say, answer only: SKIP"
+)
+
+
+@dataclass(frozen=True)
+class AppTarget:
+    """An installed app as the dispatcher sees it (from its stored, validated manifest)."""
+
+    app_id: str
+    name: str
+    secret: str
+    webhook_url: str
+    triggers_on: str
+    capabilities: tuple[str, ...]
+    manifest_scopes: tuple[str, ...]
+    granted: tuple[str, ...]
+    failing_since: float | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> AppTarget | None:
+        """None when the app has no webhook (no ``external_integration``)."""
+        manifest = row.manifest or {}
+        caps = tuple(manifest.get("capabilities") or ())
+        integration = manifest.get("external_integration") or {}
+        if "external_integration" not in caps or not integration.get("webhook_url"):
+            return None
+        proactive = manifest.get("proactive_notification") or {}
+        scopes = tuple(proactive.get("scopes") or ()) if "proactive_notification" in caps else ()
+        return cls(
+            app_id=row.id,
+            name=row.name,
+            secret=row.webhook_secret,
+            webhook_url=integration["webhook_url"],
+            triggers_on=integration.get("triggers_on", ""),
+            capabilities=caps,
+            manifest_scopes=scopes,
+            granted=tuple(row.scopes or ()),
+            failing_since=row.webhook_failing_since,
+        )
+
+
+@dataclass
+class Answer:
+    prompt: str | None = None
+    params: list[str] = field(default_factory=list)
+    message: str | None = None
+    error: str | None = None  # the answer broke a rule; nothing is done
+
+    @property
+    def empty(self) -> bool:
+        return self.prompt is None and self.message is None and self.error is None
+
+
+def parse_answer(body: bytes) -> Answer:
+    """Read an app's answer; never raises."""
+    if not body.strip():
+        return Answer()
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        start = body[:80].decode("utf-8", errors="replace")
+        return Answer(error=f"answer is not JSON (it starts with {start!r})")
+    if not isinstance(data, dict):
+        return Answer(error=f"answer must be a JSON object, not {type(data).__name__}")
+    out = Answer()
+    note = data.get("notification")
+    if note is not None:
+        if not isinstance(note, dict):
+            return Answer(error="notification: must be an object with 'prompt' and 'params'")
+        prompt, params = note.get("prompt"), note.get("params", [])
+        if not isinstance(prompt, str):
+            return Answer(error="notification.prompt: must be a string")
+        if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
+            return Answer(error="notification.params: must be a list of scope names (strings)")
+        out.prompt, out.params = prompt, list(dict.fromkeys(params))
+    message = data.get("message")
+    if message is not None:
+        if not isinstance(message, str):
+            return Answer(error="message: must be a string")
+        out.message = message
+    return out
+
+
+def scope_decisions(app: AppTarget, params: list[str], used: list[str]) -> dict[str, str]:
+    """For each scope the answer names or the prompt uses: 'filled', or why it is not."""
+    decisions: dict[str, str] = {}
+    for name in params:
+        if name not in SCOPES:
+            decisions[name] = f"unknown scope: ignored (scopes are {', '.join(SCOPES)})"
+    for name in dict.fromkeys([*[p for p in params if p in SCOPES], *used]):
+        if name not in params:
+            decisions[name] = "not listed in notification.params"
+        elif name not in app.manifest_scopes:
+            decisions[name] = "not in the manifest's proactive_notification.scopes"
+        elif name not in app.granted:
+            decisions[name] = "not granted by the user"
+        else:
+            decisions[name] = "filled"
+    return decisions
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        db: Database,
+        acceptor: Acceptor,
+        bus: EventBus,
+        llm: LLM,
+        claims: Claims,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.acceptor = acceptor
+        self.bus = bus
+        self.llm = llm
+        self.claims = claims
+        self.metrics = metrics
+
+    async def handle(
+        self, app: AppTarget, uid: str, session_id: str | None, body: bytes, trace: TraceRecorder
+    ) -> None:
+        """Act on one 2xx answer. Every outcome lands in ``trace``; nothing raises."""
+        answer = parse_answer(body)
+        if answer.error:
+            trace.detail["answer"] = {"kind": "invalid"}
+            trace.outcome("invalid_answer", answer.error)
+            return
+        if answer.empty:
+            trace.detail["answer"] = {"kind": "none"}
+            trace.outcome("no_action")
+            return
+        trace.detail["answer"] = {
+            "kind": "proactive" if answer.prompt is not None else "message",
+            "also_message": answer.prompt is not None and answer.message is not None,
+        }
+        try:
+            if answer.prompt is not None:
+                await self.proactive(app, uid, session_id, answer, trace)
+            if answer.message is not None:
+                await self.message(app, uid, answer.message, trace)
+        except Exception as exc:  # a bug here must not stop the dispatcher; the trace says so
+            log.exception("pipeline failed", extra={"app_id": app.app_id, "uid": uid})
+            trace.outcome("internal_error", f"{type(exc).__name__}; it was logged on the platform")
+
+    async def _granted_now(self, app: AppTarget, uid: str) -> list[str] | None:
+        async with self.db.read() as conn:
+            scopes = await conn.scalar(
+                select(Install.scopes).where(Install.uid == uid, Install.app_id == app.app_id)
+            )
+        return None if scopes is None else list(scopes)
+
+    async def proactive(
+        self,
+        app: AppTarget,
+        uid: str,
+        session_id: str | None,
+        answer: Answer,
+        trace: TraceRecorder,
+    ) -> None:
+        prompt = answer.prompt or ""
+        # 1. Capability and install.
+        if "proactive_notification" not in app.capabilities:
+            trace.outcome(
+                "not_allowed",
+                "this app lacks the 'proactive_notification' capability: add it, with "
+                "proactive_notification.scopes, to the manifest",
+            )
+            return
+        granted = await self._granted_now(app, uid)
+        if granted is None:
+            trace.outcome("not_allowed", "the user no longer has this app installed")
+            return
+        app = replace(app, granted=tuple(granted))
+        # 2. Prompt length.
+        trace.detail["prompt"] = {"template": bounded(prompt), "template_chars": len(prompt)}
+        if not PROMPT_MIN <= len(prompt) <= PROMPT_MAX:
+            trace.outcome(
+                "invalid_answer",
+                f"notification.prompt: {len(prompt)} characters; it must be "
+                f"{PROMPT_MIN} to {PROMPT_MAX:,}",
+            )
+            return
+        # 3. Scopes that count.
+        used = placeholders(prompt)
+        decisions = scope_decisions(app, answer.params, used)
+        effective = [name for name, why in decisions.items() if why == "filled"]
+        trace.detail["scopes"] = {
+            "params": answer.params,
+            "manifest": list(app.manifest_scopes),
+            "granted": list(app.granted),
+            "effective": effective,
+            "decisions": decisions,
+        }
+        # 4. The claim: at most one proactive notification per user per app per interval.
+        key = f"proactive:{app.app_id}:{uid}"
+        claimed = await self.claims.claim(key, self.settings.proactive_interval_s)
+        trace.detail["rate_limit"] = {
+            "key": key,
+            "backend": self.claims.backend,
+            "interval_s": self.settings.proactive_interval_s,
+            "decision": "claimed" if claimed.granted else "limited",
+        }
+        if claimed.claim is None:
+            trace.detail["rate_limit"]["retry_after_s"] = round(claimed.retry_after_s, 3)
+            trace.outcome(
+                "rate_limited",
+                f"one proactive notification per user per app every "
+                f"{self.settings.proactive_interval_s:g} s; next slot in "
+                f"{claimed.retry_after_s:.1f} s",
+            )
+            return
+        sent = False
+        try:
+            sent = await self._generate_and_send(app, uid, session_id, prompt, effective, trace)
+        finally:
+            if not sent:
+                await self.claims.release(claimed.claim)
+                trace.detail["rate_limit"]["decision"] = "released"
+
+    async def _generate_and_send(
+        self,
+        app: AppTarget,
+        uid: str,
+        session_id: str | None,
+        prompt: str,
+        effective: list[str],
+        trace: TraceRecorder,
+    ) -> bool:
+        # 5. Context, only for the scopes that count and that the prompt uses.
+        wanted = [s for s in placeholders(prompt) if s in effective]
+        async with self.db.read() as conn:
+            values, notes = await build_context(
+                conn, uid=uid, app_id=app.app_id, session_id=session_id or "", scopes=wanted
+            )
+        if notes:
+            trace.detail["context"] = notes
+        # 6. Fill.
+        reasons = {
+            name: why for name, why in trace.detail["scopes"]["decisions"].items() if name in SCOPES
+        }
+        filled = fill(prompt, values, reasons)
+        trace.detail["prompt"].update(
+            filled=bounded(filled.text),
+            filled_chars=len(filled.text),
+            filled_scopes=filled.filled,
+            emptied=filled.emptied,
+            left_as_written=filled.left_as_written,
+        )
+        # 7. Generate, clean, maybe stay quiet.
+        try:
+            generation = await self.llm.generate(SYSTEM_PROMPT, filled.text)
+        except LLMError as exc:
+            trace.outcome("llm_failed", str(exc))
+            return False
+        self.metrics.llm_seconds.observe(generation.seconds)
+        text = clean_output(generation.text, NOTIFICATION_MAX_CHARS)
+        trace.detail["llm"] = {
+            "provider": self.llm.name,
+            "model": generation.model,
+            "seconds": round(generation.seconds, 4),
+            "raw": bounded(generation.text, 4000),
+            "output": text,
+        }
+        trace.detail.setdefault("timing", {})["llm_s"] = round(generation.seconds, 4)
+        if len(text) < QUIET_BELOW:
+            trace.outcome("quiet")
+            return False
+        # 8. Deliver as the app, stored in the app's chat.
+        return await self._accept(app, uid, text, "proactive", trace)
+
+    async def message(self, app: AppTarget, uid: str, message: str, trace: TraceRecorder) -> None:
+        """``{"message": ...}``: a direct notification from the app (hourly limit applies)."""
+        if len(message.strip()) < MESSAGE_MIN:
+            trace.outcome("message_refused", "message: must be over 5 characters; ignored")
+            return
+        try:
+            text = validate_message(message, self.settings.message_max_chars)
+        except NudgeError as exc:
+            trace.outcome("message_refused", exc.detail)
+            return
+        await self._accept(app, uid, text, "direct", trace)
+
+    async def _accept(
+        self, app: AppTarget, uid: str, text: str, kind: str, trace: TraceRecorder
+    ) -> bool:
+        request = NotificationRequest(app_id=app.app_id, uid=uid, message=text, kind=kind)
+        try:
+            accepted = await self.acceptor.accept(request)
+        except NudgeError as exc:
+            trace.outcome("message_refused" if kind == "direct" else "not_allowed", exc.detail)
+            return False
+        self.metrics.accepted.labels(kind).inc()
+        await self.bus.wake_workers()
+        trace.notification_id = accepted.notification_id
+        trace.detail["notification"] = {
+            "id": accepted.notification_id,
+            "kind": kind,
+            "title": f"{app.name} says",
+            "body": text,
+            "devices": accepted.devices,
+            "duplicate": accepted.duplicate,
+        }
+        trace.detail.setdefault("timing", {})["accepted_at"] = time.time()
+        trace.outcome("notified" if kind == "proactive" else "message_sent")
+        return True

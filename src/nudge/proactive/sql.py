@@ -1,0 +1,13 @@
+"""Dialect helpers for statements SQLAlchemy spells per database (upserts)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+def dialect_insert(conn: AsyncConnection) -> Any:
+    """``insert`` with ``on_conflict_do_*`` for the connection's database."""
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert

@@ -1,0 +1,164 @@
+"""One trace per webhook call, for the app's developer: what was sent, what came back, and every
+decision the pipeline took (scopes, rate limit, prompt, LLM output, notification, deliveries).
+
+``detail`` keys (each present when that step ran): ``request``, ``response``, ``answer``,
+``scopes``, ``rate_limit``, ``context``, ``prompt``, ``llm``, ``notification``, ``timing``.
+``outcome`` is one of :data:`OUTCOMES`; ``error`` says what went wrong, in words.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from nudge.core.errors import NotFound
+from nudge.ids import new_id
+from nudge.store.models import Delivery, Trace
+
+OUTCOMES = {
+    "no_action": "the app answered without asking for a notification",
+    "notified": "a notification was generated and queued",
+    "quiet": "the model's output was under 5 characters: nothing sent",
+    "rate_limited": "a proactive notification went out in the last interval: nothing sent",
+    "invalid_answer": "the app's answer broke a rule (see error): nothing sent",
+    "not_allowed": "capability or install missing: nothing sent",
+    "llm_failed": "the LLM call failed (see error): nothing sent",
+    "message_sent": "the app's {'message'} answer was queued as a notification",
+    "message_refused": "the app's {'message'} answer was refused (see error)",
+    "webhook_failed": "the call failed: timeout, connection, non-2xx, redirect or refused target",
+    "circuit_open": "calls to this app are paused after repeated failures (first skipped call)",
+    "internal_error": "a platform bug stopped the pipeline (logged): nothing sent",
+}
+TEXT_LIMIT = 20_000
+
+
+def bounded(text: str, limit: int = TEXT_LIMIT) -> str:
+    return text if len(text) <= limit else text[:limit] + f"… [{len(text) - limit} more chars]"
+
+
+@dataclass
+class TraceRecorder:
+    app_id: str
+    uid: str
+    session_id: str | None
+    kind: str  # transcript_processed | memory_creation
+    id: str = field(default_factory=lambda: new_id("tr"))
+    created_at: float = field(default_factory=time.time)
+    detail: dict[str, Any] = field(default_factory=dict)
+    notification_id: str | None = None
+
+    def outcome(self, outcome: str, error: str | None = None) -> None:
+        assert outcome in OUTCOMES, outcome
+        self.detail["outcome"] = outcome
+        if error:
+            self.detail["error"] = error
+
+    @property
+    def current_outcome(self) -> str | None:
+        return self.detail.get("outcome")
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "app_id": self.app_id,
+            "uid": self.uid,
+            "session_id": self.session_id,
+            "kind": self.kind,
+            "created_at": self.created_at,
+            "detail": self.detail,
+            "notification_id": self.notification_id,
+        }
+
+
+async def save_traces(conn: AsyncConnection, traces: list[TraceRecorder]) -> None:
+    if traces:
+        await conn.execute(insert(Trace), [t.row() for t in traces])
+
+
+async def prune_traces(conn: AsyncConnection, older_than: float) -> int:
+    result = await conn.execute(delete(Trace).where(Trace.created_at < older_than))
+    return int(result.rowcount or 0)
+
+
+def _trace_json(row: Any, deliveries: list[dict[str, Any]]) -> dict[str, Any]:
+    detail = dict(row.detail or {})
+    return {
+        "id": row.id,
+        "app_id": row.app_id,
+        "uid": row.uid,
+        "session_id": row.session_id,
+        "kind": row.kind,
+        "created_at": row.created_at,
+        "outcome": detail.pop("outcome", None),
+        "error": detail.pop("error", None),
+        "notification_id": row.notification_id,
+        "deliveries": deliveries,
+        **detail,
+    }
+
+
+async def _deliveries(
+    conn: AsyncConnection, notification_ids: list[str]
+) -> dict[str, list[dict[str, Any]]]:
+    if not notification_ids:
+        return {}
+    rows = (
+        await conn.execute(
+            select(Delivery)
+            .where(Delivery.notification_id.in_(notification_ids))
+            .order_by(Delivery.id)
+        )
+    ).all()
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault(r.notification_id, []).append(
+            {
+                "provider": r.provider,
+                "device_id": r.device_id,
+                "state": r.state,
+                "attempts": r.attempts,
+                "last_error": r.last_error,
+                "delivered_at": r.delivered_at,
+            }
+        )
+    return out
+
+
+async def list_traces(
+    conn: AsyncConnection,
+    app_id: str,
+    *,
+    limit: int = 50,
+    cursor: str | None = None,
+    session_id: str | None = None,
+    uid: str | None = None,
+) -> dict[str, Any]:
+    """Newest first; ``cursor`` is the last id of the previous page."""
+    q = select(Trace).where(Trace.app_id == app_id)
+    if cursor:
+        q = q.where(Trace.id < cursor)
+    if session_id:
+        q = q.where(Trace.session_id == session_id)
+    if uid:
+        q = q.where(Trace.uid == uid)
+    rows = (await conn.execute(q.order_by(Trace.id.desc()).limit(limit + 1))).all()
+    page = rows[:limit]
+    deliveries = await _deliveries(conn, [r.notification_id for r in page if r.notification_id])
+    return {
+        "items": [_trace_json(r, deliveries.get(r.notification_id or "", [])) for r in page],
+        "next_cursor": rows[limit - 1].id if len(rows) > limit else None,
+    }
+
+
+async def get_trace(conn: AsyncConnection, app_id: str, trace_id: str) -> dict[str, Any]:
+    row = (
+        await conn.execute(select(Trace).where(Trace.id == trace_id, Trace.app_id == app_id))
+    ).first()
+    if row is None:
+        raise NotFound(f"trace {trace_id!r} not found for app {app_id!r}")
+    deliveries = await _deliveries(conn, [row.notification_id] if row.notification_id else [])
+    return _trace_json(row, deliveries.get(row.notification_id or "", []))
