@@ -69,4 +69,18 @@ def clean_output(raw: str, max_chars: int = 300) -> str:
     if not out and chosen:  # one over-long sentence: cut at a word boundary
         cut = chosen[0][: max_chars - 1].rsplit(" ", 1)[0].rstrip(",;:")
         out = cut + "…"
-    return out
+    return _balance(out)
+
+
+def _balance(text: str) -> str:
+    """Drop closing brackets that close nothing (a cut-off or copied fragment)."""
+    depth, out = 0, []
+    for c in text:
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            if depth == 0:
+                continue
+            depth -= 1
+        out.append(c)
+    return "".join(out).strip()

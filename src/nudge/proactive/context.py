@@ -15,7 +15,6 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select, text
@@ -118,10 +117,9 @@ async def user_context(conn: AsyncConnection, uid: str, session_id: str) -> tupl
     if related:
         lines = []
         for r in related:
-            day = datetime.fromtimestamp(r["started_at"], tz=UTC).strftime("%Y-%m-%d")
             title = r["title"] or "Conversation"
             body = r["overview"] or r["snippet"]
-            lines.append(f"- {title} ({day}): {_bound(body, 600)}")
+            lines.append(f"- {title}: {_bound(body, 600)}" if body != title else f"- {title}")
         parts.append("Related past conversations:\n" + "\n".join(lines))
     return "\n\n".join(parts), [r["id"] for r in related]
 
