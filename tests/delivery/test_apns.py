@@ -175,4 +175,3 @@ def test_missing_settings_are_named(deps: ProviderDeps, tmp_path: Path) -> None:
     rsa_like.write_text("hello")
     with pytest.raises(ProviderNotConfigured, match="cannot be read as a .p8 key"):
         provider_for(deps, apns_key_file=str(rsa_like))
-

@@ -25,7 +25,9 @@ from tests.fakes.fcm import FakeFcm, bad_request, fcm_error
 TARGET = Target("fcm", "dev_1", "fcm-token-1")
 
 
-def provider_for(deps: ProviderDeps, tmp_path: Path, fake: FakeFcm, **account: object) -> FcmProvider:
+def provider_for(
+    deps: ProviderDeps, tmp_path: Path, fake: FakeFcm, **account: object
+) -> FcmProvider:
     settings = deps.settings.model_copy(update=fcm_settings(fake, tmp_path, **account))
     return FcmProvider.from_deps(ProviderDeps(settings, deps.http, deps.bus))
 
@@ -155,9 +157,11 @@ async def test_a_project_we_may_not_send_for_is_a_provider_alert(
         (fcm_error("THIRD_PARTY_AUTH_ERROR"), Outcome.PROVIDER_ALERT, None),
         (Reply(502, "<html>Bad Gateway</html>"), Outcome.RETRY, None),
     ],
-    ids=lambda v: v.body["error"]["details"][0].get("errorCode", "BadRequest")
-    if isinstance(v, Reply) and isinstance(v.body, dict)
-    else None,
+    ids=lambda v: (
+        v.body["error"]["details"][0].get("errorCode", "BadRequest")
+        if isinstance(v, Reply) and isinstance(v.body, dict)
+        else None
+    ),
 )
 async def test_fcm_error_table(
     fcm: FakeFcm,

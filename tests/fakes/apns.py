@@ -20,9 +20,20 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.fakes.asgi import Reply, Request, Script, asgi_app
 
-PUSH_TYPES = {"alert", "background", "voip", "complication", "fileprovider", "mdm", "liveactivity",
-              "location", "pushtotalk"}
-UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+PUSH_TYPES = {
+    "alert",
+    "background",
+    "voip",
+    "complication",
+    "fileprovider",
+    "mdm",
+    "liveactivity",
+    "location",
+    "pushtotalk",
+}
+UUID_RE = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
 
 
 def apns_error(status: int, reason: str, *, retry_after: str | None = None) -> Reply:
@@ -47,7 +58,9 @@ class FakeApns:
     team_id: str = "TEAM123456"
     key_id: str = "KEY7654321"
     topic: str = "com.example.nudge"
-    key: ec.EllipticCurvePrivateKey = field(default_factory=lambda: ec.generate_private_key(ec.SECP256R1()))
+    key: ec.EllipticCurvePrivateKey = field(
+        default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
+    )
     calls: list[Call] = field(default_factory=list)
     refused: list[tuple[str, str]] = field(default_factory=list)  # (http version, reason)
     script: Script = field(default_factory=Script)
@@ -59,7 +72,9 @@ class FakeApns:
     def key_pem(self, key: ec.EllipticCurvePrivateKey | None = None) -> bytes:
         """The key as Apple hands it out: a PKCS#8 ``.p8`` PEM file."""
         return (key or self.key).private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
         )
 
     async def handle(self, request: Request) -> Reply:
@@ -81,8 +96,14 @@ class FakeApns:
         scripted = self.script.next(token)
         if scripted is not None:
             return scripted
-        return Reply(200, b"", {"apns-id": request.headers.get("apns-id") or str(uuid.uuid4()),
-                                "apns-unique-id": str(uuid.uuid4())})
+        return Reply(
+            200,
+            b"",
+            {
+                "apns-id": request.headers.get("apns-id") or str(uuid.uuid4()),
+                "apns-unique-id": str(uuid.uuid4()),
+            },
+        )
 
     def check(self, request: Request) -> Reply | None:
         """Apple's checks, in the order APNs makes them, with its status codes and reasons."""
@@ -101,8 +122,12 @@ class FakeApns:
         bearer = auth.removeprefix("bearer ")
         try:
             header = jwt.get_unverified_header(bearer)
-            claims = jwt.decode(bearer, self.key.public_key(), algorithms=["ES256"],
-                                options={"require": ["iss", "iat"], "verify_iat": False})
+            claims = jwt.decode(
+                bearer,
+                self.key.public_key(),
+                algorithms=["ES256"],
+                options={"require": ["iss", "iat"], "verify_iat": False},
+            )
         except jwt.PyJWTError:
             return apns_error(403, "InvalidProviderToken")
         if header.get("kid") != self.key_id or claims["iss"] != self.team_id:

@@ -68,7 +68,12 @@ async def read_request(scope: Scope, receive: Receive) -> Request:
     names = [k.decode("latin-1").lower() for k, _ in scope["headers"]]
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
     return Request(
-        scope["method"], scope["path"], scope.get("http_version", ""), headers, names, b"".join(chunks)
+        scope["method"],
+        scope["path"],
+        scope.get("http_version", ""),
+        headers,
+        names,
+        b"".join(chunks),
     )
 
 

@@ -145,7 +145,8 @@ class FakeFcm:
             return _google_error(
                 403,
                 "PERMISSION_DENIED",
-                "Permission 'cloudmessaging.messages.create' denied on resource (or it may not exist).",
+                "Permission 'cloudmessaging.messages.create' denied on resource "
+                "(or it may not exist).",
             )
         if request.path == "/_fake/receipts":  # for the benchmark, which runs us in a process
             return Reply(200, {"receipts": self.receipts})
@@ -156,7 +157,9 @@ class FakeFcm:
 
         form = {k: v[0] for k, v in parse_qs(request.body.decode()).items()}
         if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":
-            return Reply(400, {"error": "unsupported_grant_type", "error_description": "Invalid grant_type"})
+            return Reply(
+                400, {"error": "unsupported_grant_type", "error_description": "Invalid grant_type"}
+            )
         assertion = form.get("assertion", "")
         try:
             header = jwt.get_unverified_header(assertion)
@@ -168,7 +171,9 @@ class FakeFcm:
                 options={"require": ["iss", "aud", "iat", "exp"]},
             )
         except jwt.PyJWTError as exc:
-            return Reply(400, {"error": "invalid_grant", "error_description": f"Invalid JWT: {exc}"})
+            return Reply(
+                400, {"error": "invalid_grant", "error_description": f"Invalid JWT: {exc}"}
+            )
         problems = []
         if header.get("kid") != self.key_id:
             problems.append("unknown key id")
@@ -209,7 +214,13 @@ class FakeFcm:
         if problem is not None:
             return problem
         token = message["token"]
-        size = len(json.dumps({"notification": message.get("notification", {}), "data": message.get("data", {})}, ensure_ascii=False, separators=(",", ":")).encode())
+        size = len(
+            json.dumps(
+                {"notification": message.get("notification", {}), "data": message.get("data", {})},
+                ensure_ascii=False,
+                separators=(",", ":"),
+            ).encode()
+        )
         if size > 4096:
             return bad_request("message", "Message is too big")
         scripted = self.script.next(token)
@@ -229,7 +240,8 @@ def validate(message: dict[str, Any]) -> Reply | None:
     for i, (key, value) in enumerate((message.get("data") or {}).items()):
         if not isinstance(value, str):
             return bad_request(
-                f"message.data[{i}].value", f"Invalid value at 'message.data[{i}].value' (TYPE_STRING)"
+                f"message.data[{i}].value",
+                f"Invalid value at 'message.data[{i}].value' (TYPE_STRING)",
             )
         if key in ("from", "gcm") or key.startswith("google"):
             return bad_request("message.data", f"Invalid data key: {key}")
