@@ -41,6 +41,8 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--database-url", default=None)
+    parser.add_argument("--role", default="all", choices=["all", "api"],
+                        help="all: the worker delivers while we accept; api: acceptance alone")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="nudge-bench-") as tmp:
@@ -52,7 +54,7 @@ async def main() -> None:
             "NUDGE_DATABASE_URL": args.database_url or f"sqlite+aiosqlite:///{data}/nudge.db",
             "NUDGE_LOG_LEVEL": "WARNING",
         }
-        proc = start_server(data, env, port)
+        proc = start_server(data, env, port, ["--role", args.role])
         try:
             url = f"http://127.0.0.1:{port}"
             app_id, secret = setup(url)
@@ -67,7 +69,7 @@ async def main() -> None:
                 ).encode()
 
             print(f"nudge bench/direct: {args.clients} clients, {args.seconds:.0f} s each, "
-                  f"database {env['NUDGE_DATABASE_URL'].split(':')[0]}", flush=True)
+                  f"database {env['NUDGE_DATABASE_URL'].split(':')[0]}, role {args.role}", flush=True)
             health = await run_load(url, lambda n, i: health_req, name="GET /healthz",
                                     clients=args.clients, seconds=args.seconds)
             print(health.line(), flush=True)

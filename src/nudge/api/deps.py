@@ -13,7 +13,8 @@ from nudge.core.users import authenticate_user
 from nudge.platform import Platform
 
 
-def get_platform(request: Request) -> Platform:
+async def get_platform(request: Request) -> Platform:
+    # async on purpose: FastAPI runs a plain ``def`` dependency in a thread pool, per request.
     platform: Platform = request.app.state.platform
     return platform
 

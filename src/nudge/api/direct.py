@@ -14,6 +14,7 @@ from nudge.core.apps import authenticate_app
 from nudge.core.direct import DirectSend, send_direct, with_rate_headers
 from nudge.core.errors import Invalid, NudgeError
 from nudge.core.notifications import notification_status
+from nudge.platform import Platform
 
 router = APIRouter(tags=["app API"])
 
@@ -41,18 +42,49 @@ def _ok(accepted_body: dict[str, object], headers: dict[str, str]) -> JSONRespon
     return JSONResponse(accepted_body, headers=headers)
 
 
+# The hottest route: it reads its inputs from the request itself instead of through FastAPI's
+# per-parameter dependency machinery (a measurable share of each request); the parameters are
+# declared for the OpenAPI document below.
+_DIRECT_PARAMETERS = [
+    {
+        "name": "uid",
+        "in": "query",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "The target user's id",
+    },
+    {
+        "name": "message",
+        "in": "query",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "The notification text (at most 2,000 characters by default)",
+    },
+    {
+        "name": "Authorization",
+        "in": "header",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "Bearer <app secret>",
+    },
+    {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "A repeat with the same key returns the first result",
+    },
+]
+
+
 @router.post(
     "/v2/integrations/{app_id}/notification",
     summary="Send a direct notification (Omi-compatible)",
     responses={401: {}, 404: {}, 422: {}, 429: {}},
+    openapi_extra={"parameters": _DIRECT_PARAMETERS},
 )
-async def send_notification(
-    app_id: str,
-    request: Request,
-    platform: PlatformDep,
-    authorization: Annotated[str | None, Header()] = None,
-    idempotency_key: Annotated[str | None, Header()] = None,
-) -> JSONResponse:
+async def send_notification(app_id: str, request: Request) -> JSONResponse:
+    platform: Platform = request.app.state.platform
     uid: str | None = None
     try:
         params = strict_query(request)
@@ -60,11 +92,11 @@ async def send_notification(
         accepted, rate = await send_direct(
             platform,
             DirectSend(
-                authorization=authorization,
+                authorization=request.headers.get("authorization"),
                 app_id=app_id,
                 uid=uid,
                 message=params.get("message"),
-                idempotency_key=idempotency_key,
+                idempotency_key=request.headers.get("idempotency-key"),
             ),
         )
     except NudgeError as exc:
