@@ -1,0 +1,175 @@
+"""The store on both databases: migrations, the acceptance batch, and the delivery queue."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from sqlalchemy import func, select, update
+
+from nudge.core import apps, users
+from nudge.core.errors import NotFound, RateLimited, Unauthorized
+from nudge.core.manifest import Manifest
+from nudge.core.notifications import Accepted, Limits, NotificationRequest, accept_batch
+from nudge.delivery import queue
+from nudge.delivery.providers.base import Outcome, SendResult
+from nudge.delivery.queue import RetryPolicy
+from nudge.ids import hash_secret
+from nudge.store.db import Database
+from nudge.store.migrate import upgrade
+from nudge.store.models import Delivery, Device, Notification
+
+LIMITS = Limits(default_per_hour=3, dedupe_window_s=60)
+
+
+@pytest.fixture
+async def db(database_url: str) -> Database:
+    await upgrade(database_url)
+    await upgrade(database_url)  # a second run is a no-op
+    database = Database(database_url)
+    yield database  # type: ignore[misc]
+    await database.close()
+
+
+async def seed(db: Database) -> tuple[str, str]:
+    async with db.begin() as conn:
+        app = await apps.create_app(conn, Manifest(name="Store Test"))
+        await users.create_user(conn, users.NewUser(uid="u1", name="Ana"))
+        await users.create_user(conn, users.NewUser(uid="u2", name="Bob"))
+        await users.install_app(conn, "u1", app["app_id"], [])
+        await users.add_device(conn, "u1", users.NewDevice(platform="log", token="device-token-1"))
+    return app["app_id"], app["app_secret"]
+
+
+def req(app_id: str, uid: str = "u1", message: str = "hi", **kw: object) -> NotificationRequest:
+    return NotificationRequest(app_id=app_id, uid=uid, message=message, **kw)  # type: ignore[arg-type]
+
+
+async def test_batch_answers_each_request_in_order(db: Database) -> None:
+    app_id, secret = await seed(db)
+    good_key = hash_secret(secret)
+    batch = [
+        req(app_id, message="a", key_hash=good_key),
+        req(app_id, message="b", key_hash=hash_secret("sk_" + "0" * 32)),
+        req(app_id, uid="nobody", message="c", key_hash=good_key),
+        req(app_id, uid="u2", message="d", key_hash=good_key),
+        req(app_id, message="a", key_hash=good_key),  # same text within the window
+        req(app_id, message="e", key_hash=good_key, idempotency_key="k1"),
+        req(app_id, message="f", key_hash=good_key, idempotency_key="k1"),
+        req(app_id, message="g", key_hash=good_key),
+        req(app_id, message="h", key_hash=good_key),  # over the limit of 3
+    ]
+    async with db.begin() as conn:
+        results = await accept_batch(conn, batch, LIMITS, lock_rows=db.is_postgres)
+    kinds = [type(r).__name__ for r in results]
+    assert kinds == ["Accepted", "Unauthorized", "NotFound", "NotFound", "Accepted", "Accepted",
+                     "Accepted", "Accepted", "RateLimited"]
+    a, dup, e, e_again, g = (results[i] for i in (0, 4, 5, 6, 7))
+    assert isinstance(a, Accepted) and isinstance(dup, Accepted)
+    assert dup.duplicate and dup.notification_id == a.notification_id and dup.devices == 1
+    assert isinstance(e, Accepted) and isinstance(e_again, Accepted)
+    assert e_again.duplicate and e_again.notification_id == e.notification_id
+    assert isinstance(g, Accepted) and g.rate_limit is not None and g.rate_limit.remaining == 0
+    limited = results[8]
+    assert isinstance(limited, RateLimited) and limited.retry_after >= 3599
+    assert "has not installed" in str(results[3]) and isinstance(results[1], Unauthorized)
+    assert isinstance(results[2], NotFound)
+    async with db.read() as conn:
+        assert await conn.scalar(select(func.count()).select_from(Notification)) == 3
+        # each accepted notification: the inbox + one device
+        assert await conn.scalar(select(func.count()).select_from(Delivery)) == 6
+
+
+async def test_limit_counts_earlier_batches(db: Database) -> None:
+    app_id, _ = await seed(db)
+    for i in range(3):
+        async with db.begin() as conn:
+            (r,) = await accept_batch(conn, [req(app_id, message=f"m{i}")], LIMITS)
+        assert isinstance(r, Accepted)
+    async with db.begin() as conn:
+        (r,) = await accept_batch(conn, [req(app_id, message="m3")], LIMITS)
+    assert isinstance(r, RateLimited)
+    # Proactive notifications have their own limit (the 30 s claim), not the hourly one.
+    async with db.begin() as conn:
+        (p,) = await accept_batch(conn, [req(app_id, message="p", kind="proactive")], LIMITS)
+    assert isinstance(p, Accepted)
+
+
+async def test_claim_send_record(db: Database) -> None:
+    app_id, _ = await seed(db)
+    async with db.begin() as conn:
+        await accept_batch(conn, [req(app_id, message="x")], LIMITS)
+    jobs = await queue.claim(db, "w1", 10, lease_s=30)
+    assert sorted(j.provider for j in jobs) == ["inbox", "log"]
+    assert await queue.claim(db, "w2", 10, lease_s=30) == []  # claimed rows are not due
+    policy = RetryPolicy(base_s=0.01, max_s=0.01, max_age_s=3600)
+    by = {j.provider: j for j in jobs}
+    states = await queue.record(
+        db, "w1",
+        [(by["inbox"], SendResult(Outcome.DELIVERED)),
+         (by["log"], SendResult(Outcome.RETRY, "busy", retry_after=0.0))],
+        policy,
+    )
+    assert states == {by["inbox"].delivery_id: "delivered", by["log"].delivery_id: "retrying"}
+    await asyncio.sleep(0.05)
+    (again,) = await queue.claim(db, "w2", 10, lease_s=30)
+    assert again.provider == "log" and again.attempts == 1
+    states = await queue.record(db, "w2", [(again, SendResult(Outcome.TOKEN_INVALID, "gone"))],
+                                policy)
+    assert states == {again.delivery_id: "token-removed"}
+    async with db.read() as conn:
+        assert await conn.scalar(select(func.count()).select_from(Device)) == 0
+
+
+async def test_a_late_worker_cannot_overwrite_a_reclaimed_delivery(db: Database) -> None:
+    app_id, _ = await seed(db)
+    async with db.begin() as conn:
+        await accept_batch(conn, [req(app_id, message="x")], LIMITS)
+    jobs = await queue.claim(db, "slow", 10, lease_s=30)
+    async with db.begin() as conn:  # the lease runs out
+        await conn.execute(update(Delivery).values(lease_until=time.time() - 1))
+    taken = await queue.claim(db, "fast", 10, lease_s=30)
+    assert {j.delivery_id for j in taken} == {j.delivery_id for j in jobs}
+    policy = RetryPolicy(base_s=1, max_s=1, max_age_s=3600)
+    assert await queue.record(db, "slow", [(jobs[0], SendResult(Outcome.FAILED, "x"))], policy) == {}
+    assert await queue.release(db, "fast") == 2
+
+
+async def test_retries_end_as_failed_after_the_max_age(db: Database) -> None:
+    app_id, _ = await seed(db)
+    async with db.begin() as conn:
+        await accept_batch(conn, [req(app_id, message="x")], LIMITS)
+    jobs = await queue.claim(db, "w", 10, lease_s=30)
+    policy = RetryPolicy(base_s=10, max_s=10, max_age_s=1)
+    states = await queue.record(db, "w", [(j, SendResult(Outcome.RETRY, "503")) for j in jobs], policy)
+    assert set(states.values()) == {"failed"}
+    async with db.read() as conn:
+        errors = (await conn.execute(select(Delivery.last_error))).scalars().all()
+    assert all(e.startswith("gave up after 1 attempts") and e.endswith("503") for e in errors)
+
+
+async def test_concurrent_claimers_never_share_a_delivery(db: Database) -> None:
+    """Four workers racing over 200 deliveries: each is claimed exactly once."""
+    app_id, _ = await seed(db)
+    async with db.begin() as conn:
+        await accept_batch(conn, [req(app_id, message=f"m{i}", kind="proactive")
+                                  for i in range(100)], LIMITS)
+    claimed: list[str] = []
+
+    async def worker(name: str) -> None:
+        while True:
+            jobs = await queue.claim(db, name, 7, lease_s=30)
+            if not jobs:
+                return
+            claimed.extend(j.delivery_id for j in jobs)
+
+    await asyncio.gather(*(worker(f"w{i}") for i in range(4)))
+    assert len(claimed) == 200 and len(set(claimed)) == 200
+
+
+async def test_install_of_unknown_scope_or_app(db: Database) -> None:
+    await seed(db)
+    async with db.begin() as conn:
+        with pytest.raises(NotFound):
+            await users.install_app(conn, "u1", "app_missing", [])
