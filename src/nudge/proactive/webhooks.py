@@ -19,8 +19,9 @@ import asyncio
 import ipaddress
 import json
 import logging
+import socket
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -65,12 +66,24 @@ def address_refusal(ip: IPAddress, allow_private: bool) -> str | None:
     )
 
 
+async def system_resolve(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
 class GuardedBackend(httpcore.AsyncNetworkBackend):
     """A network backend that resolves, checks and connects to the checked address."""
 
-    def __init__(self, allow_private: bool, *, cache_ttl_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        allow_private: bool,
+        *,
+        cache_ttl_s: float = 30.0,
+        resolve: Callable[[str, int], Awaitable[list[str]]] | None = None,
+    ) -> None:
         self.allow_private = allow_private
         self.cache_ttl_s = cache_ttl_s
+        self.resolve = resolve or system_resolve
         self._inner = httpcore.AnyIOBackend()
         self._cache: dict[tuple[str, int], tuple[float, str]] = {}
 
@@ -84,14 +97,10 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
             addresses: list[IPAddress] = [ipaddress.ip_address(host)]
         except ValueError:
             try:
-                infos = await asyncio.get_running_loop().getaddrinfo(
-                    host,
-                    port,
-                    type=1,  # SOCK_STREAM
-                )
+                found = await self.resolve(host, port)
             except OSError as exc:
                 raise WebhookRefused(f"cannot resolve {host}: {exc.strerror or exc}") from None
-            addresses = list(dict.fromkeys(ipaddress.ip_address(i[4][0]) for i in infos))
+            addresses = list(dict.fromkeys(ipaddress.ip_address(a) for a in found))
         if not addresses:
             raise WebhookRefused(f"{host} resolves to no address")
         # Every address must pass: a name that mixes public and private answers is refused.
@@ -221,9 +230,9 @@ def sign(secret: str, message_id: str, timestamp: int, body: str) -> dict[str, s
 
 
 class WebhookClient:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, backend: GuardedBackend | None = None) -> None:
         self.settings = settings
-        self.backend = GuardedBackend(settings.allow_private_webhooks)
+        self.backend = backend or GuardedBackend(settings.allow_private_webhooks)
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=500)
         self.http = httpx.AsyncClient(
             transport=GuardedTransport(self.backend, limits),
