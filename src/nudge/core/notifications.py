@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import func, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -212,7 +212,7 @@ async def accept_batch(
             )
             .group_by(Notification.app_id, Notification.uid)
         )
-        for app_id, uid, used, oldest in rows:
+        for app_id, uid, used, oldest in cast(Any, rows):
             windows[(app_id, uid)] = _PairState(int(used), oldest)
     devices: dict[str, list[tuple[str, str]]] = {}
     for d in await conn.execute(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 import time
 from typing import Any, Literal
 
@@ -184,7 +185,7 @@ async def check_setup_completed(
 
 
 async def install_app(
-    conn: AsyncConnection, uid: str, app_id: str, scopes: list[str]
+    conn: AsyncConnection, uid: str, app_id: str, scopes: Sequence[str]
 ) -> dict[str, Any]:
     """Install (or re-grant) an app for a user. Only scopes the app asks for can be granted."""
     await get_user(conn, uid)
