@@ -1,0 +1,202 @@
+"""Transcript ingestion (POST and WebSocket), finishing sessions, memory_creation webhooks, and
+the traces API's access rules."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from fastapi import FastAPI, Request
+from sqlalchemy import func, select
+
+from nudge.platform import Platform
+from nudge.store.models import Conversation, Segment
+from tests.conftest import ServeASGI, World, wait_for
+from tests.proactive.helpers import (
+    create_app,
+    create_user,
+    install,
+    manifest,
+    post_segments,
+    seg,
+    wait_traces,
+)
+
+
+def recording_app(calls: list[dict[str, Any]]) -> FastAPI:
+    api = FastAPI()
+
+    @api.post("/{kind}")
+    async def hook(kind: str, request: Request) -> dict[str, Any]:
+        calls.append({"kind": kind, "query": dict(request.query_params), **await request.json()})
+        return {}
+
+    return api
+
+
+async def counts(platform: Platform) -> tuple[int, int]:
+    async with platform.db.read() as conn:
+        convs = await conn.scalar(select(func.count()).select_from(Conversation))
+        segs = await conn.scalar(select(func.count()).select_from(Segment))
+    return int(convs or 0), int(segs or 0)
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"segments": []}, "segments: List should have at least 1 item"),
+        ({"segments": [{"speaker": "SPEAKER_00"}]}, "segments.0.text: Field required"),
+        ({"segments": [{"text": ""}]}, "segments.0.text"),
+        ({"segments": [{"text": "a\x00b"}]}, "NUL"),
+        ({"segments": [{"text": "x", "start": -1}]}, "segments.0.start"),
+        ({"segments": [{"text": "x"}] * 501}, "at most 500"),
+        ({"segment": [{"text": "x"}]}, "segments: Field required"),
+        ({"segments": [{"text": "x", "is_user": "maybe"}]}, "segments.0.is_user"),
+    ],
+)
+async def test_bad_segments_are_refused_whole(
+    client: httpx.AsyncClient, platform: Platform, world: World, body: Any, words: str
+) -> None:
+    r = await client.post(f"/v1/users/{world.uid}/sessions/s1/segments", json=body)
+    assert r.status_code == 422 and words in r.json()["detail"], r.text
+    assert await counts(platform) == (0, 0)
+
+
+async def test_ingest_refusals(client: httpx.AsyncClient, world: World, platform: Platform) -> None:
+    base = f"/v1/users/{world.uid}/sessions"
+    body = {"segments": [seg("hello there")]}
+    assert (await client.post(f"{base}/bad id!/segments", json=body)).status_code == 422
+    r = await client.post("/v1/users/nobody/sessions/s1/segments", json=body)
+    assert r.status_code == 404 and "nobody" in r.json()["detail"]
+    r = await client.post(
+        f"{base}/s1/segments", json=body, headers={"Authorization": "Bearer ut_wrong"}
+    )
+    assert r.status_code == 401
+    await create_user(client, "other", "Other")
+    r = await client.post("/v1/users/other/sessions/s1/segments", json=body)
+    assert r.status_code == 202
+    r = await client.post(f"{base}/s1/segments", json=body)
+    assert r.status_code == 409 and "another user" in r.json()["detail"]
+    # The user's own token works; another user's token does not.
+    mine = {"Authorization": f"Bearer {world.user_token}"}
+    assert (await client.post(f"{base}/s2/segments", json=body, headers=mine)).status_code == 202
+    r = await client.post("/v1/users/other/sessions/s3/segments", json=body, headers=mine)
+    assert r.status_code == 403
+    assert await counts(platform) == (2, 2)
+
+
+async def test_finish_sends_memory_and_the_last_segments(
+    client: httpx.AsyncClient, platform: Platform
+) -> None:
+    calls: list[dict[str, Any]] = []
+    async with ServeASGI(recording_app(calls)) as served:
+        realtime = await create_app(client, manifest("Live", f"{served.url}/live"))
+        memory = await create_app(
+            client, manifest("Memory", f"{served.url}/memory", trigger="memory_creation")
+        )
+        await create_user(client, "ana")
+        for app in (realtime, memory):
+            await install(client, "ana", app["app_id"], [])
+        await post_segments(client, "ana", "conv-1", "We should book the venue.")
+        await wait_for(lambda: asyncio.sleep(0, result=len(calls) >= 1))
+        await post_segments(client, "ana", "conv-1", "And send invitations by Friday.")
+        r = await client.post("/v1/users/ana/sessions/conv-1/finish", json={"title": "Party plan"})
+        assert r.status_code == 200, r.text
+        finished = r.json()
+        assert finished["structured"]["title"] == "Party plan"
+        assert finished["structured"]["overview"].startswith("We should book the venue.")
+        assert [s["text"] for s in finished["transcript_segments"]] == [
+            "We should book the venue.",
+            "And send invitations by Friday.",
+        ]
+        await wait_for(lambda: asyncio.sleep(0, result=len(calls) >= 3))
+        live = [c for c in calls if c["kind"] == "live"]
+        (mem,) = [c for c in calls if c["kind"] == "memory"]
+        assert [s["text"] for c in live for s in c["segments"]] == [
+            "We should book the venue.",
+            "And send invitations by Friday.",
+        ]
+        assert live[0]["query"] == {"session_id": "conv-1", "uid": "ana"}
+        assert set(live[0]["segments"][0]) == {
+            "text",
+            "speaker",
+            "speaker_id",
+            "is_user",
+            "start",
+            "end",
+        }
+        assert mem["query"] == {"uid": "ana"}
+        assert mem["id"] == "conv-1" and mem["structured"]["title"] == "Party plan"
+        assert mem["finished_at"] and mem["started_at"] and mem["created_at"]
+        assert len(mem["transcript_segments"]) == 2
+        (trace,) = await wait_traces(client, memory["app_id"], 1)
+        assert trace["kind"] == "memory_creation" and trace["outcome"] == "no_action"
+
+        session = (await client.get("/v1/users/ana/sessions/conv-1")).json()
+        assert session["status"] == "finished"
+        r = await client.post("/v1/users/ana/sessions/conv-1/finish")
+        assert r.status_code == 409
+        r = await client.post(
+            "/v1/users/ana/sessions/conv-1/segments", json={"segments": [seg("late")]}
+        )
+        assert r.status_code == 409 and "finished" in r.json()["detail"]
+        assert (await client.post("/v1/users/ana/sessions/nope/finish")).status_code == 404
+        await asyncio.sleep(0.3)
+        assert len(calls) == 3  # memory_creation went out once
+
+
+async def test_websocket_listen(live_url: str, client: httpx.AsyncClient, world: World) -> None:
+    ws_url = live_url.replace("http://", "ws://") + f"/v1/users/{world.uid}/listen"
+    async with websockets.connect(f"{ws_url}?session_id=ws-1&token={world.user_token}") as ws:
+        await ws.send(json.dumps([seg("first words"), seg("second words")]))
+        assert json.loads(await ws.recv()) == {"session_id": "ws-1", "accepted": 2}
+        await ws.send(json.dumps({"segments": [seg("third")]}))
+        assert json.loads(await ws.recv())["accepted"] == 1
+        await ws.send(json.dumps(seg("fourth")))
+        assert json.loads(await ws.recv())["accepted"] == 1
+        await ws.send("not json")
+        bad = json.loads(await ws.recv())
+        assert bad["status"] == 422 and "bad message" in bad["error"]
+        await ws.send(json.dumps([{"speaker": "x"}]))
+        assert "text: Field required" in json.loads(await ws.recv())["error"]
+        await ws.send(b"\x00\x01audio")
+        assert "binary" in json.loads(await ws.recv())["error"]
+        await ws.send(json.dumps([seg("still open")]))
+        assert json.loads(await ws.recv())["accepted"] == 1
+    session = (await client.get(f"/v1/users/{world.uid}/sessions/ws-1")).json()
+    assert [s["text"] for s in session["transcript_segments"]] == [
+        "first words",
+        "second words",
+        "third",
+        "fourth",
+        "still open",
+    ]
+    # Bad credentials: told why, then closed with 1008 (policy violation).
+    async with websockets.connect(f"{ws_url}?session_id=ws-2&token=ut_nope") as ws:
+        refused = json.loads(await ws.recv())
+        assert refused["status"] == 401
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+
+
+async def test_traces_api_access(client: httpx.AsyncClient, world: World) -> None:
+    other = await create_app(client, manifest("Other", "http://127.0.0.1:9/x"))
+    path = f"/v1/apps/{world.app_id}/traces"
+    mine = {"Authorization": f"Bearer {world.app_secret}"}
+    r = await client.get(path, headers=mine)
+    assert r.status_code == 200 and r.json()["items"] == []
+    assert r.json()["app"]["status"] == "active"
+    r = await client.get(path, headers={"Authorization": f"Bearer {other['app_secret']}"})
+    assert r.status_code == 401 and "another app" in r.json()["detail"]
+    r = await client.get(path, headers={"Authorization": f"Bearer {world.user_token}"})
+    assert r.status_code == 401
+    assert (await client.get(path, headers={"Authorization": ""})).status_code == 401
+    assert (await client.get(path, params={"limit": 0})).status_code == 422
+    assert (await client.get("/v1/apps/app_missing/traces")).status_code == 404
+    r = await client.get(f"{path}/tr_missing", headers=mine)
+    assert r.status_code == 404
