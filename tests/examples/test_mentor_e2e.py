@@ -60,9 +60,23 @@ async def test_mentor_sends_one_proactive_notification(tmp_path: Path) -> None:
                     return [n for n in got.json()["items"] if n["kind"] == "proactive"]
 
                 items = await wait_for(proactive, timeout=30)
-            mentor_log = (tmp_path / "mentor.log").read_text()
-            r = await admin.get(f"/v1/apps/{world.app_id}/traces")
-            notified = [t for t in r.json()["items"] if t["outcome"] == "notified"]
+                # More talk in the same session: the old "what do you think" does not count again.
+                r = await admin.post(
+                    f"/v1/users/{world.uid}/sessions/s1/segments",
+                    json={"segments": [segment("Okay, thanks. Let's get lunch.", 2)]},
+                )
+                assert r.status_code == 202, r.text
+
+                async def two_traces() -> list[dict[str, Any]] | None:
+                    got = await admin.get(f"/v1/apps/{world.app_id}/traces")
+                    found: list[dict[str, Any]] = got.json()["items"]
+                    return found if len(found) >= 2 else None
+
+                traces = await wait_for(two_traces, timeout=30)
+                mentor_log = (tmp_path / "mentor.log").read_text()
+            assert [t["outcome"] for t in traces] == ["no_action", "notified"]  # newest first
+            assert len(await proactive()) == 1
+            notified = [t for t in traces if t["outcome"] == "notified"]
         assert len(items) == 1, items
         note = items[0]
         assert note["app_id"] == world.app_id and note["title"] == "Mentor says"
