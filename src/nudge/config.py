@@ -35,8 +35,8 @@ class Settings(BaseSettings):
     llm_max_retries: int = 2
     llm_max_tokens: int = 120
     llm_temperature: float = 0.3
-    llm_context_tokens: int = 2048  # embedded: the model's context window to allocate
-    llm_threads: int | None = None  # embedded: CPU threads (default: all)
+    llm_context_tokens: int = 1024  # embedded: context window; longer prompts are shortened
+    llm_threads: int | None = None  # embedded: CPU threads (default: half the cores)
     llm_fake_latency_s: float = 0.0  # fake: fixed generation time (benchmarks)
 
     # Push providers

@@ -52,7 +52,9 @@ class EmbeddedLLM:
     ) -> None:
         self.model_path = model_path
         self.context_tokens = context_tokens
-        self.threads = threads or os.cpu_count() or 1
+        # Default: half the cores (llama.cpp's own choice); spinning threads on every core
+        # slows everything down when the machine is shared.
+        self.threads = threads or max((os.cpu_count() or 2) // 2, 1)
         self.max_tokens = max_tokens
         self.temperature = temperature
         self.seed = seed  # fixed: the same prompt gives the same notification

@@ -57,7 +57,8 @@ def keywords(transcript: str, limit: int = KEYWORDS) -> list[str]:
     return sorted(counts, key=lambda w: (-counts[w], -last_seen[w]))[:limit]
 
 
-async def live_transcript(conn: AsyncConnection, session_id: str) -> str:
+async def live_segments(conn: AsyncConnection, session_id: str) -> list[Any]:
+    """The session's last segments, oldest first."""
     rows = (
         await conn.execute(
             select(Segment.text, Segment.speaker, Segment.is_user)
@@ -66,7 +67,7 @@ async def live_transcript(conn: AsyncConnection, session_id: str) -> str:
             .limit(LIVE_SEGMENTS)
         )
     ).all()
-    return "\n".join(f"{speaker_label(r.speaker, r.is_user)}: {r.text}" for r in reversed(rows))
+    return list(reversed(rows))
 
 
 async def related_conversations(
@@ -109,10 +110,12 @@ async def related_conversations(
 
 async def user_context(conn: AsyncConnection, uid: str, session_id: str) -> tuple[str, list[str]]:
     """The text for ``{{user_context}}`` and the ids of the past conversations it includes."""
-    live = await live_transcript(conn, session_id)
-    related = await related_conversations(conn, uid, session_id, keywords(live))
+    segments = await live_segments(conn, session_id)
+    words = keywords(" ".join(s.text for s in segments))  # the words said, not speaker labels
+    related = await related_conversations(conn, uid, session_id, words)
     parts = []
-    if live:
+    if segments:
+        live = "\n".join(f"{speaker_label(s.speaker, s.is_user)}: {s.text}" for s in segments)
         parts.append("Current conversation:\n" + live)
     if related:
         lines = []
