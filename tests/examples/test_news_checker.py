@@ -14,7 +14,13 @@ from examples.news_checker.checks import MYTHS
 
 from nudge.sdk.webhook import signature_headers
 from tests.conftest import ADMIN, make_world, start_server, wait_for
-from tests.examples.conftest import example, realtime_call, segments_body
+from tests.examples.conftest import (
+    behind_platform,
+    example,
+    post_segments,
+    realtime_call,
+    segments_body,
+)
 from tests.sdk.scripted import over_asgi
 
 GREAT_WALL = next(m for m in MYTHS if m.key == "great-wall")
@@ -97,3 +103,26 @@ async def test_corrections_go_through_the_sdk_client(tmp_path: Path) -> None:
             assert items[0]["app_id"] == world.app_id
     finally:
         server.stop()
+
+
+async def test_myth_heard_by_the_platform_reaches_the_user(tmp_path: Path) -> None:
+    """The news checker as a process behind ``nudge serve``: its ``message`` answer becomes a
+    notification from the app."""
+    manifest = {"name": "News checker", "capabilities": ["external_integration"]}
+    lightning = next(m for m in MYTHS if m.key == "lightning-twice")
+    module = "examples.news_checker.app"
+    async with behind_platform(tmp_path, module, manifest, []) as (admin, world):
+        await post_segments(
+            admin, world.uid, "s1", "Careful out there.", "Lightning never strikes twice!"
+        )
+        await post_segments(
+            admin, world.uid, "s1", "Lightning never strikes the same place twice.", first=2
+        )
+
+        async def inbox() -> list[dict[str, object]]:
+            got = await admin.get(f"/v1/users/{world.uid}/notifications")
+            return list(got.json()["items"])
+
+        items = await wait_for(inbox, timeout=30)
+    assert [(n["app_id"], n["body"]) for n in items] == [(world.app_id, lightning.correction)]
+    assert items[0]["title"] == "News checker says"
