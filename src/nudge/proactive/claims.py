@@ -38,7 +38,10 @@ class ClaimResult:
 
 
 class Claims(Protocol):
-    backend: ClassVar[str]
+    @property
+    def backend(self) -> str:
+        """``sql`` or ``redis``: where the claims live."""
+        ...
 
     async def claim(self, key: str, ttl_s: float) -> ClaimResult: ...
 
@@ -126,6 +129,40 @@ class RedisClaims:
         await self.redis.aclose()
 
 
+class RememberTaken:
+    """Wraps a backend: a slot this process saw taken is refused locally until it frees up.
+
+    Apps ask again with every flush (once a second per session) while the slot stays taken for
+    30 s; answering those from memory saves a database or Redis round trip per call. It only ever
+    refuses: a slot given back early by another process is seen when the remembered time passes.
+    """
+
+    def __init__(self, inner: Claims, *, max_keys: int = 100_000) -> None:
+        self.inner = inner
+        self.backend = inner.backend
+        self.max_keys = max_keys
+        self._taken_until: dict[str, float] = {}
+
+    async def claim(self, key: str, ttl_s: float) -> ClaimResult:
+        now = time.monotonic()
+        until = self._taken_until.get(key)
+        if until is not None and until > now:
+            return ClaimResult(None, until - now)
+        result = await self.inner.claim(key, ttl_s)
+        if len(self._taken_until) >= self.max_keys:
+            self._taken_until = {k: u for k, u in self._taken_until.items() if u > now}
+        self._taken_until[key] = now + (ttl_s if result.granted else result.retry_after_s)
+        return result
+
+    async def release(self, claim: Claim) -> None:
+        self._taken_until.pop(claim.key, None)
+        await self.inner.release(claim)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
 def build_claims(redis_url: str | None, writer: Writer) -> Claims:
     """Redis when configured (it already carries the other shared limits), else the database."""
-    return RedisClaims(redis_url) if redis_url else SqlClaims(writer)
+    inner: Claims = RedisClaims(redis_url) if redis_url else SqlClaims(writer)
+    return RememberTaken(inner)

@@ -20,6 +20,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy import and_, bindparam, case, func, or_, select, update
@@ -199,6 +200,8 @@ class Dispatcher:
         self._stopping = False
         self._in_flight: set[asyncio.Task[None]] = set()
         self._last_prune = 0.0
+        self._traces: list[TraceRecorder] = []
+        self._trace_writer: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
         """New segments or a finished session in this process: look now."""
@@ -315,12 +318,26 @@ class Dispatcher:
                     await self.pipeline.handle(app, flush.uid, flush.session_id, result.body, trace)
                 else:
                     trace.outcome("webhook_failed", result.error)
-            await self.writer.run(lambda conn: save_traces(conn, [trace]))
+            self._save_trace(trace)
         except Exception:
             log.exception(
                 "webhook call handling failed",
                 extra={"app_id": app.app_id, "session_id": flush.session_id},
             )
+
+    def _save_trace(self, trace: TraceRecorder) -> None:
+        """Queue a trace; one task writes the queue in bulk (one INSERT for many calls)."""
+        self._traces.append(trace)
+        if self._trace_writer is None or self._trace_writer.done():
+            self._trace_writer = asyncio.create_task(self._write_traces())
+
+    async def _write_traces(self) -> None:
+        while self._traces:
+            batch, self._traces = self._traces, []
+            try:
+                await self.writer.run(partial(save_traces, traces=batch))
+            except Exception:
+                log.exception("traces not saved", extra={"count": len(batch)})
 
     async def _record_health(self, app: AppTarget, result: WebhookResult) -> None:
         """Keep ``webhook_failing_since``; disable an app that kept failing for too long."""
@@ -382,3 +399,5 @@ class Dispatcher:
             task.cancel()
         if self._in_flight:
             await asyncio.wait(set(self._in_flight), timeout=1.0)
+        if self._trace_writer is not None:
+            await asyncio.wait([self._trace_writer], timeout=timeout)

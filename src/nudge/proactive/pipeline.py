@@ -194,13 +194,6 @@ class Pipeline:
             log.exception("pipeline failed", extra={"app_id": app.app_id, "uid": uid})
             trace.outcome("internal_error", f"{type(exc).__name__}; it was logged on the platform")
 
-    async def _granted_now(self, app: AppTarget, uid: str) -> list[str] | None:
-        async with self.db.read() as conn:
-            scopes = await conn.scalar(
-                select(Install.scopes).where(Install.uid == uid, Install.app_id == app.app_id)
-            )
-        return None if scopes is None else list(scopes)
-
     async def proactive(
         self,
         app: AppTarget,
@@ -218,11 +211,6 @@ class Pipeline:
                 "proactive_notification.scopes, to the manifest",
             )
             return
-        granted = await self._granted_now(app, uid)
-        if granted is None:
-            trace.outcome("not_allowed", "the user no longer has this app installed")
-            return
-        app = replace(app, granted=tuple(granted))
         # 2. Prompt length.
         trace.detail["prompt"] = {"template": bounded(prompt), "template_chars": len(prompt)}
         if not PROMPT_MIN <= len(prompt) <= PROMPT_MAX:
@@ -232,17 +220,9 @@ class Pipeline:
                 f"{PROMPT_MIN} to {PROMPT_MAX:,}",
             )
             return
-        # 3. Scopes that count.
-        used = placeholders(prompt)
-        decisions = scope_decisions(app, answer.params, used)
-        effective = [name for name, why in decisions.items() if why == "filled"]
-        trace.detail["scopes"] = {
-            "params": answer.params,
-            "manifest": list(app.manifest_scopes),
-            "granted": list(app.granted),
-            "effective": effective,
-            "decisions": decisions,
-        }
+        # 3. Scopes that count (grants as read when the segments were sent; re-read below
+        # before any data is used).
+        self._decide_scopes(app, answer.params, prompt, trace)
         # 4. The claim: at most one proactive notification per user per app per interval.
         key = f"proactive:{app.app_id}:{uid}"
         claimed = await self.claims.claim(key, self.settings.proactive_interval_s)
@@ -263,24 +243,48 @@ class Pipeline:
             return
         sent = False
         try:
-            sent = await self._generate_and_send(app, uid, session_id, prompt, effective, trace)
+            sent = await self._generate_and_send(app, uid, session_id, answer, trace)
         finally:
             if not sent:
                 await self.claims.release(claimed.claim)
                 trace.detail["rate_limit"]["decision"] = "released"
+
+    def _decide_scopes(
+        self, app: AppTarget, params: list[str], prompt: str, trace: TraceRecorder
+    ) -> list[str]:
+        decisions = scope_decisions(app, params, placeholders(prompt))
+        effective = [name for name, why in decisions.items() if why == "filled"]
+        trace.detail["scopes"] = {
+            "params": params,
+            "manifest": list(app.manifest_scopes),
+            "granted": list(app.granted),
+            "effective": effective,
+            "decisions": decisions,
+        }
+        return effective
 
     async def _generate_and_send(
         self,
         app: AppTarget,
         uid: str,
         session_id: str | None,
-        prompt: str,
-        effective: list[str],
+        answer: Answer,
         trace: TraceRecorder,
     ) -> bool:
-        # 5. Context, only for the scopes that count and that the prompt uses.
-        wanted = [s for s in placeholders(prompt) if s in effective]
+        prompt = answer.prompt or ""
         async with self.db.read() as conn:
+            # The install as it is now: the user may have uninstalled or changed grants.
+            granted = await conn.scalar(
+                select(Install.scopes).where(Install.uid == uid, Install.app_id == app.app_id)
+            )
+            if granted is None:
+                trace.outcome("not_allowed", "the user no longer has this app installed")
+                return False
+            if tuple(granted) != app.granted:
+                app = replace(app, granted=tuple(granted))
+            effective = self._decide_scopes(app, answer.params, prompt, trace)
+            # 5. Context, only for the scopes that count and that the prompt uses.
+            wanted = [s for s in placeholders(prompt) if s in effective]
             values, notes = await build_context(
                 conn, uid=uid, app_id=app.app_id, session_id=session_id or "", scopes=wanted
             )

@@ -233,16 +233,26 @@ class WebhookClient:
     def __init__(self, settings: Settings, *, backend: GuardedBackend | None = None) -> None:
         self.settings = settings
         self.backend = backend or GuardedBackend(settings.allow_private_webhooks)
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=500)
-        self.http = httpx.AsyncClient(
-            transport=GuardedTransport(self.backend, limits),
-            timeout=httpx.Timeout(
-                settings.webhook_timeout_s, connect=settings.webhook_connect_timeout_s
-            ),
-            follow_redirects=False,
-            headers={"user-agent": f"Nudge-Webhooks/{__version__}"},
-        )
+        # One connection pool per origin: a request scans only its own origin's connections,
+        # and a slow app's connections never crowd out another app's.
+        self._clients: dict[tuple[bytes, bytes, int | None], httpx.AsyncClient] = {}
         self.breakers: dict[str, CircuitBreaker] = {}
+
+    def client_for(self, url: httpx.URL) -> httpx.AsyncClient:
+        origin = (url.raw_scheme, url.raw_host, url.port)
+        client = self._clients.get(origin)
+        if client is None:
+            limits = httpx.Limits(max_connections=None, max_keepalive_connections=32)
+            client = self._clients[origin] = httpx.AsyncClient(
+                transport=GuardedTransport(self.backend, limits),
+                timeout=httpx.Timeout(
+                    self.settings.webhook_timeout_s,
+                    connect=self.settings.webhook_connect_timeout_s,
+                ),
+                follow_redirects=False,
+                headers={"user-agent": f"Nudge-Webhooks/{__version__}"},
+            )
+        return client
 
     def breaker(self, app_id: str) -> CircuitBreaker:
         found = self.breakers.get(app_id)
@@ -296,10 +306,12 @@ class WebhookClient:
         limit = self.settings.webhook_max_answer_bytes
         try:
             async with asyncio.timeout(self.settings.webhook_timeout_s):
-                request = self.http.build_request(
-                    method, url, params=params, content=body.encode(), headers=headers
+                target_url = httpx.URL(url)
+                http = self.client_for(target_url)
+                request = http.build_request(
+                    method, target_url, params=params, content=body.encode(), headers=headers
                 )
-                response = await self.http.send(request, stream=True)
+                response = await http.send(request, stream=True)
                 try:
                     result.status = response.status_code
                     stream = response.extensions.get("network_stream")
@@ -339,4 +351,6 @@ class WebhookClient:
         return result
 
     async def aclose(self) -> None:
-        await self.http.aclose()
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()

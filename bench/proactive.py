@@ -1,0 +1,265 @@
+"""Proactive pipeline under load: live sessions -> app webhooks -> fake LLM -> inbox.
+
+    .venv/bin/python bench/proactive.py [--sessions 200] [--seconds 30] [--apps 3]
+        [--llm-latency 0.2] [--interval 30] [--database-url URL]
+
+Starts `nudge serve` (one process, SQLite by default, fake LLM with a fixed latency) and a
+separate process with the app webhook servers (minimal HTTP servers that always answer with a
+proactive prompt). Each session posts one segment a second. Every app is installed by every user,
+so each segment means one webhook call per app, and each call runs the answer pipeline (scope
+checks, the 30 s claim; when the claim is won: context, filling, LLM, delivery to the inbox).
+
+Prints segments/s and, from the platform's own traces:
+- dispatch latency: segment ingested -> webhook call started;
+- added latency: segment ingested -> inbox delivery, minus the webhook's and the LLM's time
+  (what the platform itself adds). Target (issue 4): p99 under 20 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _load import _read_response, free_port, start_server  # noqa: E402
+
+ADMIN = "bench-admin"
+PROMPT = "Give {{user_name}} one short tip about this: {{user_context}}"
+ANSWER = json.dumps(
+    {"notification": {"prompt": PROMPT, "params": ["user_name", "user_context"]}}
+).encode()
+
+
+# --- the app webhook servers (run in their own process) -----------------------------------
+
+
+async def _serve_app(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    response = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+        b"content-length: " + str(len(ANSWER)).encode() + b"\r\n\r\n" + ANSWER
+    )
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            if length:
+                await reader.readexactly(length)
+            writer.write(response)
+    except (asyncio.IncompleteReadError, ConnectionError):
+        writer.close()
+
+
+async def serve_apps(ports: list[int]) -> None:
+    servers = [await asyncio.start_server(_serve_app, "127.0.0.1", p) for p in ports]
+    print("apps ready", flush=True)
+    await asyncio.gather(*(s.serve_forever() for s in servers))
+
+
+# --- the load --------------------------------------------------------------------------------
+
+
+def setup(url: str, users: int, app_ports: list[int]) -> list[str]:
+    app_ids = []
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30) as c:
+        for n, port in enumerate(app_ports):
+            manifest = {
+                "name": f"Bench App {n}",
+                "capabilities": ["external_integration", "proactive_notification"],
+                "external_integration": {
+                    "triggers_on": "transcript_processed",
+                    "webhook_url": f"http://127.0.0.1:{port}/webhook",
+                },
+                "proactive_notification": {"scopes": ["user_name", "user_context"]},
+            }
+            r = c.post("/v1/apps", json={"manifest": manifest})
+            r.raise_for_status()
+            app_ids.append(r.json()["app_id"])
+        for i in range(users):
+            c.post("/v1/users", json={"uid": f"u{i}", "name": f"User {i}"}).raise_for_status()
+            for app_id in app_ids:
+                c.post(
+                    f"/v1/users/u{i}/apps/{app_id}", json={"scopes": ["user_name", "user_context"]}
+                ).raise_for_status()
+    return app_ids
+
+
+async def session(
+    port: int, n: int, start: float, seconds: float, latencies: list[float], statuses: list[int]
+) -> None:
+    """One live session: a segment a second, on its own keep-alive connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    offset = n / 200.0  # spread the sessions over each second
+    k = 0
+    while True:
+        due = start + offset + k
+        if due - start >= seconds:
+            break
+        await asyncio.sleep(max(due - time.monotonic(), 0))
+        body = json.dumps(
+            {
+                "segments": [
+                    {
+                        "text": f"Segment {k} of session {n}: what do you think about the plan?",
+                        "speaker": "SPEAKER_01",
+                        "is_user": k % 2 == 0,
+                    }
+                ]
+            }
+        ).encode()
+        head = (
+            f"POST /v1/users/u{n}/sessions/bench-{n}/segments HTTP/1.1\r\n"
+            f"host: 127.0.0.1\r\nauthorization: Bearer {ADMIN}\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+        ).encode()
+        t0 = time.perf_counter()
+        writer.write(head + body)
+        statuses.append(await _read_response(reader))
+        latencies.append(time.perf_counter() - t0)
+        k += 1
+    writer.close()
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    data = sorted(values)
+    return data[min(len(data) - 1, int(p / 100 * len(data)))] * 1000
+
+
+def all_traces(url: str, app_id: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    cursor = None
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=60) as c:
+        while True:
+            params: dict[str, Any] = {"limit": 200}
+            if cursor:
+                params["cursor"] = cursor
+            page = c.get(f"/v1/apps/{app_id}/traces", params=params).json()
+            out += page["items"]
+            cursor = page["next_cursor"]
+            if not cursor:
+                return out
+
+
+def report(traces: list[dict[str, Any]]) -> dict[str, Any]:
+    dispatch: list[float] = []
+    added: list[float] = []
+    outcomes: dict[str, int] = {}
+    for t in traces:
+        outcomes[t["outcome"]] = outcomes.get(t["outcome"], 0) + 1
+        timing = t.get("timing") or {}
+        ingested = timing.get("segments_first_at")
+        if ingested is None or "sent_at" not in timing:
+            continue
+        dispatch.append(timing["sent_at"] - ingested)
+        inbox = [d for d in t["deliveries"] if d["provider"] == "inbox" and d["delivered_at"]]
+        if t["outcome"] == "notified" and inbox:
+            total = inbox[0]["delivered_at"] - ingested
+            added.append(total - timing.get("webhook_s", 0) - timing.get("llm_s", 0))
+    return {"dispatch": dispatch, "added": added, "outcomes": outcomes}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sessions", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--apps", type=int, default=3)
+    parser.add_argument("--llm-latency", type=float, default=0.2)
+    parser.add_argument("--interval", type=float, default=30.0, help="proactive interval (s)")
+    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--serve-apps", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_apps:
+        await serve_apps([int(p) for p in args.serve_apps.split(",")])
+        return
+
+    import subprocess
+
+    with tempfile.TemporaryDirectory(prefix="nudge-bench-") as tmp:
+        data = Path(tmp)
+        app_ports = [free_port() for _ in range(args.apps)]
+        apps_proc = subprocess.Popen(
+            [sys.executable, __file__, "--serve-apps", ",".join(map(str, app_ports))],
+            stdout=subprocess.PIPE,
+        )
+        assert apps_proc.stdout is not None
+        apps_proc.stdout.readline()
+        port = free_port()
+        env = {
+            "NUDGE_ADMIN_TOKEN": ADMIN,
+            "NUDGE_DATA_DIR": str(data),
+            "NUDGE_DATABASE_URL": args.database_url or f"sqlite+aiosqlite:///{data}/nudge.db",
+            "NUDGE_LOG_LEVEL": "WARNING",
+            "NUDGE_LLM_PROVIDER": "fake",
+            "NUDGE_LLM_FAKE_LATENCY_S": str(args.llm_latency),
+            "NUDGE_ALLOW_PRIVATE_WEBHOOKS": "1",
+            "NUDGE_PROACTIVE_INTERVAL_S": str(args.interval),
+        }
+        proc = start_server(data, env, port, [])
+        try:
+            url = f"http://127.0.0.1:{port}"
+            print(f"setting up {args.sessions} users and {args.apps} apps …", flush=True)
+            app_ids = setup(url, args.sessions, app_ports)
+            print(
+                f"running {args.sessions} sessions × 1 segment/s × {args.apps} apps for "
+                f"{args.seconds:g} s (fake LLM {args.llm_latency * 1000:.0f} ms, "
+                f"proactive interval {args.interval:g} s) …",
+                flush=True,
+            )
+            latencies: list[float] = []
+            statuses: list[int] = []
+            start = time.monotonic()
+            await asyncio.gather(
+                *(
+                    session(port, n, start, args.seconds, latencies, statuses)
+                    for n in range(args.sessions)
+                )
+            )
+            elapsed = time.monotonic() - start
+            await asyncio.sleep(3.0)  # let the last calls, generations and deliveries finish
+            traces = [t for app_id in app_ids for t in all_traces(url, app_id)]
+        finally:
+            proc.terminate()
+            proc.wait(30)
+            apps_proc.terminate()
+            apps_proc.wait(10)
+
+    accepted = statuses.count(202)
+    stats = report(traces)
+    print()
+    print(
+        f"segments accepted    {accepted} of {len(statuses)} ({accepted / elapsed:.0f} segments/s)"
+    )
+    print(
+        f"POST latency         p50 {pct(latencies, 50):6.2f} ms   p99 {pct(latencies, 99):6.2f} ms"
+    )
+    print(
+        f"webhook calls        {len(traces)} ({len(traces) / elapsed:.0f}/s)   {stats['outcomes']}"
+    )
+    d, a = stats["dispatch"], stats["added"]
+    print(
+        f"dispatch latency     p50 {pct(d, 50):6.2f} ms   p99 {pct(d, 99):6.2f} ms   "
+        "(ingest -> webhook call)"
+    )
+    print(
+        f"added latency        p50 {pct(a, 50):6.2f} ms   p99 {pct(a, 99):6.2f} ms   "
+        f"({len(a)} notifications: ingest -> inbox, minus webhook and LLM time; "
+        "target p99 < 20 ms)"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
