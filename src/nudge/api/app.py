@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from nudge import __version__
-from nudge.api import apps, direct, health, proactive, users
+from nudge.api import apps, console, direct, health, proactive, users
 from nudge.api.errors import install_error_handlers
 from nudge.config import Settings
 from nudge.platform import Platform
@@ -36,6 +36,6 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (health, direct, apps, users, proactive):
+    for module in (health, direct, apps, users, proactive, console):
         app.include_router(module.router)
     return app

@@ -1,63 +1,357 @@
-"""``nudge demo``: the platform on the embedded defaults, shown end to end in one command.
+"""``nudge demo``: the whole platform on the embedded defaults, end to end, in one command.
 
-This first version shows the direct path (app -> platform -> inbox). The proactive part (the mentor
-example, a played conversation and the embedded LLM) is added with the developer kit.
+1. Start the platform (SQLite in ``--data-dir``, the embedded LLM, private webhook targets
+   allowed) on a local port, and load the model while showing progress.
+2. Start the mentor example app (``examples/mentor``) as its own process, exactly as a developer
+   runs it (``python -m examples.mentor.app``), register it, create a user with facts and install
+   the app with its scopes.
+3. Play a short conversation with a trigger phrase through the platform (the player of
+   ``nudge simulate --platform``) and print each webhook call, the filled prompt, the generated
+   notification and its deliveries.
+4. Send a direct notification with the SDK client and print it.
+5. Exit 0, or with ``--keep`` stay up and print the console URL (with the admin token).
+
+``examples/`` is not an installed package. The demo finds it next to the source tree of the
+installed ``nudge`` package (the editable install of a clone that ``make`` sets up), then in the
+current directory; ``--examples DIR`` names it explicitly.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import uvicorn
+from rich.console import Console
+from rich.panel import Panel
+from rich.text import Text
 
+import nudge
 from nudge.api.app import create_app
+from nudge.cli.simulate import PlatformPlayer, SimulateError, parse_transcript, say
 from nudge.config import Settings
+from nudge.llm import LLMError
 from nudge.platform import Platform
+from nudge.sdk import AsyncNudgeClient
+
+CONVERSATION = """\
+Ana: I signed up for the city marathon in April.
+Ben: Nice! How is the training going?
+Ana: Slowly. I run twice a week, and my knee hurts after the long runs.
+Ana: What do you think I should change?
+"""
+FACTS = [
+    "Wants to run a marathon in under four hours",
+    "Works night shifts as a nurse",
+    "Had knee surgery two years ago",
+]
+SCOPES = ["user_name", "user_facts", "user_context"]
+DIRECT_MESSAGE = "Your long run is tomorrow at 7am: 18 km, easy pace."
 
 
-async def run_demo(settings: Settings, echo: Any = print) -> dict[str, Any]:
-    platform = await Platform.start(settings)
-    app = create_app(settings, platform=platform)
-    app.state.platform = platform
-    headers = {"Authorization": f"Bearer {platform.admin_token}"}
+class DemoError(Exception):
+    """Something the person running the demo can fix; the message says how."""
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    data_dir: Path = Path("./nudge-data")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    keep: bool = False
+    examples: Path | None = None
+    wait_s: float = 300.0  # for the model's answer on a slow machine
+
+
+def demo_settings(data_dir: Path) -> Settings:
+    """The embedded defaults (environment settings still apply), on SQLite in ``data_dir``."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return Settings(
+        data_dir=data_dir,
+        database_url=f"sqlite+aiosqlite:///{data_dir.resolve()}/nudge.db",
+        allow_private_webhooks=True,  # the mentor runs on this machine
+        log_format="text",
+        log_level="WARNING",
+    )
+
+
+def find_examples(given: Path | None) -> Path:
+    """The repository's ``examples`` folder (see the module docstring)."""
+    source_root = Path(nudge.__file__).resolve().parents[2]
+    candidates = [given] if given else [source_root / "examples", Path.cwd() / "examples"]
+    for folder in candidates:
+        if folder is not None and (folder / "mentor" / "app.py").is_file():
+            if folder.resolve().name != "examples":
+                raise DemoError(f"--examples must be the repository's examples/ folder: {folder}")
+            return folder.resolve()
+    where = given or candidates[0]
+    raise DemoError(
+        f"the mentor example was not found at {where}/mentor/app.py: run the demo from a clone "
+        "of the repository (make demo installs it in editable mode), or pass --examples "
+        "<clone>/examples"
+    )
+
+
+def free_port(host: str, preferred: int) -> int:
+    """``preferred`` if it is free, else any free port (0 also means any)."""
+    for port in (preferred, 0) if preferred else (0,):
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise DemoError(f"no free port on {host}")
+
+
+class Server(uvicorn.Server):
+    """uvicorn in this event loop; the demo handles Ctrl-C itself."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Any, host: str, port: int) -> AsyncIterator[str]:
+    server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise DemoError(f"the platform could not listen on {host}:{port}")
+        await asyncio.sleep(0.02)
     try:
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://nudge.local", headers=headers
-        ) as c:
-            echo("nudge demo: creating an app and a user")
-            manifest = {"name": "Demo Reminders", "capabilities": []}
-            created = (await c.post("/v1/apps", json={"manifest": manifest})).json()
-            user = (await c.post("/v1/users", json={"name": "Ana", "facts": ["Runs at 7am"]})).json()
-            await c.post(f"/v1/users/{user['uid']}/apps/{created['app_id']}", json={"scopes": []})
-            echo("nudge demo: sending a direct notification with the app secret")
-            sent = await c.post(
-                f"/v2/integrations/{created['app_id']}/notification",
-                params={"uid": user["uid"], "message": "Your task is due in 1 hour!"},
-                headers={"Authorization": f"Bearer {created['app_secret']}"},
-            )
-            sent.raise_for_status()
-            nid = sent.json()["notification_id"]
-            for _ in range(200):
-                status = (
-                    await c.get(
-                        f"/v2/integrations/{created['app_id']}/notifications/{nid}",
-                        headers={"Authorization": f"Bearer {created['app_secret']}"},
-                    )
-                ).json()
-                if all(d["state"] == "delivered" for d in status["deliveries"]):
-                    break
-                await asyncio.sleep(0.05)
-            inbox = (await c.get(f"/v1/users/{user['uid']}/notifications")).json()["items"]
-            result = {"direct": inbox[0], "deliveries": status["deliveries"]}
-            echo("nudge demo: the user's inbox now holds:")
-            echo(json.dumps({"title": inbox[0]["title"], "body": inbox[0]["body"]}, indent=2))
-            return result
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@contextlib.asynccontextmanager
+async def mentor_process(
+    examples: Path, port: int, webhook_secret: str, log_path: Path
+) -> AsyncIterator[str]:
+    """``python -m examples.mentor.app`` in the repository root; yields its URL once healthy."""
+    log_file = log_path.open("ab")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "examples.mentor.app",
+            "--port",
+            str(port),
+            "--log-level",
+            "WARNING",
+        ],
+        cwd=examples.parent,
+        env={**os.environ, "NUDGE_WEBHOOK_SECRET": webhook_secret},
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # Ctrl-C reaches the demo, which stops the mentor in order
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(timeout=1) as http:
+            deadline = time.monotonic() + 60
+            while True:
+                if proc.poll() is not None:
+                    raise DemoError(f"the mentor example exited; its log is {log_path}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(url + "/healthz")).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise DemoError(f"the mentor example did not start; its log is {log_path}")
+                await asyncio.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            await asyncio.to_thread(proc.wait, 10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log_file.close()
+
+
+async def load_model(platform: Platform, out: Console) -> None:
+    """Load the embedded model now, with progress, instead of on the first notification."""
+    load = getattr(platform.llm, "load", None)
+    if load is None:
+        say(out, ("model ", "dim"), f"{platform.settings.llm_provider} (nothing to load)")
+        return
+    name = Path(getattr(platform.llm, "model_path", "model")).name
+    say(out, ("model ", "dim"), f"loading {name} (embedded llama.cpp)…")
+    started = time.monotonic()
+    with out.status(f"loading {name}…"):
+        try:
+            await load()
+        except LLMError as exc:
+            raise DemoError(str(exc)) from None
+    say(out, ("model ", "dim"), f"{name} loaded in {time.monotonic() - started:.1f} s")
+
+
+async def run_demo(options: DemoOptions, out: Console | None = None) -> dict[str, Any]:
+    """Run the demo; returns the notifications it produced. Raises :class:`DemoError`."""
+    out = out or Console(highlight=False)
+    examples = find_examples(options.examples)
+    settings = demo_settings(options.data_dir)
+    say(out, ("nudge demo", "bold"), f" · SQLite at {settings.database_url.split('///')[-1]}")
+    with out.status("starting the platform…"):
+        try:
+            platform = await Platform.start(settings)
+        except LLMError as exc:
+            raise DemoError(str(exc)) from None
+    try:
+        await load_model(platform, out)
+        app = create_app(settings, platform=platform)
+        port = free_port(options.host, options.port)
+        async with serving(app, options.host, port) as base_url:
+            say(out, ("platform ", "dim"), base_url)
+            return await _scenario(platform, base_url, examples, options, out)
     finally:
         await platform.close()
 
 
-def demo_settings(data_dir: Path) -> Settings:
-    return Settings(data_dir=data_dir, database_url=f"sqlite+aiosqlite:///{data_dir}/nudge.db")
+async def _scenario(
+    platform: Platform, base_url: str, examples: Path, options: DemoOptions, out: Console
+) -> dict[str, Any]:
+    admin = {"Authorization": f"Bearer {platform.admin_token}"}
+    mentor_port = free_port("127.0.0.1", 0)
+    async with httpx.AsyncClient(base_url=base_url, headers=admin, timeout=30) as http:
+        manifest = {
+            "name": "Mentor",
+            "description": "Real-time mentoring advice (examples/mentor)",
+            "capabilities": ["external_integration", "proactive_notification"],
+            "external_integration": {
+                "triggers_on": "transcript_processed",
+                "webhook_url": f"http://127.0.0.1:{mentor_port}/webhook",
+            },
+            "proactive_notification": {"scopes": SCOPES},
+        }
+        created = await _ok(http.post("/v1/apps", json={"manifest": manifest}))
+        log_path = Path(platform.settings.data_dir) / "mentor.log"
+        async with mentor_process(
+            examples, mentor_port, created["webhook_secret"], log_path
+        ) as url:
+            say(
+                out,
+                ("app ", "dim"),
+                f"Mentor {created['app_id']} at {url}/webhook (examples/mentor)",
+            )
+            user = await _ok(http.post("/v1/users", json={"name": "Ana", "facts": FACTS}))
+            uid = user["uid"]
+            await _ok(
+                http.post(f"/v1/users/{uid}/apps/{created['app_id']}", json={"scopes": SCOPES})
+            )
+            say(
+                out, ("user ", "dim"), f"Ana ({uid}) installed Mentor, granting {', '.join(SCOPES)}"
+            )
+            out.rule("a conversation, through the platform", align="left")
+            player = PlatformPlayer(
+                http, uid=uid, session_id=f"demo-{int(time.time())}", interval_s=1.2, out=out
+            )
+            await player.watch([created["app_id"]])
+            run = await player.play(
+                parse_transcript(CONVERSATION), batch=2, finish=True, wait_s=options.wait_s
+            )
+            notified = [t for t in run.traces if t["outcome"] == "notified"]
+            if not notified:
+                outcomes = [t["outcome"] for t in run.traces] or ["no call traced"]
+                raise DemoError(
+                    f"no proactive notification came out ({', '.join(outcomes)}); the traces "
+                    "above say why"
+                )
+            direct = await _direct(base_url, created, uid, out)
+            trace = notified[0]
+            out.print(
+                _card(
+                    "proactive notification",
+                    trace["notification"]["title"],
+                    trace["notification"]["body"],
+                )
+            )
+            out.print(_card("direct notification (SDK)", direct["title"], direct["body"]))
+            console_url = f"{base_url}/console?token={platform.admin_token}&uid={uid}"
+            result = {
+                "uid": uid,
+                "app_id": created["app_id"],
+                "proactive": trace["notification"],
+                "filled_prompt": trace["prompt"]["filled"],
+                "direct": direct,
+                "console": console_url,
+            }
+            if options.keep:
+                say(out, ("console ", "bold"), console_url)
+                say(
+                    out,
+                    ("mentor ", "dim"),
+                    f"{url}/webhook, signing secret ",
+                    created["webhook_secret"],
+                )
+                say(out, "Press Ctrl-C to stop.")
+                await _until_interrupted()
+            else:
+                say(out, ("done. ", "green"), "`nudge demo --keep` stays up and opens the console.")
+            return result
+
+
+async def _direct(base_url: str, app: dict[str, str], uid: str, out: Console) -> dict[str, Any]:
+    """A direct notification sent with the SDK, once every delivery is past the queue."""
+    async with AsyncNudgeClient(base_url, app["app_id"], app["app_secret"]) as client:
+        sent = await client.send_notification(uid, DIRECT_MESSAGE)
+        say(out, ("→ ", "bold"), f"SDK send_notification: {sent.notification_id}")
+        deadline = time.monotonic() + 30
+        while True:
+            status = await client.notification_status(sent.notification_id)
+            states = [d.state for d in status.deliveries]
+            if all(s not in ("queued", "retrying") for s in states) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+    say(out, "    deliveries: ", ", ".join(f"{d.provider} {d.state}" for d in status.deliveries))
+    return {"id": sent.notification_id, "title": status.title, "body": status.body}
+
+
+async def _ok(request: Any) -> dict[str, Any]:
+    response: httpx.Response = await request
+    if not response.is_success:
+        raise DemoError(f"{response.request.method} {response.request.url.path}: {response.text}")
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def _card(label: str, title: str, body: str) -> Panel:
+    text = Text.assemble((title, "bold"), "\n", body)
+    return Panel(text, title=label, title_align="left", border_style="magenta", width=72)
+
+
+async def _until_interrupted() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def main(options: DemoOptions) -> int:
+    out = Console(highlight=False)
+    try:
+        asyncio.run(run_demo(options, out))
+    except (DemoError, SimulateError) as exc:
+        out.print(Text(f"error: {exc}", style="red"))
+        return 1
+    return 0

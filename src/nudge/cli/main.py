@@ -207,12 +207,102 @@ def send(
 
 @cli.command()
 def demo(
-    data_dir: Path = typer.Option(Path("./nudge-data"), help="Where the demo keeps its SQLite file."),
+    data_dir: Path = typer.Option(
+        Path("./nudge-data"), help="Where the demo keeps its SQLite file."
+    ),
+    port: int = typer.Option(8000, help="Platform port (another free one if it is taken)."),
+    keep: bool = typer.Option(False, "--keep", help="Stay up and print the console URL."),
+    examples: Path | None = typer.Option(
+        None, help="The repository's examples/ folder (found next to the source by default)."
+    ),
 ) -> None:
-    """Run the platform on the embedded defaults and show a notification end to end."""
-    from nudge.cli.demo import demo_settings, run_demo
+    """Run the platform on the embedded defaults with the mentor example, end to end."""
+    from nudge.cli.demo import DemoOptions
+    from nudge.cli.demo import main as run
 
-    asyncio.run(run_demo(demo_settings(data_dir)))
+    raise typer.Exit(run(DemoOptions(data_dir=data_dir, port=port, keep=keep, examples=examples)))
+
+
+@cli.command()
+def simulate(
+    transcript: Path = typer.Option(
+        ..., "--transcript", "-t", help="'Speaker: text' lines, or JSON segments."
+    ),
+    webhook: str | None = typer.Option(
+        None, help="Call this webhook as the platform would (no platform needed)."
+    ),
+    platform: str | None = typer.Option(None, help="Or play through a running platform (URL)."),
+    secret: str | None = typer.Option(
+        None, envvar="NUDGE_WEBHOOK_SECRET", help="--webhook: the app's whsec_ signing secret."
+    ),
+    token: str | None = typer.Option(
+        None, envvar="NUDGE_ADMIN_TOKEN", help="--platform: the admin token."
+    ),
+    uid: str = typer.Option("user123", help="The user having the conversation."),
+    app: list[str] = typer.Option(
+        [], "--app", help="--platform: follow this app (repeatable; default: all installed)."
+    ),
+    session_id: str | None = typer.Option(None, help="Session id (default: a new one)."),
+    me: str | None = typer.Option(None, help="The speaker who is the user (default: the first)."),
+    batch: int = typer.Option(1, help="Segments per call."),
+    interval: float = typer.Option(0.0, help="Seconds between calls (0: as fast as possible)."),
+    user_name: str = typer.Option("Ana", help="--webhook: the {{user_name}} to fill in."),
+    fact: list[str] = typer.Option([], "--fact", help="--webhook: a fact (repeatable)."),
+    chat: list[str] = typer.Option(
+        [], "--chat", help="--webhook: a {{user_chat}} line such as 'App: Hi' (repeatable)."
+    ),
+    grant: list[str] = typer.Option(
+        [], "--grant", help="--webhook: a scope the user granted (repeatable; default: all)."
+    ),
+    finish: bool = typer.Option(True, help="--platform: finish the session at the end."),
+    wait: float = typer.Option(60.0, help="--platform: seconds to wait for the platform's calls."),
+) -> None:
+    """Play a conversation to an app's webhook (or through a platform) and show every step."""
+    from rich.console import Console
+
+    from nudge.cli import simulate as sim
+
+    if (webhook is None) == (platform is None):
+        fail("give exactly one of --webhook URL (the app directly) or --platform URL")
+    out = Console(highlight=False)
+    try:
+        loaded = sim.load_transcript(transcript, me=me)
+        sid = session_id or sim.new_session_id()
+        if webhook is not None:
+            user = sim.SampleUser(
+                uid, user_name, tuple(fact), tuple(chat), tuple(grant) or sim.SCOPES
+            )
+            ok = asyncio.run(
+                sim.run_webhook(
+                    loaded,
+                    url=webhook,
+                    secret=secret,
+                    user=user,
+                    session_id=sid,
+                    batch=batch,
+                    interval_s=interval,
+                    out=out,
+                )
+            )
+            raise typer.Exit(0 if ok else 1)
+        assert platform is not None
+        asyncio.run(
+            sim.run_platform(
+                loaded,
+                url=platform,
+                token=token,
+                uid=uid,
+                apps=app,
+                session_id=sid,
+                batch=batch,
+                interval_s=interval,
+                finish=finish,
+                wait_s=wait,
+                out=out,
+            )
+        )
+    except (sim.SimulateError, NudgeError) as exc:
+        fail(str(exc) if isinstance(exc, sim.SimulateError) else exc.detail, code=1)
 
 
 def main() -> None:

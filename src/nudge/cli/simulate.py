@@ -1,0 +1,672 @@
+"""``nudge simulate``: play a conversation to an app and show what happens at every step.
+
+- ``--webhook URL`` needs no platform. Each batch of segments is one call made by the platform's
+  own webhook client (``POST URL?session_id=S&uid=U``, body ``{"session_id", "segments"}``,
+  Standard Webhooks signature); the answer is read by the platform's own parser, and a proactive
+  answer's prompt is filled by the platform's own filler with sample user data (``--user-name``,
+  ``--fact``, ``--chat``) and the transcript so far as ``{{user_context}}``.
+- ``--platform URL`` plays it through a running platform (``POST .../sessions/{sid}/segments``,
+  then ``.../finish``) and reads back what its dispatcher did from the app traces and the inbox.
+
+Transcripts are ``Speaker: text`` lines (``#`` comments and blank lines are skipped) or JSON: a list
+of segments, ``{"segments": [...]}`` or an Omi conversation's ``{"transcript_segments": [...]}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import TypeAdapter, ValidationError
+from rich.console import Console
+from rich.panel import Panel
+from rich.text import Text
+
+from nudge.api.errors import describe_validation
+from nudge.config import Settings
+from nudge.core.manifest import SCOPES
+from nudge.proactive.context import LIVE_SEGMENTS
+from nudge.proactive.filler import fill, placeholders
+from nudge.proactive.ingest import SegmentIn, check_session_id, segment_json, transcript_line
+from nudge.proactive.pipeline import (
+    MESSAGE_MIN,
+    PROMPT_MAX,
+    PROMPT_MIN,
+    AppTarget,
+    parse_answer,
+    scope_decisions,
+)
+from nudge.proactive.traces import OUTCOMES
+from nudge.proactive.webhooks import WebhookClient, WebhookTarget
+
+SEGMENTS = TypeAdapter(list[SegmentIn])
+LINE = re.compile(r"^\s*([^:]{1,64}?)\s*:\s*(\S.*?)\s*$")
+MAX_BATCH = 500  # the platform takes at most 500 segments per POST
+PENDING = ("queued", "retrying")
+
+
+class SimulateError(Exception):
+    """Bad input or an unreachable target; the message says what to fix."""
+
+
+# --- Transcripts ---------------------------------------------------------------------------
+
+
+@dataclass
+class Transcript:
+    segments: list[SegmentIn]
+    names: dict[str, str] = field(default_factory=dict)  # "SPEAKER_00" -> the name in the file
+
+    def who(self, segment: SegmentIn) -> str:
+        name = self.names.get(segment.speaker, segment.speaker)
+        return f"{name} (user)" if segment.is_user else name
+
+    def batches(self, size: int) -> Iterator[list[SegmentIn]]:
+        for i in range(0, len(self.segments), size):
+            yield self.segments[i : i + size]
+
+
+def parse_transcript(text: str, *, me: str | None = None) -> Transcript:
+    """``Speaker: text`` lines or JSON segments (see the module docstring)."""
+    stripped = text.lstrip("\ufeff \t\r\n")
+    if not stripped:
+        raise SimulateError("the transcript is empty: write one 'Speaker: text' line per segment")
+    if stripped[0] in "[{":
+        return _json_transcript(stripped)
+    return _line_transcript(text, me)
+
+
+def _json_transcript(text: str) -> Transcript:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SimulateError(
+            f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from None
+    if isinstance(data, dict):
+        data = data.get("segments", data.get("transcript_segments"))
+    if not isinstance(data, list) or not data:
+        raise SimulateError(
+            'expected a JSON list of segments, {"segments": [...]} or '
+            '{"transcript_segments": [...]}, with at least one segment'
+        )
+    try:
+        segments = SEGMENTS.validate_python(data)
+    except ValidationError as exc:
+        raise SimulateError(f"bad segment: {describe_validation(list(exc.errors()))}") from None
+    return Transcript(segments)
+
+
+def _line_transcript(text: str, me: str | None) -> Transcript:
+    rows: list[tuple[str, str]] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        match = LINE.match(line)
+        if match is None:
+            raise SimulateError(
+                f"line {number}: expected 'Speaker: text', got {line.strip()[:60]!r}"
+            )
+        rows.append((match.group(1), match.group(2)))
+    speakers = list(dict.fromkeys(name for name, _ in rows))
+    me = me or speakers[0]
+    if me not in speakers:
+        raise SimulateError(f"--me {me!r} is not a speaker here; the speakers are {speakers}")
+    clock, segments = 0.0, []
+    for name, said in rows:
+        n = speakers.index(name)
+        duration = round(max(1.0, 0.4 * len(said.split())), 1)  # about 150 words a minute
+        segments.append(
+            SegmentIn(
+                text=said,
+                speaker=f"SPEAKER_{n:02d}",
+                speaker_id=n,
+                is_user=name == me,
+                start=round(clock, 1),
+                end=round(clock + duration, 1),
+            )
+        )
+        clock += duration + 0.3
+    names = {f"SPEAKER_{n:02d}": name for n, name in enumerate(speakers)}
+    return Transcript(segments, names)
+
+
+def load_transcript(path: Path, *, me: str | None = None) -> Transcript:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SimulateError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise SimulateError(f"{path} is not UTF-8 text") from None
+    try:
+        return parse_transcript(text, me=me)
+    except SimulateError as exc:
+        raise SimulateError(f"{path}: {exc}") from None
+
+
+def wire_segment(segment: SegmentIn) -> dict[str, Any]:
+    """A segment as the platform sends (and stores) it."""
+    return segment_json(segment.model_copy(update={"speaker_id": segment.speaker_number()}))
+
+
+def check_url(url: str, option: str, example: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SimulateError(f"{option} must be an http(s) URL such as {example}, not {url!r}")
+    return url
+
+
+def check_batch(batch: int, interval_s: float) -> None:
+    if not 1 <= batch <= MAX_BATCH:
+        raise SimulateError(f"--batch must be 1 to {MAX_BATCH} segments per call")
+    if interval_s < 0:
+        raise SimulateError("--interval must be 0 or more seconds")
+
+
+def new_session_id() -> str:
+    return f"sim-{int(time.time() * 1000):x}"
+
+
+# --- Printing ------------------------------------------------------------------------------
+
+
+def say(out: Console, *parts: str | tuple[str, str]) -> None:
+    """One line; user data is never read as markup."""
+    out.print(Text.assemble(*parts), highlight=False, soft_wrap=True)
+
+
+def show_prompt(out: Console, title: str, prompt: str) -> None:
+    out.print(Panel(Text(prompt), title=title, title_align="left", border_style="cyan"))
+
+
+def show_segments(out: Console, transcript: Transcript, segments: Sequence[SegmentIn]) -> None:
+    for s in segments:
+        say(out, "    ", (f"{transcript.who(s)}: ", "bold"), s.text)
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
+
+
+def _compact(body: str, limit: int = 600) -> str:
+    body = body.strip()
+    return body if len(body) <= limit else body[:limit] + f"… ({len(body)} chars)"
+
+
+# --- Playing to a webhook ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SampleUser:
+    """The user data the platform would fill in; ``granted`` are the scopes granted at install."""
+
+    uid: str = "user123"
+    name: str = "Ana"
+    facts: tuple[str, ...] = ()
+    chat: tuple[str, ...] = ()
+    granted: tuple[str, ...] = SCOPES
+
+    def values(self, heard: Sequence[SegmentIn]) -> dict[str, str]:
+        """As the platform's context builder writes them (no past conversations here)."""
+        recent = heard[-LIVE_SEGMENTS:]
+        live = "".join(transcript_line(s.text, s.speaker, s.is_user) for s in recent).rstrip()
+        return {
+            "user_name": self.name,
+            "user_facts": "; ".join(f.strip().rstrip(";") for f in self.facts),
+            "user_context": f"Current conversation:\n{live}" if live else "",
+            "user_chat": "\n".join(self.chat),
+        }
+
+
+@dataclass
+class CallReport:
+    number: int
+    segments: int
+    status: int | None
+    answer: str  # none | proactive | message | invalid | failed
+    error: str | None = None
+    filled_prompt: str | None = None
+    message: str | None = None
+
+
+class WebhookPlayer:
+    """Plays a transcript to one webhook URL, one signed call per batch."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        url: str,
+        secret: str,
+        user: SampleUser,
+        session_id: str,
+        interval_s: float,
+        out: Console,
+    ) -> None:
+        self.client = WebhookClient(settings)
+        self.target = WebhookTarget("simulated-app", secret)
+        self.app = AppTarget(
+            app_id="simulated-app",
+            name="App",
+            secret=secret,
+            webhook_url=url,
+            triggers_on="transcript_processed",
+            capabilities=("external_integration", "proactive_notification"),
+            manifest_scopes=user.granted,
+            granted=user.granted,
+            failing_since=None,
+        )
+        self.url, self.user, self.session_id = url, user, session_id
+        self.interval_s = interval_s
+        self.proactive_interval_s = settings.proactive_interval_s
+        self.out = out
+        self.heard: list[SegmentIn] = []
+        self.last_proactive_at: float | None = None
+
+    async def play(self, transcript: Transcript, batch: int) -> list[CallReport]:
+        reports: list[CallReport] = []
+        try:
+            for number, chunk in enumerate(transcript.batches(batch), 1):
+                if number > 1 and self.interval_s:
+                    await asyncio.sleep(self.interval_s)
+                reports.append(await self.call(number, transcript, chunk))
+                if reports[-1].status is None and reports[-1].answer == "failed":
+                    raise SimulateError(
+                        f"{self.url} did not answer ({reports[-1].error}): is the app running?"
+                    )
+        finally:
+            await self.client.aclose()
+        return reports
+
+    async def call(self, number: int, transcript: Transcript, chunk: list[SegmentIn]) -> CallReport:
+        self.heard.extend(chunk)
+        params = {"session_id": self.session_id, "uid": self.user.uid}
+        payload = {"session_id": self.session_id, "segments": [wire_segment(s) for s in chunk]}
+        query = "&".join(f"{k}={v}" for k, v in params.items())
+        self.out.rule(f"call {number}", align="left", style="dim")
+        say(self.out, ("→ POST ", "bold"), f"{self.url}?{query}", f"  ({len(chunk)} segments)")
+        show_segments(self.out, transcript, chunk)
+        result = await self.client.send(
+            self.target, "POST", self.url, params=params, payload=payload
+        )
+        report = CallReport(number, len(chunk), result.status, "failed", result.error)
+        if not result.ok:
+            say(self.out, ("← ", "red"), (result.error or "failed", "red"))
+            return report
+        body = result.body.decode("utf-8", errors="replace")
+        say(
+            self.out,
+            ("← ", "green"),
+            (f"{result.status}", "green"),
+            f" in {_ms(result.seconds)}  ",
+            _compact(body) or "(empty body)",
+        )
+        self.answer(report, result.body, chunk[-1].end)
+        return report
+
+    def answer(self, report: CallReport, body: bytes, clock: float) -> None:
+        """What the platform would do with this answer."""
+        answer = parse_answer(body)
+        if answer.error:
+            report.answer, report.error = "invalid", answer.error
+            say(self.out, ("= invalid answer: ", "red"), answer.error)
+            return
+        if answer.empty:
+            report.answer = "none"
+            say(self.out, ("= no notification asked", "dim"))
+            return
+        if answer.prompt is not None:
+            report.answer = "proactive"
+            self.proactive(report, answer.prompt, answer.params, clock)
+        if answer.message is not None:
+            report.answer = "message" if answer.prompt is None else report.answer
+            if len(answer.message.strip()) < MESSAGE_MIN:
+                say(self.out, ("= message ignored: ", "yellow"), "must be over 5 characters")
+            else:
+                report.message = answer.message
+                say(self.out, ("= direct notification: ", "magenta"), answer.message)
+
+    def proactive(self, report: CallReport, prompt: str, params: list[str], clock: float) -> None:
+        if not PROMPT_MIN <= len(prompt) <= PROMPT_MAX:
+            report.answer = "invalid"
+            report.error = f"notification.prompt: {len(prompt)} characters; it must be 5 to 128,000"
+            say(self.out, ("= invalid answer: ", "red"), report.error)
+            return
+        decisions = scope_decisions(self.app, params, placeholders(prompt))
+        effective = [name for name, why in decisions.items() if why == "filled"]
+        values = {k: v for k, v in self.user.values(self.heard).items() if k in effective}
+        reasons = {name: why for name, why in decisions.items() if name in SCOPES}
+        filled = fill(prompt, values, reasons)
+        report.filled_prompt = filled.text
+        say(self.out, ("= proactive notification asked", "magenta"), f"  params {params}")
+        for name, why in decisions.items():
+            say(self.out, f"    {name}: ", (why, "green" if why == "filled" else "yellow"))
+        if self.last_proactive_at is not None:
+            since = clock - self.last_proactive_at
+            if since < self.proactive_interval_s:
+                say(
+                    self.out,
+                    ("    rate limit: ", "yellow"),
+                    f"the platform would send nothing: one proactive notification per user per "
+                    f"app every {self.proactive_interval_s:g} s, the last was {since:.0f} s "
+                    "earlier in this conversation",
+                )
+        self.last_proactive_at = clock
+        show_prompt(self.out, "filled prompt (what the platform's LLM gets)", filled.text)
+
+
+def summarize_calls(out: Console, reports: list[CallReport]) -> bool:
+    """Print the totals; True when every call was answered with a 2xx."""
+    failed = sum(r.answer == "failed" for r in reports)
+    asked = sum(r.answer == "proactive" for r in reports)
+    messages = sum(r.message is not None for r in reports)
+    out.rule(style="dim")
+    say(
+        out,
+        f"{len(reports)} calls, {len(reports) - failed} answered 2xx, {asked} proactive "
+        f"notifications asked, {messages} direct messages",
+    )
+    return failed == 0
+
+
+# --- Playing through a platform ------------------------------------------------------------
+
+
+@dataclass
+class PlatformRun:
+    session_id: str
+    traces: list[dict[str, Any]] = field(default_factory=list)
+    notifications: list[dict[str, Any]] = field(default_factory=list)  # new in the inbox
+
+
+class PlatformPlayer:
+    """Posts a transcript to a running platform and reads back its traces and the inbox."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        uid: str,
+        session_id: str,
+        interval_s: float = 0.0,
+        out: Console,
+    ) -> None:
+        self.http, self.uid, self.session_id = http, uid, session_id
+        self.interval_s = interval_s
+        self.out = out
+        self.apps: dict[str, dict[str, Any]] = {}  # app_id -> its manifest (apps we can trace)
+
+    async def api(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = await self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise SimulateError(
+                f"cannot reach the platform at {self.http.base_url} ({type(exc).__name__}): "
+                "is `nudge serve` running there?"
+            ) from None
+        if response.is_success:
+            return response.json() if response.content else None
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text[:300]
+        raise SimulateError(f"{method} {path}: {response.status_code} {detail}")
+
+    async def watch(self, app_ids: Sequence[str]) -> None:
+        """Which installed apps to follow (all when ``app_ids`` is empty)."""
+        user = await self.api("GET", f"/v1/users/{self.uid}")
+        installed = [a["app_id"] for a in user["apps"]]
+        missing = [a for a in app_ids if a not in installed]
+        if missing:
+            raise SimulateError(
+                f"user {self.uid!r} has not installed {missing}: install it first "
+                f"(POST /v1/users/{self.uid}/apps/<app_id> or `nudge users install`)"
+            )
+        for app_id in app_ids or installed:
+            app = await self.api("GET", f"/v1/apps/{app_id}")
+            self.apps[app_id] = app
+        names = ", ".join(f"{a['name']} ({i})" for i, a in self.apps.items()) or "none"
+        say(self.out, ("user ", "dim"), f"{user['name']} ({self.uid})", ("  apps ", "dim"), names)
+
+    async def play(
+        self, transcript: Transcript, *, batch: int, finish: bool, wait_s: float
+    ) -> PlatformRun:
+        started = time.time()
+        run = PlatformRun(self.session_id)
+        base = f"/v1/users/{self.uid}/sessions/{self.session_id}"
+        for number, chunk in enumerate(transcript.batches(batch), 1):
+            if number > 1 and self.interval_s:
+                await asyncio.sleep(self.interval_s)
+            await self.api(
+                "POST", f"{base}/segments", json={"segments": [wire_segment(s) for s in chunk]}
+            )
+            say(self.out, ("→ ", "bold"), f"POST {base}/segments", ("  202", "green"))
+            show_segments(self.out, transcript, chunk)
+        if finish:
+            await self.api("POST", f"{base}/finish")
+            say(self.out, ("→ ", "bold"), f"POST {base}/finish", ("  done", "green"))
+        run.traces = await self.follow(len(transcript.segments), finish, wait_s)
+        run.notifications = await self.inbox_since(started)
+        return run
+
+    def _complete(
+        self, app_id: str, traces: list[dict[str, Any]], sent: int, finished: bool
+    ) -> bool:
+        manifest = self.apps[app_id].get("manifest") or {}
+        integration = manifest.get("external_integration") or {}
+        trigger = integration.get("triggers_on")
+        if "external_integration" not in manifest.get("capabilities", []) or not integration:
+            return True  # no webhook: nothing will be called
+        if trigger == "transcript_processed":
+            traced = sum(
+                (t.get("request") or {}).get("segments", 0)
+                for t in traces
+                if t["kind"] == "transcript_processed"
+            )
+            return traced >= sent
+        if trigger == "memory_creation":
+            return not finished or any(t["kind"] == "memory_creation" for t in traces)
+        return True
+
+    async def follow(self, sent: int, finished: bool, wait_s: float) -> list[dict[str, Any]]:
+        """Print each app's traces for this session as they appear, until every segment (and the
+        finished conversation) has been traced, or ``wait_s`` passes."""
+        seen: dict[str, dict[str, Any]] = {}
+        done: set[str] = set()
+        deadline = time.monotonic() + wait_s
+        with self.out.status("waiting for the platform's webhook calls…"):
+            while True:
+                for app_id in self.apps:
+                    if app_id in done:
+                        continue
+                    page = await self.api(
+                        "GET",
+                        f"/v1/apps/{app_id}/traces",
+                        params={"session_id": self.session_id, "limit": 200},
+                    )
+                    mine = list(reversed(page["items"]))  # oldest first
+                    for trace in mine:
+                        if trace["id"] not in seen:
+                            seen[trace["id"]] = trace
+                            if trace["notification_id"]:
+                                trace = await self.settled(trace)
+                                seen[trace["id"]] = trace
+                            self.show_trace(trace)
+                    if self._complete(app_id, mine, sent, finished):
+                        done.add(app_id)
+                if len(done) == len(self.apps):
+                    break
+                if time.monotonic() > deadline:
+                    waiting = ", ".join(self.apps[a]["name"] for a in self.apps if a not in done)
+                    say(
+                        self.out,
+                        ("still waiting ", "yellow"),
+                        f"on {waiting} after {wait_s:g} s; "
+                        "see GET /v1/apps/<app_id>/traces for what comes later",
+                    )
+                    break
+                await asyncio.sleep(0.25)
+        return sorted(seen.values(), key=lambda t: t["created_at"])
+
+    async def settled(self, trace: dict[str, Any], timeout_s: float = 10.0) -> dict[str, Any]:
+        """The trace again once its deliveries are past the queue (or after ``timeout_s``)."""
+        deadline = time.monotonic() + timeout_s
+        while any(d["state"] in PENDING for d in trace["deliveries"]):
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+            trace = await self.api("GET", f"/v1/apps/{trace['app_id']}/traces/{trace['id']}")
+        return trace
+
+    def show_trace(self, trace: dict[str, Any]) -> None:
+        show_trace(self.out, trace, self.apps[trace["app_id"]]["name"])
+
+    async def inbox_since(self, started: float) -> list[dict[str, Any]]:
+        page = await self.api("GET", f"/v1/users/{self.uid}/notifications", params={"limit": 50})
+        items = [n for n in page["items"] if n["created_at"] >= started - 1]
+        self.out.rule("the user's inbox", align="left", style="dim")
+        if not items:
+            say(self.out, ("no new notifications", "dim"))
+        for n in reversed(items):
+            say(self.out, ("● ", "magenta"), (n["title"], "bold"), f"  [{n['kind']}]")
+            say(self.out, "  ", n["body"])
+        return items
+
+
+def show_trace(out: Console, trace: dict[str, Any], app_name: str) -> None:
+    """One webhook call as the platform traced it: request, answer, every decision, deliveries."""
+    outcome = trace.get("outcome") or "?"
+    request = trace.get("request") or {}
+    colour = {"notified": "green", "message_sent": "green", "no_action": "dim"}.get(
+        outcome, "yellow"
+    )
+    out.rule(f"{app_name} · {trace['kind']}", align="left", style="dim")
+    say(
+        out,
+        ("call ", "dim"),
+        f"{request.get('segments', 0)} segments → ",
+        (outcome, colour),
+        f"  ({OUTCOMES.get(outcome, '')})",
+    )
+    if trace.get("error"):
+        say(out, ("    error: ", "red"), trace["error"])
+    response = trace.get("response") or {}
+    if response.get("status") is not None:
+        say(
+            out,
+            "    answer: ",
+            f"{response['status']} in {_ms(response.get('seconds') or 0)}  ",
+            _compact(response.get("body") or "") or "(empty body)",
+        )
+    for name, why in ((trace.get("scopes") or {}).get("decisions") or {}).items():
+        say(out, f"    {name}: ", (why, "green" if why == "filled" else "yellow"))
+    limit = trace.get("rate_limit")
+    if limit:
+        say(
+            out,
+            "    rate limit: ",
+            f"{limit['decision']} ({limit['backend']}, one per {limit['interval_s']:g} s)",
+        )
+    filled = (trace.get("prompt") or {}).get("filled")
+    if filled:
+        show_prompt(out, "filled prompt", filled)
+    llm = trace.get("llm")
+    if llm:
+        say(
+            out,
+            "    LLM ",
+            (f"{llm['provider']} {llm['model']}", "dim"),
+            f" in {_ms(llm['seconds'])}: ",
+            llm["output"] or "(nothing)",
+        )
+    note = trace.get("notification")
+    if note:
+        say(out, ("    notification: ", "magenta"), (note["title"], "bold"), "  ", note["body"])
+    for d in trace.get("deliveries") or []:
+        state = d["state"]
+        say(
+            out,
+            f"    delivery {d['provider']}: ",
+            (state, "green" if state == "delivered" else "yellow"),
+            f"  {d['last_error']}" if d.get("last_error") else "",
+        )
+
+
+# --- Entry points (the CLI and ``nudge demo``) ------------------------------------------------
+
+
+async def run_webhook(
+    transcript: Transcript,
+    *,
+    url: str,
+    secret: str | None,
+    user: SampleUser,
+    session_id: str,
+    batch: int,
+    interval_s: float,
+    out: Console,
+) -> bool:
+    """Play to a webhook; True when every call was answered with a 2xx."""
+    check_url(url, "--webhook", "http://127.0.0.1:8001/webhook")
+    check_batch(batch, interval_s)
+    check_session_id(session_id)
+    if not secret or not secret.startswith("whsec_") or len(secret) < 10:
+        raise SimulateError(
+            "set --secret or NUDGE_WEBHOOK_SECRET to the app's webhook_secret (whsec_..., shown "
+            "once when the app was created)"
+        )
+    bad = [s for s in user.granted if s not in SCOPES]
+    if bad:
+        raise SimulateError(f"unknown scopes {bad} in --grant; choose from {list(SCOPES)}")
+    # The developer's own app usually runs on this machine: private targets are allowed here.
+    settings = Settings(allow_private_webhooks=True)
+    player = WebhookPlayer(
+        settings,
+        url=url,
+        secret=secret,
+        user=user,
+        session_id=session_id,
+        interval_s=interval_s,
+        out=out,
+    )
+    return summarize_calls(out, await player.play(transcript, batch))
+
+
+async def run_platform(
+    transcript: Transcript,
+    *,
+    url: str,
+    token: str | None,
+    uid: str,
+    apps: Sequence[str],
+    session_id: str,
+    batch: int,
+    interval_s: float,
+    finish: bool,
+    wait_s: float,
+    out: Console,
+) -> PlatformRun:
+    """Play through a running platform and report what it did."""
+    check_url(url, "--platform", "http://127.0.0.1:8000")
+    check_batch(batch, interval_s)
+    check_session_id(session_id)
+    if not token:
+        raise SimulateError(
+            "set --token or NUDGE_ADMIN_TOKEN to the platform's admin token (printed on its first "
+            "start and kept in nudge-data/admin-token)"
+        )
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as http:
+        player = PlatformPlayer(
+            http, uid=uid, session_id=session_id, interval_s=interval_s, out=out
+        )
+        await player.watch(apps)
+        return await player.play(transcript, batch=batch, finish=finish, wait_s=wait_s)

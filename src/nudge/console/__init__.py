@@ -1,0 +1,61 @@
+"""The web console: a live notification feed, a conversation simulator and the trace view.
+
+The pages are plain HTML, CSS and JavaScript in ``static/`` (no build step), served by
+``nudge.api.console``. They call the public API with the token given at login; the two helpers here
+answer what the API has no call for: who a token belongs to, and the list of users (admin).
+"""
+
+from __future__ import annotations
+
+import hmac
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from nudge.core.apps import app_for_secret, parse_bearer
+from nudge.core.errors import Unauthorized
+from nudge.ids import APP_SECRET_RE, hash_secret
+from nudge.store.models import User
+
+STATIC = Path(__file__).parent / "static"
+MEDIA_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
+
+
+def static_file(name: str) -> Path | None:
+    """A file of ``static/`` by its bare name (no paths, known types only)."""
+    path = STATIC / name
+    if "/" in name or "\\" in name or path.suffix not in MEDIA_TYPES or not path.is_file():
+        return None
+    return path
+
+
+async def whoami(
+    conn: AsyncConnection, authorization: str | None, admin_token: str
+) -> dict[str, Any]:
+    """``{"role": "admin"}``, ``{"role": "user", "uid"}`` or ``{"role": "app", "app_id"}``."""
+    token = parse_bearer(authorization)
+    if hmac.compare_digest(token.encode(), admin_token.encode()):
+        return {"role": "admin"}
+    if APP_SECRET_RE.match(token):
+        return {"role": "app", "app_id": await app_for_secret(conn, authorization)}
+    row = (
+        await conn.execute(select(User.uid, User.name).where(User.token_hash == hash_secret(token)))
+    ).first()
+    if row is None:
+        raise Unauthorized("unknown token: use the admin token, a user token or an app secret")
+    return {"role": "user", "uid": row.uid, "name": row.name}
+
+
+async def list_users(conn: AsyncConnection, limit: int) -> list[dict[str, Any]]:
+    """The newest users first."""
+    rows = await conn.execute(
+        select(User.uid, User.name, User.created_at).order_by(User.created_at.desc()).limit(limit)
+    )
+    return [{"uid": r.uid, "name": r.name, "created_at": r.created_at} for r in rows]

@@ -1,0 +1,710 @@
+"use strict";
+// Nudge console: a phone-like live inbox, a conversation simulator that feeds the real pipeline,
+// and the developer's trace view. Every piece of user data reaches the DOM as text (el() and
+// textContent), never as HTML.
+
+const $ = (id) => document.getElementById(id);
+const enc = encodeURIComponent;
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+const state = {
+  token: null,
+  role: null, // admin | user | app
+  uid: null,
+  appId: null,
+  apps: new Map(), // app_id -> app (admin)
+  users: [],
+  sessionId: null,
+  sessionStarted: 0,
+  speaker: 0,
+  stream: null, // AbortController of the live inbox
+  seen: new Set(), // notification ids in the feed
+  openTraces: new Set(),
+  traceKey: "",
+  traceTimer: null,
+  playing: false,
+};
+
+// --- DOM helpers -------------------------------------------------------------------------
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else if (key === "dataset") Object.assign(node.dataset, value);
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+function toast(message, kind = "error") {
+  const box = $("toast");
+  box.textContent = message;
+  box.className = `toast ${kind}`;
+  box.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { box.hidden = true; }, 5000);
+}
+
+function hue(text) {
+  let h = 0;
+  for (const c of text) h = (h * 31 + c.codePointAt(0)) % 360;
+  return h;
+}
+
+function clockText(date) {
+  return date.toLocaleTimeString([], { hour: "numeric", minute: "2-digit" });
+}
+
+function ago(seconds) {
+  const d = Date.now() / 1000 - seconds;
+  if (d < 45) return "now";
+  if (d < 3600) return `${Math.round(d / 60)}m ago`;
+  if (d < 86400) return `${Math.round(d / 3600)}h ago`;
+  return new Date(seconds * 1000).toLocaleDateString();
+}
+
+function ms(seconds) {
+  if (seconds === null || seconds === undefined) return "";
+  return seconds < 1 ? `${Math.round(seconds * 1000)} ms` : `${seconds.toFixed(1)} s`;
+}
+
+// --- API ---------------------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(message, status) {
+    super(message);
+    this.status = status;
+  }
+}
+
+async function api(method, path, body) {
+  const headers = { Authorization: `Bearer ${state.token}` };
+  const init = { method, headers, cache: "no-store" };
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (err) {
+    throw new ApiError("the platform is unreachable; is `nudge serve` running?", 0);
+  }
+  const text = await response.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch (err) { data = null; }
+  if (!response.ok) {
+    const detail = data && typeof data.detail === "string" ? data.detail : response.statusText;
+    throw new ApiError(`${response.status}: ${detail}`, response.status);
+  }
+  return data;
+}
+
+// --- Sign-in -----------------------------------------------------------------------------
+
+function showLogin(message) {
+  $("workspace").hidden = true;
+  $("controls").hidden = true;
+  $("login").hidden = false;
+  $("login-error").textContent = message || "";
+  $("token-input").focus();
+}
+
+async function signIn(token, uid, explicit) {
+  state.token = token;
+  let who;
+  try {
+    who = await api("GET", "/console/api/whoami");
+  } catch (err) {
+    sessionStorage.removeItem("nudge.token");
+    showLogin(err.status === 401 ? "That token is not valid here." : err.message);
+    return;
+  }
+  sessionStorage.setItem("nudge.token", token);
+  state.role = who.role;
+  $("login").hidden = true;
+  $("workspace").hidden = false;
+  $("controls").hidden = false;
+  $("role-chip").textContent = who.role === "admin" ? "admin" : who.role === "user" ? `user ${who.uid}` : `app ${who.app_id}`;
+  await loadApps(who);
+  await loadUsers(who, uid, explicit);
+}
+
+async function loadApps(who) {
+  state.apps.clear();
+  if (who.role === "admin") {
+    for (const app of await api("GET", "/v1/apps")) state.apps.set(app.app_id, app);
+  } else if (who.role === "app") {
+    state.apps.set(who.app_id, { app_id: who.app_id, name: who.app_id, status: "" });
+  }
+  const select = $("app-select");
+  select.replaceChildren();
+  for (const app of state.apps.values()) {
+    select.append(el("option", { value: app.app_id, text: `${app.name} · ${app.app_id}` }));
+  }
+  const wanted = new URLSearchParams(location.search).get("app");
+  if (wanted && state.apps.has(wanted)) select.value = wanted;
+  select.disabled = state.apps.size === 0;
+}
+
+async function loadUsers(who, uid, explicit) {
+  const select = $("user-select");
+  select.replaceChildren();
+  if (who.role === "admin") {
+    state.users = (await api("GET", "/console/api/users")).users;
+  } else if (who.role === "user") {
+    state.users = [{ uid: who.uid, name: who.name }];
+    uid = who.uid;
+  } else {
+    state.users = [];
+  }
+  if (uid && !state.users.some((u) => u.uid === uid)) {
+    if (explicit) state.users.unshift({ uid, name: uid }); else uid = null;
+  }
+  for (const user of state.users) {
+    select.append(el("option", { value: user.uid, text: `${user.name} · ${user.uid}` }));
+  }
+  select.disabled = who.role !== "admin";
+  const chosen = uid || (state.users[0] && state.users[0].uid) || null;
+  if (chosen) {
+    select.value = chosen;
+    await selectUser(chosen);
+  } else {
+    await selectUser(null);
+  }
+}
+
+// --- The user ----------------------------------------------------------------------------
+
+async function selectUser(uid) {
+  state.uid = uid;
+  const url = new URL(location.href);
+  if (uid) url.searchParams.set("uid", uid); else url.searchParams.delete("uid");
+  history.replaceState(null, "", url);
+  if (uid) localStorage.setItem("nudge.uid", uid);
+  closeStream();
+  newSession();
+  const usable = Boolean(uid) && state.role !== "app";
+  $("composer").classList.toggle("disabled", !usable);
+  for (const id of ["say", "send", "play", "finish", "new-session"]) $(id).disabled = !usable;
+  $("installed").textContent = "";
+  $("lock-user").textContent = "";
+  if (!usable) {
+    $("feed").replaceChildren();
+    $("feed-empty").textContent = state.role === "app"
+      ? "Signed in with an app secret: the inbox and the simulator need the admin token or a user token."
+      : "No user yet: create one with POST /v1/users or `nudge users create`.";
+    $("feed-empty").hidden = false;
+    pickApp();
+    return;
+  }
+  try {
+    const user = await api("GET", `/v1/users/${enc(uid)}`);
+    $("lock-user").textContent = user.name;
+    const names = user.apps.map((a) => (state.apps.get(a.app_id) || { name: a.app_id }).name);
+    $("installed").textContent = names.length ? `Installed: ${names.join(", ")}` : "No apps installed";
+    pickApp(user.apps.map((a) => a.app_id));
+  } catch (err) {
+    toast(err.message);
+  }
+  await syncFeed();
+  openStream(uid);
+}
+
+function pickApp(installed = []) {
+  const select = $("app-select");
+  const current = select.value;
+  if (!state.apps.has(current) || (installed.length && !installed.includes(current))) {
+    const first = installed.find((id) => state.apps.has(id));
+    if (first) select.value = first;
+  }
+  state.appId = select.value || null;
+  state.traceKey = "";
+  state.openTraces.clear();
+  refreshTraces();
+}
+
+// --- The phone: inbox + live stream --------------------------------------------------------
+
+function appName(note) {
+  const app = state.apps.get(note.app_id);
+  if (app) return app.name;
+  return (note.title || note.app_id || "App").replace(/ says$/, "");
+}
+
+function notificationCard(note, fresh) {
+  const name = appName(note);
+  const icon = el("div", { class: "notif-icon", "aria-hidden": "true", text: name.slice(0, 1).toUpperCase() });
+  icon.style.setProperty("--h", String(hue(note.app_id || name)));
+  const when = el("time", { text: ago(note.created_at), datetime: new Date(note.created_at * 1000).toISOString() });
+  const card = el("article", {
+    class: `notif${fresh ? " fresh" : ""}${note.read ? " read" : ""}`,
+    dataset: { id: note.id, kind: note.kind || "" },
+    tabindex: "0",
+    title: "Mark as read",
+  },
+  icon,
+  el("div", { class: "notif-main" },
+    el("div", { class: "notif-head" }, el("span", { class: "notif-app", text: name }), when),
+    el("div", { class: "notif-title", text: note.title }),
+    el("div", { class: "notif-body", text: note.body })));
+  card.addEventListener("click", () => markRead(note, card));
+  return card;
+}
+
+async function markRead(note, card) {
+  if (card.classList.contains("read")) return;
+  try {
+    await api("POST", `/v1/users/${enc(state.uid)}/notifications/${enc(note.id)}/read`);
+    card.classList.add("read");
+  } catch (err) {
+    toast(err.message);
+  }
+}
+
+function addNotification(note, fresh) {
+  if (state.seen.has(note.id)) return;
+  state.seen.add(note.id);
+  $("feed").prepend(notificationCard(note, fresh));
+  $("feed-empty").hidden = true;
+  if (fresh) refreshTraces();
+}
+
+async function syncFeed() {
+  const uid = state.uid;
+  try {
+    const page = await api("GET", `/v1/users/${enc(uid)}/notifications?limit=50`);
+    if (uid !== state.uid) return;
+    const feed = $("feed");
+    const isNew = state.seen.size > 0;
+    const fresh = new Set(page.items.filter((n) => isNew && !state.seen.has(n.id)).map((n) => n.id));
+    feed.replaceChildren();
+    state.seen.clear();
+    for (const note of page.items.slice().reverse()) addNotification(note, fresh.has(note.id));
+    $("feed-empty").textContent = "No notifications yet. Say something in the conversation, or send one with the API.";
+    $("feed-empty").hidden = page.items.length > 0;
+  } catch (err) {
+    toast(err.message);
+  }
+}
+
+function setLive(live) {
+  const badge = $("live");
+  badge.dataset.live = live ? "true" : "false";
+  badge.textContent = live ? "live" : "offline";
+}
+
+function closeStream() {
+  if (state.stream) state.stream.abort();
+  state.stream = null;
+  setLive(false);
+}
+
+// EventSource cannot send an Authorization header, so the stream is read with fetch.
+async function openStream(uid) {
+  closeStream();
+  const ctrl = new AbortController();
+  state.stream = ctrl;
+  let delay = 1000;
+  let first = true;
+  while (!ctrl.signal.aborted) {
+    try {
+      const response = await fetch(`/v1/users/${enc(uid)}/notifications/stream`, {
+        headers: { Authorization: `Bearer ${state.token}`, Accept: "text/event-stream" },
+        signal: ctrl.signal,
+        cache: "no-store",
+      });
+      if (response.status === 401 || response.status === 403 || response.status === 404) {
+        toast(`live inbox refused (${response.status})`);
+        return;
+      }
+      if (!response.ok) throw new Error(String(response.status));
+      await readEvents(response.body, ctrl.signal, (event) => {
+        if (event.event === "ready") {
+          setLive(true);
+          delay = 1000;
+          if (!first) syncFeed(); // catch up on what arrived while disconnected
+          first = false;
+        } else if (event.event === "notification") {
+          try { addNotification(JSON.parse(event.data), true); } catch (err) { /* not JSON */ }
+        }
+      });
+    } catch (err) {
+      if (ctrl.signal.aborted) return;
+    }
+    setLive(false);
+    await sleep(delay);
+    delay = Math.min(delay * 2, 15000);
+  }
+}
+
+async function readEvents(body, signal, onEvent) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  signal.addEventListener("abort", () => reader.cancel().catch(() => {}));
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer = (buffer + value).replace(/\r\n|\r/g, "\n");
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const event = { event: "message", data: [] };
+      for (const line of block.split("\n")) {
+        if (!line || line.startsWith(":")) continue;
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        let val = colon < 0 ? "" : line.slice(colon + 1);
+        if (val.startsWith(" ")) val = val.slice(1);
+        if (field === "event") event.event = val;
+        else if (field === "data") event.data.push(val);
+      }
+      onEvent({ event: event.event, data: event.data.join("\n") });
+    }
+  }
+}
+
+function tickClock() {
+  const now = new Date();
+  $("clock").textContent = clockText(now);
+  $("lock-time").textContent = clockText(now);
+  $("lock-date").textContent = now.toLocaleDateString([], { weekday: "long", month: "long", day: "numeric" });
+  for (const time of document.querySelectorAll(".notif time")) {
+    time.textContent = ago(Date.parse(time.getAttribute("datetime")) / 1000);
+  }
+}
+
+// --- The conversation simulator ------------------------------------------------------------
+
+function newSession() {
+  const stamp = Date.now().toString(36);
+  const rand = Math.random().toString(36).slice(2, 6);
+  state.sessionId = `console-${stamp}-${rand}`;
+  state.sessionStarted = Date.now();
+  $("session-id").textContent = state.sessionId;
+  $("transcript").replaceChildren();
+  $("sim-status").textContent = "";
+  if ($("only-session").checked) refreshTraces();
+}
+
+function setSpeaker(n) {
+  state.speaker = n;
+  for (const button of document.querySelectorAll(".speaker")) {
+    const on = Number(button.dataset.speaker) === n;
+    button.classList.toggle("active", on);
+    button.setAttribute("aria-checked", on ? "true" : "false");
+  }
+}
+
+function segmentFor(text, speakerNumber, isUser) {
+  const start = (Date.now() - state.sessionStarted) / 1000;
+  const words = text.trim().split(/\s+/).length;
+  return {
+    text,
+    speaker: `SPEAKER_${String(speakerNumber).padStart(2, "0")}`,
+    speaker_id: speakerNumber,
+    is_user: isUser,
+    start: Math.round(start * 10) / 10,
+    end: Math.round((start + Math.max(1, words * 0.4)) * 10) / 10,
+  };
+}
+
+async function say(text, speakerNumber, label) {
+  const isUser = speakerNumber === 0;
+  const tick = el("span", { class: "tick", text: "sending…" });
+  const bubble = el("li", { class: `bubble ${isUser ? "me" : "them"}` },
+    el("span", { class: "who", text: label || (isUser ? "You" : "Other") }),
+    el("span", { class: "said", text }),
+    tick);
+  $("transcript").append(bubble);
+  bubble.scrollIntoView({ block: "nearest" });
+  const segment = segmentFor(text, speakerNumber, isUser);
+  try {
+    await api("POST", `/v1/users/${enc(state.uid)}/sessions/${enc(state.sessionId)}/segments`,
+      { segments: [segment] });
+    tick.textContent = "sent";
+    $("sim-status").textContent = "Sent. The platform calls each installed app's webhook at most once a second.";
+    setTimeout(refreshTraces, 1200);
+  } catch (err) {
+    tick.textContent = "failed";
+    bubble.classList.add("failed");
+    $("sim-status").textContent = err.message;
+  }
+}
+
+function parseTranscript(text) {
+  const trimmed = text.trim();
+  if (!trimmed) throw new Error("the transcript is empty");
+  if (trimmed.startsWith("[") || trimmed.startsWith("{")) {
+    let data = JSON.parse(trimmed);
+    if (!Array.isArray(data)) data = data.segments || data.transcript_segments;
+    if (!Array.isArray(data) || !data.length) throw new Error("expected a JSON list of segments");
+    return data.map((s) => ({
+      text: String(s.text || ""),
+      speaker: s.is_user ? 0 : Math.max(1, Number(s.speaker_id) || 1),
+      label: s.is_user ? "You" : String(s.speaker || "Other"),
+    }));
+  }
+  const speakers = [];
+  const lines = [];
+  trimmed.split(/\r?\n/).forEach((line, i) => {
+    if (!line.trim() || line.trim().startsWith("#")) return;
+    const match = /^\s*([^:]{1,64}?)\s*:\s*(\S.*?)\s*$/.exec(line);
+    if (!match) throw new Error(`line ${i + 1}: expected "Speaker: text"`);
+    if (!speakers.includes(match[1])) speakers.push(match[1]);
+    lines.push({ text: match[2], speaker: speakers.indexOf(match[1]), label: match[1] });
+  });
+  return lines;
+}
+
+async function play() {
+  if (state.playing) return;
+  let lines;
+  try {
+    lines = parseTranscript($("transcript-text").value);
+  } catch (err) {
+    $("sim-status").textContent = err.message;
+    return;
+  }
+  const interval = Math.max(0, Number($("play-interval").value) || 0) * 1000;
+  state.playing = true;
+  $("play").disabled = true;
+  try {
+    for (const [i, line] of lines.entries()) {
+      if (i > 0 && interval) await sleep(interval);
+      await say(line.text, line.speaker, line.label);
+    }
+  } finally {
+    state.playing = false;
+    $("play").disabled = false;
+  }
+}
+
+async function finish() {
+  try {
+    await api("POST", `/v1/users/${enc(state.uid)}/sessions/${enc(state.sessionId)}/finish`);
+    $("sim-status").textContent = `Conversation ${state.sessionId} finished; the next line starts a new one.`;
+    const sid = state.sessionId;
+    newSession();
+    $("sim-status").textContent = `Finished ${sid}. Type to start a new conversation.`;
+    setTimeout(refreshTraces, 1200);
+  } catch (err) {
+    $("sim-status").textContent = err.message;
+  }
+}
+
+// --- The developer view: traces -----------------------------------------------------------
+
+const OUTCOME_CLASS = {
+  notified: "ok", message_sent: "ok", no_action: "quiet", quiet: "quiet",
+  rate_limited: "warn", circuit_open: "warn",
+};
+
+function section(title, ...content) {
+  return el("section", { class: "trace-section" }, el("h4", { text: title }), ...content);
+}
+
+function kv(pairs) {
+  return el("dl", { class: "kv" }, pairs.filter(([, v]) => v !== undefined && v !== null && v !== "")
+    .flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: String(v) })]));
+}
+
+function pre(text, cls) {
+  return el("pre", { class: cls || "", text });
+}
+
+function traceDetail(t) {
+  const parts = [];
+  if (t.error) parts.push(el("p", { class: "trace-error", text: t.error }));
+  if (t.request) {
+    const query = Object.entries(t.request.query || {}).map(([k, v]) => `${k}=${v}`).join("&");
+    parts.push(section("Webhook call", kv([
+      ["request", `${t.request.method} ${t.request.url}${query ? "?" + query : ""}`],
+      ["segments", t.request.segments],
+    ])));
+  }
+  if (t.response) {
+    parts.push(section("App's answer", kv([
+      ["status", t.response.status ?? "none"],
+      ["time", ms(t.response.seconds)],
+      ["connected to", t.response.address],
+    ]), t.response.body ? pre(t.response.body, "answer-body") : el("p", { class: "muted small", text: "(empty body)" })));
+  }
+  if (t.scopes) {
+    const rows = Object.entries(t.scopes.decisions || {}).map(([name, why]) =>
+      el("tr", {}, el("td", { text: name }), el("td", { class: why === "filled" ? "good" : "bad", text: why })));
+    parts.push(section("Scopes", el("table", { class: "scopes" }, rows),
+      kv([["granted", (t.scopes.granted || []).join(", ") || "none"], ["manifest", (t.scopes.manifest || []).join(", ")]])));
+  }
+  if (t.rate_limit) {
+    parts.push(section("Rate limit", kv([
+      ["decision", t.rate_limit.decision],
+      ["backend", t.rate_limit.backend],
+      ["interval", `${t.rate_limit.interval_s} s`],
+      ["retry after", t.rate_limit.retry_after_s !== undefined ? `${t.rate_limit.retry_after_s} s` : ""],
+    ])));
+  }
+  if (t.prompt) {
+    const prompt = [];
+    if (t.prompt.filled !== undefined) prompt.push(el("h5", { text: "Filled prompt" }), pre(t.prompt.filled, "filled-prompt"));
+    prompt.push(el("h5", { text: "Template" }), pre(t.prompt.template || "", "template"));
+    parts.push(section("Prompt", ...prompt));
+  }
+  if (t.context && t.context.related_conversations && t.context.related_conversations.length) {
+    parts.push(section("Context", kv([["past conversations", t.context.related_conversations.join(", ")]])));
+  }
+  if (t.llm) {
+    parts.push(section("LLM", kv([
+      ["model", `${t.llm.provider} · ${t.llm.model}`],
+      ["time", ms(t.llm.seconds)],
+    ]), pre(t.llm.output || "(nothing: stay quiet)", "llm-output"),
+    t.llm.raw && t.llm.raw !== t.llm.output ? el("details", {}, el("summary", { text: "raw output" }), pre(t.llm.raw)) : null));
+  }
+  if (t.notification) {
+    parts.push(section("Notification", kv([
+      ["title", t.notification.title],
+      ["body", t.notification.body],
+      ["id", t.notification.id],
+      ["duplicate", t.notification.duplicate ? "yes" : ""],
+    ])));
+  }
+  if (t.deliveries && t.deliveries.length) {
+    const rows = t.deliveries.map((d) => el("tr", {},
+      el("td", { text: d.provider }),
+      el("td", { class: d.state === "delivered" ? "good" : d.state === "failed" ? "bad" : "", text: d.state }),
+      el("td", { text: `${d.attempts} attempt${d.attempts === 1 ? "" : "s"}` }),
+      el("td", { text: d.last_error || "" })));
+    parts.push(section("Deliveries", el("table", { class: "deliveries" }, rows)));
+  }
+  return el("div", { class: "trace-detail" }, parts);
+}
+
+function traceItem(t) {
+  const open = state.openTraces.has(t.id);
+  const summary = t.notification ? t.notification.body : t.error || (t.outcome === "no_action" ? "no notification asked" : "");
+  const head = el("button", { type: "button", class: "trace-head", "aria-expanded": open ? "true" : "false" },
+    el("span", { class: `outcome ${OUTCOME_CLASS[t.outcome] || "bad"}`, text: (t.outcome || "?").replace(/_/g, " ") }),
+    el("span", { class: "trace-kind", text: t.kind === "memory_creation" ? "memory" : `${(t.request || {}).segments ?? 0} seg` }),
+    el("span", { class: "trace-summary", text: summary }),
+    el("time", { text: new Date(t.created_at * 1000).toLocaleTimeString() }));
+  const item = el("li", { class: `trace${open ? " open" : ""}`, dataset: { id: t.id, outcome: t.outcome || "" } }, head);
+  if (open) item.append(traceDetail(t));
+  head.addEventListener("click", () => {
+    if (state.openTraces.has(t.id)) state.openTraces.delete(t.id); else state.openTraces.add(t.id);
+    item.replaceWith(traceItem(t));
+  });
+  return item;
+}
+
+async function refreshTraces() {
+  const list = $("traces");
+  const note = $("dev-note");
+  if (!state.appId) {
+    list.replaceChildren();
+    note.textContent = state.role === "user"
+      ? "Traces are for app developers: sign in with the admin token or the app's secret."
+      : "No apps yet: register one with POST /v1/apps or `nudge apps create`.";
+    $("app-status").textContent = "";
+    return;
+  }
+  const params = new URLSearchParams({ limit: "50" });
+  if ($("only-user").checked && state.uid) params.set("uid", state.uid);
+  if ($("only-session").checked && state.sessionId) params.set("session_id", state.sessionId);
+  const appId = state.appId;
+  try {
+    const page = await api("GET", `/v1/apps/${enc(appId)}/traces?${params}`);
+    if (appId !== state.appId) return;
+    const status = page.app.status || "active";
+    $("app-status").textContent = page.app.webhook_failing_since ? `${status} · webhook failing` : status;
+    $("app-status").className = `badge ${status === "active" && !page.app.webhook_failing_since ? "ok" : "warn"}`;
+    $("app-status").title = page.app.status_reason || "";
+    $("trace-count").textContent = `${page.items.length} call${page.items.length === 1 ? "" : "s"}`;
+    note.textContent = page.items.length ? "" : "No webhook calls yet. Say something in the conversation.";
+    const key = JSON.stringify(page.items.map((t) => [t.id, t.outcome, (t.deliveries || []).map((d) => d.state)]));
+    if (key === state.traceKey) return;
+    state.traceKey = key;
+    list.replaceChildren(...page.items.map(traceItem));
+  } catch (err) {
+    note.textContent = err.message;
+  }
+}
+
+function scheduleTraces() {
+  clearInterval(state.traceTimer);
+  state.traceTimer = setInterval(() => {
+    if (document.visibilityState === "visible" && state.token) refreshTraces();
+  }, 2000);
+}
+
+// --- Wiring ------------------------------------------------------------------------------
+
+function wire() {
+  $("login-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const uid = $("uid-input").value.trim();
+    signIn($("token-input").value.trim(), uid || null, Boolean(uid));
+  });
+  $("logout").addEventListener("click", () => {
+    sessionStorage.removeItem("nudge.token");
+    closeStream();
+    state.token = null;
+    showLogin("");
+  });
+  $("user-select").addEventListener("change", (event) => selectUser(event.target.value));
+  $("app-select").addEventListener("change", (event) => {
+    const url = new URL(location.href);
+    url.searchParams.set("app", event.target.value);
+    history.replaceState(null, "", url);
+    pickApp();
+  });
+  for (const button of document.querySelectorAll(".speaker")) {
+    button.addEventListener("click", () => setSpeaker(Number(button.dataset.speaker)));
+  }
+  $("composer").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const text = $("say").value.trim();
+    if (!text || !state.uid) return;
+    $("say").value = "";
+    say(text, state.speaker);
+  });
+  $("load-toggle").addEventListener("click", () => { $("loader").hidden = !$("loader").hidden; });
+  $("transcript-file").addEventListener("change", async (event) => {
+    const file = event.target.files[0];
+    if (file) $("transcript-text").value = await file.text();
+  });
+  $("play").addEventListener("click", play);
+  $("new-session").addEventListener("click", newSession);
+  $("finish").addEventListener("click", finish);
+  for (const id of ["only-user", "only-session"]) {
+    $(id).addEventListener("change", () => { state.traceKey = ""; refreshTraces(); });
+  }
+}
+
+function start() {
+  wire();
+  tickClock();
+  setInterval(tickClock, 30000);
+  scheduleTraces();
+  const params = new URLSearchParams(location.search);
+  const fromUrl = params.get("token");
+  if (fromUrl) {
+    // Keep the token out of the address bar, the history and screenshots.
+    params.delete("token");
+    const rest = params.toString();
+    history.replaceState(null, "", location.pathname + (rest ? `?${rest}` : ""));
+  }
+  const token = fromUrl || sessionStorage.getItem("nudge.token");
+  const uid = params.get("uid") || localStorage.getItem("nudge.uid");
+  if (token) signIn(token, uid, params.has("uid")); else showLogin("");
+}
+
+document.addEventListener("DOMContentLoaded", start);
