@@ -14,7 +14,8 @@ import httpx
 from nudge.config import Settings
 from nudge.core.acceptor import Acceptor
 from nudge.core.notifications import Limits
-from nudge.delivery.events import EventBus, LocalEventBus
+from nudge.delivery.bus import build_bus
+from nudge.delivery.events import EventBus
 from nudge.delivery.providers import ProviderDeps, build_providers
 from nudge.delivery.providers.base import Provider
 from nudge.delivery.queue import RetryPolicy
@@ -73,7 +74,7 @@ class Platform:
         if migrate:
             await upgrade(settings.database_url)
         db = Database(settings.database_url)
-        bus: EventBus = LocalEventBus()
+        bus = build_bus(settings)
         http = httpx.AsyncClient(http2=True, timeout=httpx.Timeout(15.0, connect=2.0))
         writer = BatchWriter(db)
         limits = Limits(settings.direct_limit_per_hour, settings.dedupe_window_s)

@@ -1,7 +1,7 @@
 """Live events: the inbox stream (per user) and the worker wake-up signal.
 
-``LocalEventBus`` serves one process. With several processes, ``nudge.delivery.events_redis``
-(or PostgreSQL LISTEN/NOTIFY) carries the same events between them.
+``LocalEventBus`` serves one process. With several processes, ``nudge.delivery.bus`` carries the
+same events between them (Redis pub/sub, or PostgreSQL LISTEN/NOTIFY).
 """
 
 from __future__ import annotations
@@ -60,6 +60,9 @@ class LocalEventBus:
                 del self._subscribers[uid]
 
     async def wake_workers(self) -> None:
+        self.deliver_wake()
+
+    def deliver_wake(self) -> None:
         self._work.set()
 
     async def wait_for_work(self, timeout: float) -> None:
