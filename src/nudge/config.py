@@ -83,6 +83,9 @@ class Settings(BaseSettings):
 
     # Process role (``nudge serve --role``)
     role: Literal["api", "worker", "all"] = "all"
+    # On SIGTERM: how long open HTTP requests, then in-flight deliveries, may take to finish
+    # (each phase); what is still sending after that is abandoned and its claim given back.
+    shutdown_grace_s: float = 10.0
 
     worker_id: str = Field(default_factory=lambda: secrets.token_hex(4))
 

@@ -149,9 +149,11 @@ class Platform:
             await self.dispatcher.aclose()  # before the writer: its calls still write traces
         await self.bus.wake_workers()
         if self.tasks:
-            await asyncio.wait(self.tasks, timeout=10)
+            await asyncio.wait(self.tasks, timeout=self.settings.shutdown_grace_s)
         for task in self.tasks:
             task.cancel()
+        if self.tasks:  # cancelled workers still record what finished and release their claims
+            await asyncio.wait(self.tasks, timeout=10)
         await self.acceptor.aclose()
         await self.writer.aclose()
         for provider in self.providers.values():

@@ -36,6 +36,8 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (health, direct, apps, users, proactive, console):
+    # A worker process serves only /healthz, /readyz and /metrics (probes and Prometheus).
+    api = () if settings.role == "worker" else (direct, apps, users, proactive, console)
+    for module in (health, *api):
         app.include_router(module.router)
     return app

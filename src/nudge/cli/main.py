@@ -64,7 +64,11 @@ def run_with_db(settings: Settings, work: Callable[[Any], Awaitable[T]], *, writ
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8000, help="Port to listen on."),
-    role: str = typer.Option("all", help="api | worker | all"),
+    role: str | None = typer.Option(
+        None,
+        help="api: the HTTP API only; worker: deliveries and webhooks, serving only /healthz, "
+        "/readyz and /metrics; all: both (default: NUDGE_ROLE, else all).",
+    ),
 ) -> None:
     """Run the platform: the HTTP API and/or the delivery worker."""
     import uvicorn
@@ -72,9 +76,9 @@ def serve(
     from nudge.api.app import create_app
     from nudge.logs import setup_logging
 
-    if role not in ("api", "worker", "all"):
+    if role not in (None, "api", "worker", "all"):
         fail("--role must be one of api, worker, all")
-    settings = load_settings(role=role)
+    settings = load_settings(**({"role": role} if role else {}))
     setup_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
     uvicorn.run(
@@ -83,7 +87,7 @@ def serve(
         port=port,
         log_level="warning",
         access_log=False,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
     )
 
 

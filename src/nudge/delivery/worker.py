@@ -89,13 +89,33 @@ class DeliveryWorker:
                 if claimed == 0:
                     await self.bus.wait_for_work(self.poll_interval_s)
         finally:
+            await self._drain(recorder)
+
+    async def _drain(self, recorder: asyncio.Task[None]) -> None:
+        """Let the sends in flight finish and record them, then give back every claim left.
+
+        Cancelled while waiting (the shutdown grace ran out), the remaining sends are abandoned:
+        what finished is still recorded and the abandoned claims are released at once, so another
+        worker sends them without waiting for the lease (the provider may then see them twice).
+        """
+        abandoned: list[asyncio.Task[None]] = []
+        try:
             if self._sending:
                 await asyncio.wait(set(self._sending))
+        finally:
+            abandoned = [task for task in self._sending if not task.done()]
+            for task in abandoned:
+                task.cancel()
+            if abandoned:
+                await asyncio.wait(abandoned)
             self._stopping.set()
             self._results_ready.set()
             await recorder
             released = await queue.release(self.db, self.worker_id)
-            log.info("delivery worker stopped", extra={"released": released})
+            log.info(
+                "delivery worker stopped",
+                extra={"released": released, "abandoned": len(abandoned)},
+            )
 
     async def _claim(self, limit: int) -> int:
         jobs = await queue.claim(self.db, self.worker_id, limit, self.lease_s)
