@@ -19,6 +19,9 @@ def _run(connection) -> None:  # type: ignore[no-untyped-def]
         render_as_batch=connection.dialect.name == "sqlite",
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Processes starting together migrate one at a time; the others then find it done.
+            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7242140)")
         context.run_migrations()
 
 
