@@ -26,13 +26,12 @@ from nudge.delivery.providers.base import (
     SendResult,
     Target,
 )
+from nudge.delivery.providers.http import http_fallback, unreachable
 from nudge.delivery.providers.payload import (
     collapse_id,
     compact_json,
     fit,
-    http_fallback,
     string_data,
-    unreachable,
 )
 
 TOKEN_REUSE_S = 40 * 60.0

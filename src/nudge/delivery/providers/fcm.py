@@ -26,22 +26,22 @@ from nudge.delivery.providers.base import (
     SendResult,
     Target,
 )
+from nudge.delivery.providers.http import ConnectionLanes, http_fallback, retry_after, unreachable
 from nudge.delivery.providers.payload import (
     collapse_id,
     compact_json,
     fit,
-    http_fallback,
     remaining_ttl,
-    retry_after,
     string_data,
     topic,
-    unreachable,
 )
 
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 PAYLOAD_LIMIT = 4096  # bytes of notification + data (FCM "message too big" above this)
-REFRESH_MARGIN_S = 300.0  # fetch a new access token this long before the old one expires
+REFRESH_MARGIN_S = 300.0
+# Connections kept open to FCM: enough sends in flight to cover a distant service's latency.
+CONNECTIONS = 64  # fetch a new access token this long before the old one expires
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
 
@@ -57,7 +57,7 @@ class TokenUnavailable(Exception):
 class ServiceAccountTokens:
     """OAuth2 access tokens for one Google service account, cached until shortly before expiry."""
 
-    def __init__(self, info: dict[str, Any], http: httpx.AsyncClient) -> None:
+    def __init__(self, info: dict[str, Any], http: ConnectionLanes) -> None:
         self.signer = google.auth.crypt.RSASigner.from_service_account_info(info)
         self.email: str = info["client_email"]
         self.token_uri: str = info["token_uri"]
@@ -205,7 +205,7 @@ class FcmProvider:
         base_url: str,
         project_id: str,
         tokens: ServiceAccountTokens,
-        http: httpx.AsyncClient,
+        http: ConnectionLanes,
         *,
         max_age_s: float,
     ) -> None:
@@ -218,12 +218,7 @@ class FcmProvider:
     def from_deps(cls, deps: ProviderDeps) -> FcmProvider:
         s = deps.settings
         info = read_service_account(s.fcm_credentials_file)
-        # Our own client: a connection pool sized for many concurrent sends, kept alive.
-        http = httpx.AsyncClient(
-            http2=True,
-            timeout=httpx.Timeout(15.0, connect=2.0),
-            limits=httpx.Limits(max_connections=128, max_keepalive_connections=128),
-        )
+        http = ConnectionLanes(CONNECTIONS, http2=True, timeout=httpx.Timeout(15.0, connect=2.0))
         tokens = ServiceAccountTokens(info, http)
         return cls(s.fcm_base_url, info["project_id"], tokens, http, max_age_s=s.delivery_max_age_s)
 

@@ -1,5 +1,5 @@
-"""What the push providers share: fitting a message into a size limit, string data, lifetimes,
-collapse identifiers and the reading of HTTP answers.
+"""What the push providers share about payloads: fitting a message into a size limit, string
+data, lifetimes and collapse identifiers.
 
 Every push service refuses payloads over about 4 KB. Rather than let it refuse, a provider asks
 :func:`fit` for a message whose rendered payload is within its limit: the body is cut at a
@@ -19,10 +19,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-import httpx
-
-from nudge.delivery.backoff import parse_retry_after
-from nudge.delivery.providers.base import Outcome, PushMessage, SendResult
+from nudge.delivery.providers.base import PushMessage
 
 ELLIPSIS = "…"
 # Keys Nudge itself puts in every notification's data; an app's own keys may be dropped to fit.
@@ -133,20 +130,3 @@ def topic(key: str) -> str:
         return key
     digest = hashlib.sha256(key.encode()).digest()
     return base64.urlsafe_b64encode(digest).decode()[:32]
-
-
-def retry_after(response: httpx.Response) -> float | None:
-    return parse_retry_after(response.headers.get("retry-after"))
-
-
-def unreachable(service: str, exc: Exception) -> SendResult:
-    """A network-level failure: the service may be back soon, so try again later."""
-    return SendResult(Outcome.RETRY, f"{service} unreachable: {type(exc).__name__}: {exc}")
-
-
-def http_fallback(service: str, response: httpx.Response, detail: str) -> SendResult:
-    """An answer the provider's own table does not name: 5xx and 429 retry, 4xx fail."""
-    reason = f"{service} {response.status_code}: {detail}"
-    if response.status_code == 429 or response.status_code >= 500:
-        return SendResult(Outcome.RETRY, reason, retry_after(response))
-    return SendResult(Outcome.FAILED, reason)

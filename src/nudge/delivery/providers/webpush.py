@@ -26,14 +26,13 @@ from nudge.delivery.providers.base import (
     SendResult,
     Target,
 )
+from nudge.delivery.providers.http import http_fallback, unreachable
 from nudge.delivery.providers.payload import (
     compact_json,
     fit,
-    http_fallback,
     remaining_ttl,
     string_data,
     topic,
-    unreachable,
 )
 
 # A push service must take 4096 bytes of body; aes128gcm adds an 86-byte header, a 16-byte tag
