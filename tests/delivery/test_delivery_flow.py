@@ -16,6 +16,7 @@ from nudge.platform import Platform
 from tests.conftest import ADMIN, World, make_world, wait_for
 from tests.delivery.conftest import vapid_public
 from tests.fakes.apns import FakeApns
+from tests.fakes.asgi import Reply
 from tests.fakes.fcm import FakeFcm, fcm_error
 from tests.fakes.webpush import FakePushService
 
@@ -165,6 +166,28 @@ async def test_a_429_with_retry_after_is_retried_no_sooner_than_asked(
     assert delivery["state"] == "delivered" and delivery["attempts"] == 2
     first, second = fcm.calls
     assert second.at - first.at >= 2.0
+
+
+async def test_a_slow_provider_call_holds_up_only_its_own_delivery(
+    client: httpx.AsyncClient, world: World, fcm: FakeFcm
+) -> None:
+    fcm.script.queue("slow-token", Reply(200, {"name": "projects/p/messages/1"}, delay_s=3.0))
+    await add_device(client, world.uid, platform="fcm", token="slow-token")
+    await add_device(client, world.uid, platform="fcm", token="fast-token")
+    nid = (await notify(client, world, "Hello"))["notification_id"]
+
+    async def fast_recorded() -> list[str] | None:
+        states = [d["state"] for d in (await status(client, world, nid))["deliveries"]]
+        return states if states.count("delivered") == 2 else None  # the inbox and the fast one
+
+    states = await wait_for(fast_recorded, timeout=2.5)
+    assert "queued" in states  # the slow one is still in flight ("sending" shows as queued)
+
+    async def all_recorded() -> bool:
+        ds = (await status(client, world, nid))["deliveries"]
+        return all(d["state"] == "delivered" for d in ds)
+
+    await wait_for(all_recorded)
 
 
 async def test_a_message_that_keeps_failing_ends_as_failed(

@@ -27,8 +27,14 @@ def main() -> None:
     fake = FakeFcm(record=False, base_url=f"http://127.0.0.1:{args.port}")
     args.service_account.write_text(json.dumps(fake.service_account()))
     print(f"fake FCM at {fake.base_url}; service account in {args.service_account}", flush=True)
-    uvicorn.run(fake.app, host="127.0.0.1", port=args.port, log_level="warning",
-                access_log=False, lifespan="off")
+    uvicorn.run(
+        fake.app,
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+    )
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ class Reply:
     status: int
     body: Any = None  # dict/list -> JSON, bytes/str -> as is
     headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0  # answer this much later (a slow service)
 
 
 class Script:
@@ -78,6 +79,8 @@ async def read_request(scope: Scope, receive: Receive) -> Request:
 
 
 async def respond(send: Send, reply: Reply) -> None:
+    if reply.delay_s:
+        await asyncio.sleep(reply.delay_s)
     if isinstance(reply.body, (dict, list)):
         body = json.dumps(reply.body).encode()
         content_type = "application/json; charset=UTF-8"
