@@ -201,109 +201,97 @@ async def load_model(platform: Platform, out: Console) -> None:
     say(out, ("model ", "dim"), f"{name} loaded in {time.monotonic() - started:.1f} s")
 
 
+def mentor_manifest(port: int) -> dict[str, Any]:
+    return {
+        "name": "Mentor",
+        "description": "Real-time mentoring advice (examples/mentor)",
+        "capabilities": ["external_integration", "proactive_notification"],
+        "external_integration": {
+            "triggers_on": "transcript_processed",
+            "webhook_url": f"http://127.0.0.1:{port}/webhook",
+        },
+        "proactive_notification": {"scopes": SCOPES},
+    }
+
+
 async def run_demo(options: DemoOptions, out: Console | None = None) -> dict[str, Any]:
     """Run the demo; returns the notifications it produced. Raises :class:`DemoError`."""
     out = out or Console(highlight=False)
     examples = find_examples(options.examples)
     settings = demo_settings(options.data_dir)
     say(out, ("nudge demo", "bold"), f" · SQLite at {settings.database_url.split('///')[-1]}")
-    with out.status("starting the platform…"):
-        try:
-            platform = await Platform.start(settings)
-        except LLMError as exc:
-            raise DemoError(str(exc)) from None
-    try:
+    async with contextlib.AsyncExitStack() as stack:  # closed in reverse: mentor, server, platform
+        with out.status("starting the platform…"):
+            try:
+                platform = await Platform.start(settings)
+            except LLMError as exc:
+                raise DemoError(str(exc)) from None
+        stack.push_async_callback(platform.close)
         await load_model(platform, out)
         app = create_app(settings, platform=platform)
         port = free_port(options.host, options.port)
-        async with serving(app, options.host, port) as base_url:
-            say(out, ("platform ", "dim"), base_url)
-            return await _scenario(platform, base_url, examples, options, out)
-    finally:
-        await platform.close()
-
-
-async def _scenario(
-    platform: Platform, base_url: str, examples: Path, options: DemoOptions, out: Console
-) -> dict[str, Any]:
-    admin = {"Authorization": f"Bearer {platform.admin_token}"}
-    mentor_port = free_port("127.0.0.1", 0)
-    async with httpx.AsyncClient(base_url=base_url, headers=admin, timeout=30) as http:
-        manifest = {
-            "name": "Mentor",
-            "description": "Real-time mentoring advice (examples/mentor)",
-            "capabilities": ["external_integration", "proactive_notification"],
-            "external_integration": {
-                "triggers_on": "transcript_processed",
-                "webhook_url": f"http://127.0.0.1:{mentor_port}/webhook",
-            },
-            "proactive_notification": {"scopes": SCOPES},
-        }
-        created = await _ok(http.post("/v1/apps", json={"manifest": manifest}))
-        log_path = Path(platform.settings.data_dir) / "mentor.log"
-        async with mentor_process(
-            examples, mentor_port, created["webhook_secret"], log_path
-        ) as url:
+        base_url = await stack.enter_async_context(serving(app, options.host, port))
+        say(out, ("platform ", "dim"), base_url)
+        admin = {"Authorization": f"Bearer {platform.admin_token}"}
+        http = await stack.enter_async_context(
+            httpx.AsyncClient(base_url=base_url, headers=admin, timeout=30)
+        )
+        mentor_port = free_port("127.0.0.1", 0)
+        created = await _ok(http.post("/v1/apps", json={"manifest": mentor_manifest(mentor_port)}))
+        log_path = Path(settings.data_dir) / "mentor.log"
+        mentor_url = await stack.enter_async_context(
+            mentor_process(examples, mentor_port, created["webhook_secret"], log_path)
+        )
+        say(out, ("app ", "dim"), f"Mentor {created['app_id']} at {mentor_url}/webhook")
+        user = await _ok(http.post("/v1/users", json={"name": "Ana", "facts": FACTS}))
+        uid = user["uid"]
+        await _ok(http.post(f"/v1/users/{uid}/apps/{created['app_id']}", json={"scopes": SCOPES}))
+        say(out, ("install ", "dim"), f"Ana ({uid}) granted Mentor {', '.join(SCOPES)}")
+        trace = await _conversation(http, uid, created["app_id"], options.wait_s, out)
+        direct = await _direct(base_url, created, uid, out)
+        note = trace["notification"]
+        out.print(_card("proactive notification", note["title"], note["body"]))
+        out.print(_card("direct notification (SDK)", direct["title"], direct["body"]))
+        console_url = f"{base_url}/console?token={platform.admin_token}&uid={uid}"
+        if options.keep:
+            say(out, ("console ", "bold"), console_url)
             say(
                 out,
-                ("app ", "dim"),
-                f"Mentor {created['app_id']} at {url}/webhook (examples/mentor)",
+                ("mentor ", "dim"),
+                f"{mentor_url}/webhook, signing secret ",
+                created["webhook_secret"],
             )
-            user = await _ok(http.post("/v1/users", json={"name": "Ana", "facts": FACTS}))
-            uid = user["uid"]
-            await _ok(
-                http.post(f"/v1/users/{uid}/apps/{created['app_id']}", json={"scopes": SCOPES})
-            )
-            say(
-                out, ("user ", "dim"), f"Ana ({uid}) installed Mentor, granting {', '.join(SCOPES)}"
-            )
-            out.rule("a conversation, through the platform", align="left")
-            player = PlatformPlayer(
-                http, uid=uid, session_id=f"demo-{int(time.time())}", interval_s=1.2, out=out
-            )
-            await player.watch([created["app_id"]])
-            run = await player.play(
-                parse_transcript(CONVERSATION), batch=2, finish=True, wait_s=options.wait_s
-            )
-            notified = [t for t in run.traces if t["outcome"] == "notified"]
-            if not notified:
-                outcomes = [t["outcome"] for t in run.traces] or ["no call traced"]
-                raise DemoError(
-                    f"no proactive notification came out ({', '.join(outcomes)}); the traces "
-                    "above say why"
-                )
-            direct = await _direct(base_url, created, uid, out)
-            trace = notified[0]
-            out.print(
-                _card(
-                    "proactive notification",
-                    trace["notification"]["title"],
-                    trace["notification"]["body"],
-                )
-            )
-            out.print(_card("direct notification (SDK)", direct["title"], direct["body"]))
-            console_url = f"{base_url}/console?token={platform.admin_token}&uid={uid}"
-            result = {
-                "uid": uid,
-                "app_id": created["app_id"],
-                "proactive": trace["notification"],
-                "filled_prompt": trace["prompt"]["filled"],
-                "direct": direct,
-                "console": console_url,
-            }
-            if options.keep:
-                say(out, ("console ", "bold"), console_url)
-                say(
-                    out,
-                    ("mentor ", "dim"),
-                    f"{url}/webhook, signing secret ",
-                    created["webhook_secret"],
-                )
-                say(out, "Press Ctrl-C to stop.")
-                await _until_interrupted()
-            else:
-                say(out, ("done. ", "green"), "`nudge demo --keep` stays up and opens the console.")
-            return result
+            say(out, "Press Ctrl-C to stop.")
+            await _until_interrupted()
+        else:
+            say(out, ("done. ", "green"), "`nudge demo --keep` stays up, with the web console.")
+        result = {
+            "uid": uid,
+            "app_id": created["app_id"],
+            "proactive": note,
+            "filled_prompt": trace["prompt"]["filled"],
+            "direct": direct,
+            "console": console_url,
+        }
+    return result
+
+
+async def _conversation(
+    http: httpx.AsyncClient, uid: str, app_id: str, wait_s: float, out: Console
+) -> dict[str, Any]:
+    """Play the conversation through the platform; the trace of the proactive notification."""
+    out.rule("a conversation, through the platform", align="left")
+    session_id = f"demo-{int(time.time())}"
+    player = PlatformPlayer(http, uid=uid, session_id=session_id, interval_s=1.2, out=out)
+    await player.watch([app_id])
+    run = await player.play(parse_transcript(CONVERSATION), batch=2, finish=True, wait_s=wait_s)
+    notified = [t for t in run.traces if t["outcome"] == "notified"]
+    if not notified:
+        outcomes = [t["outcome"] for t in run.traces] or ["no call traced"]
+        raise DemoError(
+            f"no proactive notification came out ({', '.join(outcomes)}); the traces above say why"
+        )
+    return notified[0]
 
 
 async def _direct(base_url: str, app: dict[str, str], uid: str, out: Console) -> dict[str, Any]:
@@ -336,15 +324,13 @@ def _card(label: str, title: str, body: str) -> Panel:
 
 
 async def _until_interrupted() -> None:
+    """Wait for Ctrl-C or SIGTERM. The handlers stay until the loop closes, so a second Ctrl-C
+    during shutdown does not interrupt the cleanup."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+    await stop.wait()
 
 
 def main(options: DemoOptions) -> int:

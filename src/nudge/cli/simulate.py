@@ -77,9 +77,7 @@ class Transcript:
 def parse_transcript(text: str, *, me: str | None = None) -> Transcript:
     """``Speaker: text`` lines or JSON segments (see the module docstring)."""
     stripped = text.lstrip("\ufeff \t\r\n")
-    if not stripped:
-        raise SimulateError("the transcript is empty: write one 'Speaker: text' line per segment")
-    if stripped[0] in "[{":
+    if stripped[:1] in ("[", "{"):
         return _json_transcript(stripped)
     return _line_transcript(text, me)
 
@@ -116,6 +114,8 @@ def _line_transcript(text: str, me: str | None) -> Transcript:
                 f"line {number}: expected 'Speaker: text', got {line.strip()[:60]!r}"
             )
         rows.append((match.group(1), match.group(2)))
+    if not rows:
+        raise SimulateError("the transcript is empty: write one 'Speaker: text' line per segment")
     speakers = list(dict.fromkeys(name for name, _ in rows))
     me = me or speakers[0]
     if me not in speakers:
@@ -192,6 +192,10 @@ def show_segments(out: Console, transcript: Transcript, segments: Sequence[Segme
         say(out, "    ", (f"{transcript.who(s)}: ", "bold"), s.text)
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
 
@@ -260,7 +264,7 @@ class WebhookPlayer:
             webhook_url=url,
             triggers_on="transcript_processed",
             capabilities=("external_integration", "proactive_notification"),
-            manifest_scopes=user.granted,
+            manifest_scopes=SCOPES,  # the manifest is unknown here: the grants decide
             granted=user.granted,
             failing_since=None,
         )
@@ -292,7 +296,12 @@ class WebhookPlayer:
         payload = {"session_id": self.session_id, "segments": [wire_segment(s) for s in chunk]}
         query = "&".join(f"{k}={v}" for k, v in params.items())
         self.out.rule(f"call {number}", align="left", style="dim")
-        say(self.out, ("→ POST ", "bold"), f"{self.url}?{query}", f"  ({len(chunk)} segments)")
+        say(
+            self.out,
+            ("→ POST ", "bold"),
+            f"{self.url}?{query}",
+            f"  ({plural(len(chunk), 'segment')})",
+        )
         show_segments(self.out, transcript, chunk)
         result = await self.client.send(
             self.target, "POST", self.url, params=params, payload=payload
@@ -371,8 +380,8 @@ def summarize_calls(out: Console, reports: list[CallReport]) -> bool:
     out.rule(style="dim")
     say(
         out,
-        f"{len(reports)} calls, {len(reports) - failed} answered 2xx, {asked} proactive "
-        f"notifications asked, {messages} direct messages",
+        f"{plural(len(reports), 'call')}, {len(reports) - failed} answered 2xx, "
+        f"{plural(asked, 'proactive notification')} asked, {plural(messages, 'direct message')}",
     )
     return failed == 0
 
@@ -552,7 +561,7 @@ def show_trace(out: Console, trace: dict[str, Any], app_name: str) -> None:
     say(
         out,
         ("call ", "dim"),
-        f"{request.get('segments', 0)} segments → ",
+        f"{plural(request.get('segments', 0), 'segment')} → ",
         (outcome, colour),
         f"  ({OUTCOMES.get(outcome, '')})",
     )
