@@ -7,15 +7,16 @@ concurrently. A finished session's last flush also sends ``memory_creation`` web
 Claiming is one conditional UPDATE on ``conversations`` (``flush_due_at`` reached and the
 ``flush_lease_until`` gate open; ``FOR UPDATE SKIP LOCKED`` on PostgreSQL), in the same
 transaction that reads the new segments and advances ``flushed_upto``: with any number of
-processes, each segment is sent once. The gate is set to the moment the flush became due plus
-the interval, so the schedule does not drift by the dispatch delay. Calls are made after the
-commit: a crash mid-call loses that call (the transcript is stored), never duplicates one.
+processes, each segment is sent once. The gate is the start of the session's next one-second
+window (see :func:`next_gate`). Calls are made after the commit: a crash mid-call loses that call
+(the transcript is stored), never duplicates one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -60,6 +61,21 @@ class Flush:
     apps: list[AppTarget] = field(default_factory=list)
 
 
+def next_gate(became_due: float, started_at: float, interval_s: float) -> float:
+    """When the session's next call may go out: the start of the next flush window.
+
+    Windows are ``interval_s`` long and centred on multiples of the interval after the session
+    started; each window holds at most one call. A segment arriving in a window whose call was
+    made waits for the next window. Unlike "one interval after the last call", fixed windows do
+    not drift: a steady segment-a-second stream keeps getting one call per segment however its
+    arrival times jitter (within half an interval).
+    """
+    if interval_s <= 0:
+        return became_due
+    window = math.floor((became_due - started_at) / interval_s + 0.5)
+    return started_at + (window + 0.5) * interval_s
+
+
 def _due(now: float) -> Any:
     return and_(
         Conversation.flush_due_at <= now,
@@ -86,13 +102,20 @@ async def claim_flushes(
             update(Conversation)
             .where(Conversation.id.in_(pick), _due(now))
             .values(
-                flush_lease_until=became_due + interval_s,
+                flush_lease_until=became_due,  # the window's gate is set below
                 flush_due_at=None,
                 status=case(
                     (Conversation.status == "finishing", "finished"), else_=Conversation.status
                 ),
             )
-            .returning(Conversation.id, Conversation.uid, Conversation.status)
+            .returning(
+                Conversation.id,
+                Conversation.uid,
+                Conversation.status,
+                Conversation.flushed_upto,
+                Conversation.started_at,
+                Conversation.flush_lease_until,
+            )
         )
     ).all()
     if not claimed:
@@ -106,7 +129,7 @@ async def claim_flushes(
             .order_by(Segment.id)
         )
     ).all()
-    upto: dict[str, int] = {}
+    upto = {r.id: r.flushed_upto for r in claimed}
     lines: dict[str, list[str]] = defaultdict(list)
     for s in rows:
         flush = flushes[s.conversation_id]
@@ -115,16 +138,24 @@ async def claim_flushes(
         flush.last_at = s.created_at
         upto[s.conversation_id] = s.id
         lines[s.conversation_id].append(transcript_line(s.text, s.speaker, s.is_user))
-    if upto:
-        await conn.execute(
-            update(Conversation)
-            .where(Conversation.id == bindparam("cid"))
-            .values(
-                flushed_upto=bindparam("upto"),
-                transcript=Conversation.transcript + bindparam("more"),
-            ),
-            [{"cid": cid, "upto": n, "more": "".join(lines[cid])} for cid, n in upto.items()],
-        )
+    await conn.execute(
+        update(Conversation)
+        .where(Conversation.id == bindparam("cid"))
+        .values(
+            flushed_upto=bindparam("upto"),
+            transcript=Conversation.transcript + bindparam("more"),
+            flush_lease_until=bindparam("gate"),
+        ),
+        [
+            {
+                "cid": r.id,
+                "upto": upto[r.id],
+                "more": "".join(lines[r.id]),
+                "gate": next_gate(r.flush_lease_until, r.started_at, interval_s),
+            }
+            for r in claimed
+        ],
+    )
     for r in claimed:
         if r.status == "finished":  # it was "finishing": this is its last flush
             conv = (await conn.execute(select(Conversation).where(Conversation.id == r.id))).one()

@@ -97,8 +97,8 @@ async def ingest_segments(
 ) -> dict[str, Any]:
     """Store segments of a live session (creating it on first use); schedules its flush."""
     now = time.time()
-    if (await conn.execute(select(User.uid).where(User.uid == uid))).first() is None:
-        raise NotFound(f"user {uid!r} not found")
+    # The common case, a live session of this user, is one UPDATE; the user is checked only
+    # when the session is new.
     scheduled = await conn.execute(
         update(Conversation)
         .where(
@@ -109,6 +109,8 @@ async def ingest_segments(
         .values(flush_due_at=func.coalesce(Conversation.flush_due_at, now))
     )
     if scheduled.rowcount == 0:
+        if (await conn.execute(select(User.uid).where(User.uid == uid))).first() is None:
+            raise NotFound(f"user {uid!r} not found")
         created = await conn.execute(
             dialect_insert(conn)(Conversation)
             .values(
