@@ -26,6 +26,7 @@ from nudge.llm.cleaning import clean_output
         ("Plan the week. Then start with the hardest", "Plan the week."),
         ("<think>hmm</think>Call your mom tonight.", "Call your mom tonight."),
         ("Focus on sleep.)", "Focus on sleep."),
+        ("What now? , then rest.", "What now?, then rest."),
         ("SKIP", ""),
         ("Nothing.", ""),
         ("   ", ""),

@@ -69,7 +69,7 @@ def clean_output(raw: str, max_chars: int = 300) -> str:
     if not out and chosen:  # one over-long sentence: cut at a word boundary
         cut = chosen[0][: max_chars - 1].rsplit(" ", 1)[0].rstrip(",;:")
         out = cut + "…"
-    return _balance(out)
+    return _balance(re.sub(r"\s+([,;:.!?])", r"\1", out))
 
 
 def _balance(text: str) -> str:
