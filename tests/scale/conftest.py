@@ -1,0 +1,188 @@
+"""Several real ``nudge serve`` processes on one PostgreSQL (and Redis), with the FCM fake running
+as a process of its own (``python -m tests.fakes fcm``), which counts what it receives."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from nudge.delivery.bus import asyncpg_dsn
+from nudge.store.migrate import upgrade
+from tests.conftest import ADMIN, Server, free_port, start_server
+
+ROOT = Path(__file__).resolve().parents[2]
+ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN}"}
+
+
+@dataclass
+class FcmProcess:
+    url: str
+    account: Path
+    proc: subprocess.Popen[bytes]
+
+    def env(self) -> dict[str, str]:
+        return {"NUDGE_FCM_BASE_URL": self.url, "NUDGE_FCM_CREDENTIALS_FILE": str(self.account)}
+
+    async def receipts(self) -> collections.Counter[str]:
+        """Messages the fake accepted, per notification_id."""
+        async with httpx.AsyncClient(timeout=10) as c:
+            r = await c.get(self.url + "/_fake/receipts")
+        r.raise_for_status()
+        return collections.Counter(nid for nid, _ in r.json()["receipts"])
+
+
+@pytest.fixture
+def fcm_process(tmp_path: Path) -> Iterator[FcmProcess]:
+    port = free_port()
+    account = tmp_path / "fcm-service-account.json"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.fakes",
+            "fcm",
+            "--port",
+            str(port),
+            "--service-account",
+            str(account),
+        ],
+        cwd=ROOT,
+        stdout=(tmp_path / "fcm-fake.log").open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the FCM fake exited: {(tmp_path / 'fcm-fake.log').read_text()}")
+        try:
+            if httpx.get(url + "/_fake/receipts", timeout=0.5).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("the FCM fake did not come up")
+        time.sleep(0.1)
+    yield FcmProcess(url, account, proc)
+    proc.terminate()
+    proc.wait(10)
+
+
+def base_env(postgres_url: str, redis_url: str | None = None, **extra: str) -> dict[str, str]:
+    """What every process of one deployment shares (fast polling and backoff for tests)."""
+    env = {
+        "NUDGE_DATABASE_URL": postgres_url,
+        "NUDGE_DELIVERY_POLL_INTERVAL_S": "0.5",
+        "NUDGE_DELIVERY_BASE_BACKOFF_S": "0.05",
+        "NUDGE_DISPATCHER_POLL_INTERVAL_S": "0.1",
+        "NUDGE_LOG_LEVEL": "INFO",
+        **extra,
+    }
+    if redis_url:
+        env["NUDGE_REDIS_URL"] = redis_url
+    return env
+
+
+async def start_servers(
+    tmp_path: Path, env: dict[str, str], roles: list[str], **per_server: dict[str, str]
+) -> list[Server]:
+    """Start one process per role, in parallel, after migrating once. ``per_server`` maps
+    ``"s<i>"`` to environment for the i-th process only."""
+    await upgrade(env["NUDGE_DATABASE_URL"])
+
+    def one(i: int, role: str) -> Server:
+        return start_server(tmp_path, {**env, **per_server.get(f"s{i}", {})}, args=["--role", role])
+
+    results = await asyncio.gather(
+        *(asyncio.to_thread(one, i, role) for i, role in enumerate(roles)),
+        return_exceptions=True,
+    )
+    servers = [r for r in results if isinstance(r, Server)]
+    failed = [r for r in results if isinstance(r, BaseException)]
+    if failed:
+        stop_all(servers)
+        raise failed[0]
+    return servers
+
+
+def stop_all(servers: list[Server]) -> None:
+    for s in servers:
+        s.stop()
+
+
+async def make_users(
+    url: str, count: int, *, fcm: bool = True, manifest: dict[str, Any] | None = None
+) -> tuple[str, str, list[str]]:
+    """An app (no hourly limit to speak of) and ``count`` users who installed it, each with an
+    FCM device; returns (app_id, app_secret, uids)."""
+    async with httpx.AsyncClient(base_url=url, headers=ADMIN_HEADERS, timeout=30) as c:
+        r = await c.post(
+            "/v1/apps",
+            json={"manifest": manifest or {"name": "Scale"}, "direct_limit_per_hour": 1_000_000},
+        )
+        assert r.status_code == 201, r.text
+        app = r.json()
+        uids = [f"u{i}" for i in range(count)]
+
+        async def user(uid: str) -> None:
+            r = await c.post("/v1/users", json={"uid": uid, "name": uid})
+            assert r.status_code == 201, r.text
+            r = await c.post(f"/v1/users/{uid}/apps/{app['app_id']}", json={"scopes": []})
+            assert r.status_code == 200, r.text
+            if fcm:
+                r = await c.post(
+                    f"/v1/users/{uid}/devices", json={"platform": "fcm", "token": f"fcm-{uid}"}
+                )
+                assert r.status_code in (200, 201), r.text
+
+        await asyncio.gather(*(user(uid) for uid in uids))
+    return app["app_id"], app["app_secret"], uids
+
+
+async def send_direct(
+    urls: list[str], app_id: str, secret: str, uids: list[str], count: int, *, clients: int = 16
+) -> dict[str, tuple[str, str]]:
+    """Send ``count`` distinct direct notifications, request i through ``urls[i % len(urls)]`` to
+    user ``uids[i // len(urls) % len(uids)]`` (each user gets some through every URL); returns
+    notification_id -> (the API URL that accepted it, uid)."""
+    accepted: dict[str, tuple[str, str]] = {}
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(count):
+        queue.put_nowait(i)
+    headers = {"Authorization": f"Bearer {secret}"}
+
+    async def client() -> None:
+        async with httpx.AsyncClient(timeout=30, headers=headers) as c:
+            while not queue.empty():
+                i = queue.get_nowait()
+                url, uid = urls[i % len(urls)], uids[i // len(urls) % len(uids)]
+                r = await c.post(
+                    f"{url}/v2/integrations/{app_id}/notification",
+                    params={"uid": uid, "message": f"message number {i}"},
+                )
+                assert r.status_code == 200, r.text
+                accepted[r.json()["notification_id"]] = (url, uid)
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return accepted
+
+
+async def delivery_states(postgres_url: str) -> collections.Counter[str]:
+    conn = await asyncpg.connect(asyncpg_dsn(postgres_url))
+    try:
+        rows = await conn.fetch("SELECT state, count(*) AS n FROM deliveries GROUP BY state")
+    finally:
+        await conn.close()
+    return collections.Counter({r["state"]: r["n"] for r in rows})
