@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import pytest
@@ -26,27 +27,37 @@ from tests.fakes.webpush import FakePushService, b64url, public_bytes
 VAPID_SUBJECT = "mailto:ops@nudge.example"
 
 
-@pytest.fixture
-async def fcm() -> AsyncIterator[FakeFcm]:
-    fake = FakeFcm()
+class Fake(Protocol):
+    app: Any
+    base_url: str
+
+
+F = TypeVar("F", bound=Fake)
+
+
+@asynccontextmanager
+async def serving(fake: F) -> AsyncIterator[F]:
+    """Serve a fake (hypercorn: HTTP/1.1 and h2c) and tell it its base URL."""
     async with serve(fake.app) as url:
         fake.base_url = url
+        yield fake
+
+
+@pytest.fixture
+async def fcm() -> AsyncIterator[FakeFcm]:
+    async with serving(FakeFcm()) as fake:
         yield fake
 
 
 @pytest.fixture
 async def apns() -> AsyncIterator[FakeApns]:
-    fake = FakeApns()
-    async with serve(fake.app) as url:
-        fake.base_url = url
+    async with serving(FakeApns()) as fake:
         yield fake
 
 
 @pytest.fixture
 async def push_service() -> AsyncIterator[FakePushService]:
-    fake = FakePushService()
-    async with serve(fake.app) as url:
-        fake.base_url = url
+    async with serving(FakePushService()) as fake:
         yield fake
 
 
@@ -100,6 +111,22 @@ def settings(
         delivery_base_backoff_s=0.05,
         delivery_max_backoff_s=0.2,
     )
+
+
+def configured(cls: Any, deps: ProviderDeps, **overrides: Any) -> Any:
+    """``cls.from_deps`` on the test settings with ``overrides``."""
+    settings = deps.settings.model_copy(update=overrides)
+    return cls.from_deps(ProviderDeps(settings, deps.http, deps.bus))
+
+
+@asynccontextmanager
+async def built(cls: Any, deps: ProviderDeps, **overrides: Any) -> AsyncIterator[Any]:
+    """A provider as :func:`configured` makes it, closed afterwards."""
+    provider = configured(cls, deps, **overrides)
+    try:
+        yield provider
+    finally:
+        await provider.aclose()
 
 
 @pytest.fixture

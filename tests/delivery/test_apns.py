@@ -20,7 +20,7 @@ from nudge.delivery.providers.base import (
     SendResult,
     Target,
 )
-from tests.delivery.conftest import push_message
+from tests.delivery.conftest import built, configured, push_message
 from tests.fakes.apns import FakeApns, apns_error
 from tests.fakes.asgi import Reply
 
@@ -28,16 +28,10 @@ TOKEN = "a1" * 32
 TARGET = Target("apns", "dev_1", TOKEN)
 
 
-def provider_for(deps: ProviderDeps, **overrides: object) -> ApnsProvider:
-    settings = deps.settings.model_copy(update=overrides)
-    return ApnsProvider.from_deps(ProviderDeps(settings, deps.http, deps.bus))
-
-
 @pytest.fixture
 async def provider(deps: ProviderDeps) -> AsyncIterator[ApnsProvider]:
-    p = ApnsProvider.from_deps(deps)
-    yield p
-    await p.aclose()
+    async with built(ApnsProvider, deps) as p:
+        yield p
 
 
 async def test_sends_over_http2_with_a_provider_token_and_apples_headers(
@@ -105,20 +99,14 @@ async def test_a_token_signed_with_another_key_is_a_provider_alert(
 ) -> None:
     other = tmp_path / "other.p8"
     other.write_bytes(apns.key_pem(ec.generate_private_key(ec.SECP256R1())))
-    p = provider_for(deps, apns_key_file=str(other))
-    try:
+    async with built(ApnsProvider, deps, apns_key_file=str(other)) as p:
         result = await p.send(push_message(), TARGET)
-    finally:
-        await p.aclose()
     assert result.outcome is Outcome.PROVIDER_ALERT and "InvalidProviderToken" in result.reason
 
 
 async def test_a_wrong_topic_keeps_the_device(apns: FakeApns, deps: ProviderDeps) -> None:
-    p = provider_for(deps, apns_topic="com.example.other")
-    try:
+    async with built(ApnsProvider, deps, apns_topic="com.example.other") as p:
         result = await p.send(push_message(), TARGET)
-    finally:
-        await p.aclose()
     assert result.outcome is Outcome.FAILED and "DeviceTokenNotForTopic" in result.reason
 
 
@@ -170,8 +158,8 @@ async def test_a_long_collapse_key_and_body_are_cut_to_apples_limits(
 
 def test_missing_settings_are_named(deps: ProviderDeps, tmp_path: Path) -> None:
     with pytest.raises(ProviderNotConfigured, match="NUDGE_APNS_TEAM_ID, NUDGE_APNS_TOPIC"):
-        provider_for(deps, apns_team_id=None, apns_topic=None)
+        configured(ApnsProvider, deps, apns_team_id=None, apns_topic=None)
     rsa_like = tmp_path / "not-a-key.p8"
     rsa_like.write_text("hello")
     with pytest.raises(ProviderNotConfigured, match="cannot be read as a .p8 key"):
-        provider_for(deps, apns_key_file=str(rsa_like))
+        configured(ApnsProvider, deps, apns_key_file=str(rsa_like))

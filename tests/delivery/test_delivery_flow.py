@@ -65,6 +65,10 @@ async def status(client: httpx.AsyncClient, world: World, nid: str) -> dict[str,
     return dict(r.json())
 
 
+async def all_delivered(client: httpx.AsyncClient, world: World, nid: str) -> bool:
+    return all(d["state"] == "delivered" for d in (await status(client, world, nid))["deliveries"])
+
+
 async def settled(client: httpx.AsyncClient, world: World, nid: str, provider: str) -> Any:
     """Wait until the delivery through ``provider`` has a final state; returns it."""
 
@@ -147,11 +151,7 @@ async def test_a_credential_error_removes_nothing_and_delivers_once_fixed(
 
     fcm.refuse_tokens = False  # the operator fixed the credentials
 
-    async def all_delivered() -> bool:
-        ds = (await status(client, world, nid))["deliveries"]
-        return all(d["state"] == "delivered" for d in ds)
-
-    await wait_for(all_delivered)
+    await wait_for(lambda: all_delivered(client, world, nid))
     assert sorted(c.token for c in fcm.calls) == [f"fcm-token-{i}" for i in range(3)]
 
 
@@ -183,11 +183,7 @@ async def test_a_slow_provider_call_holds_up_only_its_own_delivery(
     states = await wait_for(fast_recorded, timeout=2.5)
     assert "queued" in states  # the slow one is still in flight ("sending" shows as queued)
 
-    async def all_recorded() -> bool:
-        ds = (await status(client, world, nid))["deliveries"]
-        return all(d["state"] == "delivered" for d in ds)
-
-    await wait_for(all_recorded)
+    await wait_for(lambda: all_delivered(client, world, nid))
 
 
 async def test_a_message_that_keeps_failing_ends_as_failed(

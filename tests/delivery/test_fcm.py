@@ -18,25 +18,25 @@ from nudge.delivery.providers.base import (
     Target,
 )
 from nudge.delivery.providers.fcm import FcmProvider
-from tests.delivery.conftest import fcm_settings, push_message
+from tests.delivery.conftest import built, configured, fcm_settings, push_message
 from tests.fakes.asgi import Reply, free_port
 from tests.fakes.fcm import FakeFcm, bad_request, fcm_error
 
 TARGET = Target("fcm", "dev_1", "fcm-token-1")
 
 
-def provider_for(
+async def send_with_account(
     deps: ProviderDeps, tmp_path: Path, fake: FakeFcm, **account: object
-) -> FcmProvider:
-    settings = deps.settings.model_copy(update=fcm_settings(fake, tmp_path, **account))
-    return FcmProvider.from_deps(ProviderDeps(settings, deps.http, deps.bus))
+) -> SendResult:
+    """One send by a provider whose service-account file has ``account`` changed."""
+    async with built(FcmProvider, deps, **fcm_settings(fake, tmp_path, **account)) as p:
+        return await p.send(push_message(), TARGET)
 
 
 @pytest.fixture
 async def provider(deps: ProviderDeps) -> AsyncIterator[FcmProvider]:
-    p = FcmProvider.from_deps(deps)
-    yield p
-    await p.aclose()
+    async with built(FcmProvider, deps) as p:
+        yield p
 
 
 async def test_sends_an_http_v1_message_with_a_token_from_the_service_accounts_token_uri(
@@ -112,11 +112,7 @@ async def test_an_assertion_signed_with_the_wrong_key_is_a_provider_alert(
 ) -> None:
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     account = fcm.service_account(other)
-    p = provider_for(deps, tmp_path, fcm, private_key=account["private_key"])
-    try:
-        result = await p.send(push_message(), TARGET)
-    finally:
-        await p.aclose()
+    result = await send_with_account(deps, tmp_path, fcm, private_key=account["private_key"])
     assert result.outcome is Outcome.PROVIDER_ALERT
     assert "invalid_grant" in result.reason and "NUDGE_FCM_CREDENTIALS_FILE" in result.reason
     assert fcm.calls == [] and fcm.token_requests == []
@@ -125,22 +121,16 @@ async def test_an_assertion_signed_with_the_wrong_key_is_a_provider_alert(
 async def test_an_unreachable_token_endpoint_is_retried(
     fcm: FakeFcm, deps: ProviderDeps, tmp_path: Path
 ) -> None:
-    p = provider_for(deps, tmp_path, fcm, token_uri=f"http://127.0.0.1:{free_port()}/token")
-    try:
-        result = await p.send(push_message(), TARGET)
-    finally:
-        await p.aclose()
+    result = await send_with_account(
+        deps, tmp_path, fcm, token_uri=f"http://127.0.0.1:{free_port()}/token"
+    )
     assert result.outcome is Outcome.RETRY and "token endpoint unreachable" in result.reason
 
 
 async def test_a_project_we_may_not_send_for_is_a_provider_alert(
     fcm: FakeFcm, deps: ProviderDeps, tmp_path: Path
 ) -> None:
-    p = provider_for(deps, tmp_path, fcm, project_id="someone-elses-project")
-    try:
-        result = await p.send(push_message(), TARGET)
-    finally:
-        await p.aclose()
+    result = await send_with_account(deps, tmp_path, fcm, project_id="someone-elses-project")
     assert result.outcome is Outcome.PROVIDER_ALERT and "PERMISSION_DENIED" in result.reason
 
 
@@ -191,11 +181,9 @@ async def test_an_oversized_body_is_cut_at_a_character_boundary(
 
 
 def test_missing_or_broken_credentials_say_what_to_set(deps: ProviderDeps, tmp_path: Path) -> None:
-    unset = deps.settings.model_copy(update={"fcm_credentials_file": None})
     with pytest.raises(ProviderNotConfigured, match="NUDGE_FCM_CREDENTIALS_FILE"):
-        FcmProvider.from_deps(ProviderDeps(unset, deps.http, deps.bus))
+        configured(FcmProvider, deps, fcm_credentials_file=None)
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps({"project_id": "p", "client_email": "x@y"}))
-    bad = deps.settings.model_copy(update={"fcm_credentials_file": str(broken)})
     with pytest.raises(ProviderNotConfigured, match="private_key, token_uri"):
-        FcmProvider.from_deps(ProviderDeps(bad, deps.http, deps.bus))
+        configured(FcmProvider, deps, fcm_credentials_file=str(broken))

@@ -23,7 +23,7 @@ def size(m: PushMessage) -> int:
     return len(compact_json({"title": m.title, "body": m.body, "data": m.data}))
 
 
-PIECES = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20) | st.sampled_from(
+PIECES = st.text(st.characters(exclude_categories=["Cs"]), max_size=20) | st.sampled_from(
     ["👍🏽", "👨‍👩‍👧", "🇫🇷", "é", "é", " "]
 )
 TEXT = st.lists(PIECES, max_size=300).map("".join)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -16,26 +17,27 @@ from nudge.delivery.providers.base import (
     Target,
 )
 from nudge.delivery.providers.webpush import WebPushProvider
-from tests.delivery.conftest import VAPID_SUBJECT, push_message, vapid_public, vapid_settings
+from tests.delivery.conftest import (
+    VAPID_SUBJECT,
+    built,
+    configured,
+    push_message,
+    vapid_public,
+    vapid_settings,
+)
 from tests.fakes.asgi import Reply
 from tests.fakes.webpush import FakePushService, Subscription
 
 
-def target(sub: Subscription | dict[str, object]) -> Target:
+def target(sub: Subscription | Mapping[str, Any]) -> Target:
     info = sub.info() if isinstance(sub, Subscription) else sub
     return Target("webpush", "dev_1", str(info["endpoint"]), dict(info))
 
 
-def provider_for(deps: ProviderDeps, **overrides: object) -> WebPushProvider:
-    settings = deps.settings.model_copy(update=overrides)
-    return WebPushProvider.from_deps(ProviderDeps(settings, deps.http, deps.bus))
-
-
 @pytest.fixture
 async def provider(deps: ProviderDeps) -> AsyncIterator[WebPushProvider]:
-    p = WebPushProvider.from_deps(deps)
-    yield p
-    await p.aclose()
+    async with built(WebPushProvider, deps) as p:
+        yield p
 
 
 @pytest.fixture
@@ -91,8 +93,10 @@ async def test_a_payload_encrypted_to_the_wrong_keys_does_not_decrypt(
 async def test_a_vapid_key_the_browser_did_not_subscribe_with_is_a_provider_alert(
     push_service: FakePushService, deps: ProviderDeps, sub: Subscription
 ) -> None:
-    p = provider_for(deps, **vapid_settings(ec.generate_private_key(ec.SECP256R1())))
-    result = await p.send(push_message(), target(sub))
+    async with built(
+        WebPushProvider, deps, **vapid_settings(ec.generate_private_key(ec.SECP256R1()))
+    ) as p:
+        result = await p.send(push_message(), target(sub))
     assert result.outcome is Outcome.PROVIDER_ALERT and "VAPID" in result.reason
     assert push_service.refusals[0][0] == 403
 
@@ -146,8 +150,8 @@ async def test_unusable_subscription_keys_remove_the_device(
 async def test_private_endpoints_are_refused_unless_allowed(
     push_service: FakePushService, deps: ProviderDeps, sub: Subscription
 ) -> None:
-    p = provider_for(deps, allow_private_webhooks=False)
-    result = await p.send(push_message(), target(sub))
+    async with built(WebPushProvider, deps, allow_private_webhooks=False) as p:
+        result = await p.send(push_message(), target(sub))
     assert result.outcome is Outcome.FAILED and "NUDGE_ALLOW_PRIVATE_WEBHOOKS" in result.reason
     assert push_service.calls == []
 
@@ -166,8 +170,8 @@ async def test_an_oversized_body_is_cut_to_fit_the_encrypted_4096_bytes(
 
 def test_missing_or_bad_vapid_settings_are_explained(deps: ProviderDeps) -> None:
     with pytest.raises(ProviderNotConfigured, match="NUDGE_VAPID_PRIVATE_KEY"):
-        provider_for(deps, vapid_private_key=None)
+        configured(WebPushProvider, deps, vapid_private_key=None)
     with pytest.raises(ProviderNotConfigured, match="not a usable P-256 private key"):
-        provider_for(deps, vapid_private_key="not-a-key")
+        configured(WebPushProvider, deps, vapid_private_key="not-a-key")
     with pytest.raises(ProviderNotConfigured, match="mailto: address or an https: URL"):
-        provider_for(deps, vapid_subject="ops@example.com")
+        configured(WebPushProvider, deps, vapid_subject="ops@example.com")

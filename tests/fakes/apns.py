@@ -58,6 +58,7 @@ class FakeApns:
     team_id: str = "TEAM123456"
     key_id: str = "KEY7654321"
     topic: str = "com.example.nudge"
+    base_url: str = ""
     key: ec.EllipticCurvePrivateKey = field(
         default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
     )
