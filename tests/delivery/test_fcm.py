@@ -118,6 +118,15 @@ async def test_an_assertion_signed_with_the_wrong_key_is_a_provider_alert(
     assert fcm.calls == [] and fcm.token_requests == []
 
 
+async def test_a_refused_service_account_is_asked_for_once_not_per_send(
+    fcm: FakeFcm, provider: FcmProvider
+) -> None:
+    fcm.refuse_tokens = True
+    results = await asyncio.gather(*(provider.send(push_message(), TARGET) for _ in range(20)))
+    assert {r.outcome for r in results} == {Outcome.PROVIDER_ALERT}
+    assert fcm.token_attempts == 1 and fcm.calls == []
+
+
 async def test_an_unreachable_token_endpoint_is_retried(
     fcm: FakeFcm, deps: ProviderDeps, tmp_path: Path
 ) -> None:

@@ -106,6 +106,7 @@ class FakeFcm:
     script: Script = field(default_factory=Script)
     refuse_tokens: bool = False  # the token endpoint turns every assertion down
     unauthenticated: int = 0  # sends refused for a missing, unknown or expired access token
+    token_attempts: int = 0  # requests to the token endpoint, granted or not
 
     def __post_init__(self) -> None:
         self.app = asgi_app(self.handle)
@@ -155,6 +156,7 @@ class FakeFcm:
     def token(self, request: Request) -> Reply:
         from urllib.parse import parse_qs
 
+        self.token_attempts += 1
         form = {k: v[0] for k, v in parse_qs(request.body.decode()).items()}
         if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":
             return Reply(

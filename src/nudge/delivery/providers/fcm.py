@@ -39,9 +39,10 @@ from nudge.delivery.providers.payload import (
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 PAYLOAD_LIMIT = 4096  # bytes of notification + data (FCM "message too big" above this)
-REFRESH_MARGIN_S = 300.0
+REFRESH_MARGIN_S = 300.0  # fetch a new access token this long before the old one expires
+FAILURE_MEMORY_S = 5.0  # after a failed token request, answer with its result for this long
 # Connections kept open to FCM: enough sends in flight to cover a distant service's latency.
-CONNECTIONS = 64  # fetch a new access token this long before the old one expires
+CONNECTIONS = 64
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
 
@@ -65,6 +66,9 @@ class ServiceAccountTokens:
         self._token: str | None = None
         self._refresh_at = 0.0
         self._lock = asyncio.Lock()
+        # The last failed token request and until when to repeat its answer: with the token
+        # endpoint down or the key revoked, a batch of sends must not become a batch of requests.
+        self._failed: tuple[float, SendResult] | None = None
 
     async def get(self) -> str:
         if self._token is None or time.time() >= self._refresh_at:
@@ -83,6 +87,16 @@ class ServiceAccountTokens:
         return self._token
 
     async def _refresh(self) -> None:
+        if self._failed is not None and time.time() < self._failed[0]:
+            raise TokenUnavailable(self._failed[1])
+        try:
+            await self._request_token()
+        except TokenUnavailable as exc:
+            self._failed = (time.time() + FAILURE_MEMORY_S, exc.result)
+            raise
+        self._failed = None
+
+    async def _request_token(self) -> None:
         now = int(time.time())
         claims = {
             "iss": self.email,

@@ -1,4 +1,4 @@
-"""The in-app inbox: the notification is already stored; delivering it means telling live clients."""
+"""The in-app inbox: the notification is already stored; delivering it tells live clients."""
 
 from __future__ import annotations
 
