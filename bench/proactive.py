@@ -4,9 +4,10 @@
         [--llm-latency 0.2] [--interval 30] [--database-url URL]
 
 Starts `nudge serve` (one process, SQLite by default, fake LLM with a fixed latency) and a
-separate process with the app webhook servers (minimal HTTP servers that always answer with a
-proactive prompt). Each session posts one segment a second. Every app is installed by every user,
-so each segment means one webhook call per app, and each call runs the answer pipeline (scope
+separate process with the app webhook servers (minimal HTTP servers that, like the seed docs'
+example, answer with a proactive prompt when the segment says "what do you think", one segment in
+ten, and with ``{}`` otherwise). Each session posts one segment a second. Every app is installed
+by every user, so each segment means one webhook call per app; a prompt runs the pipeline (scope
 checks, the 30 s claim; when the claim is won: context, filling, LLM, delivery to the inbox).
 
 Prints segments/s and, from the platform's own traces:
@@ -33,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _load import _read_response, free_port, start_server  # noqa: E402
 
 ADMIN = "bench-admin"
+TRIGGER = b"what do you think"
+TRIGGER_EVERY = 10  # one segment in ten asks for advice
 PROMPT = "Give {{user_name}} one short tip about this: {{user_context}}"
 ANSWER = json.dumps(
     {"notification": {"prompt": PROMPT, "params": ["user_name", "user_context"]}}
@@ -42,11 +45,18 @@ ANSWER = json.dumps(
 # --- the app webhook servers (run in their own process) -----------------------------------
 
 
-async def _serve_app(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    response = (
+def _http_200(body: bytes) -> bytes:
+    return (
         b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-        b"content-length: " + str(len(ANSWER)).encode() + b"\r\n\r\n" + ANSWER
+        b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
     )
+
+
+PROMPT_ANSWER, EMPTY_ANSWER = _http_200(ANSWER), _http_200(b"{}")
+
+
+async def _serve_app(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Like the seed docs' example: a prompt when the transcript asks for advice, else nothing."""
     try:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -54,9 +64,8 @@ async def _serve_app(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
             for line in head.split(b"\r\n"):
                 if line[:15].lower() == b"content-length:":
                     length = int(line[15:])
-            if length:
-                await reader.readexactly(length)
-            writer.write(response)
+            body = await reader.readexactly(length) if length else b""
+            writer.write(PROMPT_ANSWER if TRIGGER in body.lower() else EMPTY_ANSWER)
     except (asyncio.IncompleteReadError, ConnectionError):
         writer.close()
 
@@ -112,7 +121,12 @@ async def session(
             {
                 "segments": [
                     {
-                        "text": f"Segment {k} of session {n}: what do you think about the plan?",
+                        "text": f"Segment {k} of session {n}: "
+                        + (
+                            "what do you think about the plan?"
+                            if (k + n) % TRIGGER_EVERY == 0
+                            else "we went through the plan."
+                        ),
                         "speaker": "SPEAKER_01",
                         "is_user": k % 2 == 0,
                     }

@@ -33,7 +33,7 @@ async def store_segments(
         lambda conn: ingest.ingest_segments(conn, uid, session_id, segments)
     )
     if platform.dispatcher is not None:
-        platform.dispatcher.wake()
+        platform.dispatcher.wake(session_id)
     return result
 
 
@@ -65,7 +65,7 @@ async def finish(
         lambda conn: ingest.finish_conversation(conn, uid, session_id, summary)
     )
     if platform.dispatcher is not None:
-        platform.dispatcher.wake()
+        platform.dispatcher.wake(session_id)
     return result
 
 

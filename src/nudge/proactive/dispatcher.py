@@ -15,6 +15,7 @@ window (see :func:`next_gate`). Calls are made after the commit: a crash mid-cal
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import math
 import time
@@ -58,6 +59,7 @@ class Flush:
     first_at: float | None = None  # ingest time of the oldest segment sent
     last_at: float | None = None
     conversation: dict[str, Any] | None = None  # set when the session just finished
+    gate: float = 0.0  # when its next window opens
     apps: list[AppTarget] = field(default_factory=list)
 
 
@@ -120,7 +122,10 @@ async def claim_flushes(
     ).all()
     if not claimed:
         return []
-    flushes = {r.id: Flush(r.id, r.uid) for r in claimed}
+    flushes = {
+        r.id: Flush(r.id, r.uid, gate=next_gate(r.flush_lease_until, r.started_at, interval_s))
+        for r in claimed
+    }
     rows = (
         await conn.execute(
             select(Segment)
@@ -151,7 +156,7 @@ async def claim_flushes(
                 "cid": r.id,
                 "upto": upto[r.id],
                 "more": "".join(lines[r.id]),
-                "gate": next_gate(r.flush_lease_until, r.started_at, interval_s),
+                "gate": flushes[r.id].gate,
             }
             for r in claimed
         ],
@@ -187,21 +192,6 @@ async def claim_flushes(
     return list(flushes.values())
 
 
-async def next_due_in(conn: AsyncConnection, now: float) -> float | None:
-    """Seconds until the earliest scheduled flush, or None when nothing waits."""
-    became_due = case(
-        (
-            Conversation.flush_lease_until > Conversation.flush_due_at,
-            Conversation.flush_lease_until,
-        ),
-        else_=Conversation.flush_due_at,
-    )
-    earliest = await conn.scalar(
-        select(func.min(became_due)).where(Conversation.flush_due_at.is_not(None))
-    )
-    return None if earliest is None else max(float(earliest) - now, 0.0)
-
-
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds")
 
@@ -233,10 +223,17 @@ class Dispatcher:
         self._last_prune = 0.0
         self._traces: list[TraceRecorder] = []
         self._trace_writer: asyncio.Task[None] | None = None
+        self._gates: dict[str, float] = {}  # session -> its next window, from our own claims
+        self._timers: list[float] = []  # heap of window openings to look at
 
-    def wake(self) -> None:
-        """New segments or a finished session in this process: look now."""
-        self._wake.set()
+    def wake(self, session_id: str | None = None) -> None:
+        """New segments (or a finished session) in this process. A session whose current window
+        already had its call is looked at when its next window opens; anything else at once."""
+        gate = self._gates.get(session_id) if session_id is not None else None
+        if gate is not None and gate > time.time():
+            heapq.heappush(self._timers, gate)
+        else:
+            self._wake.set()
 
     def stop(self) -> None:
         self._stopping = True
@@ -255,19 +252,27 @@ class Dispatcher:
                 continue
             await self._sleep()
 
+    def _timer_due(self) -> bool:
+        now, due = time.time(), False
+        while self._timers and self._timers[0] <= now:
+            heapq.heappop(self._timers)
+            due = True
+        return due
+
     async def _sleep(self) -> None:
-        delay = self.settings.dispatcher_poll_interval_s
-        async with self.db.read() as conn:
-            due_in = await next_due_in(conn, time.time())
-        if due_in is not None:
-            delay = min(delay, due_in)
-        if delay <= 0:
+        """Until woken, a window opens for a session waiting here, or the poll interval (which
+        finds segments stored by other processes) is up."""
+        if self._timer_due():
             return
+        delay = self.settings.dispatcher_poll_interval_s
+        if self._timers:
+            delay = min(delay, self._timers[0] - time.time())
         try:
-            await asyncio.wait_for(self._wake.wait(), delay)
+            await asyncio.wait_for(self._wake.wait(), max(delay, 0.0))
         except TimeoutError:
             pass
         self._wake.clear()
+        self._timer_due()
 
     async def step(self) -> int:
         """Claim due sessions and start their calls; returns how many sessions were claimed."""
@@ -281,6 +286,7 @@ class Dispatcher:
             lambda conn: claim_flushes(conn, now, limit=self.batch_size, interval_s=interval)
         )
         for flush in flushes:
+            self._gates[flush.session_id] = flush.gate
             for app in flush.apps:
                 if flush.segments and app.triggers_on == REALTIME:
                     self._spawn(self.call_realtime(app, flush))
@@ -416,6 +422,7 @@ class Dispatcher:
         if now - self._last_prune < 300:
             return
         self._last_prune = now
+        self._gates = {sid: gate for sid, gate in self._gates.items() if gate > now}
         cutoff = now - self.settings.trace_retention_s
         removed = await self.writer.run(lambda conn: prune_traces(conn, cutoff))
         if removed:

@@ -242,7 +242,7 @@ class WebhookClient:
         origin = (url.raw_scheme, url.raw_host, url.port)
         client = self._clients.get(origin)
         if client is None:
-            limits = httpx.Limits(max_connections=None, max_keepalive_connections=32)
+            limits = httpx.Limits(max_connections=None, max_keepalive_connections=10)
             client = self._clients[origin] = httpx.AsyncClient(
                 transport=GuardedTransport(self.backend, limits),
                 timeout=httpx.Timeout(
