@@ -33,13 +33,14 @@ from sqlalchemy import insert
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.fakes.asgi import free_port  # noqa: E402
+
 from nudge.config import Settings  # noqa: E402
 from nudge.core.apps import create_app  # noqa: E402
 from nudge.core.manifest import Manifest  # noqa: E402
 from nudge.core.notifications import NotificationRequest  # noqa: E402
 from nudge.platform import Platform  # noqa: E402
 from nudge.store.models import Device, Install, User  # noqa: E402
-from tests.fakes.asgi import free_port  # noqa: E402
 
 USERS = 1000
 DELIVERED = {"provider": "fcm", "outcome": "delivered"}
@@ -47,8 +48,16 @@ DELIVERED = {"provider": "fcm", "outcome": "delivered"}
 
 def start_fake(port: int, account: Path) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes", "fcm", "--port", str(port),
-         "--service-account", str(account)],
+        [
+            sys.executable,
+            "-m",
+            "tests.fakes",
+            "fcm",
+            "--port",
+            str(port),
+            "--service-account",
+            str(account),
+        ],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
@@ -82,8 +91,14 @@ async def setup(platform: Platform) -> str:
         await conn.execute(
             insert(Device),
             [
-                {"id": f"dev_{u}", "uid": u, "platform": "fcm", "token": f"fcm-token-{u}",
-                 "subscription": None, "created_at": now}
+                {
+                    "id": f"dev_{u}",
+                    "uid": u,
+                    "platform": "fcm",
+                    "token": f"fcm-token-{u}",
+                    "subscription": None,
+                    "created_at": now,
+                }
                 for u in uids
             ],
         )
@@ -142,9 +157,12 @@ async def main() -> None:
                 log_level="WARNING",
             )
             db_name = base.database_url.split(":")[0]
-            print(f"nudge bench/delivery: {n} notifications per run, {USERS} users with one FCM "
-                  f"device each, database {db_name}, concurrency {base.delivery_concurrency}, "
-                  f"fake FCM in its own process", flush=True)
+            print(
+                f"nudge bench/delivery: {n} notifications per run, {USERS} users with one FCM "
+                f"device each, database {db_name}, concurrency {base.delivery_concurrency}, "
+                f"fake FCM in its own process",
+                flush=True,
+            )
 
             # drain: accept everything first, then time the worker alone.
             api = await Platform.start(base.model_copy(update={"role": "api"}))
@@ -156,8 +174,10 @@ async def main() -> None:
                 )
             accept_s = time.perf_counter() - started
             await api.close()
-            print(f"accepted      {n} in {accept_s:.2f} s ({n / accept_s:,.0f}/s, no worker)",
-                  flush=True)
+            print(
+                f"accepted      {n} in {accept_s:.2f} s ({n / accept_s:,.0f}/s, no worker)",
+                flush=True,
+            )
 
             worker = await Platform.start(base.model_copy(update={"role": "worker"}), migrate=False)
             started, cpu = time.perf_counter(), time.process_time()
@@ -165,10 +185,16 @@ async def main() -> None:
             cpu_us = (time.process_time() - cpu) / n * 1e6
             await worker.close()
             drain_s = finished - started
-            print(f"drain         {n} FCM deliveries sent and recorded in {drain_s:.2f} s: "
-                  f"{n / drain_s:,.0f} deliveries/s   (target >= 2,000/s)", flush=True)
-            print(f"              worker CPU {cpu_us:.0f} us per delivery (with its inbox delivery "
-                  f"and the database work): {1e6 / cpu_us:,.0f}/s per free core", flush=True)
+            print(
+                f"drain         {n} FCM deliveries sent and recorded in {drain_s:.2f} s: "
+                f"{n / drain_s:,.0f} deliveries/s   (target >= 2,000/s)",
+                flush=True,
+            )
+            print(
+                f"              worker CPU {cpu_us:.0f} us per delivery (with its inbox delivery "
+                f"and the database work): {1e6 / cpu_us:,.0f}/s per free core",
+                flush=True,
+            )
 
             # live: accept at a steady rate while the worker delivers.
             live = await Platform.start(base.model_copy(update={"role": "all"}), migrate=False)
@@ -190,10 +216,13 @@ async def main() -> None:
             latencies = [
                 (at - accepted[nid]) * 1000 for nid, at in receipts["receipts"] if nid in accepted
             ]
-            print(f"live          {n} at {n / offered_s:,.0f}/s offered: acceptance -> FCM call "
-                  f"p50 {pct(latencies, 50):.1f} ms  p99 {pct(latencies, 99):.1f} ms  "
-                  f"max {max(latencies):.1f} ms  mean {statistics.fmean(latencies):.1f} ms "
-                  f"({len(latencies)} calls)", flush=True)
+            print(
+                f"live          {n} at {n / offered_s:,.0f}/s offered: acceptance -> FCM call "
+                f"p50 {pct(latencies, 50):.1f} ms  p99 {pct(latencies, 99):.1f} ms  "
+                f"max {max(latencies):.1f} ms  mean {statistics.fmean(latencies):.1f} ms "
+                f"({len(latencies)} calls)",
+                flush=True,
+            )
         finally:
             fake.terminate()
             fake.wait(10)

@@ -141,6 +141,7 @@ async def serve(app: Any, *, port: int | None = None) -> AsyncIterator[str]:
     config.errorlog = None
     config.graceful_timeout = 0.5
     config.h2_max_concurrent_streams = 1000
+    config.keep_alive_max_requests = 1_000_000  # no GOAWAY after 1,000 requests
     stop = asyncio.Event()
     task = asyncio.create_task(hypercorn_serve(app, config, shutdown_trigger=stop.wait))
     for _ in range(200):
