@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import pytest
@@ -13,6 +12,8 @@ from examples.common import AppSettings
 from examples.mentor.app import create_app as create_mentor
 from playwright.async_api import Browser, Page, async_playwright
 
+from nudge.cli.demo import SCOPES as MENTOR_SCOPES
+from nudge.cli.demo import mentor_manifest
 from tests.conftest import ServeASGI, World, free_port, make_world, unavailable
 
 CHROMIUM_ARGS = [
@@ -25,20 +26,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-MENTOR_SCOPES = ["user_name", "user_facts", "user_context"]
-
-
-def mentor_manifest(port: int) -> dict[str, Any]:
-    return {
-        "name": "Mentor",
-        "description": "Real-time mentoring advice",
-        "capabilities": ["external_integration", "proactive_notification"],
-        "external_integration": {
-            "triggers_on": "transcript_processed",
-            "webhook_url": f"http://127.0.0.1:{port}/webhook",
-        },
-        "proactive_notification": {"scopes": MENTOR_SCOPES},
-    }
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ from rich.text import Text
 
 import nudge
 from nudge.api.app import create_app
-from nudge.cli.simulate import PlatformPlayer, SimulateError, parse_transcript, say
+from nudge.cli.simulate import PlatformPlayer, Play, SimulateError, parse_transcript, say
 from nudge.config import Settings
 from nudge.llm import LLMError
 from nudge.platform import Platform
@@ -281,10 +281,11 @@ async def _conversation(
 ) -> dict[str, Any]:
     """Play the conversation through the platform; the trace of the proactive notification."""
     out.rule("a conversation, through the platform", align="left")
-    session_id = f"demo-{int(time.time())}"
-    player = PlatformPlayer(http, uid=uid, session_id=session_id, interval_s=1.2, out=out)
+    # Two batches a little over a second apart: the platform makes two webhook calls.
+    play = Play(parse_transcript(CONVERSATION), f"demo-{int(time.time())}", 2, 1.2)
+    player = PlatformPlayer(http, uid=uid, out=out)
     await player.watch([app_id])
-    run = await player.play(parse_transcript(CONVERSATION), batch=2, finish=True, wait_s=wait_s)
+    run = await player.play(play, finish=True, wait_s=wait_s)
     notified = [t for t in run.traces if t["outcome"] == "notified"]
     if not notified:
         outcomes = [t["outcome"] for t in run.traces] or ["no call traced"]

@@ -271,38 +271,16 @@ def simulate(
     out = Console(highlight=False)
     try:
         loaded = sim.load_transcript(transcript, me=me)
-        sid = session_id or sim.new_session_id()
+        play = sim.Play(loaded, session_id or sim.new_session_id(), batch, interval)
         if webhook is not None:
-            user = sim.SampleUser(
-                uid, user_name, tuple(fact), tuple(chat), tuple(grant) or sim.SCOPES
-            )
-            ok = asyncio.run(
-                sim.run_webhook(
-                    loaded,
-                    url=webhook,
-                    secret=secret,
-                    user=user,
-                    session_id=sid,
-                    batch=batch,
-                    interval_s=interval,
-                    out=out,
-                )
-            )
+            granted = tuple(grant) or sim.SCOPES
+            user = sim.SampleUser(uid, user_name, tuple(fact), tuple(chat), granted)
+            ok = asyncio.run(sim.run_webhook(play, out, url=webhook, secret=secret, user=user))
             raise typer.Exit(0 if ok else 1)
         assert platform is not None
         asyncio.run(
             sim.run_platform(
-                loaded,
-                url=platform,
-                token=token,
-                uid=uid,
-                apps=app,
-                session_id=sid,
-                batch=batch,
-                interval_s=interval,
-                finish=finish,
-                wait_s=wait,
-                out=out,
+                play, out, url=platform, token=token, uid=uid, apps=app, finish=finish, wait_s=wait
             )
         )
     except (sim.SimulateError, NudgeError) as exc:

@@ -18,7 +18,7 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -164,11 +164,28 @@ def check_url(url: str, option: str, example: str) -> str:
     return url
 
 
-def check_batch(batch: int, interval_s: float) -> None:
-    if not 1 <= batch <= MAX_BATCH:
-        raise SimulateError(f"--batch must be 1 to {MAX_BATCH} segments per call")
-    if interval_s < 0:
-        raise SimulateError("--interval must be 0 or more seconds")
+@dataclass(frozen=True)
+class Play:
+    """A transcript and how to play it: ``batch`` segments per call, ``interval_s`` apart."""
+
+    transcript: Transcript
+    session_id: str
+    batch: int = 1
+    interval_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.batch <= MAX_BATCH:
+            raise SimulateError(f"--batch must be 1 to {MAX_BATCH} segments per call")
+        if self.interval_s < 0:
+            raise SimulateError("--interval must be 0 or more seconds")
+        check_session_id(self.session_id)
+
+    async def calls(self) -> AsyncIterator[tuple[int, list[SegmentIn]]]:
+        """Numbered batches, paced."""
+        for number, chunk in enumerate(self.transcript.batches(self.batch), 1):
+            if number > 1 and self.interval_s:
+                await asyncio.sleep(self.interval_s)
+            yield number, chunk
 
 
 def new_session_id() -> str:
@@ -251,8 +268,6 @@ class WebhookPlayer:
         url: str,
         secret: str,
         user: SampleUser,
-        session_id: str,
-        interval_s: float,
         out: Console,
     ) -> None:
         self.client = WebhookClient(settings)
@@ -268,20 +283,17 @@ class WebhookPlayer:
             granted=user.granted,
             failing_since=None,
         )
-        self.url, self.user, self.session_id = url, user, session_id
-        self.interval_s = interval_s
+        self.url, self.user = url, user
         self.proactive_interval_s = settings.proactive_interval_s
         self.out = out
         self.heard: list[SegmentIn] = []
         self.last_proactive_at: float | None = None
 
-    async def play(self, transcript: Transcript, batch: int) -> list[CallReport]:
+    async def play(self, play: Play) -> list[CallReport]:
         reports: list[CallReport] = []
         try:
-            for number, chunk in enumerate(transcript.batches(batch), 1):
-                if number > 1 and self.interval_s:
-                    await asyncio.sleep(self.interval_s)
-                reports.append(await self.call(number, transcript, chunk))
+            async for number, chunk in play.calls():
+                reports.append(await self.call(number, play, chunk))
                 if reports[-1].status is None and reports[-1].answer == "failed":
                     raise SimulateError(
                         f"{self.url} did not answer ({reports[-1].error}): is the app running?"
@@ -290,10 +302,10 @@ class WebhookPlayer:
             await self.client.aclose()
         return reports
 
-    async def call(self, number: int, transcript: Transcript, chunk: list[SegmentIn]) -> CallReport:
+    async def call(self, number: int, play: Play, chunk: list[SegmentIn]) -> CallReport:
         self.heard.extend(chunk)
-        params = {"session_id": self.session_id, "uid": self.user.uid}
-        payload = {"session_id": self.session_id, "segments": [wire_segment(s) for s in chunk]}
+        params = {"session_id": play.session_id, "uid": self.user.uid}
+        payload = {"session_id": play.session_id, "segments": [wire_segment(s) for s in chunk]}
         query = "&".join(f"{k}={v}" for k, v in params.items())
         self.out.rule(f"call {number}", align="left", style="dim")
         say(
@@ -302,7 +314,7 @@ class WebhookPlayer:
             f"{self.url}?{query}",
             f"  ({plural(len(chunk), 'segment')})",
         )
-        show_segments(self.out, transcript, chunk)
+        show_segments(self.out, play.transcript, chunk)
         result = await self.client.send(
             self.target, "POST", self.url, params=params, payload=payload
         )
@@ -404,12 +416,9 @@ class PlatformPlayer:
         http: httpx.AsyncClient,
         *,
         uid: str,
-        session_id: str,
-        interval_s: float = 0.0,
         out: Console,
     ) -> None:
-        self.http, self.uid, self.session_id = http, uid, session_id
-        self.interval_s = interval_s
+        self.http, self.uid = http, uid
         self.out = out
         self.apps: dict[str, dict[str, Any]] = {}  # app_id -> its manifest (apps we can trace)
 
@@ -445,24 +454,22 @@ class PlatformPlayer:
         names = ", ".join(f"{a['name']} ({i})" for i, a in self.apps.items()) or "none"
         say(self.out, ("user ", "dim"), f"{user['name']} ({self.uid})", ("  apps ", "dim"), names)
 
-    async def play(
-        self, transcript: Transcript, *, batch: int, finish: bool, wait_s: float
-    ) -> PlatformRun:
+    async def play(self, play: Play, *, finish: bool, wait_s: float) -> PlatformRun:
         started = time.time()
-        run = PlatformRun(self.session_id)
-        base = f"/v1/users/{self.uid}/sessions/{self.session_id}"
-        for number, chunk in enumerate(transcript.batches(batch), 1):
-            if number > 1 and self.interval_s:
-                await asyncio.sleep(self.interval_s)
+        run = PlatformRun(play.session_id)
+        base = f"/v1/users/{self.uid}/sessions/{play.session_id}"
+        async for _, chunk in play.calls():
             await self.api(
                 "POST", f"{base}/segments", json={"segments": [wire_segment(s) for s in chunk]}
             )
             say(self.out, ("→ ", "bold"), f"POST {base}/segments", ("  202", "green"))
-            show_segments(self.out, transcript, chunk)
+            show_segments(self.out, play.transcript, chunk)
         if finish:
             await self.api("POST", f"{base}/finish")
             say(self.out, ("→ ", "bold"), f"POST {base}/finish", ("  done", "green"))
-        run.traces = await self.follow(len(transcript.segments), finish, wait_s)
+        run.traces = await self.follow(
+            play.session_id, len(play.transcript.segments), finish, wait_s
+        )
         run.notifications = await self.inbox_since(started)
         return run
 
@@ -485,7 +492,9 @@ class PlatformPlayer:
             return not finished or any(t["kind"] == "memory_creation" for t in traces)
         return True
 
-    async def follow(self, sent: int, finished: bool, wait_s: float) -> list[dict[str, Any]]:
+    async def follow(
+        self, session_id: str, sent: int, finished: bool, wait_s: float
+    ) -> list[dict[str, Any]]:
         """Print each app's traces for this session as they appear, until every segment (and the
         finished conversation) has been traced, or ``wait_s`` passes."""
         seen: dict[str, dict[str, Any]] = {}
@@ -499,7 +508,7 @@ class PlatformPlayer:
                     page = await self.api(
                         "GET",
                         f"/v1/apps/{app_id}/traces",
-                        params={"session_id": self.session_id, "limit": 200},
+                        params={"session_id": session_id, "limit": 200},
                     )
                     mine = list(reversed(page["items"]))  # oldest first
                     for trace in mine:
@@ -613,20 +622,10 @@ def show_trace(out: Console, trace: dict[str, Any], app_name: str) -> None:
 
 
 async def run_webhook(
-    transcript: Transcript,
-    *,
-    url: str,
-    secret: str | None,
-    user: SampleUser,
-    session_id: str,
-    batch: int,
-    interval_s: float,
-    out: Console,
+    play: Play, out: Console, *, url: str, secret: str | None, user: SampleUser
 ) -> bool:
     """Play to a webhook; True when every call was answered with a 2xx."""
     check_url(url, "--webhook", "http://127.0.0.1:8001/webhook")
-    check_batch(batch, interval_s)
-    check_session_id(session_id)
     if not secret or not secret.startswith("whsec_") or len(secret) < 10:
         raise SimulateError(
             "set --secret or NUDGE_WEBHOOK_SECRET to the app's webhook_secret (whsec_..., shown "
@@ -637,36 +636,23 @@ async def run_webhook(
         raise SimulateError(f"unknown scopes {bad} in --grant; choose from {list(SCOPES)}")
     # The developer's own app usually runs on this machine: private targets are allowed here.
     settings = Settings(allow_private_webhooks=True)
-    player = WebhookPlayer(
-        settings,
-        url=url,
-        secret=secret,
-        user=user,
-        session_id=session_id,
-        interval_s=interval_s,
-        out=out,
-    )
-    return summarize_calls(out, await player.play(transcript, batch))
+    player = WebhookPlayer(settings, url=url, secret=secret, user=user, out=out)
+    return summarize_calls(out, await player.play(play))
 
 
 async def run_platform(
-    transcript: Transcript,
+    play: Play,
+    out: Console,
     *,
     url: str,
     token: str | None,
     uid: str,
     apps: Sequence[str],
-    session_id: str,
-    batch: int,
-    interval_s: float,
     finish: bool,
     wait_s: float,
-    out: Console,
 ) -> PlatformRun:
     """Play through a running platform and report what it did."""
     check_url(url, "--platform", "http://127.0.0.1:8000")
-    check_batch(batch, interval_s)
-    check_session_id(session_id)
     if not token:
         raise SimulateError(
             "set --token or NUDGE_ADMIN_TOKEN to the platform's admin token (printed on its first "
@@ -674,8 +660,6 @@ async def run_platform(
         )
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as http:
-        player = PlatformPlayer(
-            http, uid=uid, session_id=session_id, interval_s=interval_s, out=out
-        )
+        player = PlatformPlayer(http, uid=uid, out=out)
         await player.watch(apps)
-        return await player.play(transcript, batch=batch, finish=finish, wait_s=wait_s)
+        return await player.play(play, finish=finish, wait_s=wait_s)
