@@ -177,3 +177,14 @@ async def test_signing_in_with_the_form_and_with_a_user_token(
     await expect(page.locator("#login")).to_be_visible()
     await page.reload()
     await expect(page.locator("#login")).to_be_visible()  # the token is forgotten
+
+    # An app secret sees its own app's traces, and neither the inbox nor the simulator.
+    await page.fill("#token-input", mentor.app_secret)
+    await page.click("#login-form button[type=submit]")
+    await expect(page.locator("#role-chip")).to_have_text(f"app {mentor.app_id}")
+    assert await page.locator("#app-select").input_value() == mentor.app_id
+    await expect(page.locator("#dev-note")).to_have_text(
+        "No webhook calls yet. Say something in the conversation."
+    )
+    await expect(page.locator("#feed-empty")).to_contain_text("Signed in with an app secret")
+    assert await page.locator("#say").is_disabled()
