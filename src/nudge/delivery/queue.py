@@ -56,13 +56,19 @@ async def claim(db: Database, worker_id: str, limit: int, lease_s: float) -> lis
         .limit(limit)
     )
     if db.is_postgres:
-        pick = pick.with_for_update(skip_locked=True)
+        # A locking CTE runs once. As ``IN (subquery)`` PostgreSQL may plan a nested-loop semi
+        # join that runs the subquery again for every row, each run skipping what the previous
+        # ones locked, and claim every due row instead of ``limit``.
+        picked = pick.with_for_update(skip_locked=True).cte("picked")
+        chosen: Any = Delivery.id == picked.c.id
+    else:
+        chosen = and_(Delivery.id.in_(pick.scalar_subquery()), _due_condition(now))
     async with db.begin() as conn:
         claimed = (
             (
                 await conn.execute(
                     update(Delivery)
-                    .where(Delivery.id.in_(pick.scalar_subquery()), _due_condition(now))
+                    .where(chosen)
                     .values(
                         state="sending",
                         lease_until=now + lease_s,
