@@ -30,12 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nudge.config import Settings
 from nudge.metrics import Metrics
-from nudge.proactive.ingest import (
-    conversation_json,
-    conversation_segments,
-    segment_json,
-    transcript_line,
-)
+from nudge.proactive.ingest import conversation_json, conversation_segments, segment_json
 from nudge.proactive.pipeline import AppTarget, Pipeline
 from nudge.proactive.traces import TraceRecorder, prune_traces, save_traces
 from nudge.proactive.webhooks import WebhookClient, WebhookResult, WebhookTarget
@@ -135,31 +130,17 @@ async def claim_flushes(
         )
     ).all()
     upto = {r.id: r.flushed_upto for r in claimed}
-    lines: dict[str, list[str]] = defaultdict(list)
     for s in rows:
         flush = flushes[s.conversation_id]
         flush.segments.append(segment_json(s))
         flush.first_at = s.created_at if flush.first_at is None else flush.first_at
         flush.last_at = s.created_at
         upto[s.conversation_id] = s.id
-        lines[s.conversation_id].append(transcript_line(s.text, s.speaker, s.is_user))
     await conn.execute(
         update(Conversation)
         .where(Conversation.id == bindparam("cid"))
-        .values(
-            flushed_upto=bindparam("upto"),
-            transcript=Conversation.transcript + bindparam("more"),
-            flush_lease_until=bindparam("gate"),
-        ),
-        [
-            {
-                "cid": r.id,
-                "upto": upto[r.id],
-                "more": "".join(lines[r.id]),
-                "gate": flushes[r.id].gate,
-            }
-            for r in claimed
-        ],
+        .values(flushed_upto=bindparam("upto"), flush_lease_until=bindparam("gate")),
+        [{"cid": r.id, "upto": upto[r.id], "gate": flushes[r.id].gate} for r in claimed],
     )
     for r in claimed:
         if r.status == "finished":  # it was "finishing": this is its last flush

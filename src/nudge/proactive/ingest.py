@@ -1,8 +1,9 @@
-"""Live transcripts in: segments become the conversation's transcript, and its flush is scheduled.
+"""Live transcripts in: segments are stored for the session, and its flush is scheduled.
 
 A conversation is keyed by the session id and belongs to one user. Each ingest sets
 ``flush_due_at`` (if not already set); the dispatcher then sends the new segments to the apps.
-``finish`` marks it ``finishing``; the dispatcher's next flush sends what is left, fires the
+``finish`` writes the conversation's transcript (for full-text search), title and overview and
+marks it ``finishing``; the dispatcher's next flush sends what is left, fires the
 ``memory_creation`` webhooks and marks it ``finished``.
 
 Write order matters on PostgreSQL: the conversation row is updated (locked) before segments are
@@ -244,10 +245,17 @@ async def finish_conversation(
         raise Conflict(f"session {session_id!r} is already finished")
     segments = await conversation_segments(conn, session_id)
     title, overview = derive_summary(segments)
+    # The transcript is written once, now: it is what full-text search indexes (every write
+    # re-indexes it, so it is not kept up to date while the session is live; the live part of
+    # {{user_context}} reads the segments).
     await conn.execute(
         update(Conversation)
         .where(Conversation.id == session_id)
-        .values(title=summary.title or title, overview=summary.overview or overview)
+        .values(
+            title=summary.title or title,
+            overview=summary.overview or overview,
+            transcript="".join(transcript_line(s.text, s.speaker, s.is_user) for s in segments),
+        )
     )
     conv = await get_conversation(conn, uid, session_id)
     return conversation_json(conv, segments) | {"status": conv.status}
