@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.fakes.asgi import free_port  # noqa: E402
+from tests.fakes.process import start_fcm  # noqa: E402
 
 from nudge.config import Settings  # noqa: E402
 from nudge.core.apps import create_app  # noqa: E402
@@ -44,34 +43,6 @@ from nudge.store.models import Device, Install, User  # noqa: E402
 
 USERS = 1000
 DELIVERED = {"provider": "fcm", "outcome": "delivered"}
-
-
-def start_fake(port: int, account: Path) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.fakes",
-            "fcm",
-            "--port",
-            str(port),
-            "--service-account",
-            str(account),
-        ],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/_fake/receipts", timeout=1).raise_for_status()
-            return proc
-        except httpx.HTTPError:
-            if proc.poll() is not None:
-                raise SystemExit("the fake FCM did not start") from None
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("the fake FCM did not answer within 20 s")
 
 
 async def setup(platform: Platform) -> str:
@@ -145,7 +116,7 @@ async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="nudge-bench-delivery-") as tmp:
         data = Path(tmp)
         port = free_port()
-        fake = start_fake(port, data / "service-account.json")
+        fake = start_fcm(port, data / "service-account.json")
         try:
             base = Settings(
                 data_dir=data,
