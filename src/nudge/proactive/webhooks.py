@@ -219,9 +219,24 @@ class WebhookResult:
         }
 
 
-def sign(secret: str, message_id: str, timestamp: int, body: str) -> dict[str, str]:
+async def _read_bounded(response: httpx.Response, limit: int) -> tuple[bytes, str | None]:
+    """The answer's body, at most ``limit`` bytes (and an error when it was longer)."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) <= limit:
+        return await response.aread(), None  # one read, the common case
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            return b"".join(chunks), f"answer over {limit} bytes; cut off"
+        chunks.append(chunk)
+    return b"".join(chunks), None
+
+
+def sign(signer: Webhook, message_id: str, timestamp: int, body: str) -> dict[str, str]:
     """The Standard Webhooks headers for one message."""
-    signature = Webhook(secret).sign(message_id, datetime.fromtimestamp(timestamp, tz=UTC), body)
+    signature = signer.sign(message_id, datetime.fromtimestamp(timestamp, tz=UTC), body)
     return {
         "webhook-id": message_id,
         "webhook-timestamp": str(timestamp),
@@ -237,6 +252,7 @@ class WebhookClient:
         # and a slow app's connections never crowd out another app's.
         self._clients: dict[tuple[bytes, bytes, int | None], httpx.AsyncClient] = {}
         self.breakers: dict[str, CircuitBreaker] = {}
+        self._signers: dict[str, Webhook] = {}  # secret -> signer (decoding a secret costs)
 
     def client_for(self, url: httpx.URL) -> httpx.AsyncClient:
         origin = (url.raw_scheme, url.raw_host, url.port)
@@ -298,7 +314,12 @@ class WebhookClient:
     ) -> WebhookResult:
         body = "" if payload is None else json.dumps(payload, separators=(",", ":"))
         message_id = new_id("msg")
-        headers = sign(target.secret, message_id, int(time.time()), body)
+        signer = self._signers.get(target.secret)
+        if signer is None:
+            if len(self._signers) > 10_000:
+                self._signers.clear()
+            signer = self._signers[target.secret] = Webhook(target.secret)
+        headers = sign(signer, message_id, int(time.time()), body)
         if payload is not None:
             headers["content-type"] = "application/json"
         result = WebhookResult(ok=False, message_id=message_id)
@@ -317,15 +338,7 @@ class WebhookClient:
                     stream = response.extensions.get("network_stream")
                     peer = stream.get_extra_info("server_addr") if stream else None
                     result.address = f"{peer[0]}:{peer[1]}" if peer else None
-                    chunks: list[bytes] = []
-                    size = 0
-                    async for chunk in response.aiter_bytes():
-                        size += len(chunk)
-                        if size > limit:
-                            result.error = f"answer over {limit} bytes; cut off"
-                            break
-                        chunks.append(chunk)
-                    result.body = b"".join(chunks)
+                    result.body, result.error = await _read_bounded(response, limit)
                 finally:
                     await response.aclose()
             if result.error is None:
