@@ -143,6 +143,7 @@ class Platform:
         self.tasks.append(asyncio.create_task(worker.run(), name="nudge-delivery-worker"))
 
     async def close(self) -> None:
+        log.info("shutting down", extra={"grace_s": self.settings.shutdown_grace_s})
         for worker in self.workers:
             worker.stop()
         if self.dispatcher is not None:

@@ -64,6 +64,7 @@ class DeliveryWorker:
     def stop(self) -> None:
         """Stop claiming; sends in flight finish and are recorded, then :meth:`run` returns."""
         self._stopping.set()
+        self._room.set()  # the claim loop may be waiting for a free slot
 
     @property
     def _min_claim(self) -> int:
@@ -99,8 +100,10 @@ class DeliveryWorker:
         worker sends them without waiting for the lease (the provider may then see them twice).
         """
         abandoned: list[asyncio.Task[None]] = []
+        task = asyncio.current_task()
         try:
-            if self._sending:
+            # Already cancelled (stopped without a grace): abandon at once.
+            if self._sending and not (task and task.cancelling()):
                 await asyncio.wait(set(self._sending))
         finally:
             abandoned = [task for task in self._sending if not task.done()]
