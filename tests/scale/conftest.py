@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +18,8 @@ import pytest
 from nudge.delivery.bus import asyncpg_dsn
 from nudge.store.migrate import upgrade
 from tests.conftest import ADMIN, Server, free_port, start_server
+from tests.fakes.process import start_fcm
 
-ROOT = Path(__file__).resolve().parents[2]
 ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN}"}
 
 
@@ -46,36 +44,8 @@ class FcmProcess:
 def fcm_process(tmp_path: Path) -> Iterator[FcmProcess]:
     port = free_port()
     account = tmp_path / "fcm-service-account.json"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.fakes",
-            "fcm",
-            "--port",
-            str(port),
-            "--service-account",
-            str(account),
-        ],
-        cwd=ROOT,
-        stdout=(tmp_path / "fcm-fake.log").open("ab"),
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the FCM fake exited: {(tmp_path / 'fcm-fake.log').read_text()}")
-        try:
-            if httpx.get(url + "/_fake/receipts", timeout=0.5).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("the FCM fake did not come up")
-        time.sleep(0.1)
-    yield FcmProcess(url, account, proc)
+    proc = start_fcm(port, account, output=(tmp_path / "fcm-fake.log").open("ab"))
+    yield FcmProcess(f"http://127.0.0.1:{port}", account, proc)
     proc.terminate()
     proc.wait(10)
 
