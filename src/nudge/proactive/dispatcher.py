@@ -22,7 +22,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 from sqlalchemy import and_, bindparam, case, func, or_, select, update
@@ -73,62 +73,96 @@ def next_gate(became_due: float, started_at: float, interval_s: float) -> float:
     return started_at + (window + 0.5) * interval_s
 
 
-def _due(now: float) -> Any:
-    return and_(
-        Conversation.flush_due_at <= now,
-        or_(Conversation.flush_lease_until.is_(None), Conversation.flush_lease_until <= now),
+# The statements are built once (building SQLAlchemy expressions costs more than running these
+# small queries); values travel as bound parameters.
+_NOW: Any = bindparam("now")
+_DUE = and_(
+    Conversation.flush_due_at <= _NOW,
+    or_(Conversation.flush_lease_until.is_(None), Conversation.flush_lease_until <= _NOW),
+)
+_BECAME_DUE = case(
+    (Conversation.flush_lease_until > Conversation.flush_due_at, Conversation.flush_lease_until),
+    else_=Conversation.flush_due_at,
+)
+_NEW_SEGMENTS = (
+    select(Segment)
+    .join(Conversation, Conversation.id == Segment.conversation_id)
+    .where(
+        Conversation.id.in_(bindparam("ids", expanding=True)),
+        Segment.id > Conversation.flushed_upto,
+    )
+    .order_by(Segment.id)
+)
+_MARK_SENT = (
+    update(Conversation)
+    .where(Conversation.id == bindparam("cid"))
+    .values(flushed_upto=bindparam("upto"), flush_lease_until=bindparam("gate"))
+)
+_INSTALLED_APPS = (
+    select(
+        Install.uid,
+        Install.scopes,
+        App.id,
+        App.name,
+        App.manifest,
+        App.webhook_secret,
+        App.webhook_failing_since,
+    )
+    .join(App, App.id == Install.app_id)
+    .where(Install.uid.in_(bindparam("uids", expanding=True)), App.status == "active")
+    .order_by(App.id)
+)
+
+
+@lru_cache(maxsize=8)
+def _claim_statement(postgres: bool, one_session: bool, limit: int) -> Any:
+    """Claim due sessions: an UPDATE of the rows picked by a (locking, on PostgreSQL) subquery."""
+    pick = select(Conversation.id).where(_DUE)
+    if one_session:
+        pick = pick.where(Conversation.id == bindparam("sid"))
+    pick = pick.order_by(Conversation.flush_due_at).limit(limit)
+    if postgres:
+        pick = pick.with_for_update(skip_locked=True)
+    return (
+        update(Conversation)
+        .where(Conversation.id.in_(pick), _DUE)
+        .values(
+            flush_lease_until=_BECAME_DUE,  # the window's gate is set once segments are read
+            flush_due_at=None,
+            status=case(
+                (Conversation.status == "finishing", "finished"), else_=Conversation.status
+            ),
+        )
+        .returning(
+            Conversation.id,
+            Conversation.uid,
+            Conversation.status,
+            Conversation.flushed_upto,
+            Conversation.started_at,
+            Conversation.flush_lease_until,
+        )
     )
 
 
 async def claim_flushes(
-    conn: AsyncConnection, now: float, *, limit: int, interval_s: float
+    conn: AsyncConnection,
+    now: float,
+    *,
+    limit: int,
+    interval_s: float,
+    session_id: str | None = None,
 ) -> list[Flush]:
-    """Claim due sessions, read their new segments and mark them sent, in one transaction."""
-    pick = select(Conversation.id).where(_due(now)).order_by(Conversation.flush_due_at).limit(limit)
-    if conn.dialect.name == "postgresql":
-        pick = pick.with_for_update(skip_locked=True)
-    became_due = case(
-        (
-            Conversation.flush_lease_until > Conversation.flush_due_at,
-            Conversation.flush_lease_until,
-        ),
-        else_=Conversation.flush_due_at,
-    )
-    claimed = (
-        await conn.execute(
-            update(Conversation)
-            .where(Conversation.id.in_(pick), _due(now))
-            .values(
-                flush_lease_until=became_due,  # the window's gate is set below
-                flush_due_at=None,
-                status=case(
-                    (Conversation.status == "finishing", "finished"), else_=Conversation.status
-                ),
-            )
-            .returning(
-                Conversation.id,
-                Conversation.uid,
-                Conversation.status,
-                Conversation.flushed_upto,
-                Conversation.started_at,
-                Conversation.flush_lease_until,
-            )
-        )
-    ).all()
+    """Claim due sessions (or just ``session_id``), read their new segments and mark them sent,
+    in the caller's transaction."""
+    claim = _claim_statement(conn.dialect.name == "postgresql", session_id is not None, limit)
+    claimed = (await conn.execute(claim, {"now": now, "sid": session_id})).all()
     if not claimed:
         return []
     flushes = {
         r.id: Flush(r.id, r.uid, gate=next_gate(r.flush_lease_until, r.started_at, interval_s))
         for r in claimed
     }
-    rows = (
-        await conn.execute(
-            select(Segment)
-            .join(Conversation, Conversation.id == Segment.conversation_id)
-            .where(Conversation.id.in_(list(flushes)), Segment.id > Conversation.flushed_upto)
-            .order_by(Segment.id)
-        )
-    ).all()
+    rows = (await conn.execute(_NEW_SEGMENTS, {"ids": list(flushes)})).all()
     upto = {r.id: r.flushed_upto for r in claimed}
     for s in rows:
         flush = flushes[s.conversation_id]
@@ -137,9 +171,7 @@ async def claim_flushes(
         flush.last_at = s.created_at
         upto[s.conversation_id] = s.id
     await conn.execute(
-        update(Conversation)
-        .where(Conversation.id == bindparam("cid"))
-        .values(flushed_upto=bindparam("upto"), flush_lease_until=bindparam("gate")),
+        _MARK_SENT,
         [{"cid": r.id, "upto": upto[r.id], "gate": flushes[r.id].gate} for r in claimed],
     )
     for r in claimed:
@@ -147,22 +179,7 @@ async def claim_flushes(
             conv = (await conn.execute(select(Conversation).where(Conversation.id == r.id))).one()
             segments = await conversation_segments(conn, r.id)
             flushes[r.id].conversation = conversation_json(conv, segments)
-    apps = (
-        await conn.execute(
-            select(
-                Install.uid,
-                Install.scopes,
-                App.id,
-                App.name,
-                App.manifest,
-                App.webhook_secret,
-                App.webhook_failing_since,
-            )
-            .join(App, App.id == Install.app_id)
-            .where(Install.uid.in_({f.uid for f in flushes.values()}), App.status == "active")
-            .order_by(App.id)
-        )
-    ).all()
+    apps = await conn.execute(_INSTALLED_APPS, {"uids": list({f.uid for f in flushes.values()})})
     by_uid: dict[str, list[AppTarget]] = defaultdict(list)
     for row in apps:
         target = AppTarget.from_row(row)
@@ -266,6 +283,22 @@ class Dispatcher:
         flushes = await self.writer.run(
             lambda conn: claim_flushes(conn, now, limit=self.batch_size, interval_s=interval)
         )
+        self.start(flushes)
+        await self._maybe_prune(now)
+        return len(flushes)
+
+    async def claim_now(self, conn: AsyncConnection, session_id: str) -> list[Flush]:
+        """Inside the transaction that stored a session's segments: flush it right there if its
+        window is open (saves a round through the dispatcher loop). Hand the result to
+        :meth:`start` after the commit."""
+        now = time.time()
+        if self._gates.get(session_id, 0.0) > now:
+            return []  # its window had its call: a timer will pick it up
+        interval = self.settings.webhook_flush_interval_s
+        return await claim_flushes(conn, now, limit=1, interval_s=interval, session_id=session_id)
+
+    def start(self, flushes: list[Flush]) -> None:
+        """Start the calls of claimed flushes (after their transaction committed)."""
         for flush in flushes:
             self._gates[flush.session_id] = flush.gate
             for app in flush.apps:
@@ -273,8 +306,6 @@ class Dispatcher:
                     self._spawn(self.call_realtime(app, flush))
                 if flush.conversation is not None and app.triggers_on == MEMORY:
                     self._spawn(self.call_memory(app, flush))
-        await self._maybe_prune(now)
-        return len(flushes)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

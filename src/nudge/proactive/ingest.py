@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nudge.core.errors import Conflict, Invalid, NotFound
@@ -93,6 +93,19 @@ async def _refuse(conn: AsyncConnection, uid: str, session_id: str) -> None:
     raise Conflict(f"session {session_id!r} is finished: start a new session_id")
 
 
+# Built once: the hot path of ingestion.
+_SCHEDULE = (
+    update(Conversation)
+    .where(
+        Conversation.id == bindparam("sid"),
+        Conversation.uid == bindparam("b_uid"),
+        Conversation.status == "live",
+    )
+    .values(flush_due_at=func.coalesce(Conversation.flush_due_at, bindparam("now")))
+)
+_INSERT_SEGMENTS = insert(Segment)
+
+
 async def ingest_segments(
     conn: AsyncConnection, uid: str, session_id: str, segments: list[SegmentIn]
 ) -> dict[str, Any]:
@@ -100,15 +113,7 @@ async def ingest_segments(
     now = time.time()
     # The common case, a live session of this user, is one UPDATE; the user is checked only
     # when the session is new.
-    scheduled = await conn.execute(
-        update(Conversation)
-        .where(
-            Conversation.id == session_id,
-            Conversation.uid == uid,
-            Conversation.status == "live",
-        )
-        .values(flush_due_at=func.coalesce(Conversation.flush_due_at, now))
-    )
+    scheduled = await conn.execute(_SCHEDULE, {"sid": session_id, "b_uid": uid, "now": now})
     if scheduled.rowcount == 0:
         if (await conn.execute(select(User.uid).where(User.uid == uid))).first() is None:
             raise NotFound(f"user {uid!r} not found")
@@ -133,7 +138,7 @@ async def ingest_segments(
         if created.rowcount == 0:
             await _refuse(conn, uid, session_id)
     await conn.execute(
-        insert(Segment),
+        _INSERT_SEGMENTS,
         [
             {
                 "conversation_id": session_id,

@@ -9,8 +9,9 @@
   are refused unless ``NUDGE_ALLOW_PRIVATE_WEBHOOKS=1``.
 - Connect timeout 2 s, total 15 s (configurable), no redirects, every 2xx is success, answers
   capped in size, and a circuit breaker per app: after N consecutive failures its calls are
-  skipped for a cool-down, then one trial call decides. Calls run concurrently and the connection
-  pool has no global limit, so a slow app never holds up another one.
+  skipped for a cool-down, then one trial call decides. Each app has its own lane (at most
+  ``NUDGE_WEBHOOK_CONCURRENCY_PER_APP`` calls at once, a bounded queue behind them) and each
+  origin its own connection pool, so a slow app never holds up another one.
 """
 
 from __future__ import annotations
@@ -183,6 +184,15 @@ class CircuitBreaker:
         return 0.0 if self.opened_at is None else max(self.cooldown_s - (now - self.opened_at), 0)
 
 
+@dataclass
+class Lane:
+    """An app's calls: at most N at once (its pool stays small and cheap to scan); the rest
+    wait in order, up to a bound."""
+
+    slots: asyncio.Semaphore
+    waiting: int = 0
+
+
 @dataclass(frozen=True)
 class WebhookTarget:
     app_id: str
@@ -253,12 +263,14 @@ class WebhookClient:
         self._clients: dict[tuple[bytes, bytes, int | None], httpx.AsyncClient] = {}
         self.breakers: dict[str, CircuitBreaker] = {}
         self._signers: dict[str, Webhook] = {}  # secret -> signer (decoding a secret costs)
+        self._lanes: dict[str, Lane] = {}
 
     def client_for(self, url: httpx.URL) -> httpx.AsyncClient:
         origin = (url.raw_scheme, url.raw_host, url.port)
         client = self._clients.get(origin)
         if client is None:
-            limits = httpx.Limits(max_connections=None, max_keepalive_connections=10)
+            per_app = self.settings.webhook_concurrency_per_app
+            limits = httpx.Limits(max_connections=None, max_keepalive_connections=per_app)
             client = self._clients[origin] = httpx.AsyncClient(
                 transport=GuardedTransport(self.backend, limits),
                 timeout=httpx.Timeout(
@@ -300,7 +312,26 @@ class WebhookClient:
                     f"next trial call in {breaker.retry_in(now):.0f} s"
                 ),
             )
-        result = await self._call(target, method, url, params, payload)
+        lane = self._lanes.get(target.app_id)
+        if lane is None:
+            lane = self._lanes[target.app_id] = Lane(
+                asyncio.Semaphore(self.settings.webhook_concurrency_per_app)
+            )
+        if lane.waiting >= self.settings.webhook_max_waiting_per_app:
+            return WebhookResult(
+                ok=False,
+                error=f"dropped: {lane.waiting} calls to this app are already waiting "
+                "(it answers too slowly for the traffic it gets)",
+            )
+        lane.waiting += 1
+        try:
+            await lane.slots.acquire()
+        finally:
+            lane.waiting -= 1
+        try:
+            result = await self._call(target, method, url, params, payload)
+        finally:
+            lane.slots.release()
         breaker.record(result.ok, time.monotonic())
         return result
 
