@@ -23,7 +23,8 @@ from nudge.delivery.worker import DeliveryWorker
 from nudge.llm import LLM, build_llm
 from nudge.metrics import Metrics
 from nudge.proactive.claims import Claims, build_claims
-from nudge.proactive.dispatcher import Dispatcher
+from nudge.proactive.dispatcher import INGEST_BATCH, Dispatcher
+from nudge.proactive.ingest import Ingestor
 from nudge.proactive.pipeline import Pipeline
 from nudge.proactive.webhooks import WebhookClient
 from nudge.store.batch import BatchWriter
@@ -68,6 +69,7 @@ class Platform:
     llm: LLM | None = None
     claims: Claims | None = None
     dispatcher: Dispatcher | None = None
+    ingestor: Ingestor | None = None
 
     @classmethod
     async def start(cls, settings: Settings, *, migrate: bool = True) -> Platform:
@@ -94,6 +96,8 @@ class Platform:
         if settings.role in ("worker", "all"):
             platform.start_workers()
             platform.start_dispatcher()
+        platform.ingestor = Ingestor(platform.writer, platform.dispatcher, INGEST_BATCH)
+        platform.ingestor.start()
         return platform
 
     def start_dispatcher(self) -> None:
@@ -146,6 +150,8 @@ class Platform:
         log.info("shutting down", extra={"grace_s": self.settings.shutdown_grace_s})
         for worker in self.workers:
             worker.stop()
+        if self.ingestor is not None:
+            await self.ingestor.aclose()
         if self.dispatcher is not None:
             await self.dispatcher.aclose()  # before the writer: its calls still write traces
         await self.bus.wake_workers()

@@ -200,3 +200,97 @@ async def test_traces_api_access(client: httpx.AsyncClient, world: World) -> Non
     assert (await client.get("/v1/apps/app_missing/traces")).status_code == 404
     r = await client.get(f"{path}/tr_missing", headers=mine)
     assert r.status_code == 404
+
+
+async def test_concurrent_requests_in_one_batch_get_their_own_answers(
+    client: httpx.AsyncClient, platform: Platform
+) -> None:
+    await create_user(client, "a")
+    await create_user(client, "b")
+    await post_segments(client, "a", "done", "old talk")
+    assert (await client.post("/v1/users/a/sessions/done/finish")).status_code == 200
+    await post_segments(client, "a", "mine", "first")
+
+    def post(uid: str, sid: str, text: str) -> Any:
+        return client.post(
+            f"/v1/users/{uid}/sessions/{sid}/segments", json={"segments": [seg(text)]}
+        )
+
+    answers = await asyncio.gather(
+        post("a", "mine", "second"),  # live session: stored
+        post("nobody", "x1", "hi"),  # unknown user: 404
+        post("b", "mine", "intruder"),  # another user's session: 409
+        post("a", "done", "late"),  # finished: 409
+        post("a", "new-1", "hello"),  # new session: created
+        post("b", "new-2", "hey"),  # new session for b
+        post("a", "new-2", "race"),  # same new id, other user, same batch: one wins
+    )
+    codes = [r.status_code for r in answers]
+    assert codes[:5] == [202, 404, 409, 409, 202], [r.text for r in answers]
+    assert sorted(codes[5:]) == [202, 409]
+    assert "another user" in answers[2].json()["detail"]
+    assert "finished" in answers[3].json()["detail"]
+    mine = (await client.get("/v1/users/a/sessions/mine")).json()
+    assert [s["text"] for s in mine["transcript_segments"]] == ["first", "second"]
+    assert (await client.get("/v1/users/a/sessions/new-1")).json()["status"] == "live"
+    assert await counts(platform) == (4, 5)  # done, mine (2), new-1, new-2
+
+
+async def test_ingest_batch_answers_each_request(tmp_path: Any, database_url: str) -> None:
+    """One batch holding every case, on SQLite and PostgreSQL."""
+    from nudge.core.errors import Conflict, NotFound
+    from nudge.proactive.ingest import IngestRequest, SegmentIn, ingest_batch
+    from nudge.store.db import Database
+    from nudge.store.migrate import upgrade
+    from nudge.store.models import User
+
+    await upgrade(database_url)
+    db = Database(database_url)
+    try:
+        async with db.begin() as conn:
+            for uid in ("a", "b"):
+                await conn.execute(
+                    User.__table__.insert().values(uid=uid, name=uid, token_hash=uid, created_at=0)
+                )
+            await ingest_batch(conn, [IngestRequest("a", "done", [SegmentIn(text="old")])])
+            await conn.execute(
+                Conversation.__table__.update()
+                .where(Conversation.id == "done")
+                .values(status="finished")
+            )
+
+        def req(uid: str, sid: str, *texts: str) -> IngestRequest:
+            return IngestRequest(uid, sid, [SegmentIn(text=t) for t in texts])
+
+        async with db.begin() as conn:
+            results = await ingest_batch(
+                conn,
+                [
+                    req("a", "s1", "one", "two"),
+                    req("ghost", "s2", "boo"),
+                    req("a", "done", "late"),
+                    req("b", "s1", "intruder"),
+                    req("a", "s1", "three"),
+                    req("b", "s3", "bee"),
+                ],
+            )
+        assert results[0] == {"session_id": "s1", "accepted": 2}
+        assert isinstance(results[1], NotFound)
+        assert isinstance(results[2], Conflict) and "finished" in results[2].detail
+        assert isinstance(results[3], Conflict) and "another user" in results[3].detail
+        assert results[4] == {"session_id": "s1", "accepted": 1}
+        assert results[5] == {"session_id": "s3", "accepted": 1}
+        # s1 is now a's live session: b still cannot write to it, even in a's batch.
+        async with db.begin() as conn:
+            again = await ingest_batch(conn, [req("a", "s1", "four"), req("b", "s1", "nope")])
+        assert again[0] == {"session_id": "s1", "accepted": 1}
+        assert isinstance(again[1], Conflict) and "another user" in again[1].detail
+        async with db.read() as conn:
+            texts = (
+                await conn.execute(
+                    select(Segment.text).where(Segment.conversation_id == "s1").order_by(Segment.id)
+                )
+            ).scalars()
+            assert list(texts) == ["one", "two", "three", "four"]
+    finally:
+        await db.close()

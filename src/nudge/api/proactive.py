@@ -9,16 +9,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Header, Query, WebSocket, WebSocketDisconnect
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nudge.api.deps import AdminDep, PlatformDep, UserDep
 from nudge.api.errors import describe_validation
 from nudge.core.apps import authenticate_app, get_app, parse_bearer
-from nudge.core.errors import NudgeError
+from nudge.core.errors import NudgeError, Unavailable
 from nudge.core.users import authenticate_user
 from nudge.platform import Platform
 from nudge.proactive import ingest, traces
-from nudge.proactive.dispatcher import Flush
 from nudge.store.models import App
 
 router = APIRouter(tags=["proactive"])
@@ -29,22 +27,10 @@ SEGMENT_LIST = TypeAdapter(list[ingest.SegmentIn])
 async def store_segments(
     platform: Platform, uid: str, session_id: str, segments: list[ingest.SegmentIn]
 ) -> dict[str, Any]:
-    """Durably store segments (group commit) and tell this process's dispatcher."""
-    ingest.check_session_id(session_id)
-    dispatcher = platform.dispatcher
-
-    async def work(conn: AsyncConnection) -> tuple[dict[str, Any], list[Flush]]:
-        stored = await ingest.ingest_segments(conn, uid, session_id, segments)
-        flushes = await dispatcher.claim_now(conn, session_id) if dispatcher else []
-        return stored, flushes
-
-    result, flushes = await platform.writer.run(work)
-    if dispatcher is not None:
-        if flushes:
-            dispatcher.start(flushes)
-        else:
-            dispatcher.wake(session_id)
-    return result
+    """Durably store segments (batched with concurrent requests); their flush is scheduled."""
+    if platform.ingestor is None:
+        raise Unavailable("this process does not take transcripts")
+    return await platform.ingestor.store(uid, session_id, segments)
 
 
 @router.post(

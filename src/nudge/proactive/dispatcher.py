@@ -41,6 +41,7 @@ from nudge.store.models import App, Conversation, Install, Segment
 log = logging.getLogger("nudge.dispatcher")
 
 REALTIME = "transcript_processed"
+INGEST_BATCH = 256  # sessions per ingestion batch (and so per claim-on-ingest)
 MEMORY = "memory_creation"
 
 
@@ -115,11 +116,11 @@ _INSTALLED_APPS = (
 
 
 @lru_cache(maxsize=8)
-def _claim_statement(postgres: bool, one_session: bool, limit: int) -> Any:
+def _claim_statement(postgres: bool, by_id: bool, limit: int) -> Any:
     """Claim due sessions: an UPDATE of the rows picked by a (locking, on PostgreSQL) subquery."""
     pick = select(Conversation.id).where(_DUE)
-    if one_session:
-        pick = pick.where(Conversation.id == bindparam("sid"))
+    if by_id:
+        pick = pick.where(Conversation.id.in_(bindparam("sids", expanding=True)))
     pick = pick.order_by(Conversation.flush_due_at).limit(limit)
     if postgres:
         pick = pick.with_for_update(skip_locked=True)
@@ -150,12 +151,12 @@ async def claim_flushes(
     *,
     limit: int,
     interval_s: float,
-    session_id: str | None = None,
+    session_ids: list[str] | None = None,
 ) -> list[Flush]:
-    """Claim due sessions (or just ``session_id``), read their new segments and mark them sent,
-    in the caller's transaction."""
-    claim = _claim_statement(conn.dialect.name == "postgresql", session_id is not None, limit)
-    claimed = (await conn.execute(claim, {"now": now, "sid": session_id})).all()
+    """Claim due sessions (among ``session_ids`` when given), read their new segments and mark
+    them sent, in the caller's transaction."""
+    claim = _claim_statement(conn.dialect.name == "postgresql", session_ids is not None, limit)
+    claimed = (await conn.execute(claim, {"now": now, "sids": session_ids or []})).all()
     if not claimed:
         return []
     flushes = {
@@ -287,15 +288,18 @@ class Dispatcher:
         await self._maybe_prune(now)
         return len(flushes)
 
-    async def claim_now(self, conn: AsyncConnection, session_id: str) -> list[Flush]:
-        """Inside the transaction that stored a session's segments: flush it right there if its
-        window is open (saves a round through the dispatcher loop). Hand the result to
-        :meth:`start` after the commit."""
+    async def claim_now(self, conn: AsyncConnection, session_ids: list[str]) -> list[Flush]:
+        """Inside the transaction that stored segments: flush the sessions whose window is open
+        right there (saves a round through the dispatcher loop). Hand the result to
+        :meth:`start` after the commit; the others get a timer from :meth:`wake`."""
         now = time.time()
-        if self._gates.get(session_id, 0.0) > now:
-            return []  # its window had its call: a timer will pick it up
+        open_now = [sid for sid in session_ids if self._gates.get(sid, 0.0) <= now]
+        if not open_now:
+            return []
         interval = self.settings.webhook_flush_interval_s
-        return await claim_flushes(conn, now, limit=1, interval_s=interval, session_id=session_id)
+        return await claim_flushes(
+            conn, now, limit=INGEST_BATCH, interval_s=interval, session_ids=open_now
+        )
 
     def start(self, flushes: list[Flush]) -> None:
         """Start the calls of claimed flushes (after their transaction committed)."""

@@ -12,18 +12,26 @@ inserted, so per conversation segment ids grow in commit order and a flush never
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import re
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from functools import partial
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from nudge.core.errors import Conflict, Invalid, NotFound
+from nudge.core.errors import Conflict, Invalid, NotFound, NudgeError
 from nudge.proactive.sql import dialect_insert
+from nudge.store.batch import BatchWriter
 from nudge.store.models import Conversation, Segment, User
+
+log = logging.getLogger("nudge.ingest")
 
 SESSION_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 
@@ -81,80 +89,127 @@ def transcript_line(text: str, speaker: str, is_user: bool) -> str:
     return f"{speaker_label(speaker, is_user)}: {text}\n"
 
 
-async def _refuse(conn: AsyncConnection, uid: str, session_id: str) -> None:
-    """Explain why a conversation cannot take segments (its row exists but is not ours/live)."""
-    row = (
-        await conn.execute(
-            select(Conversation.uid, Conversation.status).where(Conversation.id == session_id)
-        )
-    ).first()
-    if row is not None and row.uid != uid:
-        raise Conflict(f"session_id {session_id!r} is in use by another user: pick a new one")
-    raise Conflict(f"session {session_id!r} is finished: start a new session_id")
-
-
 # Built once: the hot path of ingestion.
 _SCHEDULE = (
     update(Conversation)
     .where(
-        Conversation.id == bindparam("sid"),
-        Conversation.uid == bindparam("b_uid"),
+        tuple_(Conversation.id, Conversation.uid).in_(bindparam("pairs", expanding=True)),
         Conversation.status == "live",
     )
     .values(flush_due_at=func.coalesce(Conversation.flush_due_at, bindparam("now")))
+    .returning(Conversation.id, Conversation.uid)
 )
 _INSERT_SEGMENTS = insert(Segment)
 
 
-async def ingest_segments(
-    conn: AsyncConnection, uid: str, session_id: str, segments: list[SegmentIn]
-) -> dict[str, Any]:
-    """Store segments of a live session (creating it on first use); schedules its flush."""
-    now = time.time()
-    # The common case, a live session of this user, is one UPDATE; the user is checked only
-    # when the session is new.
-    scheduled = await conn.execute(_SCHEDULE, {"sid": session_id, "b_uid": uid, "now": now})
-    if scheduled.rowcount == 0:
-        if (await conn.execute(select(User.uid).where(User.uid == uid))).first() is None:
-            raise NotFound(f"user {uid!r} not found")
-        created = await conn.execute(
-            dialect_insert(conn)(Conversation)
-            .values(
-                id=session_id,
-                uid=uid,
-                status="live",
-                title="",
-                overview="",
-                transcript="",
-                created_at=now,
-                started_at=now,
-                finished_at=None,
-                flushed_upto=0,
-                flush_due_at=now,
-                flush_lease_until=None,
+@dataclass(frozen=True)
+class IngestRequest:
+    uid: str
+    session_id: str
+    segments: list[SegmentIn]
+
+
+async def _open_sessions(
+    conn: AsyncConnection, pairs: list[tuple[str, str]], now: float
+) -> dict[tuple[str, str], NudgeError]:
+    """Create the sessions that do not exist yet; why each of the others cannot take segments."""
+    uids = {uid for _, uid in pairs}
+    users = set((await conn.execute(select(User.uid).where(User.uid.in_(uids)))).scalars())
+    refused: dict[tuple[str, str], NudgeError] = {
+        (sid, uid): NotFound(f"user {uid!r} not found") for sid, uid in pairs if uid not in users
+    }
+    wanted: dict[str, str] = {}
+    for sid, uid in pairs:  # a new id asked for by two users: the first request gets it
+        if uid in users:
+            wanted.setdefault(sid, uid)
+    created = await _create_each(conn, wanted, now) if wanted else set()
+    leftover = {(sid, uid) for sid, uid in pairs if (sid, uid) not in refused}
+    leftover -= {(sid, wanted[sid]) for sid in created}
+    if leftover:
+        owners = {
+            r.id: r.uid
+            for r in await conn.execute(
+                select(Conversation.id, Conversation.uid).where(
+                    Conversation.id.in_({sid for sid, _ in leftover})
+                )
             )
-            .on_conflict_do_nothing(index_elements=[Conversation.id])
-        )
-        if created.rowcount == 0:
-            await _refuse(conn, uid, session_id)
-    await conn.execute(
-        _INSERT_SEGMENTS,
-        [
-            {
-                "conversation_id": session_id,
-                "uid": uid,
-                "text": s.text,
-                "speaker": s.speaker,
-                "speaker_id": s.speaker_number(),
-                "is_user": s.is_user,
-                "start": s.start,
-                "end": s.end,
-                "created_at": now,
-            }
-            for s in segments
-        ],
+        }
+        for sid, uid in leftover:
+            if owners.get(sid) not in (None, uid):
+                refused[(sid, uid)] = Conflict(
+                    f"session_id {sid!r} is in use by another user: pick a new one"
+                )
+            else:
+                refused[(sid, uid)] = Conflict(
+                    f"session {sid!r} is finished: start a new session_id"
+                )
+    return refused
+
+
+def _new_conversation(session_id: str, uid: str, now: float) -> dict[str, Any]:
+    return {
+        "id": session_id,
+        "uid": uid,
+        "status": "live",
+        "title": "",
+        "overview": "",
+        "transcript": "",
+        "created_at": now,
+        "started_at": now,
+        "finished_at": None,
+        "flushed_upto": 0,
+        "flush_due_at": now,
+        "flush_lease_until": None,
+    }
+
+
+async def _create_each(conn: AsyncConnection, wanted: dict[str, str], now: float) -> set[str]:
+    """Multi-row ``INSERT … ON CONFLICT DO NOTHING RETURNING``: the ids actually created."""
+    insert_new = dialect_insert(conn)(Conversation).values(
+        [_new_conversation(sid, uid, now) for sid, uid in wanted.items()]
     )
-    return {"session_id": session_id, "accepted": len(segments)}
+    returned = await conn.execute(
+        insert_new.on_conflict_do_nothing(index_elements=[Conversation.id]).returning(
+            Conversation.id
+        )
+    )
+    return set(returned.scalars())
+
+
+async def ingest_batch(
+    conn: AsyncConnection, requests: list[IngestRequest]
+) -> list[dict[str, Any] | NudgeError]:
+    """Store the segments of many requests with a fixed handful of statements; one result (or
+    refusal) per request, in order. Sessions are created on first use; each touched session's
+    flush is scheduled."""
+    now = time.time()
+    pairs = list(dict.fromkeys((r.session_id, r.uid) for r in requests))  # in request order
+    live = {(r.id, r.uid) for r in await conn.execute(_SCHEDULE, {"pairs": pairs, "now": now})}
+    waiting = [pair for pair in pairs if pair not in live]
+    refused = await _open_sessions(conn, waiting, now) if waiting else {}
+    rows = [
+        {
+            "conversation_id": r.session_id,
+            "uid": r.uid,
+            "text": s.text,
+            "speaker": s.speaker,
+            "speaker_id": s.speaker_number(),
+            "is_user": s.is_user,
+            "start": s.start,
+            "end": s.end,
+            "created_at": now,
+        }
+        for r in requests
+        if (r.session_id, r.uid) not in refused
+        for s in r.segments
+    ]
+    if rows:
+        await conn.execute(_INSERT_SEGMENTS, rows)
+    return [
+        refused.get((r.session_id, r.uid))
+        or {"session_id": r.session_id, "accepted": len(r.segments)}
+        for r in requests
+    ]
 
 
 def segment_json(row: Any) -> dict[str, Any]:
@@ -264,3 +319,99 @@ async def finish_conversation(
     )
     conv = await get_conversation(conn, uid, session_id)
     return conversation_json(conv, segments) | {"status": conv.status}
+
+
+class Dispatch(Protocol):
+    """What ingestion needs from the local dispatcher (see ``nudge.proactive.dispatcher``)."""
+
+    async def claim_now(self, conn: AsyncConnection, session_ids: list[str]) -> list[Any]: ...
+
+    def start(self, flushes: list[Any]) -> None: ...
+
+    def wake(self, session_id: str | None = None) -> None: ...
+
+
+class Ingestor:
+    """Stores segments from concurrent requests in batches.
+
+    While one batch is written, new requests queue up and form the next: each batch is one piece
+    of work for the shared :class:`~nudge.store.batch.BatchWriter` with a fixed handful of
+    statements (:func:`ingest_batch`), plus, in a process that dispatches, the flush of those
+    sessions whose window is open. Callers are answered once their segments are committed.
+    """
+
+    def __init__(self, writer: BatchWriter, dispatch: Dispatch | None, max_batch: int) -> None:
+        self.writer = writer
+        self.dispatch = dispatch
+        self.max_batch = max_batch
+        self._queue: asyncio.Queue[tuple[IngestRequest, asyncio.Future[Any]]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="nudge-ingestor")
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def store(self, uid: str, session_id: str, segments: list[SegmentIn]) -> dict[str, Any]:
+        """Durably store segments; raises the request's refusal (a ``NudgeError``)."""
+        check_session_id(session_id)
+        if self._task is None:  # not started (tests, tools): a batch of one
+            results, flushes = await self.writer.run(
+                partial(self._work, [IngestRequest(uid, session_id, segments)])
+            )
+            self._after(results, flushes, [session_id])
+            result = results[0]
+        else:
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self._queue.put_nowait((IngestRequest(uid, session_id, segments), future))
+            result = await future
+        if isinstance(result, NudgeError):
+            raise result
+        stored: dict[str, Any] = result
+        return stored
+
+    async def _work(
+        self, requests: list[IngestRequest], conn: AsyncConnection
+    ) -> tuple[list[dict[str, Any] | NudgeError], list[Any]]:
+        results = await ingest_batch(conn, requests)
+        stored = list(
+            dict.fromkeys(
+                r.session_id for r, res in zip(requests, results) if isinstance(res, dict)
+            )
+        )
+        flushes = await self.dispatch.claim_now(conn, stored) if self.dispatch and stored else []
+        return results, flushes
+
+    def _after(self, results: list[Any], flushes: list[Any], session_ids: list[str]) -> None:
+        if self.dispatch is None:
+            return
+        self.dispatch.start(flushes)
+        flushed = {f.session_id for f in flushes}
+        for sid, result in zip(session_ids, results):
+            if isinstance(result, dict) and sid not in flushed:
+                self.dispatch.wake(sid)
+
+    async def _loop(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            requests = [request for request, _ in batch]
+            try:
+                results, flushes = await self.writer.run(partial(self._work, requests))
+            except Exception as exc:
+                log.exception("storing a batch of segments failed", extra={"size": len(batch)})
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), result in zip(batch, results):
+                if not future.done():
+                    future.set_result(result)
+            self._after(results, flushes, [r.session_id for r in requests])
