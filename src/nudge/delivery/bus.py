@@ -42,8 +42,9 @@ log = logging.getLogger("nudge.bus")
 
 Event = dict[str, Any]
 FAILURE_LOG_INTERVAL_S = 30.0  # one warning per transport outage and half minute
-CONFIRM_TIMEOUT_S = 5.0
-RETRY_S = 2.0  # how long a new subscriber waits for the transport to confirm
+CONFIRM_TIMEOUT_S = 5.0  # how long a new subscriber waits for the transport to confirm
+RETRY_S = 2.0  # while the transport is down, how often publishing tries it again
+WAKE_GAP_S = 0.02  # wake-ups leaving one process: at most one per this long
 
 
 class TransportBus(ABC):
@@ -56,6 +57,8 @@ class TransportBus(ABC):
         self._users: Counter[str] = Counter()  # uid -> live subscribers in this process
         self._batch: list[tuple[str, Event]] = []
         self._batch_wake = False
+        self._last_wake = 0.0
+        self._wake_timer: asyncio.TimerHandle | None = None
         self._batch_sent: asyncio.Future[None] | None = None
         self._sender: asyncio.Task[None] | None = None
         self._work_listening = False
@@ -109,11 +112,24 @@ class TransportBus(ABC):
 
     async def wake_workers(self) -> None:
         """Wake this process's workers now and the others' with the next batch (not awaited:
-        the work is already durable; the wake-up only spares them a poll interval)."""
+        the work is already durable; the wake-up only spares them a poll interval).
+
+        At most one wake-up leaves this process per ``WAKE_GAP_S``: the first at once, the
+        rest of that window as one at its end (a woken worker claims everything due anyway)."""
         await self.local.wake_workers()
-        if not self._batch_wake:
-            self._batch_wake = True
-            self._schedule()
+        if self._batch_wake or self._wake_timer is not None:
+            return
+        wait = self._last_wake + WAKE_GAP_S - time.monotonic()
+        if wait > 0:
+            self._wake_timer = asyncio.get_running_loop().call_later(wait, self._wake_now)
+        else:
+            self._wake_now()
+
+    def _wake_now(self) -> None:
+        self._wake_timer = None
+        self._last_wake = time.monotonic()
+        self._batch_wake = True
+        self._schedule()
 
     async def wait_for_work(self, timeout: float) -> None:
         if not self._work_listening:
@@ -125,6 +141,9 @@ class TransportBus(ABC):
         await self.local.wait_for_work(timeout)
 
     async def aclose(self) -> None:
+        if self._wake_timer is not None:
+            self._wake_timer.cancel()
+            self._wake_now()
         if self._sender is not None:
             await asyncio.wait([self._sender], timeout=2.0)
             self._sender.cancel()
