@@ -171,6 +171,8 @@ def all_traces(url: str, app_id: str) -> list[dict[str, Any]]:
 def report(traces: list[dict[str, Any]]) -> dict[str, Any]:
     dispatch: list[float] = []
     added: list[float] = []
+    pipeline: list[float] = []
+    delivery: list[float] = []
     outcomes: dict[str, int] = {}
     for t in traces:
         outcomes[t["outcome"]] = outcomes.get(t["outcome"], 0) + 1
@@ -183,7 +185,17 @@ def report(traces: list[dict[str, Any]]) -> dict[str, Any]:
         if t["outcome"] == "notified" and inbox:
             total = inbox[0]["delivered_at"] - ingested
             added.append(total - timing.get("webhook_s", 0) - timing.get("llm_s", 0))
-    return {"dispatch": dispatch, "added": added, "outcomes": outcomes}
+            pipeline.append(
+                timing["accepted_at"] - timing["sent_at"] - timing["webhook_s"] - timing["llm_s"]
+            )
+            delivery.append(inbox[0]["delivered_at"] - timing["accepted_at"])
+    return {
+        "dispatch": dispatch,
+        "added": added,
+        "pipeline": pipeline,
+        "delivery": delivery,
+        "outcomes": outcomes,
+    }
 
 
 async def main() -> None:
@@ -267,6 +279,15 @@ async def main() -> None:
     print(
         f"dispatch latency     p50 {pct(d, 50):6.2f} ms   p99 {pct(d, 99):6.2f} ms   "
         "(ingest -> webhook call)"
+    )
+    p, q = stats["pipeline"], stats["delivery"]
+    print(
+        f"  pipeline           p50 {pct(p, 50):6.2f} ms   p99 {pct(p, 99):6.2f} ms   "
+        "(answer received -> notification accepted, minus LLM)"
+    )
+    print(
+        f"  delivery           p50 {pct(q, 50):6.2f} ms   p99 {pct(q, 99):6.2f} ms   "
+        "(accepted -> delivered to the inbox)"
     )
     print(
         f"added latency        p50 {pct(a, 50):6.2f} ms   p99 {pct(a, 99):6.2f} ms   "

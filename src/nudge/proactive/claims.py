@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from sqlalchemy import delete, select
+from sqlalchemy import case, delete
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nudge.proactive.sql import dialect_insert
@@ -57,8 +57,9 @@ class Writer(Protocol):
 
 
 class SqlClaims:
-    """``INSERT … ON CONFLICT DO UPDATE … WHERE until <= now``: one statement, atomic on SQLite
-    (writes are serialised) and on PostgreSQL (the conflicting row is locked and re-checked)."""
+    """One ``INSERT … ON CONFLICT DO UPDATE`` that takes the row over only when it expired and
+    returns its holder: atomic on SQLite (writes are serialised) and on PostgreSQL (the
+    conflicting row is locked, then re-read)."""
 
     backend: ClassVar[str] = "sql"
 
@@ -72,16 +73,19 @@ class SqlClaims:
             now = time.time()
             insert = dialect_insert(conn)
             stmt = insert(RateClaim).values(key=key, until=now + ttl_s, token=token)
+            free = RateClaim.until <= now
+            # Taken over only when expired; either way the row comes back: whose it is, until when.
             stmt = stmt.on_conflict_do_update(
                 index_elements=[RateClaim.key],
-                set_={"until": stmt.excluded.until, "token": stmt.excluded.token},
-                where=RateClaim.until <= now,
-            ).returning(RateClaim.token)
-            won = (await conn.execute(stmt)).scalar()
-            if won == token:
+                set_={
+                    "until": case((free, stmt.excluded.until), else_=RateClaim.until),
+                    "token": case((free, stmt.excluded.token), else_=RateClaim.token),
+                },
+            ).returning(RateClaim.token, RateClaim.until)
+            holder, until = (await conn.execute(stmt)).one()
+            if holder == token:
                 return ClaimResult(Claim(key, token))
-            until = await conn.scalar(select(RateClaim.until).where(RateClaim.key == key))
-            return ClaimResult(None, max((until or now) - now, 0.0))
+            return ClaimResult(None, max(until - now, 0.0))
 
         result: ClaimResult = await self.writer.run(work)
         return result
