@@ -2,7 +2,7 @@
 PostgreSQL, next to one process on SQLite, in one run.
 
     .venv/bin/python bench/scale.py [--seconds 8] [--clients 32] [--users 200] [--redis-url URL]
-                                    [--processes 1,2,4] [--postgres-url URL]
+                                    [--processes 1,2,4] [--no-split] [--postgres-url URL]
 
 Each configuration gets a fresh database (PostgreSQL: created and dropped here) and N
 ``nudge serve --role all`` processes (API and worker in each), sharing the FCM fake, which runs in
@@ -18,7 +18,10 @@ process (one adds processes when load grows) and sends distinct direct notificat
   PG commits    transactions committed in the configuration's database per notification
   CPU ms/notif  CPU time per accepted notification: nudge processes, PostgreSQL (every postgres
                 process on the machine, so other work there counts too), the FCM fake, and this
-                load generator
+                load generator; with ``--role api`` and ``--role worker`` processes (the last
+                configuration) the nudge CPU is shown per role
+  RSS           the largest resident memory of one nudge process at the end
+  WAL           PostgreSQL WAL written per notification (the whole server's, so approximate)
 
 Everything shares this machine's cores (``nproc``), so the processes compete with PostgreSQL, the
 fake and the load generator; the CPU columns are what the capacity model in docs/deploy.md uses.
@@ -88,31 +91,42 @@ class Outcome:
     notifications: int
     cpu_ms: dict[str, float]
     commits: float
+    wal_kb: float
+    rss_mb: float
     errors: dict[int, int]
 
     def line(self) -> str:
-        cpu = "  ".join(f"{k} {v:5.2f}" for k, v in self.cpu_ms.items())
+        cpu = "  ".join(f"{k} {v:.2f}" for k, v in self.cpu_ms.items())
         bad = f"   non-200: {self.errors}" if self.errors else ""
         return (
-            f"{self.name:<18} {self.accepted_rate:7.0f} accepted/s  {self.delivered_rate:7.0f} "
-            f"delivered/s  backlog {self.backlog:5d}  PG commits/notif {self.commits:4.2f}"
-            f"   CPU ms/notif: {cpu}{bad}"
+            f"{self.name:<22} {self.accepted_rate:6.0f} accepted/s {self.delivered_rate:6.0f} "
+            f"delivered/s  backlog {self.backlog:4d}  PG {self.commits:.2f} commits "
+            f"{self.wal_kb:.1f} KB WAL /notif  RSS {self.rss_mb:.0f} MB\n"
+            f"{'':<22} CPU ms/notif: {cpu}{bad}"
         )
 
 
-async def commits(database_url: str) -> int:
-    """Transactions committed in this PostgreSQL database so far (0 on SQLite)."""
+async def pg_stats(database_url: str) -> tuple[int, int]:
+    """(transactions committed in this database, WAL position of the server) so far; (0, 0) on
+    SQLite. The WAL position counts every database of the server."""
     if database_url.startswith("sqlite"):
-        return 0
+        return 0, 0
     conn = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
-        return int(
-            await conn.fetchval(
-                "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
-            )
+        row = await conn.fetchrow(
+            "SELECT xact_commit, pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint AS wal"
+            " FROM pg_stat_database WHERE datname = current_database()"
         )
     finally:
         await conn.close()
+    return int(row["xact_commit"]), int(row["wal"])
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 async def counts(database_url: str) -> tuple[int, int]:
@@ -164,12 +178,13 @@ async def setup(url: str, users: int) -> tuple[str, str]:
 async def run_config(
     name: str,
     database_url: str,
-    processes: int,
+    roles: list[str],
     args: argparse.Namespace,
     fcm_env: dict[str, str],
     fake: subprocess.Popen[bytes],
     data: Path,
 ) -> Outcome:
+    """One ``nudge serve`` per entry of ``roles``; the load goes to those that serve the API."""
     await upgrade(database_url)  # once, before the processes start
     env = {
         "NUDGE_ADMIN_TOKEN": ADMIN,
@@ -181,12 +196,15 @@ async def run_config(
     }
     if args.redis_url and not database_url.startswith("sqlite"):
         env["NUDGE_REDIS_URL"] = args.redis_url
-    ports = [free_port() for _ in range(processes)]
+    ports = [free_port() for _ in roles]
     procs = await asyncio.gather(
-        *(asyncio.to_thread(start_server, data, env, port, ["--role", "all"]) for port in ports)
+        *(
+            asyncio.to_thread(start_server, data, env, port, ["--role", role])
+            for port, role in zip(ports, roles, strict=True)
+        )
     )
     try:
-        urls = [f"http://127.0.0.1:{port}" for port in ports]
+        urls = [f"http://127.0.0.1:{p}" for p, r in zip(ports, roles, strict=True) if r != "worker"]
         app_id, secret = await setup(urls[0], args.users)
         tag = secrets.token_hex(3)
 
@@ -202,14 +220,20 @@ async def run_config(
             return make
 
         pg = postgres_pids()
-        nudge_pids = [p.pid for p in procs]
-        before = {
-            "nudge": cpu_seconds(nudge_pids),
-            "postgres": cpu_seconds(pg),
-            "fake": cpu_seconds([fake.pid]),
-            "loadgen": time.process_time(),
+        groups = {
+            role: [p.pid for p, r in zip(procs, roles, strict=True) if r == role] for role in roles
         }
-        commits_before = await commits(database_url)
+
+        def cpu_now() -> dict[str, float]:
+            return {
+                **{f"nudge {role}": cpu_seconds(pids) for role, pids in groups.items()},
+                "postgres": cpu_seconds(pg),
+                "fake": cpu_seconds([fake.pid]),
+                "loadgen": time.process_time(),
+            }
+
+        before = cpu_now()
+        commits_before, wal_before = await pg_stats(database_url)
         started = time.perf_counter()
         results = await asyncio.gather(
             *(
@@ -224,13 +248,8 @@ async def run_config(
             await asyncio.sleep(0.1)
             done, total = await counts(database_url)
         finished = time.perf_counter()
-        after = {
-            "nudge": cpu_seconds(nudge_pids),
-            "postgres": cpu_seconds(pg),
-            "fake": cpu_seconds([fake.pid]),
-            "loadgen": time.process_time(),
-        }
-        committed = await commits(database_url) - commits_before
+        after = cpu_now()
+        commits_after, wal_after = await pg_stats(database_url)
         accepted = sum(r.ok for r in results)
         errors: dict[int, int] = {}
         for r in results:
@@ -244,7 +263,9 @@ async def run_config(
             backlog=backlog,
             notifications=total,
             cpu_ms={k: (after[k] - before[k]) / total * 1000 for k in before},
-            commits=committed / total,
+            commits=(commits_after - commits_before) / total,
+            wal_kb=(wal_after - wal_before) / total / 1024,
+            rss_mb=max(rss_mb(p.pid) for p in procs),
             errors=errors,
         )
     finally:
@@ -284,6 +305,12 @@ async def main() -> None:
         "--postgres-url", default="postgresql+asyncpg://postgres@127.0.0.1:5432/test"
     )
     parser.add_argument("--redis-url", default=None, help="also carry events over Redis")
+    parser.add_argument(
+        "--no-split",
+        dest="split",
+        action="store_false",
+        help="skip the 1 api + 1 worker configuration (CPU per role)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="nudge-bench-scale-") as tmp:
@@ -301,21 +328,21 @@ async def main() -> None:
             f"events over {'Redis' if args.redis_url else 'PostgreSQL LISTEN/NOTIFY'}",
             flush=True,
         )
-        outcomes = []
         try:
             sqlite = f"sqlite+aiosqlite:///{data}/sqlite/nudge.db"
             (data / "sqlite").mkdir()
-            outcome = await run_config("sqlite x1", sqlite, 1, args, fcm_env, fake, data)
+            configs = [(f"postgres all x{n}", ["all"] * int(n)) for n in args.processes.split(",")]
+            if args.split:
+                configs.append(("postgres api + worker", ["api", "worker"]))
+            outcome = await run_config("sqlite all x1", sqlite, ["all"], args, fcm_env, fake, data)
             print(outcome.line(), flush=True)
-            outcomes.append(outcome)
-            for n in [int(x) for x in args.processes.split(",")]:
+            for name, roles in configs:
                 url = await postgres_database(args.postgres_url)
                 try:
-                    outcome = await run_config(f"postgres x{n}", url, n, args, fcm_env, fake, data)
+                    outcome = await run_config(name, url, roles, args, fcm_env, fake, data)
                 finally:
                     await drop_database(args.postgres_url, url)
                 print(outcome.line(), flush=True)
-                outcomes.append(outcome)
         finally:
             fake.terminate()
             fake.wait(10)
