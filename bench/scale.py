@@ -21,7 +21,8 @@ process (one adds processes when load grows) and sends distinct direct notificat
                 load generator; with ``--role api`` and ``--role worker`` processes (the last
                 configuration) the nudge CPU is shown per role
   RSS           the largest resident memory of one nudge process at the end
-  WAL           PostgreSQL WAL written per notification (the whole server's, so approximate)
+  WAL, disk     PostgreSQL WAL written (the whole server's, so approximate) and database growth,
+                per notification
 
 Everything shares this machine's cores (``nproc``), so the processes compete with PostgreSQL, the
 fake and the load generator; the CPU columns are what the capacity model in docs/deploy.md uses.
@@ -92,6 +93,7 @@ class Outcome:
     cpu_ms: dict[str, float]
     commits: float
     wal_kb: float
+    disk_kb: float
     rss_mb: float
     errors: dict[int, int]
 
@@ -100,26 +102,27 @@ class Outcome:
         bad = f"   non-200: {self.errors}" if self.errors else ""
         return (
             f"{self.name:<22} {self.accepted_rate:6.0f} accepted/s {self.delivered_rate:6.0f} "
-            f"delivered/s  backlog {self.backlog:4d}  PG {self.commits:.2f} commits "
-            f"{self.wal_kb:.1f} KB WAL /notif  RSS {self.rss_mb:.0f} MB\n"
+            f"delivered/s  backlog {self.backlog:4d}  PG/notif {self.commits:.2f} commits "
+            f"{self.wal_kb:.1f} KB WAL {self.disk_kb:.1f} KB disk  RSS {self.rss_mb:.0f} MB\n"
             f"{'':<22} CPU ms/notif: {cpu}{bad}"
         )
 
 
-async def pg_stats(database_url: str) -> tuple[int, int]:
-    """(transactions committed in this database, WAL position of the server) so far; (0, 0) on
-    SQLite. The WAL position counts every database of the server."""
+async def pg_stats(database_url: str) -> tuple[int, int, int]:
+    """(transactions committed in this database, WAL position of the server, database size in
+    bytes) so far; zeros on SQLite. The WAL position counts every database of the server."""
     if database_url.startswith("sqlite"):
-        return 0, 0
+        return 0, 0, 0
     conn = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
         row = await conn.fetchrow(
-            "SELECT xact_commit, pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint AS wal"
+            "SELECT xact_commit, pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint AS wal,"
+            " pg_database_size(datname) AS size"
             " FROM pg_stat_database WHERE datname = current_database()"
         )
     finally:
         await conn.close()
-    return int(row["xact_commit"]), int(row["wal"])
+    return int(row["xact_commit"]), int(row["wal"]), int(row["size"])
 
 
 def rss_mb(pid: int) -> float:
@@ -233,7 +236,7 @@ async def run_config(
             }
 
         before = cpu_now()
-        commits_before, wal_before = await pg_stats(database_url)
+        commits_before, wal_before, size_before = await pg_stats(database_url)
         started = time.perf_counter()
         results = await asyncio.gather(
             *(
@@ -249,7 +252,7 @@ async def run_config(
             done, total = await counts(database_url)
         finished = time.perf_counter()
         after = cpu_now()
-        commits_after, wal_after = await pg_stats(database_url)
+        commits_after, wal_after, size_after = await pg_stats(database_url)
         accepted = sum(r.ok for r in results)
         errors: dict[int, int] = {}
         for r in results:
@@ -265,6 +268,7 @@ async def run_config(
             cpu_ms={k: (after[k] - before[k]) / total * 1000 for k in before},
             commits=(commits_after - commits_before) / total,
             wal_kb=(wal_after - wal_before) / total / 1024,
+            disk_kb=(size_after - size_before) / total / 1024,
             rss_mb=max(rss_mb(p.pid) for p in procs),
             errors=errors,
         )
