@@ -76,6 +76,28 @@ async def test_wake_up_crosses_processes(make_bus: Factory) -> None:
     await asyncio.wait_for(waiting, 10)  # woken, long before its 60 s
 
 
+async def test_a_burst_of_wake_ups_leaves_the_process_as_two(
+    make_bus: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first at once, the rest of the window as one at its end."""
+    a, b = make_bus(), make_bus()
+    sent: list[bool] = []
+    send = a._send
+
+    async def counting(events: list[tuple[str, dict[str, object]]], wake: bool) -> None:
+        sent.append(wake)
+        await send(events, wake)
+
+    monkeypatch.setattr(a, "_send", counting)
+    await b.wait_for_work(0.01)
+    for _ in range(50):
+        await a.wake_workers()
+        await asyncio.sleep(0)
+    await asyncio.wait_for(b.wait_for_work(60), 10)
+    await asyncio.sleep(bus_module.WAKE_GAP_S * 3)
+    assert sent == [True, True]
+
+
 async def test_many_events_are_batched_and_all_arrive(make_bus: Factory) -> None:
     a, b = make_bus(), make_bus()
     async with b.subscribe("ana") as ana:
