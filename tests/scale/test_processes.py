@@ -2,8 +2,9 @@
 
 Direct notifications sent to either API process are delivered exactly once, counted at the FCM
 fake; the live inbox reaches an SSE client on one API process whichever process accepted the
-notification and whichever worker delivered it. Each runs with Redis carrying events and
-wake-ups, and with PostgreSQL LISTEN/NOTIFY instead.
+notification and whichever worker delivered it; the hourly direct limit holds across the API
+processes. Each runs with Redis carrying events and wake-ups, and with PostgreSQL LISTEN/NOTIFY
+instead.
 """
 
 from __future__ import annotations
@@ -47,6 +48,33 @@ async def listen_sse(url: str, uid: str, into: list[dict[str, Any]], ready: asyn
                     ready.set()
             elif line.startswith("data:") and event == "notification":
                 into.append(json.loads(line.split(":", 1)[1]))
+
+
+async def race_limit(urls: list[str], uid: str, *, limit: int, sends: int) -> dict[int, int]:
+    """An app allowed ``limit`` sends per user per hour; ``sends`` at once, spread over ``urls``."""
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    async with httpx.AsyncClient(timeout=30) as c:
+        r = await c.post(
+            f"{urls[0]}/v1/apps",
+            json={"manifest": {"name": "Limited"}, "direct_limit_per_hour": limit},
+            headers=admin,
+        )
+        app = r.json()
+        r = await c.post(
+            f"{urls[0]}/v1/users/{uid}/apps/{app['app_id']}", json={"scopes": []}, headers=admin
+        )
+        assert r.status_code == 200, r.text
+
+        async def send(i: int) -> int:
+            r = await c.post(
+                f"{urls[i % len(urls)]}/v2/integrations/{app['app_id']}/notification",
+                params={"uid": uid, "message": f"limited {i}"},
+                headers={"Authorization": f"Bearer {app['app_secret']}"},
+            )
+            return r.status_code
+
+        codes = await asyncio.gather(*(send(i) for i in range(sends)))
+    return dict(collections.Counter(codes))
 
 
 @pytest.mark.parametrize("transport", ["redis", "postgres"])
@@ -107,5 +135,9 @@ async def test_two_api_two_workers_exactly_once(
         assert set(counts) == expected and set(counts.values()) == {1}
         sse.cancel()
         await asyncio.gather(sse, return_exceptions=True)
+
+        # The hourly limit holds across API processes: 40 concurrent sends, 5 accepted.
+        statuses = await race_limit([api1.url, api2.url], watched, limit=5, sends=40)
+        assert statuses == {200: 5, 429: 35}
     finally:
         stop_all(servers)
