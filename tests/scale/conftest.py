@@ -17,7 +17,7 @@ import pytest
 
 from nudge.delivery.bus import asyncpg_dsn
 from nudge.store.migrate import upgrade
-from tests.conftest import ADMIN, Server, free_port, start_server
+from tests.conftest import ADMIN, Server, free_port, start_server, wait_for
 from tests.fakes.process import start_fcm
 
 ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN}"}
@@ -147,6 +147,15 @@ async def send_direct(
 
     await asyncio.gather(*(client() for _ in range(clients)))
     return accepted
+
+
+async def wait_all_delivered(postgres_url: str, notifications: int, timeout: float = 20) -> None:
+    """Until every delivery is ``delivered``: two per notification (an FCM device, the inbox)."""
+
+    async def done() -> bool:
+        return await delivery_states(postgres_url) == {"delivered": 2 * notifications}
+
+    await wait_for(done, timeout=timeout, interval=0.2)
 
 
 async def delivery_states(postgres_url: str) -> collections.Counter[str]:

@@ -22,11 +22,11 @@ from tests.conftest import ADMIN, wait_for
 from tests.scale.conftest import (
     FcmProcess,
     base_env,
-    delivery_states,
     make_users,
     send_direct,
     start_servers,
     stop_all,
+    wait_all_delivered,
 )
 
 NOTIFICATIONS = 1000
@@ -110,11 +110,7 @@ async def test_two_api_two_workers_exactly_once(
         by_api = collections.Counter(url for url, _ in accepted.values())
         assert by_api == {api1.url: NOTIFICATIONS // 2, api2.url: NOTIFICATIONS // 2}
 
-        async def all_delivered() -> bool:
-            states = await delivery_states(postgres_url)
-            return states == {"delivered": 2 * NOTIFICATIONS}  # FCM device + inbox each
-
-        await wait_for(all_delivered, timeout=30, interval=0.25)
+        await wait_all_delivered(postgres_url, NOTIFICATIONS, timeout=30)
         # Anything sent twice would have reached the fake by the time the rows say delivered;
         # give stragglers a moment anyway.
         await asyncio.sleep(0.5)

@@ -29,11 +29,11 @@ from tests.fakes.fcm import FakeFcm
 from tests.scale.conftest import (
     FcmProcess,
     base_env,
-    delivery_states,
     make_users,
     send_direct,
     start_servers,
     stop_all,
+    wait_all_delivered,
 )
 
 
@@ -76,10 +76,7 @@ async def test_kill_9_worker_mid_delivery(
         victim.kill()  # SIGKILL
         stranded = await fcm_rows(postgres_url, "d.state = 'sending' AND d.claimed_by = 'victim'")
 
-        async def all_delivered() -> bool:
-            return await delivery_states(postgres_url) == {"delivered": 2 * len(accepted)}
-
-        await wait_for(all_delivered, timeout=20, interval=0.2)
+        await wait_all_delivered(postgres_url, len(accepted))
         await asyncio.sleep(0.5)
         receipts = await fcm_process.receipts()
         assert set(receipts) == set(accepted)
@@ -186,10 +183,7 @@ async def test_sigterm_finishes_in_flight_deliveries(
         slow_fcm.delay = 0.0
         servers += await start_servers(tmp_path, env, ["worker"])
 
-        async def all_delivered() -> bool:
-            return await delivery_states(postgres_url) == {"delivered": 2 * len(accepted)}
-
-        await wait_for(all_delivered, timeout=20, interval=0.2)
+        await wait_all_delivered(postgres_url, len(accepted))
         assert slow_fcm.started == collections.Counter(dict.fromkeys(accepted, 1))
     finally:
         stop_all(servers)
@@ -213,10 +207,7 @@ async def test_sigterm_after_the_grace_releases_abandoned_claims(
         slow_fcm.delay = 0.0
         servers += await start_servers(tmp_path, env, ["worker"])
 
-        async def all_delivered() -> bool:
-            return await delivery_states(postgres_url) == {"delivered": 2 * len(accepted)}
-
-        await wait_for(all_delivered, timeout=20, interval=0.2)
+        await wait_all_delivered(postgres_url, len(accepted))
         # The provider saw the abandoned ones twice (their first send never completed here).
         assert slow_fcm.started == collections.Counter(
             {nid: 2 if nid in abandoned else 1 for nid in accepted}
