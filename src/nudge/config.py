@@ -21,6 +21,9 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./nudge-data")
     database_url: str = "sqlite+aiosqlite:///./nudge-data/nudge.db"
     redis_url: str | None = None
+    # PostgreSQL connections per process (pool + overflow); mind max_connections across processes.
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
 
     # Auth
     admin_token: str | None = None

@@ -1,7 +1,7 @@
 """Identifiers and secrets.
 
-IDs are time-ordered (millisecond timestamp then randomness) so that "newest first" and cursors are a
-plain ordering on the id. Secrets are shown once; only their SHA-256 is stored.
+IDs are time-ordered (millisecond timestamp then randomness) so that "newest first" and cursors
+are a plain ordering on the id. Secrets are shown once; only their SHA-256 is stored.
 """
 
 from __future__ import annotations

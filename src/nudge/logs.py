@@ -36,3 +36,5 @@ def setup_logging(level: str = "INFO", fmt: str = "json") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("nudge").setLevel(level.upper())
+    # httpx logs every request at INFO: one line per push and webhook call is noise at our volume.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

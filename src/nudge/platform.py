@@ -75,7 +75,11 @@ class Platform:
     async def start(cls, settings: Settings, *, migrate: bool = True) -> Platform:
         if migrate:
             await upgrade(settings.database_url)
-        db = Database(settings.database_url)
+        db = Database(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+        )
         bus = build_bus(settings)
         http = httpx.AsyncClient(http2=True, timeout=httpx.Timeout(15.0, connect=2.0))
         writer = BatchWriter(db)

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nudge.core.errors import NudgeError
@@ -53,6 +54,19 @@ def install_error_handlers(app: FastAPI) -> None:
             )
         return JSONResponse(
             {"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(DBAPIError)
+    async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
+        if not (exc.connection_invalidated or isinstance(exc, OperationalError)):
+            return await _unexpected(request, exc)
+        log.warning(
+            "database unavailable", extra={"path": request.url.path, "error": str(exc.orig)}
+        )
+        return JSONResponse(
+            {"detail": "the database is unavailable right now; retry shortly"},
+            status_code=503,
+            headers={"Retry-After": "1"},
         )
 
     @app.exception_handler(Exception)

@@ -1,8 +1,9 @@
 """Engine and connections.
 
-SQLite: WAL, ``synchronous=NORMAL`` and a busy timeout. Writes start with ``BEGIN IMMEDIATE`` so that
-several processes sharing the file queue for the write lock instead of failing on a read-to-write
-upgrade; reads use a second engine with ordinary deferred transactions. PostgreSQL uses one engine.
+SQLite: WAL, ``synchronous=NORMAL`` and a busy timeout. Writes start with ``BEGIN IMMEDIATE``
+so that several processes sharing the file queue for the write lock instead of failing on a
+read-to-write upgrade; reads use a second engine with ordinary deferred transactions.
+PostgreSQL uses one engine.
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ def _sqlite_engine(url: str, begin_sql: str, echo: bool) -> AsyncEngine:
 class Database:
     """The engines of one process, made from the database URL."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(
+        self, url: str, *, echo: bool = False, pool_size: int = 10, max_overflow: int = 10
+    ) -> None:
         self.url = url
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()  # "sqlite" | "postgresql"
@@ -64,7 +67,12 @@ class Database:
             self._write_lock = asyncio.Lock()
         elif self.dialect == "postgresql":
             self.engine = create_async_engine(
-                url, echo=echo, pool_size=20, max_overflow=20, pool_pre_ping=True
+                # No pre-ping: it costs a round trip per checkout; a connection that died is
+                # detected on use, invalidated by the pool, and the request answered 503.
+                url,
+                echo=echo,
+                pool_size=pool_size,
+                max_overflow=max_overflow,
             )
             self.read_engine = self.engine
         else:
