@@ -34,6 +34,9 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
         version=__version__,
         description="Self-hostable, Omi-compatible notifications for conversational-AI apps.",
         lifespan=lifespan,
+        # Our metrics are Prometheus at /metrics. FastAPI's own OpenTelemetry hooks would look up
+        # the global providers (and the environment) on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
     # A worker process serves only /healthz, /readyz and /metrics (probes and Prometheus).

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
-from sqlalchemy import func, insert, select, tuple_, update
+from sqlalchemy import bindparam, func, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nudge.core.errors import Invalid, NotFound, NudgeError, RateLimited, Unauthorized
@@ -140,6 +140,47 @@ class _PairState:
     oldest: float | None
 
 
+# The batch's queries, built once (IN lists are expanding parameters): building and caching a
+# statement per batch is a measurable part of the hot path.
+_KEYS = select(AppKey.key_hash, AppKey.app_id, AppKey.revoked_at).where(
+    AppKey.key_hash.in_(bindparam("hashes", expanding=True))
+)
+_APPS = select(App.id, App.name, App.direct_limit_per_hour).where(
+    App.id.in_(bindparam("ids", expanding=True))
+)
+_USERS = select(User.uid).where(User.uid.in_(bindparam("uids", expanding=True)))
+_INSTALLS = select(Install.app_id, Install.uid).where(
+    tuple_(Install.app_id, Install.uid).in_(bindparam("pairs", expanding=True))
+)
+_INSTALLS_LOCKED = _INSTALLS.with_for_update()
+_BY_IDEMPOTENCY_KEY = select(
+    Notification.app_id, Notification.idempotency_key, Notification.id
+).where(
+    tuple_(Notification.app_id, Notification.idempotency_key).in_(bindparam("keys", expanding=True))
+)
+_RECENT = select(Notification.dedupe_hash, Notification.id).where(
+    Notification.dedupe_hash.in_(bindparam("digests", expanding=True)),
+    Notification.created_at > bindparam("since"),
+)
+_WINDOWS = (
+    select(
+        Notification.app_id,
+        Notification.uid,
+        func.count(),
+        func.min(Notification.created_at),
+    )
+    .where(
+        tuple_(Notification.app_id, Notification.uid).in_(bindparam("pairs", expanding=True)),
+        Notification.kind == "direct",
+        Notification.created_at > bindparam("since"),
+    )
+    .group_by(Notification.app_id, Notification.uid)
+)
+_DEVICES = select(Device.uid, Device.id, Device.platform).where(
+    Device.uid.in_(bindparam("uids", expanding=True))
+)
+
+
 async def accept_batch(
     conn: AsyncConnection,
     requests: Sequence[NotificationRequest],
@@ -154,70 +195,37 @@ async def accept_batch(
     pairs = {(r.app_id, r.uid) for r in requests}
 
     owners: dict[str, str | None] = {}
-    hashes = {r.key_hash for r in requests if r.key_hash is not None}
+    hashes = [r.key_hash for r in requests if r.key_hash is not None]
     if hashes:
-        rows = await conn.execute(
-            select(AppKey.key_hash, AppKey.app_id, AppKey.revoked_at).where(
-                AppKey.key_hash.in_(hashes)
-            )
-        )
+        rows = await conn.execute(_KEYS, {"hashes": hashes})
         owners = {r.key_hash: (r.app_id if r.revoked_at is None else None) for r in rows}
-    apps = {
-        r.id: r
-        for r in await conn.execute(
-            select(App.id, App.name, App.direct_limit_per_hour).where(App.id.in_(app_ids))
-        )
-    }
-    users = set((await conn.execute(select(User.uid).where(User.uid.in_(uids)))).scalars())
-    install_q = select(Install.app_id, Install.uid).where(
-        tuple_(Install.app_id, Install.uid).in_(pairs)
-    )
-    if lock_rows:  # PostgreSQL: serialise sends to one (app, user) so the hourly count holds
-        install_q = install_q.with_for_update()
-    installed = {(r.app_id, r.uid) for r in await conn.execute(install_q)}
+    apps = {r.id: r for r in await conn.execute(_APPS, {"ids": list(app_ids)})}
+    users = set((await conn.execute(_USERS, {"uids": list(uids)})).scalars())
+    # On PostgreSQL the install rows are locked: sends to one (app, user) take turns, so the
+    # hourly count below holds across processes.
+    installs = _INSTALLS_LOCKED if lock_rows else _INSTALLS
+    installed = {(r.app_id, r.uid) for r in await conn.execute(installs, {"pairs": list(pairs)})}
 
-    keys = {(r.app_id, r.idempotency_key) for r in requests if r.idempotency_key is not None}
+    keys = [(r.app_id, r.idempotency_key) for r in requests if r.idempotency_key is not None]
     by_key: dict[tuple[str, str], str] = {}
     if keys:
-        rows = await conn.execute(
-            select(Notification.app_id, Notification.idempotency_key, Notification.id).where(
-                tuple_(Notification.app_id, Notification.idempotency_key).in_(keys)
-            )
-        )
+        rows = await conn.execute(_BY_IDEMPOTENCY_KEY, {"keys": keys})
         by_key = {(r.app_id, r.idempotency_key): r.id for r in rows}
     digests = [dedupe_hash(r.app_id, r.uid, r.type, r.message) for r in requests]
     recent = {
         r.dedupe_hash: r.id
         for r in await conn.execute(
-            select(Notification.dedupe_hash, Notification.id).where(
-                Notification.dedupe_hash.in_(set(digests)),
-                Notification.created_at > now - limits.dedupe_window_s,
-            )
+            _RECENT, {"digests": list(set(digests)), "since": now - limits.dedupe_window_s}
         )
     }
     direct_pairs = {(r.app_id, r.uid) for r in requests if r.kind == "direct"}
     windows: dict[tuple[str, str], _PairState] = {p: _PairState(0, None) for p in direct_pairs}
     if direct_pairs:
-        rows = await conn.execute(
-            select(
-                Notification.app_id,
-                Notification.uid,
-                func.count(),
-                func.min(Notification.created_at),
-            )
-            .where(
-                tuple_(Notification.app_id, Notification.uid).in_(direct_pairs),
-                Notification.kind == "direct",
-                Notification.created_at > now - HOUR,
-            )
-            .group_by(Notification.app_id, Notification.uid)
-        )
+        rows = await conn.execute(_WINDOWS, {"pairs": list(direct_pairs), "since": now - HOUR})
         for app_id, uid, used, oldest in cast(Any, rows):
             windows[(app_id, uid)] = _PairState(int(used), oldest)
     devices: dict[str, list[tuple[str, str]]] = {}
-    for d in await conn.execute(
-        select(Device.uid, Device.id, Device.platform).where(Device.uid.in_(uids))
-    ):
+    for d in await conn.execute(_DEVICES, {"uids": list(uids)}):
         devices.setdefault(d.uid, []).append((d.platform, d.id))
     duplicates_of: set[str] = set()
 
