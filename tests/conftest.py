@@ -149,7 +149,9 @@ async def client(settings: Settings, platform: Platform) -> AsyncIterator[httpx.
     app.state.platform = platform
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(
-        transport=transport, base_url="http://nudge.test", headers={"Authorization": f"Bearer {ADMIN}"}
+        transport=transport,
+        base_url="http://nudge.test",
+        headers={"Authorization": f"Bearer {ADMIN}"},
     ) as c:
         yield c
 
@@ -175,7 +177,9 @@ async def make_world(
     r = await c.post("/v1/apps", json={"manifest": manifest or MENTOR_MANIFEST, **app_extra})
     assert r.status_code == 201, r.text
     app = r.json()
-    r = await c.post("/v1/users", json={"uid": uid, "name": "Ana", "facts": ["Wants to run a marathon"]})
+    r = await c.post(
+        "/v1/users", json={"uid": uid, "name": "Ana", "facts": ["Wants to run a marathon"]}
+    )
     assert r.status_code == 201, r.text
     user = r.json()
     r = await c.post(
@@ -225,8 +229,13 @@ class Server:
                 self.kill()
 
 
-def start_server(tmp_path: Path, env_extra: dict[str, str] | None = None, *,
-                 port: int | None = None, args: list[str] | None = None) -> Server:
+def start_server(
+    tmp_path: Path,
+    env_extra: dict[str, str] | None = None,
+    *,
+    port: int | None = None,
+    args: list[str] | None = None,
+) -> Server:
     port = port or free_port()
     env = {
         **os.environ,
@@ -276,7 +285,15 @@ class ServeASGI:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=self.port,
+                log_level="warning",
+                lifespan="off",
+                # A handler still waiting when a test fails must not hold the shutdown forever.
+                timeout_graceful_shutdown=3,
+            )
         )
 
     async def __aenter__(self) -> ServeASGI:

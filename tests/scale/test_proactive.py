@@ -48,7 +48,13 @@ def pid_of_port(port: int, pids: list[int]) -> int | None:
 async def test_claim_raced_by_two_workers_sends_one(
     tmp_path: Path, postgres_url: str, redis_url: str, claims: str
 ) -> None:
-    env = base_env(postgres_url, redis_url if claims == "redis" else None)
+    # Calls are held open below until both workers have one: let each worker hold more calls per
+    # app than sessions we open (the default lane of 4 would queue the rest behind the held ones).
+    env = base_env(
+        postgres_url,
+        redis_url if claims == "redis" else None,
+        NUDGE_WEBHOOK_CONCURRENCY_PER_APP=str(SESSIONS * 2),
+    )
     servers = await start_servers(tmp_path, env, ["api", "api", "worker", "worker"])
     apis = [s.url for s in servers[:2]]
     workers = [s.proc.pid for s in servers[2:]]
@@ -115,4 +121,5 @@ async def test_claim_raced_by_two_workers_sends_one(
             inbox = (await c.get("/v1/users/ana/notifications")).json()["items"]
             assert len(inbox) == 1 and inbox[0]["title"] == "Coach says"
     finally:
+        release.set()  # a failed assertion must not leave the hook's handlers waiting
         stop_all(servers)
