@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     webhook_breaker_failures: int = 5  # consecutive failures that open an app's circuit
     webhook_breaker_cooldown_s: float = 30.0  # open circuit: calls skipped, then one trial
     webhook_max_answer_bytes: int = 1_000_000
-    webhook_concurrency_per_app: int = 4  # calls in flight per app; more wait their turn
+    webhook_concurrency_per_app: int = 16  # calls in flight per app; more wait their turn
     webhook_max_waiting_per_app: int = 2000  # beyond this, calls to that app are dropped
     dispatcher_poll_interval_s: float = 0.25  # how often other processes' segments are seen
     trace_retention_s: float = 7 * 24 * 3600.0

@@ -249,3 +249,28 @@ async def test_a_blocked_app_does_not_hold_up_another(tmp_path: Path) -> None:
         results = await asyncio.gather(*hanging)
         assert all(r.ok for r in results)
     await webhooks.aclose()
+
+
+async def test_an_apps_lane_bounds_its_calls(tmp_path: Path) -> None:
+    """At most N calls at once per app; beyond the waiting bound, calls are dropped (said so)."""
+    api, seen = recorder()
+    webhooks = client(
+        tmp_path,
+        webhook_timeout_s=30,
+        webhook_concurrency_per_app=2,
+        webhook_max_waiting_per_app=3,
+    )
+    async with ServeASGI(api) as served:
+        calls = [
+            asyncio.create_task(
+                webhooks.send(TARGET, "POST", served.url + "/blocked", params={}, payload={})
+            )
+            for _ in range(5)
+        ]
+        await asyncio.sleep(0.3)
+        dropped = await webhooks.send(TARGET, "POST", served.url + "/hook", params={}, payload={})
+        assert not dropped.ok and "3 calls to this app are already waiting" in (dropped.error or "")
+        assert seen == []
+        api.state.release.set()
+        assert all(r.ok for r in await asyncio.gather(*calls))
+    await webhooks.aclose()
