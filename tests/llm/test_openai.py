@@ -6,12 +6,10 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -21,6 +19,7 @@ from nudge.llm.embedded import shipped_model_path
 from nudge.llm.openai import OpenAILLM
 from nudge.proactive.pipeline import SYSTEM_PROMPT
 from tests.conftest import ServeASGI, free_port, make_settings
+from tests.proactive.helpers import wait_http
 
 
 @pytest.fixture(scope="module")
@@ -56,18 +55,10 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}/v1"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited: {log.read_text()[-2000:]}")
-            try:
-                if httpx.get(url + "/models", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("llama_cpp.server did not start")
-            time.sleep(0.2)
+        try:
+            wait_http(url + "/models", proc, timeout=60)
+        except RuntimeError:
+            raise RuntimeError(f"llama_cpp.server exited: {log.read_text()[-2000:]}") from None
         yield url
     finally:
         proc.terminate()

@@ -12,7 +12,9 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import free_port, wait_for
+from nudge.api.app import create_app as create_api
+from nudge.platform import Platform
+from tests.conftest import ADMIN, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -120,17 +122,7 @@ def uvicorn_app(target: str) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{target} exited with {proc.returncode}")
-            try:
-                httpx.get(url + "/docs", timeout=0.5)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        wait_http(url + "/docs", proc)
         yield url
     finally:
         proc.terminate()
@@ -138,3 +130,29 @@ def uvicorn_app(target: str) -> Iterator[str]:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def api_client(platform: Platform) -> httpx.AsyncClient:
+    """The platform's API in-process, with the admin token."""
+    api = create_api(platform.settings, platform=platform)
+    api.state.platform = platform
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=api),
+        base_url="http://nudge.test",
+        headers={"Authorization": f"Bearer {ADMIN}"},
+    )
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """Wait until ``url`` answers (any status), or fail if ``proc`` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

@@ -12,10 +12,10 @@ import pytest
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 
-from nudge.api.app import create_app as create_api
 from nudge.platform import Platform
-from tests.conftest import ADMIN, ServeASGI, make_settings, wait_for
+from tests.conftest import ServeASGI, make_settings, wait_for
 from tests.proactive.helpers import (
+    api_client,
     create_app,
     create_user,
     inbox,
@@ -95,13 +95,7 @@ def scripted_app(release: asyncio.Event) -> FastAPI:
 async def setup(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Platform]]:
     settings = make_settings(tmp_path, webhook_timeout_s=1.0)
     platform = await Platform.start(settings)
-    api = create_api(settings, platform=platform)
-    api.state.platform = platform
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=api),
-        base_url="http://nudge.test",
-        headers={"Authorization": f"Bearer {ADMIN}"},
-    ) as c:
+    async with api_client(platform) as c:
         yield c, platform
     await platform.close()
 

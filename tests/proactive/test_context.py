@@ -9,8 +9,8 @@ import httpx
 
 from nudge.platform import Platform
 from nudge.proactive.context import build_context, keywords, related_conversations
-from tests.conftest import ADMIN, make_settings
-from tests.proactive.helpers import create_user, post_segments
+from tests.conftest import make_settings
+from tests.proactive.helpers import api_client, create_user, post_segments
 
 PAST = {
     "p-garden": "We planted tomatoes and basil in the garden. The tomatoes need daily watering.",
@@ -33,16 +33,8 @@ async def _history(c: httpx.AsyncClient) -> None:
 
 async def test_retrieval_and_scopes(tmp_path: Path, database_url: str) -> None:
     platform = await Platform.start(make_settings(tmp_path, database_url=database_url))
-    from nudge.api.app import create_app
-
-    api = create_app(platform.settings, platform=platform)
-    api.state.platform = platform
     try:
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=api),
-            base_url="http://nudge.test",
-            headers={"Authorization": f"Bearer {ADMIN}"},
-        ) as c:
+        async with api_client(platform) as c:
             await _history(c)
             await post_segments(
                 c, "ana", "live", "The tomatoes look dry again.", "Should I water the tomatoes?"

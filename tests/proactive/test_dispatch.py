@@ -13,10 +13,10 @@ from typing import Any
 import httpx
 from fastapi import FastAPI, Request, Response
 
-from nudge.api.app import create_app as create_api
 from nudge.platform import Platform
-from tests.conftest import ADMIN, ServeASGI, make_settings, wait_for
+from tests.conftest import ServeASGI, make_settings, wait_for
 from tests.proactive.helpers import (
+    api_client,
     create_app,
     create_user,
     install,
@@ -35,16 +35,6 @@ def counting_app(calls: list[dict[str, Any]], status: list[int]) -> FastAPI:
         return Response("{}", status_code=status[0], media_type="application/json")
 
     return api
-
-
-def api_client(platform: Platform) -> httpx.AsyncClient:
-    api = create_api(platform.settings, platform=platform)
-    api.state.platform = platform
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=api),
-        base_url="http://nudge.test",
-        headers={"Authorization": f"Bearer {ADMIN}"},
-    )
 
 
 async def test_at_most_one_call_per_second_per_session(

@@ -19,6 +19,7 @@ from nudge.proactive.pipeline import SYSTEM_PROMPT
 from tests.api.test_seed_examples import seed_text
 from tests.conftest import make_settings, wait_for
 from tests.proactive.helpers import (
+    api_client,
     create_app,
     create_user,
     inbox,
@@ -107,19 +108,10 @@ async def test_seed_app_one_notification_from_granted_scopes(
 @pytest.mark.slow
 async def test_seed_app_with_the_embedded_model(tmp_path: Path) -> None:
     """The same flow on the real SmolLM2 model: a short, clean, one-paragraph notification."""
-    from nudge.api.app import create_app as create_api
-    from tests.conftest import ADMIN
-
     settings: Settings = make_settings(tmp_path, llm_provider="embedded")
     platform = await Platform.start(settings)
     try:
-        api = create_api(settings, platform=platform)
-        api.state.platform = platform
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=api),
-            base_url="http://nudge.test",
-            headers={"Authorization": f"Bearer {ADMIN}"},
-        ) as client:
+        async with api_client(platform) as client:
             with uvicorn_app("tests.proactive.seed_app:app") as url:
                 app_id = await _world(client, url)
                 await post_segments(
