@@ -7,16 +7,11 @@ callers are answered only after their rows are committed.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-from typing import Any
+from functools import partial
 
 from nudge.core.errors import NudgeError
 from nudge.core.notifications import Accepted, Limits, NotificationRequest, accept_batch
-from nudge.store.batch import BatchWriter
-
-log = logging.getLogger("nudge.accept")
+from nudge.store.batch import BatchWriter, RequestBatcher
 
 
 class Acceptor:
@@ -26,50 +21,24 @@ class Acceptor:
         self.writer = writer
         self.limits = limits
         self.lock_rows = lock_rows
-        self.max_batch = max_batch
-        self._queue: asyncio.Queue[tuple[NotificationRequest, asyncio.Future[Any]]] = (
-            asyncio.Queue()
+        self._batcher: RequestBatcher[NotificationRequest, Accepted | NudgeError] = RequestBatcher(
+            self._process, max_batch=max_batch, name="nudge-acceptor"
         )
-        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="nudge-acceptor")
+        self._batcher.start()
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._batcher.aclose()
 
     async def accept(self, request: NotificationRequest) -> Accepted:
         """Durably accept one notification; raises its refusal (a ``NudgeError``)."""
-        future: asyncio.Future[Accepted | NudgeError] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((request, future))
-        result = await future
+        result = await self._batcher.submit(request)
         if isinstance(result, NudgeError):
             raise result
         return result
 
-    async def _loop(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self.max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            requests = [request for request, _ in batch]
-
-            async def work(conn: Any, requests: list[NotificationRequest] = requests) -> Any:
-                return await accept_batch(conn, requests, self.limits, lock_rows=self.lock_rows)
-
-            try:
-                results = await self.writer.run(work)
-            except Exception as exc:
-                log.exception("accepting a batch failed", extra={"size": len(batch)})
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for (_, future), result in zip(batch, results):
-                if not future.done():
-                    future.set_result(result)
+    async def _process(self, requests: list[NotificationRequest]) -> list[Accepted | NudgeError]:
+        return await self.writer.run(
+            partial(accept_batch, requests=requests, limits=self.limits, lock_rows=self.lock_rows)
+        )

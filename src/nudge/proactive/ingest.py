@@ -12,8 +12,6 @@ inserted, so per conversation segment ids grow in commit order and a flush never
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import re
 import time
@@ -28,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nudge.core.errors import Conflict, Invalid, NotFound, NudgeError
 from nudge.proactive.sql import dialect_insert
-from nudge.store.batch import BatchWriter
+from nudge.store.batch import BatchWriter, RequestBatcher
 from nudge.store.models import Conversation, Segment, User
 
 log = logging.getLogger("nudge.ingest")
@@ -343,38 +341,28 @@ class Ingestor:
     def __init__(self, writer: BatchWriter, dispatch: Dispatch | None, max_batch: int) -> None:
         self.writer = writer
         self.dispatch = dispatch
-        self.max_batch = max_batch
-        self._queue: asyncio.Queue[tuple[IngestRequest, asyncio.Future[Any]]] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
+        self._batcher: RequestBatcher[IngestRequest, dict[str, Any] | NudgeError] = RequestBatcher(
+            self._process, max_batch=max_batch, name="nudge-ingestor"
+        )
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="nudge-ingestor")
+        self._batcher.start()
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._batcher.aclose()
 
     async def store(self, uid: str, session_id: str, segments: list[SegmentIn]) -> dict[str, Any]:
         """Durably store segments; raises the request's refusal (a ``NudgeError``)."""
         check_session_id(session_id)
-        if self._task is None:  # not started (tests, tools): a batch of one
-            results, flushes = await self.writer.run(
-                partial(self._work, [IngestRequest(uid, session_id, segments)])
-            )
-            self._after(results, flushes, [session_id])
-            result = results[0]
-        else:
-            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            self._queue.put_nowait((IngestRequest(uid, session_id, segments), future))
-            result = await future
+        result = await self._batcher.submit(IngestRequest(uid, session_id, segments))
         if isinstance(result, NudgeError):
             raise result
-        stored: dict[str, Any] = result
-        return stored
+        return result
+
+    async def _process(self, requests: list[IngestRequest]) -> list[dict[str, Any] | NudgeError]:
+        results, flushes = await self.writer.run(partial(self._work, requests))
+        self._after(results, flushes, [r.session_id for r in requests])
+        return results
 
     async def _work(
         self, requests: list[IngestRequest], conn: AsyncConnection
@@ -396,22 +384,3 @@ class Ingestor:
         for sid, result in zip(session_ids, results):
             if isinstance(result, dict) and sid not in flushed:
                 self.dispatch.wake(sid)
-
-    async def _loop(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self.max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            requests = [request for request, _ in batch]
-            try:
-                results, flushes = await self.writer.run(partial(self._work, requests))
-            except Exception as exc:
-                log.exception("storing a batch of segments failed", extra={"size": len(batch)})
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for (_, future), result in zip(batch, results):
-                if not future.done():
-                    future.set_result(result)
-            self._after(results, flushes, [r.session_id for r in requests])

@@ -10,9 +10,10 @@ and its pieces are retried one transaction each, so one bad request cannot fail 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -20,6 +21,8 @@ from nudge.core.errors import NudgeError
 from nudge.store.db import Database
 
 T = TypeVar("T")
+Req = TypeVar("Req")
+Res = TypeVar("Res")
 Work = Callable[[AsyncConnection], Awaitable[Any]]
 log = logging.getLogger("nudge.store")
 
@@ -90,3 +93,61 @@ class BatchWriter:
             future.set_result(result)
         except Exception as exc:
             future.set_exception(exc)
+
+
+class RequestBatcher(Generic[Req, Res]):
+    """Queues requests from concurrent callers and hands them to ``process`` in batches.
+
+    While one batch is processed, the requests that arrive queue up and form the next one.
+    ``process`` answers a whole batch, one result per request, in order (a refusal is a result
+    too). Before :meth:`start` (tools, tests) each request is processed alone.
+    """
+
+    def __init__(
+        self,
+        process: Callable[[list[Req]], Awaitable[list[Res]]],
+        *,
+        max_batch: int,
+        name: str,
+    ) -> None:
+        self.process = process
+        self.max_batch = max_batch
+        self.name = name
+        self._queue: asyncio.Queue[tuple[Req, asyncio.Future[Res]]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name=self.name)
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def submit(self, request: Req) -> Res:
+        if self._task is None:
+            (result,) = await self.process([request])
+            return result
+        future: asyncio.Future[Res] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((request, future))
+        return await future
+
+    async def _loop(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                results = await self.process([request for request, _ in batch])
+            except Exception as exc:
+                log.exception("a batch failed", extra={"batcher": self.name, "size": len(batch)})
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), result in zip(batch, results):
+                if not future.done():
+                    future.set_result(result)
