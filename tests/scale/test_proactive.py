@@ -21,7 +21,7 @@ from tests.conftest import ADMIN, ServeASGI, wait_for
 from tests.proactive.helpers import create_app, create_user, install, manifest, post_segments
 from tests.scale.conftest import base_env, start_servers, stop_all
 
-SESSIONS = 12  # at most; the test stops opening sessions once both workers hold a call
+SESSIONS = 40  # at most; the test stops opening sessions once both workers hold a call
 
 
 def pid_of_port(port: int, pids: list[int]) -> int | None:

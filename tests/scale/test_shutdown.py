@@ -197,8 +197,9 @@ async def test_sigterm_after_the_grace_releases_abandoned_claims(
         tmp_path, postgres_url, slow_fcm, NUDGE_SHUTDOWN_GRACE_S="1"
     )
     try:
-        abandoned = set(slow_fcm.started)
         await sigterm(servers[1])
+        # Read once the worker is gone: a send may still start between a snapshot and the signal.
+        abandoned = set(slow_fcm.started)
         rows = await fcm_rows(postgres_url)
         # Nothing was answered; every claim is back in the queue at once, not after the lease.
         assert not slow_fcm.answered
