@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -25,74 +26,6 @@ Req = TypeVar("Req")
 Res = TypeVar("Res")
 Work = Callable[[AsyncConnection], Awaitable[Any]]
 log = logging.getLogger("nudge.store")
-
-
-class BatchWriter:
-    def __init__(self, db: Database, *, max_batch: int = 128) -> None:
-        self.db = db
-        self.max_batch = max_batch
-        self._queue: asyncio.Queue[tuple[Work, asyncio.Future[Any]]] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="nudge-batch-writer")
-
-    async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
-
-    async def run(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """Run ``work`` inside a shared transaction; returns once that transaction committed."""
-        if self._task is None:
-            async with self.db.begin() as conn:
-                return await work(conn)
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((work, future))
-        return await future
-
-    async def _loop(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self.max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            try:
-                await self._run_batch(batch)
-            except Exception:
-                log.exception("batch failed; retrying its work one by one")
-                for work, future in batch:
-                    if not future.done():
-                        await self._run_alone(work, future)
-
-    async def _run_batch(self, batch: list[tuple[Work, asyncio.Future[Any]]]) -> None:
-        outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
-        async with self.db.begin() as conn:
-            for work, future in batch:
-                try:
-                    outcomes.append((future, True, await work(conn)))
-                except NudgeError as exc:
-                    outcomes.append((future, False, exc))
-        # Only now is everything committed: answer the callers.
-        for future, ok, value in outcomes:
-            if future.done():
-                continue
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
-
-    async def _run_alone(self, work: Work, future: asyncio.Future[Any]) -> None:
-        try:
-            async with self.db.begin() as conn:
-                result = await work(conn)
-            future.set_result(result)
-        except Exception as exc:
-            future.set_exception(exc)
 
 
 class RequestBatcher(Generic[Req, Res]):
@@ -151,3 +84,57 @@ class RequestBatcher(Generic[Req, Res]):
             for (_, future), result in zip(batch, results):
                 if not future.done():
                     future.set_result(result)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    ok: bool
+    value: Any  # the work's result, or the exception it raised
+
+
+class BatchWriter:
+    """Runs pieces of write work from concurrent callers, a batch of them per transaction."""
+
+    def __init__(self, db: Database, *, max_batch: int = 128) -> None:
+        self.db = db
+        self._batcher: RequestBatcher[Work, _Outcome] = RequestBatcher(
+            self._process, max_batch=max_batch, name="nudge-batch-writer"
+        )
+
+    def start(self) -> None:
+        self._batcher.start()
+
+    async def aclose(self) -> None:
+        await self._batcher.aclose()
+
+    async def run(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run ``work`` inside a shared transaction; returns once that transaction committed."""
+        outcome = await self._batcher.submit(work)
+        if not outcome.ok:
+            raise outcome.value
+        result: T = outcome.value
+        return result
+
+    async def _process(self, batch: list[Work]) -> list[_Outcome]:
+        try:
+            return await self._run_batch(batch)
+        except Exception:
+            log.exception("batch failed; retrying its work one by one")
+            return [await self._run_alone(work) for work in batch]
+
+    async def _run_batch(self, batch: list[Work]) -> list[_Outcome]:
+        outcomes: list[_Outcome] = []
+        async with self.db.begin() as conn:
+            for work in batch:
+                try:
+                    outcomes.append(_Outcome(True, await work(conn)))
+                except NudgeError as exc:
+                    outcomes.append(_Outcome(False, exc))
+        return outcomes  # only now is everything committed
+
+    async def _run_alone(self, work: Work) -> _Outcome:
+        try:
+            async with self.db.begin() as conn:
+                return _Outcome(True, await work(conn))
+        except Exception as exc:
+            return _Outcome(False, exc)
