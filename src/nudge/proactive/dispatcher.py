@@ -123,10 +123,15 @@ def _claim_statement(postgres: bool, by_id: bool, limit: int) -> Any:
         pick = pick.where(Conversation.id.in_(bindparam("sids", expanding=True)))
     pick = pick.order_by(Conversation.flush_due_at).limit(limit)
     if postgres:
-        pick = pick.with_for_update(skip_locked=True)
+        # A locking CTE runs once; as ``IN (subquery)`` PostgreSQL may re-run the subquery per row
+        # and claim far more than ``limit`` (the same trap as the delivery claim, see queue.py).
+        picked = pick.with_for_update(skip_locked=True).cte("picked")
+        chosen: Any = Conversation.id == picked.c.id
+    else:
+        chosen = and_(Conversation.id.in_(pick.scalar_subquery()), _DUE)
     return (
         update(Conversation)
-        .where(Conversation.id.in_(pick), _DUE)
+        .where(chosen)
         .values(
             flush_lease_until=_BECAME_DUE,  # the window's gate is set once segments are read
             flush_due_at=None,

@@ -1,0 +1,60 @@
+"""A dispatcher's claim takes at most ``limit`` due sessions, also on PostgreSQL with many due
+rows (where ``IN (… FOR UPDATE SKIP LOCKED LIMIT n)`` can be re-run per row and take them all), and
+two claimers never share a session."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import insert
+
+from nudge.core import users
+from nudge.proactive.dispatcher import claim_flushes
+from nudge.store.db import Database
+from nudge.store.migrate import upgrade
+from nudge.store.models import Conversation, Segment
+
+
+async def test_a_flush_claim_takes_at_most_its_limit(database_url: str) -> None:
+    await upgrade(database_url)
+    db = Database(database_url)
+    try:
+        now = time.time()
+        async with db.begin() as conn:
+            await users.create_user(conn, users.NewUser(uid="ana", name="Ana"))
+            await conn.execute(
+                insert(Conversation),
+                [
+                    {
+                        "id": f"s{i}",
+                        "uid": "ana",
+                        "status": "live",
+                        "created_at": now,
+                        "started_at": now,
+                        "flushed_upto": 0,
+                        "flush_due_at": now - 1,
+                    }
+                    for i in range(60)
+                ],
+            )
+            await conn.execute(
+                insert(Segment),
+                [
+                    {
+                        "conversation_id": f"s{i}",
+                        "uid": "ana",
+                        "text": f"hello {i}",
+                        "created_at": now,
+                    }
+                    for i in range(60)
+                ],
+            )
+        async with db.begin() as conn:
+            first = await claim_flushes(conn, time.time(), limit=20, interval_s=1.0)
+        async with db.begin() as conn:
+            second = await claim_flushes(conn, time.time(), limit=20, interval_s=1.0)
+        assert len(first) == len(second) == 20
+        assert not {f.session_id for f in first} & {f.session_id for f in second}
+        assert all(len(f.segments) == 1 for f in first + second)
+    finally:
+        await db.close()
