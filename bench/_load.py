@@ -46,6 +46,14 @@ class Result:
         )
 
 
+def direct_request(app_id: str, secret: str, uid: str, message: str) -> bytes:
+    """A raw keep-alive POST of a direct notification (``message`` already URL-safe)."""
+    return (
+        f"POST /v2/integrations/{app_id}/notification?uid={uid}&message={message} HTTP/1.1\r\n"
+        f"Host: bench\r\nAuthorization: Bearer {secret}\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
 async def _read_response(reader: asyncio.StreamReader) -> int:
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
@@ -98,8 +106,9 @@ async def run_load(
     return result
 
 
-def start_server(data_dir: Path, env: dict[str, str], port: int,
-                 args: list[str] | None = None) -> subprocess.Popen[bytes]:
+def start_server(
+    data_dir: Path, env: dict[str, str], port: int, args: list[str] | None = None
+) -> subprocess.Popen[bytes]:
     full_env = {**os.environ, **env}
     proc = subprocess.Popen(
         [sys.executable, "-m", "nudge.cli", "serve", "--port", str(port), *(args or [])],

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _load import free_port, run_load, start_server  # noqa: E402
+from _load import direct_request, free_port, run_load, start_server  # noqa: E402
 
 ADMIN = "bench-admin"
 USERS = 500
@@ -28,8 +28,9 @@ USERS = 500
 
 def setup(url: str) -> tuple[str, str]:
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30) as c:
-        app = c.post("/v1/apps", json={"manifest": {"name": "Bench"},
-                                       "direct_limit_per_hour": 1_000_000}).json()
+        app = c.post(
+            "/v1/apps", json={"manifest": {"name": "Bench"}, "direct_limit_per_hour": 1_000_000}
+        ).json()
         for i in range(USERS):
             c.post("/v1/users", json={"uid": f"u{i}", "name": f"User {i}"}).raise_for_status()
             c.post(f"/v1/users/u{i}/apps/{app['app_id']}", json={"scopes": []}).raise_for_status()
@@ -41,8 +42,12 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--database-url", default=None)
-    parser.add_argument("--role", default="all", choices=["all", "api"],
-                        help="all: the worker delivers while we accept; api: acceptance alone")
+    parser.add_argument(
+        "--role",
+        default="all",
+        choices=["all", "api"],
+        help="all: the worker delivers while we accept; api: acceptance alone",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="nudge-bench-") as tmp:
@@ -62,26 +67,42 @@ async def main() -> None:
 
             def send_req(n: int, i: int) -> bytes:
                 uid = f"u{(n * 7919 + i) % USERS}"
-                return (
-                    f"POST /v2/integrations/{app_id}/notification?uid={uid}&message=bench+{n}+{i}"
-                    f" HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {secret}\r\n"
-                    f"Content-Length: 0\r\n\r\n"
-                ).encode()
+                return direct_request(app_id, secret, uid, f"bench+{n}+{i}")
 
-            print(f"nudge bench/direct: {args.clients} clients, {args.seconds:.0f} s each, "
-                  f"database {env['NUDGE_DATABASE_URL'].split(':')[0]}, role {args.role}", flush=True)
-            health = await run_load(url, lambda n, i: health_req, name="GET /healthz",
-                                    clients=args.clients, seconds=args.seconds)
+            print(
+                f"nudge bench/direct: {args.clients} clients, {args.seconds:.0f} s each, "
+                f"database {env['NUDGE_DATABASE_URL'].split(':')[0]}, role {args.role}",
+                flush=True,
+            )
+            health = await run_load(
+                url,
+                lambda n, i: health_req,
+                name="GET /healthz",
+                clients=args.clients,
+                seconds=args.seconds,
+            )
             print(health.line(), flush=True)
-            direct = await run_load(url, send_req, name="POST direct notification",
-                                    clients=args.clients, seconds=args.seconds)
+            direct = await run_load(
+                url,
+                send_req,
+                name="POST direct notification",
+                clients=args.clients,
+                seconds=args.seconds,
+            )
             print(direct.line(), flush=True)
             ratio = direct.rate / health.rate if health.rate else 0.0
             print(f"ratio direct/healthz: {ratio:.0%}   (targets: >= 50 %, >= 1500 accepted/s)")
-            print(json.dumps({"healthz_rps": round(health.rate), "direct_rps": round(direct.rate),
-                              "direct_p50_ms": round(direct.pct(50), 2),
-                              "direct_p99_ms": round(direct.pct(99), 2),
-                              "ratio": round(ratio, 3)}))
+            print(
+                json.dumps(
+                    {
+                        "healthz_rps": round(health.rate),
+                        "direct_rps": round(direct.rate),
+                        "direct_p50_ms": round(direct.pct(50), 2),
+                        "direct_p99_ms": round(direct.pct(99), 2),
+                        "ratio": round(ratio, 3),
+                    }
+                )
+            )
         finally:
             proc.terminate()
             proc.wait(20)

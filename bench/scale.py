@@ -49,7 +49,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
-from _load import free_port, run_load, start_server  # noqa: E402
+from _load import direct_request, free_port, run_load, start_server  # noqa: E402
 from tests.fakes.process import start_fcm  # noqa: E402
 
 from nudge.delivery.bus import asyncpg_dsn  # noqa: E402
@@ -214,11 +214,7 @@ async def run_config(
         def request_for(server: int) -> Callable[[int, int], bytes]:
             def make(n: int, i: int) -> bytes:
                 uid = f"u{(n * 7919 + i) % args.users}"
-                return (
-                    f"POST /v2/integrations/{app_id}/notification?uid={uid}"
-                    f"&message=bench+{tag}+{server}+{n}+{i} HTTP/1.1\r\nHost: bench\r\n"
-                    f"Authorization: Bearer {secret}\r\nContent-Length: 0\r\n\r\n"
-                ).encode()
+                return direct_request(app_id, secret, uid, f"bench+{tag}+{server}+{n}+{i}")
 
             return make
 
