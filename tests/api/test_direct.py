@@ -8,6 +8,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from nudge.api.app import create_app
 from nudge.platform import Platform
 from nudge.store.models import ChatMessage, Delivery, Notification
 from tests.conftest import MENTOR_MANIFEST, World, make_world, wait_for
@@ -358,3 +359,43 @@ async def test_status_endpoint_is_for_the_sending_app_only(
     r = await client.get(f"/v2/integrations/{world.app_id}/notifications/n_missing",
                          headers=auth(world.app_secret))
     assert r.status_code == 404
+
+
+async def test_other_methods_on_the_direct_path_are_405(
+    client: httpx.AsyncClient, world: World, platform: Platform
+) -> None:
+    r = await client.get(url(world.app_id), params={"uid": world.uid, "message": "m"})
+    assert r.status_code == 405 and r.headers["Allow"] == "POST"
+    assert await row_counts(platform) == (0, 0, 0)
+
+
+async def test_direct_route_is_in_the_openapi_document(client: httpx.AsyncClient) -> None:
+    operation = (await client.get("/openapi.json")).json()["paths"][url("{app_id}")]["post"]
+    names = {(p["in"], p["name"]) for p in operation["parameters"]}
+    assert {("path", "app_id"), ("query", "uid"), ("query", "message")} <= names
+    assert {"200", "401", "404", "422", "429"} <= set(operation["responses"])
+
+
+async def test_database_outage_is_a_503_and_a_bug_a_logged_500(
+    client: httpx.AsyncClient, world: World, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    async def lost(*_: Any) -> None:
+        raise OperationalError("INSERT", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(platform.acceptor, "accept", lost)
+    r = await send(client, world)
+    assert r.status_code == 503 and r.headers["Retry-After"] == "1"
+    assert "retry" in r.json()["detail"]
+
+    async def bug(*_: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(platform.acceptor, "accept", bug)
+    # The 500 is answered, then the error re-raised for the server to log: keep the answer.
+    app = create_app(platform.settings, platform=platform)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://nudge.test") as raw:
+        r = await send(raw, world)
+    assert r.status_code == 500 and "logged" in r.json()["detail"]

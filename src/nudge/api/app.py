@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from nudge import __version__
 from nudge.api import apps, console, direct, health, proactive, users
+from nudge.api.direct_route import DirectNotificationRoute, add_openapi_entry
 from nudge.api.errors import install_error_handlers
 from nudge.config import Settings
 from nudge.platform import Platform
@@ -43,4 +44,7 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
     api = () if settings.role == "worker" else (direct, apps, users, proactive, console)
     for module in (health, *api):
         app.include_router(module.router)
+    if api:
+        app.add_middleware(DirectNotificationRoute)
+        add_openapi_entry(app)
     return app

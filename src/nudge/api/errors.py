@@ -26,6 +26,22 @@ def describe_validation(errors: list[Any]) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+# What a request gets while the database is unreachable: a 503 the client can retry.
+DATABASE_UNAVAILABLE: tuple[int, dict[str, str], dict[str, str]] = (
+    503,
+    {"detail": "the database is unavailable right now; retry shortly"},
+    {"Retry-After": "1"},
+)
+
+
+def is_database_outage(exc: DBAPIError, path: str) -> bool:
+    """A lost connection or an operational error (logged here), not a bug in a statement."""
+    if not (exc.connection_invalidated or isinstance(exc, OperationalError)):
+        return False
+    log.warning("database unavailable", extra={"path": path, "error": str(exc.orig)})
+    return True
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NudgeError)
     async def _nudge_error(_: Request, exc: NudgeError) -> JSONResponse:
@@ -58,16 +74,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DBAPIError)
     async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
-        if not (exc.connection_invalidated or isinstance(exc, OperationalError)):
+        if not is_database_outage(exc, request.url.path):
             return await _unexpected(request, exc)
-        log.warning(
-            "database unavailable", extra={"path": request.url.path, "error": str(exc.orig)}
-        )
-        return JSONResponse(
-            {"detail": "the database is unavailable right now; retry shortly"},
-            status_code=503,
-            headers={"Retry-After": "1"},
-        )
+        status, content, headers = DATABASE_UNAVAILABLE
+        return JSONResponse(content, status_code=status, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -79,10 +79,11 @@ async def current_rate_limit(platform: Platform, app_id: str | None, uid: str | 
         return await window_state(conn, app_id, uid, platform.settings.direct_limit_per_hour)
 
 
-async def with_rate_headers(
+async def refusal(
     platform: Platform, exc: NudgeError, app_id: str | None, uid: str | None
 ) -> NudgeError:
-    """Attach ``X-RateLimit-*`` to an error answer (every answer carries them)."""
+    """Count a refused request and attach ``X-RateLimit-*`` (every answer carries them)."""
+    platform.metrics.rejected.labels(str(exc.status_code)).inc()
     if "X-RateLimit-Limit" not in exc.headers:
         try:
             rate = await current_rate_limit(platform, app_id, uid)

@@ -1,0 +1,193 @@
+"""``POST /v2/integrations/{app_id}/notification`` served as plain ASGI, ahead of FastAPI's router.
+
+This is the hottest route: apps send every direct notification here. Through FastAPI's
+middleware stack, router and endpoint machinery, a third of each request's CPU went to the
+framework (measured with py-spy, see docs/performance.md), so this middleware answers the one
+path itself with two ASGI messages and passes everything else on. What the route does (auth,
+checks, limits, errors, headers) is :func:`nudge.core.direct.send_direct`, shared with the typed
+route; :func:`add_openapi_entry` puts it in the OpenAPI document like any other route.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from fastapi import FastAPI
+from sqlalchemy.exc import DBAPIError
+from starlette.routing import get_route_path
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from nudge.api.errors import DATABASE_UNAVAILABLE, is_database_outage
+from nudge.core.direct import DirectSend, refusal, send_direct
+from nudge.core.errors import Invalid, NudgeError
+from nudge.platform import Platform
+
+PATH = "/v2/integrations/{app_id}/notification"
+_PATH_RE = re.compile(r"/v2/integrations/([^/]+)/notification")
+
+
+def strict_query(raw: bytes) -> dict[str, str]:
+    """Query parameters decoded as strict UTF-8 (a bad encoding is a 422, not a U+FFFD).
+
+    The first of repeated parameters wins, as in Starlette."""
+    params: dict[str, str] = {}
+    for pair in raw.split(b"&"):
+        if not pair:
+            continue
+        key, _, value = pair.partition(b"=")
+        try:
+            name = unquote_to_bytes(key.replace(b"+", b" ")).decode("utf-8")
+            text = unquote_to_bytes(value.replace(b"+", b" ")).decode("utf-8")
+        except UnicodeDecodeError:
+            raise Invalid(
+                f"{key.decode('latin-1')}: not valid UTF-8; percent-encode the text as UTF-8"
+            ) from None
+        params.setdefault(name, text)
+    return params
+
+
+def _headers(scope: Scope) -> tuple[str | None, str | None]:
+    """The first ``Authorization`` and ``Idempotency-Key`` headers."""
+    authorization = idempotency_key = None
+    for name, value in scope["headers"]:
+        if name == b"authorization" and authorization is None:
+            authorization = value.decode("latin-1")
+        elif name == b"idempotency-key" and idempotency_key is None:
+            idempotency_key = value.decode("latin-1")
+    return authorization, idempotency_key
+
+
+async def _respond(
+    send: Send, status: int, content: dict[str, Any], headers: dict[str, str]
+) -> None:
+    # The same bytes as Starlette's JSONResponse.
+    body = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    raw = [
+        (b"content-length", str(len(body)).encode()),
+        (b"content-type", b"application/json"),
+        *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+class DirectNotificationRoute:
+    """ASGI middleware that answers the direct-notification path and passes on the rest."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            match = _PATH_RE.fullmatch(get_route_path(scope))
+            if match is not None:
+                await self._handle(scope, send, match[1])
+                return
+        await self.app(scope, receive, send)
+
+    async def _handle(self, scope: Scope, send: Send, app_id: str) -> None:
+        if scope["method"] != "POST":
+            await _respond(send, 405, {"detail": "Method Not Allowed"}, {"Allow": "POST"})
+            return
+        platform: Platform = scope["app"].state.platform
+        authorization, idempotency_key = _headers(scope)
+        uid: str | None = None
+        try:
+            params = strict_query(scope["query_string"])
+            uid = params.get("uid")
+            accepted, rate = await send_direct(
+                platform,
+                DirectSend(
+                    authorization=authorization,
+                    app_id=app_id,
+                    uid=uid,
+                    message=params.get("message"),
+                    idempotency_key=idempotency_key,
+                ),
+            )
+        except NudgeError as exc:
+            exc = await refusal(platform, exc, app_id, uid)
+            await _respond(send, exc.status_code, {"detail": exc.detail}, exc.headers)
+            return
+        except DBAPIError as exc:
+            if not is_database_outage(exc, PATH):
+                raise  # ServerErrorMiddleware logs it and answers 500
+            await _respond(send, *DATABASE_UNAVAILABLE)
+            return
+        await _respond(send, 200, accepted.body(), rate.headers())
+
+
+_PARAMETERS = [
+    {
+        "name": "app_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "The app's id",
+    },
+    {
+        "name": "uid",
+        "in": "query",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "The target user's id",
+    },
+    {
+        "name": "message",
+        "in": "query",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "The notification text (at most 2,000 characters by default)",
+    },
+    {
+        "name": "Authorization",
+        "in": "header",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "Bearer <app secret>",
+    },
+    {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "A repeat with the same key returns the first result",
+    },
+]
+
+
+def add_openapi_entry(app: FastAPI) -> None:
+    """Describe the route in ``/openapi.json`` (FastAPI only documents its own routes)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema["paths"][PATH] = {
+                "post": {
+                    "tags": ["app API"],
+                    "summary": "Send a direct notification (Omi-compatible)",
+                    "operationId": "send_notification",
+                    "parameters": _PARAMETERS,
+                    "responses": {
+                        "200": {"description": "Accepted: queued for the inbox and each device"},
+                        **{
+                            str(code): {"description": text}
+                            for code, text in (
+                                (401, "Missing, malformed, unknown or other app's secret"),
+                                (404, "Unknown app or user, or the app is not installed"),
+                                (422, "A missing or invalid field"),
+                                (429, "Hourly limit reached; see Retry-After"),
+                                (503, "The database is unavailable; retry shortly"),
+                            )
+                        },
+                    },
+                }
+            }
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
