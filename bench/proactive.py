@@ -25,6 +25,7 @@ import socket
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _load import _read_response, free_port, start_server  # noqa: E402
+
+from scale import cpu_seconds  # noqa: E402
 
 ADMIN = "bench-admin"
 TRIGGER = b"what do you think"
@@ -104,35 +107,32 @@ def setup(url: str, users: int, app_ports: list[int]) -> list[str]:
     return app_ids
 
 
-async def session(
-    port: int, n: int, start: float, seconds: float, latencies: list[float], statuses: list[int]
-) -> None:
+@dataclass
+class Load:
+    """The sessions' schedule and what they saw after the warm-up."""
+
+    start: float  # time.monotonic() when the first segment is due
+    warmup: float
+    seconds: float  # measured, after the warm-up
+    latencies: list[float] = field(default_factory=list)
+    statuses: list[int] = field(default_factory=list)
+
+
+def segment_body(n: int, k: int) -> bytes:
+    said = "what do you think about the plan?" if (k + n) % TRIGGER_EVERY == 0 else "we went on."
+    segment = {"text": f"Segment {k} of session {n}: {said}", "speaker": "SPEAKER_01"}
+    return json.dumps({"segments": [segment | {"is_user": k % 2 == 0}]}).encode()
+
+
+async def session(port: int, n: int, sessions: int, load: Load) -> None:
     """One live session: a segment a second, on its own keep-alive connection."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    offset = n / 200.0  # spread the sessions over each second
+    offset = n / sessions  # spread the sessions over each second
     k = 0
-    while True:
-        due = start + offset + k
-        if due - start >= seconds:
-            break
-        await asyncio.sleep(max(due - time.monotonic(), 0))
-        body = json.dumps(
-            {
-                "segments": [
-                    {
-                        "text": f"Segment {k} of session {n}: "
-                        + (
-                            "what do you think about the plan?"
-                            if (k + n) % TRIGGER_EVERY == 0
-                            else "we went through the plan."
-                        ),
-                        "speaker": "SPEAKER_01",
-                        "is_user": k % 2 == 0,
-                    }
-                ]
-            }
-        ).encode()
+    while offset + k < load.warmup + load.seconds:
+        await asyncio.sleep(max(load.start + offset + k - time.monotonic(), 0))
+        body = segment_body(n, k)
         head = (
             f"POST /v1/users/u{n}/sessions/bench-{n}/segments HTTP/1.1\r\n"
             f"host: 127.0.0.1\r\nauthorization: Bearer {ADMIN}\r\n"
@@ -140,8 +140,10 @@ async def session(
         ).encode()
         t0 = time.perf_counter()
         writer.write(head + body)
-        statuses.append(await _read_response(reader))
-        latencies.append(time.perf_counter() - t0)
+        status = await _read_response(reader)
+        if offset + k >= load.warmup:
+            load.latencies.append(time.perf_counter() - t0)
+            load.statuses.append(status)
         k += 1
     writer.close()
 
@@ -168,17 +170,19 @@ def all_traces(url: str, app_id: str) -> list[dict[str, Any]]:
                 return out
 
 
-def report(traces: list[dict[str, Any]]) -> dict[str, Any]:
+def report(traces: list[dict[str, Any]], since: float) -> dict[str, Any]:
+    """Latencies of the calls whose segments were ingested after ``since`` (wall clock)."""
     dispatch: list[float] = []
     added: list[float] = []
     pipeline: list[float] = []
     delivery: list[float] = []
     outcomes: dict[str, int] = {}
     for t in traces:
-        outcomes[t["outcome"]] = outcomes.get(t["outcome"], 0) + 1
         timing = t.get("timing") or {}
         ingested = timing.get("segments_first_at")
-        if ingested is None or "sent_at" not in timing:
+        if ingested is not None and ingested >= since:
+            outcomes[t["outcome"]] = outcomes.get(t["outcome"], 0) + 1
+        if ingested is None or ingested < since or "sent_at" not in timing:
             continue
         dispatch.append(timing["sent_at"] - ingested)
         inbox = [d for d in t["deliveries"] if d["provider"] == "inbox" and d["delivered_at"]]
@@ -201,7 +205,8 @@ def report(traces: list[dict[str, Any]]) -> dict[str, Any]:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sessions", type=int, default=200)
-    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--seconds", type=float, default=30.0, help="measured (after warm-up)")
+    parser.add_argument("--warmup", type=float, default=10.0, help="not measured (s)")
     parser.add_argument("--apps", type=int, default=3)
     parser.add_argument("--llm-latency", type=float, default=0.2)
     parser.add_argument("--interval", type=float, default=30.0, help="proactive interval (s)")
@@ -245,16 +250,16 @@ async def main() -> None:
                 f"proactive interval {args.interval:g} s) …",
                 flush=True,
             )
-            latencies: list[float] = []
-            statuses: list[int] = []
-            start = time.monotonic()
-            await asyncio.gather(
-                *(
-                    session(port, n, start, args.seconds, latencies, statuses)
-                    for n in range(args.sessions)
-                )
-            )
-            elapsed = time.monotonic() - start
+            load = Load(time.monotonic() + 1.0, args.warmup, args.seconds)
+            since = time.time() + 1.0 + args.warmup
+            sessions = [
+                asyncio.create_task(session(port, n, args.sessions, load))
+                for n in range(args.sessions)
+            ]
+            await asyncio.sleep(load.start + load.warmup - time.monotonic())
+            cpu_before = cpu_seconds([proc.pid])
+            await asyncio.gather(*sessions)
+            cpu = cpu_seconds([proc.pid]) - cpu_before
             await asyncio.sleep(3.0)  # let the last calls, generations and deliveries finish
             traces = [t for app_id in app_ids for t in all_traces(url, app_id)]
         finally:
@@ -263,18 +268,23 @@ async def main() -> None:
             apps_proc.terminate()
             apps_proc.wait(10)
 
-    accepted = statuses.count(202)
-    stats = report(traces)
+    accepted, elapsed = load.statuses.count(202), args.seconds
+    stats = report(traces, since)
+    calls = sum(stats["outcomes"].values())
     print()
     print(
-        f"segments accepted    {accepted} of {len(statuses)} ({accepted / elapsed:.0f} segments/s)"
+        f"segments accepted    {accepted} of {len(load.statuses)} "
+        f"({accepted / elapsed:.0f} segments/s, after a {args.warmup:g} s warm-up)"
     )
     print(
-        f"POST latency         p50 {pct(latencies, 50):6.2f} ms   p99 {pct(latencies, 99):6.2f} ms"
+        f"server CPU           {cpu:.1f} s ({cpu / elapsed * 100:.0f} % of a core, "
+        f"{cpu / max(accepted, 1) * 1000:.2f} ms per segment)"
     )
     print(
-        f"webhook calls        {len(traces)} ({len(traces) / elapsed:.0f}/s)   {stats['outcomes']}"
+        f"POST latency         p50 {pct(load.latencies, 50):6.2f} ms   "
+        f"p99 {pct(load.latencies, 99):6.2f} ms"
     )
+    print(f"webhook calls        {calls} ({calls / elapsed:.0f}/s)   {stats['outcomes']}")
     d, a = stats["dispatch"], stats["added"]
     print(
         f"dispatch latency     p50 {pct(d, 50):6.2f} ms   p99 {pct(d, 99):6.2f} ms   "

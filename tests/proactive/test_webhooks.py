@@ -15,7 +15,7 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from nudge.proactive.webhooks import (
-    GuardedBackend,
+    GuardedResolver,
     WebhookClient,
     WebhookTarget,
     address_refusal,
@@ -153,8 +153,8 @@ async def test_connects_to_the_checked_address_and_resolves_once(tmp_path: Path)
         asked.append(host)
         return answers[min(len(asked) - 1, 1)]
 
-    backend = GuardedBackend(True, cache_ttl_s=0, resolve=rebinding)
-    webhooks = WebhookClient(make_settings(tmp_path), backend=backend)
+    resolver = GuardedResolver(True, cache_ttl_s=0, resolve=rebinding)
+    webhooks = WebhookClient(make_settings(tmp_path), resolver=resolver)
     async with ServeASGI(api) as served:
         result = await webhooks.send(
             TARGET, "POST", f"http://app.example:{served.port}/hook", params={}, payload={}
@@ -171,7 +171,7 @@ async def test_connects_to_the_checked_address_and_resolves_once(tmp_path: Path)
 
     strict = WebhookClient(
         make_settings(tmp_path, allow_private_webhooks=False),
-        backend=GuardedBackend(False, resolve=mixed),
+        resolver=GuardedResolver(False, resolve=mixed),
     )
     refused = await strict.send(TARGET, "POST", "http://mixed.example/hook", params={}, payload={})
     assert refused.error is not None and "127.0.0.1 is a loopback address" in refused.error
@@ -197,7 +197,7 @@ async def test_answers_redirects_timeouts_and_size(tmp_path: Path) -> None:
         huge = await send("/huge")
         assert not huge.ok and "over 4096 bytes" in (huge.error or "")
         refused = await webhooks.send(TARGET, "POST", "http://127.0.0.1:1/x", params={}, payload={})
-        assert not refused.ok and refused.error and "ConnectError" in refused.error
+        assert not refused.ok and (refused.error or "").startswith("cannot connect to 127.0.0.1:1")
     await webhooks.aclose()
 
 

@@ -2,16 +2,17 @@
 
 - Signed per Standard Webhooks: ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature``
   (``v1,`` + base64 HMAC-SHA256 of ``id.timestamp.body`` under the app's ``whsec_`` secret).
-- SSRF: the host is resolved once, at connect time, inside the HTTP stack's network backend; every
-  address it resolves to is checked and the connection goes to a checked address. URL, ``Host``,
-  TLS SNI and certificate checks keep the real host name, and nothing resolves it a second time,
-  so there is no DNS-rebinding window. Private, loopback, link-local and other non-global targets
-  are refused unless ``NUDGE_ALLOW_PRIVATE_WEBHOOKS=1``.
+- SSRF: the host is resolved once, at connect time, by the HTTP client's resolver (ours); every
+  address it resolves to is checked and the connection goes to the checked address, which the
+  socket factory checks once more as it opens the socket (this also covers IP-literal URLs). URL,
+  ``Host``, TLS SNI and certificate checks keep the real host name, and nothing resolves it a
+  second time, so there is no DNS-rebinding window. Private, loopback, link-local and other
+  non-global targets are refused unless ``NUDGE_ALLOW_PRIVATE_WEBHOOKS=1``.
 - Connect timeout 2 s, total 15 s (configurable), no redirects, every 2xx is success, answers
   capped in size, and a circuit breaker per app: after N consecutive failures its calls are
   skipped for a cool-down, then one trial call decides. Each app has its own lane (at most
-  ``NUDGE_WEBHOOK_CONCURRENCY_PER_APP`` calls at once, a bounded queue behind them) and each
-  origin its own connection pool, so a slow app never holds up another one.
+  ``NUDGE_WEBHOOK_CONCURRENCY_PER_APP`` calls at once, a bounded queue behind them) and there is
+  no process-wide connection cap, so a slow app never holds up another one.
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import httpcore
-import httpx
+import aiohttp
+from aiohappyeyeballs import AddrInfoType
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.connector import Connection
 from standardwebhooks import Webhook
 
 from nudge import __version__
@@ -72,8 +75,9 @@ async def system_resolve(host: str, port: int) -> list[str]:
     return [str(info[4][0]) for info in infos]
 
 
-class GuardedBackend(httpcore.AsyncNetworkBackend):
-    """A network backend that resolves, checks and connects to the checked address."""
+class GuardedResolver(AbstractResolver):
+    """aiohttp's resolver, replaced: resolve, check every answer, hand back only the checked
+    address. aiohttp connects to what its resolver returns and does not resolve again."""
 
     def __init__(
         self,
@@ -84,8 +88,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
     ) -> None:
         self.allow_private = allow_private
         self.cache_ttl_s = cache_ttl_s
-        self.resolve = resolve or system_resolve
-        self._inner = httpcore.AnyIOBackend()
+        self._resolve = resolve or system_resolve
         self._cache: dict[tuple[str, int], tuple[float, str]] = {}
 
     async def checked_address(self, host: str, port: int) -> str:
@@ -98,7 +101,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
             addresses: list[IPAddress] = [ipaddress.ip_address(host)]
         except ValueError:
             try:
-                found = await self.resolve(host, port)
+                found = await self._resolve(host, port)
             except OSError as exc:
                 raise WebhookRefused(f"cannot resolve {host}: {exc.strerror or exc}") from None
             addresses = list(dict.fromkeys(ipaddress.ip_address(a) for a in found))
@@ -115,39 +118,32 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         self._cache[(host, port)] = (now + self.cache_ttl_s, chosen)
         return chosen
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         address = await self.checked_address(host, port)
-        return await self._inner.connect_tcp(address, port, timeout, local_address, socket_options)
+        return [
+            {
+                "hostname": host,
+                "host": address,
+                "port": port,
+                "family": socket.AF_INET6 if ":" in address else socket.AF_INET,
+                "proto": 0,
+                "flags": socket.AI_NUMERICHOST,
+            }
+        ]
 
-    async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
-    ) -> httpcore.AsyncNetworkStream:
-        raise WebhookRefused("unix sockets are not webhook targets")
+    async def close(self) -> None:
+        return None
 
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
-class GuardedTransport(httpx.AsyncHTTPTransport):
-    """httpx's transport with its connection pool built on :class:`GuardedBackend`."""
-
-    def __init__(self, backend: GuardedBackend, limits: httpx.Limits) -> None:
-        super().__init__(limits=limits, trust_env=False)
-        # Same pool httpx builds, plus our network backend (httpx has no parameter for it).
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=backend,
-        )
+    def guarded_socket(self, addr_info: AddrInfoType) -> socket.socket:
+        """aiohttp's socket factory: the last gate, on the exact address about to be connected
+        to (IP-literal URLs never reach the resolver)."""
+        family, type_, proto, _, sockaddr = addr_info
+        reason = address_refusal(ipaddress.ip_address(sockaddr[0]), self.allow_private)
+        if reason:
+            raise WebhookRefused(reason)
+        return socket.socket(family=family, type=type_, proto=proto)
 
 
 @dataclass
@@ -186,8 +182,8 @@ class CircuitBreaker:
 
 @dataclass
 class Lane:
-    """An app's calls: at most N at once (its pool stays small and cheap to scan); the rest
-    wait in order, up to a bound."""
+    """An app's calls: at most N at once (so it holds at most N connections); the rest wait in
+    order, up to a bound."""
 
     slots: asyncio.Semaphore
     waiting: int = 0
@@ -229,19 +225,32 @@ class WebhookResult:
         }
 
 
-async def _read_bounded(response: httpx.Response, limit: int) -> tuple[bytes, str | None]:
+async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, str | None]:
     """The answer's body, at most ``limit`` bytes (and an error when it was longer)."""
-    declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) <= limit:
-        return await response.aread(), None  # one read, the common case
+    declared = response.content_length
+    if declared is not None and declared <= limit and "content-encoding" not in response.headers:
+        return await response.read(), None  # one read, the common case
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.aiter_bytes():
+    async for chunk in response.content.iter_chunked(65_536):
         size += len(chunk)
         if size > limit:
             return b"".join(chunks), f"answer over {limit} bytes; cut off"
         chunks.append(chunk)
     return b"".join(chunks), None
+
+
+class PeerResponse(aiohttp.ClientResponse):
+    """A response that remembers the peer it came from (its connection goes back to the pool as
+    soon as the body is in, so it cannot be asked afterwards)."""
+
+    peer: str | None = None
+
+    async def start(self, connection: Connection) -> aiohttp.ClientResponse:
+        transport = connection.transport
+        peer = transport.get_extra_info("peername") if transport else None
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else None
+        return await super().start(connection)
 
 
 def sign(signer: Webhook, message_id: str, timestamp: int, body: str) -> dict[str, str]:
@@ -255,32 +264,38 @@ def sign(signer: Webhook, message_id: str, timestamp: int, body: str) -> dict[st
 
 
 class WebhookClient:
-    def __init__(self, settings: Settings, *, backend: GuardedBackend | None = None) -> None:
+    """Webhook calls through aiohttp (its C HTTP parser: a call costs a fraction of httpx's CPU,
+    and a busy process makes hundreds a second), with :class:`GuardedResolver` as its resolver
+    and socket factory."""
+
+    def __init__(self, settings: Settings, *, resolver: GuardedResolver | None = None) -> None:
         self.settings = settings
-        self.backend = backend or GuardedBackend(settings.allow_private_webhooks)
-        # One connection pool per origin: a request scans only its own origin's connections,
-        # and a slow app's connections never crowd out another app's.
-        self._clients: dict[tuple[bytes, bytes, int | None], httpx.AsyncClient] = {}
+        self.resolver = resolver or GuardedResolver(settings.allow_private_webhooks)
+        self._session: aiohttp.ClientSession | None = None
         self.breakers: dict[str, CircuitBreaker] = {}
         self._signers: dict[str, Webhook] = {}  # secret -> signer (decoding a secret costs)
         self._lanes: dict[str, Lane] = {}
 
-    def client_for(self, url: httpx.URL) -> httpx.AsyncClient:
-        origin = (url.raw_scheme, url.raw_host, url.port)
-        client = self._clients.get(origin)
-        if client is None:
-            per_app = self.settings.webhook_concurrency_per_app
-            limits = httpx.Limits(max_connections=None, max_keepalive_connections=per_app)
-            client = self._clients[origin] = httpx.AsyncClient(
-                transport=GuardedTransport(self.backend, limits),
-                timeout=httpx.Timeout(
-                    self.settings.webhook_timeout_s,
-                    connect=self.settings.webhook_connect_timeout_s,
-                ),
-                follow_redirects=False,
-                headers={"user-agent": f"Nudge-Webhooks/{__version__}"},
+    def session(self) -> aiohttp.ClientSession:
+        """One session for every app: connections are pooled per origin, and each app's lane
+        bounds how many it holds."""
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=0,  # no global cap: lanes bound each app, so one app cannot starve others
+                resolver=self.resolver,
+                use_dns_cache=False,  # the resolver caches checked answers itself
+                socket_factory=self.resolver.guarded_socket,
             )
-        return client
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=self.settings.webhook_connect_timeout_s
+                ),
+                headers={"user-agent": f"Nudge-Webhooks/{__version__}"},
+                trust_env=False,
+                response_class=PeerResponse,
+            )
+        return self._session
 
     def breaker(self, app_id: str) -> CircuitBreaker:
         found = self.breakers.get(app_id)
@@ -357,44 +372,47 @@ class WebhookClient:
         started = time.monotonic()
         limit = self.settings.webhook_max_answer_bytes
         try:
-            async with asyncio.timeout(self.settings.webhook_timeout_s):
-                target_url = httpx.URL(url)
-                http = self.client_for(target_url)
-                request = http.build_request(
-                    method, target_url, params=params, content=body.encode(), headers=headers
-                )
-                response = await http.send(request, stream=True)
-                try:
-                    result.status = response.status_code
-                    stream = response.extensions.get("network_stream")
-                    peer = stream.get_extra_info("server_addr") if stream else None
-                    result.address = f"{peer[0]}:{peer[1]}" if peer else None
-                    result.body, result.error = await _read_bounded(response, limit)
-                finally:
-                    await response.aclose()
+            async with (
+                asyncio.timeout(self.settings.webhook_timeout_s),
+                self.session().request(
+                    method,
+                    url,
+                    params=params,
+                    data=None if payload is None else body.encode(),
+                    headers=headers,
+                    allow_redirects=False,
+                ) as response,
+            ):
+                result.status = response.status
+                result.address = response.peer if isinstance(response, PeerResponse) else None
+                result.body, result.error = await _read_bounded(response, limit)
             if result.error is None:
-                if response.is_success:
+                if 200 <= response.status < 300:
                     result.ok = True
-                elif response.is_redirect:
+                elif response.status in (301, 302, 303, 307, 308):
                     result.error = (
-                        f"redirect ({response.status_code} to "
+                        f"redirect ({response.status} to "
                         f"{response.headers.get('location', '?')!r}) refused: "
                         "webhooks are not followed; use the final URL in the manifest"
                     )
                 else:
-                    result.error = f"answered HTTP {response.status_code}"
+                    result.error = f"answered HTTP {response.status}"
         except WebhookRefused as exc:
             result.error = f"refused: {exc}"
+        except aiohttp.ServerTimeoutError as exc:  # before TimeoutError: it is one
+            result.error = f"timed out ({type(exc).__name__})"
         except TimeoutError:
             result.error = f"no complete answer within {self.settings.webhook_timeout_s:g} s"
-        except httpx.TimeoutException as exc:
-            result.error = f"timed out ({type(exc).__name__})"
-        except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
+        except aiohttp.ClientConnectorError as exc:
+            result.error = (
+                f"cannot connect to {exc.host}:{exc.port}: {exc.os_error.strerror or exc.os_error}"
+            )
+        except (aiohttp.ClientError, ValueError, OSError) as exc:
             result.error = f"{type(exc).__name__}: {str(exc)[:300] or 'connection failed'}"
         result.seconds = time.monotonic() - started
         return result
 
     async def aclose(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
-        self._clients.clear()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
