@@ -17,6 +17,20 @@ from urllib.parse import urlsplit
 
 import httpx
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes so far (Linux /proc)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / TICK
+
 
 @dataclass
 class Result:
@@ -24,6 +38,7 @@ class Result:
     seconds: float
     latencies: list[float] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
+    server_cpu_s: float | None = None  # the server's CPU time over the measured seconds
 
     @property
     def ok(self) -> int:
@@ -39,10 +54,18 @@ class Result:
         data = sorted(self.latencies)
         return data[min(len(data) - 1, int(p / 100 * len(data)))] * 1000
 
+    @property
+    def cpu_us(self) -> float | None:
+        """Server CPU per successful request (less sensitive to a busy machine than rates)."""
+        if self.server_cpu_s is None or not self.ok:
+            return None
+        return self.server_cpu_s / self.ok * 1e6
+
     def line(self) -> str:
+        cpu = f"   server CPU {self.cpu_us:5.0f} us/req" if self.cpu_us is not None else ""
         return (
             f"{self.name:<28} {self.rate:9.0f} req/s   p50 {self.pct(50):6.2f} ms   "
-            f"p99 {self.pct(99):6.2f} ms   statuses {dict(sorted(self.statuses.items()))}"
+            f"p99 {self.pct(99):6.2f} ms{cpu}   statuses {dict(sorted(self.statuses.items()))}"
         )
 
 
@@ -74,8 +97,11 @@ async def run_load(
     clients: int = 32,
     seconds: float = 5.0,
     warmup: float = 1.0,
+    server_pid: int | None = None,
 ) -> Result:
-    """``clients`` connections send back-to-back requests for ``seconds`` after a warm-up."""
+    """``clients`` connections send back-to-back requests for ``seconds`` after a warm-up.
+
+    With ``server_pid``, the server's CPU time over the measured seconds is recorded too."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     result = Result(name, seconds)
@@ -102,7 +128,16 @@ async def run_load(
                 result.statuses[status] = result.statuses.get(status, 0) + 1
         writer.close()
 
-    await asyncio.gather(*(client(n) for n in range(clients)))
+    async def server_cpu(pid: int) -> None:
+        await asyncio.sleep(measure_from - time.perf_counter())
+        before = cpu_seconds([pid])
+        await asyncio.sleep(stop_at - time.perf_counter())
+        result.server_cpu_s = cpu_seconds([pid]) - before
+
+    tasks = [client(n) for n in range(clients)]
+    if server_pid is not None:
+        tasks.append(server_cpu(server_pid))
+    await asyncio.gather(*tasks)
     return result
 
 

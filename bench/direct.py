@@ -80,6 +80,7 @@ async def main() -> None:
                 name="GET /healthz",
                 clients=args.clients,
                 seconds=args.seconds,
+                server_pid=proc.pid,
             )
             print(health.line(), flush=True)
             direct = await run_load(
@@ -88,6 +89,7 @@ async def main() -> None:
                 name="POST direct notification",
                 clients=args.clients,
                 seconds=args.seconds,
+                server_pid=proc.pid,
             )
             print(direct.line(), flush=True)
             ratio = direct.rate / health.rate if health.rate else 0.0
@@ -100,6 +102,8 @@ async def main() -> None:
                         "direct_p50_ms": round(direct.pct(50), 2),
                         "direct_p99_ms": round(direct.pct(99), 2),
                         "ratio": round(ratio, 3),
+                        "healthz_cpu_us": round(health.cpu_us or 0),
+                        "direct_cpu_us": round(direct.cpu_us or 0),
                     }
                 )
             )

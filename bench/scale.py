@@ -49,26 +49,13 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
-from _load import direct_request, free_port, run_load, start_server  # noqa: E402
+from _load import cpu_seconds, direct_request, free_port, run_load, start_server  # noqa: E402
 from tests.fakes.process import start_fcm  # noqa: E402
 
 from nudge.delivery.bus import asyncpg_dsn  # noqa: E402
 from nudge.store.migrate import upgrade  # noqa: E402
 
 ADMIN = "bench-admin"
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of these processes so far (Linux /proc)."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / TICK
 
 
 def postgres_pids() -> list[int]:
