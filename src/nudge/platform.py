@@ -91,7 +91,7 @@ class Platform:
             metrics=Metrics(),
             http=http,
             writer=writer,
-            acceptor=Acceptor(writer, limits, lock_rows=db.is_postgres),
+            acceptor=Acceptor(db, limits, lock_rows=db.is_postgres),
             admin_token=resolve_admin_token(settings),
         )
         platform.writer.start()

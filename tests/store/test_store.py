@@ -61,7 +61,7 @@ async def test_batch_answers_each_request_in_order(db: Database) -> None:
         req(app_id, message="h", key_hash=good_key),  # over the limit of 3
     ]
     async with db.begin() as conn:
-        results = await accept_batch(conn, batch, LIMITS, lock_rows=db.is_postgres)
+        results = await conn.run_sync(accept_batch, batch, LIMITS, lock_rows=db.is_postgres)
     kinds = [type(r).__name__ for r in results]
     assert kinds == ["Accepted", "Unauthorized", "NotFound", "NotFound", "Accepted", "Accepted",
                      "Accepted", "Accepted", "RateLimited"]
@@ -85,21 +85,21 @@ async def test_limit_counts_earlier_batches(db: Database) -> None:
     app_id, _ = await seed(db)
     for i in range(3):
         async with db.begin() as conn:
-            (r,) = await accept_batch(conn, [req(app_id, message=f"m{i}")], LIMITS)
+            (r,) = await conn.run_sync(accept_batch, [req(app_id, message=f"m{i}")], LIMITS)
         assert isinstance(r, Accepted)
     async with db.begin() as conn:
-        (r,) = await accept_batch(conn, [req(app_id, message="m3")], LIMITS)
+        (r,) = await conn.run_sync(accept_batch, [req(app_id, message="m3")], LIMITS)
     assert isinstance(r, RateLimited)
     # Proactive notifications have their own limit (the 30 s claim), not the hourly one.
     async with db.begin() as conn:
-        (p,) = await accept_batch(conn, [req(app_id, message="p", kind="proactive")], LIMITS)
+        (p,) = await conn.run_sync(accept_batch, [req(app_id, message="p", kind="proactive")], LIMITS)
     assert isinstance(p, Accepted)
 
 
 async def test_claim_send_record(db: Database) -> None:
     app_id, _ = await seed(db)
     async with db.begin() as conn:
-        await accept_batch(conn, [req(app_id, message="x")], LIMITS)
+        await conn.run_sync(accept_batch, [req(app_id, message="x")], LIMITS)
     jobs = await queue.claim(db, "w1", 10, lease_s=30)
     assert sorted(j.provider for j in jobs) == ["inbox", "log"]
     assert await queue.claim(db, "w2", 10, lease_s=30) == []  # claimed rows are not due
@@ -125,7 +125,7 @@ async def test_claim_send_record(db: Database) -> None:
 async def test_a_late_worker_cannot_overwrite_a_reclaimed_delivery(db: Database) -> None:
     app_id, _ = await seed(db)
     async with db.begin() as conn:
-        await accept_batch(conn, [req(app_id, message="x")], LIMITS)
+        await conn.run_sync(accept_batch, [req(app_id, message="x")], LIMITS)
     jobs = await queue.claim(db, "slow", 10, lease_s=30)
     async with db.begin() as conn:  # the lease runs out
         await conn.execute(update(Delivery).values(lease_until=time.time() - 1))
@@ -139,7 +139,7 @@ async def test_a_late_worker_cannot_overwrite_a_reclaimed_delivery(db: Database)
 async def test_retries_end_as_failed_after_the_max_age(db: Database) -> None:
     app_id, _ = await seed(db)
     async with db.begin() as conn:
-        await accept_batch(conn, [req(app_id, message="x")], LIMITS)
+        await conn.run_sync(accept_batch, [req(app_id, message="x")], LIMITS)
     jobs = await queue.claim(db, "w", 10, lease_s=30)
     policy = RetryPolicy(base_s=10, max_s=10, max_age_s=1)
     states = await queue.record(db, "w", [(j, SendResult(Outcome.RETRY, "503")) for j in jobs], policy)
@@ -153,7 +153,7 @@ async def test_concurrent_claimers_never_share_a_delivery(db: Database) -> None:
     """Four workers racing over 200 deliveries: each is claimed exactly once."""
     app_id, _ = await seed(db)
     async with db.begin() as conn:
-        await accept_batch(conn, [req(app_id, message=f"m{i}", kind="proactive")
+        await conn.run_sync(accept_batch, [req(app_id, message=f"m{i}", kind="proactive")
                                   for i in range(100)], LIMITS)
     claimed: list[str] = []
 

@@ -1,8 +1,8 @@
 """Batches concurrent notification requests into one ``accept_batch`` call each.
 
-While one batch is being written, the requests that arrive queue up and form the next one; the
-batch runs as a single piece of work of the shared :class:`~nudge.store.batch.BatchWriter`, so its
-callers are answered only after their rows are committed.
+While one batch is being written, the requests that arrive queue up and form the next one; each
+batch is one transaction (:meth:`~nudge.store.db.Database.run_in_transaction`), so its callers are
+answered only after their rows are committed.
 """
 
 from __future__ import annotations
@@ -11,14 +11,15 @@ from functools import partial
 
 from nudge.core.errors import NudgeError
 from nudge.core.notifications import Accepted, Limits, NotificationRequest, accept_batch
-from nudge.store.batch import BatchWriter, RequestBatcher
+from nudge.store.batch import RequestBatcher
+from nudge.store.db import Database
 
 
 class Acceptor:
     def __init__(
-        self, writer: BatchWriter, limits: Limits, *, lock_rows: bool, max_batch: int = 256
+        self, db: Database, limits: Limits, *, lock_rows: bool, max_batch: int = 256
     ) -> None:
-        self.writer = writer
+        self.db = db
         self.limits = limits
         self.lock_rows = lock_rows
         self._batcher: RequestBatcher[NotificationRequest, Accepted | NudgeError] = RequestBatcher(
@@ -39,6 +40,6 @@ class Acceptor:
         return result
 
     async def _process(self, requests: list[NotificationRequest]) -> list[Accepted | NudgeError]:
-        return await self.writer.run(
+        return await self.db.run_in_transaction(
             partial(accept_batch, requests=requests, limits=self.limits, lock_rows=self.lock_rows)
         )

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
-from sqlalchemy import bindparam, func, insert, select, tuple_, update
+from sqlalchemy import Connection, bindparam, func, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nudge.core.errors import Invalid, NotFound, NudgeError, RateLimited, Unauthorized
@@ -181,14 +181,16 @@ _DEVICES = select(Device.uid, Device.id, Device.platform).where(
 )
 
 
-async def accept_batch(
-    conn: AsyncConnection,
+def accept_batch(
+    conn: Connection,
     requests: Sequence[NotificationRequest],
     limits: Limits,
     *,
     lock_rows: bool = False,
 ) -> list[Accepted | NudgeError]:
-    """Validate and durably queue a batch; one result (or refusal) per request, in order."""
+    """Validate and queue a batch inside the caller's transaction; one result (or refusal) per
+    request, in order. Synchronous: run it with ``Database.run_in_transaction`` (or
+    ``AsyncConnection.run_sync``)."""
     now = time.time()
     app_ids = {r.app_id for r in requests}
     uids = {r.uid for r in requests}
@@ -197,35 +199,35 @@ async def accept_batch(
     owners: dict[str, str | None] = {}
     hashes = [r.key_hash for r in requests if r.key_hash is not None]
     if hashes:
-        rows = await conn.execute(_KEYS, {"hashes": hashes})
+        rows = conn.execute(_KEYS, {"hashes": hashes})
         owners = {r.key_hash: (r.app_id if r.revoked_at is None else None) for r in rows}
-    apps = {r.id: r for r in await conn.execute(_APPS, {"ids": list(app_ids)})}
-    users = set((await conn.execute(_USERS, {"uids": list(uids)})).scalars())
+    apps = {r.id: r for r in conn.execute(_APPS, {"ids": list(app_ids)})}
+    users = set((conn.execute(_USERS, {"uids": list(uids)})).scalars())
     # On PostgreSQL the install rows are locked: sends to one (app, user) take turns, so the
     # hourly count below holds across processes.
     installs = _INSTALLS_LOCKED if lock_rows else _INSTALLS
-    installed = {(r.app_id, r.uid) for r in await conn.execute(installs, {"pairs": list(pairs)})}
+    installed = {(r.app_id, r.uid) for r in conn.execute(installs, {"pairs": list(pairs)})}
 
     keys = [(r.app_id, r.idempotency_key) for r in requests if r.idempotency_key is not None]
     by_key: dict[tuple[str, str], str] = {}
     if keys:
-        rows = await conn.execute(_BY_IDEMPOTENCY_KEY, {"keys": keys})
+        rows = conn.execute(_BY_IDEMPOTENCY_KEY, {"keys": keys})
         by_key = {(r.app_id, r.idempotency_key): r.id for r in rows}
     digests = [dedupe_hash(r.app_id, r.uid, r.type, r.message) for r in requests]
     recent = {
         r.dedupe_hash: r.id
-        for r in await conn.execute(
+        for r in conn.execute(
             _RECENT, {"digests": list(set(digests)), "since": now - limits.dedupe_window_s}
         )
     }
     direct_pairs = {(r.app_id, r.uid) for r in requests if r.kind == "direct"}
     windows: dict[tuple[str, str], _PairState] = {p: _PairState(0, None) for p in direct_pairs}
     if direct_pairs:
-        rows = await conn.execute(_WINDOWS, {"pairs": list(direct_pairs), "since": now - HOUR})
+        rows = conn.execute(_WINDOWS, {"pairs": list(direct_pairs), "since": now - HOUR})
         for app_id, uid, used, oldest in cast(Any, rows):
             windows[(app_id, uid)] = _PairState(int(used), oldest)
     devices: dict[str, list[tuple[str, str]]] = {}
-    for d in await conn.execute(_DEVICES, {"uids": list(uids)}):
+    for d in conn.execute(_DEVICES, {"uids": list(uids)}):
         devices.setdefault(d.uid, []).append((d.platform, d.id))
     duplicates_of: set[str] = set()
 
@@ -352,11 +354,11 @@ async def accept_batch(
         results.append(accepted)
 
     if notification_rows:
-        await conn.execute(insert(Notification), notification_rows)
-        await conn.execute(insert(Delivery), delivery_rows)
-        await conn.execute(insert(ChatMessage), chat_rows)
+        conn.execute(insert(Notification), notification_rows)
+        conn.execute(insert(Delivery), delivery_rows)
+        conn.execute(insert(ChatMessage), chat_rows)
     if duplicates_of:
-        counts = await _device_counts(conn, duplicates_of)
+        counts = _device_counts(conn, duplicates_of)
         results = [
             replace(r, devices=counts.get(r.notification_id, 0))
             if isinstance(r, Accepted) and r.duplicate
@@ -366,8 +368,8 @@ async def accept_batch(
     return results
 
 
-async def _device_counts(conn: AsyncConnection, notification_ids: set[str]) -> dict[str, int]:
-    rows = await conn.execute(
+def _device_counts(conn: Connection, notification_ids: set[str]) -> dict[str, int]:
+    rows = conn.execute(
         select(Delivery.notification_id, func.count())
         .where(Delivery.notification_id.in_(notification_ids), Delivery.provider != "inbox")
         .group_by(Delivery.notification_id)
@@ -383,9 +385,9 @@ async def accept_notification(
     dedupe_window_s: float,
     lock_rows: bool = False,
 ) -> Accepted:
-    """Accept one notification (a batch of one); raises its refusal."""
+    """Accept one notification (a batch of one) in the caller's transaction; raises its refusal."""
     limits = Limits(default_limit_per_hour, dedupe_window_s)
-    (result,) = await accept_batch(conn, [request], limits, lock_rows=lock_rows)
+    (result,) = await conn.run_sync(accept_batch, [request], limits, lock_rows=lock_rows)
     if isinstance(result, NudgeError):
         raise result
     return result

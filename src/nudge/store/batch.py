@@ -3,8 +3,9 @@
 Every accepted notification must be on disk before its 200 goes out. One commit per request caps
 SQLite at the fsync/commit rate, so concurrent requests queue their work here and a single task runs
 a batch of them in one transaction. Each piece of work validates before it writes, so an expected
-refusal (a ``NudgeError``) in one does not disturb the others; any other error rolls the batch back
-and its pieces are retried one transaction each, so one bad request cannot fail its neighbours.
+refusal (a ``NudgeError``) in one does not disturb the others; any other error fails the batch
+(its transaction rolls back) and :class:`RequestBatcher` retries its requests one by one, so one
+bad request cannot fail its neighbours.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ class RequestBatcher(Generic[Req, Res]):
 
     While one batch is processed, the requests that arrive queue up and form the next one.
     ``process`` answers a whole batch, one result per request, in order (a refusal is a result
-    too). Before :meth:`start` (tools, tests) each request is processed alone.
+    too). If it raises, the batch's requests are processed again one at a time and only the one
+    that fails alone gets the error. Before :meth:`start` (tools, tests) each request is processed
+    alone.
     """
 
     def __init__(
@@ -73,17 +76,28 @@ class RequestBatcher(Generic[Req, Res]):
             batch = [await self._queue.get()]
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            try:
-                results = await self.process([request for request, _ in batch])
-            except Exception as exc:
-                log.exception("a batch failed", extra={"batcher": self.name, "size": len(batch)})
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for (_, future), result in zip(batch, results):
-                if not future.done():
-                    future.set_result(result)
+            await self._answer(batch)
+
+    async def _answer(self, batch: list[tuple[Req, asyncio.Future[Res]]]) -> None:
+        try:
+            results = await self.process([request for request, _ in batch])
+        except Exception as exc:
+            if len(batch) > 1:
+                log.warning(
+                    "a batch failed; retrying its requests one by one",
+                    extra={"batcher": self.name, "size": len(batch), "error": repr(exc)},
+                )
+                for item in batch:
+                    await self._answer([item])
+                return
+            log.exception("a request failed", extra={"batcher": self.name})
+            results = []
+            future = batch[0][1]
+            if not future.done():
+                future.set_exception(exc)
+        for (_, future), result in zip(batch, results):
+            if not future.done():
+                future.set_result(result)
 
 
 @dataclass(frozen=True)
@@ -116,13 +130,6 @@ class BatchWriter:
         return result
 
     async def _process(self, batch: list[Work]) -> list[_Outcome]:
-        try:
-            return await self._run_batch(batch)
-        except Exception:
-            log.exception("batch failed; retrying its work one by one")
-            return [await self._run_alone(work) for work in batch]
-
-    async def _run_batch(self, batch: list[Work]) -> list[_Outcome]:
         outcomes: list[_Outcome] = []
         async with self.db.begin() as conn:
             for work in batch:
@@ -131,10 +138,3 @@ class BatchWriter:
                 except NudgeError as exc:
                     outcomes.append(_Outcome(False, exc))
         return outcomes  # only now is everything committed
-
-    async def _run_alone(self, work: Work) -> _Outcome:
-        try:
-            async with self.db.begin() as conn:
-                return _Outcome(True, await work(conn))
-        except Exception as exc:
-            return _Outcome(False, exc)

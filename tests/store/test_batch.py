@@ -1,0 +1,100 @@
+"""Group commit and synchronous transactions: what a batch promises its callers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import Connection, func, select
+
+from nudge.core import users
+from nudge.core.acceptor import Acceptor
+from nudge.core.errors import NotFound
+from nudge.core.notifications import Limits, NotificationRequest
+from nudge.store.batch import RequestBatcher
+from nudge.store.db import Database
+from nudge.store.migrate import upgrade
+from nudge.store.models import Notification, User
+
+
+@pytest.fixture
+async def db(database_url: str) -> Database:
+    await upgrade(database_url)
+    database = Database(database_url)
+    yield database  # type: ignore[misc]
+    await database.close()
+
+
+async def test_a_request_that_breaks_its_batch_fails_alone() -> None:
+    seen: list[list[int]] = []
+
+    async def process(batch: list[int]) -> list[int]:
+        seen.append(batch)
+        await asyncio.sleep(0)
+        if 13 in batch:
+            raise ValueError("unlucky")
+        return [n * 2 for n in batch]
+
+    batcher: RequestBatcher[int, int] = RequestBatcher(process, max_batch=16, name="test")
+    batcher.start()
+    try:
+        first = asyncio.ensure_future(batcher.submit(1))  # answered alone while the rest queue
+        await asyncio.sleep(0)
+        results = await asyncio.gather(
+            first, *(batcher.submit(n) for n in (11, 12, 13, 14)), return_exceptions=True
+        )
+    finally:
+        await batcher.aclose()
+    assert results[:3] == [2, 22, 24] and results[4] == 28
+    assert isinstance(results[3], ValueError)
+    assert [11, 12, 13, 14] in seen  # one batch first, then each request alone
+    assert [[11], [12], [13], [14]] == [b for b in seen if len(b) == 1 and b[0] > 1]
+
+
+async def test_run_in_transaction_commits_or_rolls_back(db: Database) -> None:
+    def add(conn: Connection, uid: str, fail: bool) -> str:
+        conn.execute(
+            User.__table__.insert().values(uid=uid, name=uid, token_hash=uid + "h", created_at=0.0)
+        )
+        if fail:
+            raise NotFound("nothing")
+        return uid
+
+    assert await db.run_in_transaction(lambda conn: add(conn, "kept", False)) == "kept"
+    with pytest.raises(NotFound):
+        await db.run_in_transaction(lambda conn: add(conn, "dropped", True))
+    async with db.read() as conn:
+        uids = set((await conn.execute(select(User.uid))).scalars())
+    assert uids == {"kept"}
+
+
+async def test_acceptor_batches_concurrent_requests_into_one_answer_each(db: Database) -> None:
+    async with db.begin() as conn:
+        from nudge.core import apps
+        from nudge.core.manifest import Manifest
+
+        app = await apps.create_app(conn, Manifest(name="Batch"))
+        for i in range(20):
+            await users.create_user(conn, users.NewUser(uid=f"u{i}", name="x"))
+    async with db.begin() as conn:
+        for i in range(19):  # u19 has not installed the app
+            await users.install_app(conn, f"u{i}", app["app_id"], [])
+    acceptor = Acceptor(db, Limits(100, 60), lock_rows=db.is_postgres)
+    acceptor.start()
+    try:
+        results = await asyncio.gather(
+            *(
+                acceptor.accept(
+                    NotificationRequest(app_id=app["app_id"], uid=f"u{i}", message=f"m{i}")
+                )
+                for i in range(20)
+            ),
+            return_exceptions=True,
+        )
+    finally:
+        await acceptor.aclose()
+    assert isinstance(results[19], NotFound)
+    ids = [r.notification_id for r in results[:19]]  # type: ignore[union-attr]
+    assert len(set(ids)) == 19
+    async with db.read() as conn:
+        assert await conn.scalar(select(func.count()).select_from(Notification)) == 19
