@@ -13,6 +13,7 @@ import json
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
+from urllib.parse import urlencode
 
 import google.auth.crypt
 import google.auth.jwt
@@ -26,7 +27,13 @@ from nudge.delivery.providers.base import (
     SendResult,
     Target,
 )
-from nudge.delivery.providers.http import ConnectionLanes, http_fallback, retry_after, unreachable
+from nudge.delivery.providers.http import (
+    Connections,
+    http_fallback,
+    open_connections,
+    retry_after,
+    unreachable,
+)
 from nudge.delivery.providers.payload import (
     collapse_id,
     compact_json,
@@ -58,7 +65,7 @@ class TokenUnavailable(Exception):
 class ServiceAccountTokens:
     """OAuth2 access tokens for one Google service account, cached until shortly before expiry."""
 
-    def __init__(self, info: dict[str, Any], http: ConnectionLanes) -> None:
+    def __init__(self, info: dict[str, Any], http: Connections) -> None:
         self.signer = google.auth.crypt.RSASigner.from_service_account_info(info)
         self.email: str = info["client_email"]
         self.token_uri: str = info["token_uri"]
@@ -108,7 +115,9 @@ class ServiceAccountTokens:
         assertion = google.auth.jwt.encode(self.signer, claims).decode()
         try:
             response = await self.http.post(
-                self.token_uri, data={"grant_type": JWT_BEARER, "assertion": assertion}
+                self.token_uri,
+                content=urlencode({"grant_type": JWT_BEARER, "assertion": assertion}).encode(),
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
             )
         except httpx.HTTPError as exc:
             raise TokenUnavailable(unreachable("FCM token endpoint", exc)) from None
@@ -219,7 +228,7 @@ class FcmProvider:
         base_url: str,
         project_id: str,
         tokens: ServiceAccountTokens,
-        http: ConnectionLanes,
+        http: Connections,
         *,
         max_age_s: float,
     ) -> None:
@@ -232,7 +241,7 @@ class FcmProvider:
     def from_deps(cls, deps: ProviderDeps) -> FcmProvider:
         s = deps.settings
         info = read_service_account(s.fcm_credentials_file)
-        http = ConnectionLanes(CONNECTIONS, http2=True, timeout=httpx.Timeout(15.0, connect=2.0))
+        http = open_connections(s, CONNECTIONS)
         tokens = ServiceAccountTokens(info, http)
         return cls(s.fcm_base_url, info["project_id"], tokens, http, max_age_s=s.delivery_max_age_s)
 

@@ -1,8 +1,8 @@
 """Web Push to browsers: RFC 8030 delivery, RFC 8291 ``aes128gcm`` encryption, RFC 8292 VAPID.
 
 The payload is encrypted to the subscription's keys with pywebpush's encoder (http_ece) and sent
-with the platform's shared httpx client. The VAPID JWT is signed by py_vapid, one per push-service
-origin, and reused for 12 of its 24 hours.
+over the provider's own connections (``NUDGE_PUSH_HTTP_TRANSPORT``, see ``providers.http``). The
+VAPID JWT is signed by py_vapid, one per push-service origin, and reused for 12 of its 24 hours.
 """
 
 from __future__ import annotations
@@ -26,7 +26,12 @@ from nudge.delivery.providers.base import (
     SendResult,
     Target,
 )
-from nudge.delivery.providers.http import http_fallback, unreachable
+from nudge.delivery.providers.http import (
+    Connections,
+    http_fallback,
+    open_connections,
+    unreachable,
+)
 from nudge.delivery.providers.payload import (
     compact_json,
     fit,
@@ -40,6 +45,7 @@ from nudge.delivery.providers.payload import (
 PLAINTEXT_LIMIT = 3993
 VAPID_LIFETIME_S = 24 * 3600.0  # RFC 8292: no more than 24 hours
 VAPID_REUSE_S = 12 * 3600.0
+CONNECTIONS = 64  # to all push services together (a few origins: FCM, Mozilla, Apple)
 
 
 class PrivateEndpoint(Exception):
@@ -108,7 +114,7 @@ class WebPushProvider:
     def __init__(
         self,
         signer: VapidSigner,
-        http: httpx.AsyncClient,
+        http: Connections,
         *,
         max_age_s: float,
         allow_private: bool,
@@ -135,7 +141,7 @@ class WebPushProvider:
             ) from None
         return cls(
             signer,
-            deps.http,
+            open_connections(s, CONNECTIONS),
             max_age_s=s.delivery_max_age_s,
             allow_private=s.allow_private_webhooks,
         )
@@ -183,7 +189,7 @@ class WebPushProvider:
         return classify(response)
 
     async def aclose(self) -> None:
-        return None  # the shared client belongs to the platform
+        await self.http.aclose()
 
 
 def read_vapid_key(value: str) -> Vapid02:
