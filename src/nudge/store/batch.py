@@ -74,6 +74,9 @@ class RequestBatcher(Generic[Req, Res]):
     async def _loop(self) -> None:
         while True:
             batch = [await self._queue.get()]
+            # Let the requests whose data already arrived join this batch: one more turn of the
+            # event loop runs their handlers first.
+            await asyncio.sleep(0)
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             await self._answer(batch)
