@@ -1,17 +1,23 @@
 """Push delivery to the local fake FCM: deliveries per second, and acceptance-to-provider latency.
 
-    .venv/bin/python bench/delivery.py [--notifications 10000] [--rate 1000] [--database-url URL]
+    .venv/bin/python bench/delivery.py [--notifications 10000] [--rate 500] [--database-url URL]
+                                       [--transports aiohttp,httpx] [--rounds 1] [--loop uvloop]
 
 The fake FCM (OAuth2 token endpoint + HTTP v1 send API) runs in its own process under uvicorn so
-that it does not share the worker's event loop; the platform runs here, with SQLite by default.
-Each notification goes to one user's FCM device (and their inbox). Two runs:
+that it does not share the worker's event loop; the platform runs here, with SQLite by default,
+on uvloop as ``nudge serve`` runs it. Each notification goes to one user's FCM device (and their
+inbox). Two runs:
 
   drain  N notifications are accepted with no worker running; then a worker starts and we time
-         until every FCM delivery is recorded as delivered: deliveries/s.
-  live   N more are accepted at --rate per second while the worker runs; for each, the time from
-         acceptance (the accept call returned: durably queued) to the fake receiving the FCM call.
+         until every FCM delivery is recorded as delivered: deliveries/s, the worker's CPU time
+         per delivery and the fake's per request. Once per push HTTP transport
+         (NUDGE_PUSH_HTTP_TRANSPORT), alternating, ``--rounds`` times: an A/B in one run.
+  live   N more are accepted at --rate per second while the worker (first transport) runs; for
+         each, the time from acceptance (the accept call returned: durably queued) to the fake
+         receiving the FCM call.
 
-Target (issue 3): at least 2,000 deliveries/s.
+The machine's other load moves deliveries/s a lot; CPU per delivery much less. Target (issue 3):
+at least 2,000 deliveries/s.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -99,6 +106,41 @@ async def wait_delivered(platform: Platform, count: int, timeout: float) -> floa
     return time.perf_counter()
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def drain(
+    base: Settings, transport: str, app_id: str, n: int, fake_pid: int, tag: str
+) -> None:
+    """Accept ``n`` with no worker running, then time one worker delivering them all."""
+    settings = base.model_copy(update={"push_http_transport": transport})
+    api = await Platform.start(settings.model_copy(update={"role": "api"}), migrate=False)
+    for chunk in range(0, n, 1000):
+        await asyncio.gather(
+            *(accept(api, app_id, i, tag) for i in range(chunk, min(n, chunk + 1000)))
+        )
+    await api.close()
+    load = os.getloadavg()[0]
+    worker = await Platform.start(settings.model_copy(update={"role": "worker"}), migrate=False)
+    started, cpu, fake_cpu = time.perf_counter(), cpu_s(os.getpid()), cpu_s(fake_pid)
+    finished = await wait_delivered(worker, n, timeout=300)
+    cpu_us = (cpu_s(os.getpid()) - cpu) / n * 1e6
+    fake_us = (cpu_s(fake_pid) - fake_cpu) / n * 1e6
+    await worker.close()
+    drain_s = finished - started
+    print(
+        f"drain {transport:7s} {n} FCM deliveries sent and recorded in "
+        f"{drain_s:.2f} s: {n / drain_s:,.0f}/s (target >= 2,000/s); worker CPU {cpu_us:.0f} us "
+        f"per delivery ({1e6 / cpu_us:,.0f}/s per free core), fake FCM {fake_us:.0f} us per "
+        f"request; load average {load:.1f}",
+        flush=True,
+    )
+
+
 def pct(values: list[float], p: float) -> float:
     data = sorted(values)
     return data[min(len(data) - 1, int(p / 100 * len(data)))]
@@ -109,6 +151,12 @@ async def main() -> None:
     parser.add_argument("--notifications", type=int, default=10_000)
     parser.add_argument("--rate", type=float, default=500.0, help="offered rate of the live run")
     parser.add_argument("--database-url", default=None)
+    parser.add_argument(
+        "--transports",
+        default="aiohttp,httpx",
+        help="NUDGE_PUSH_HTTP_TRANSPORT values to drain with, in turn (the first also runs live)",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="drains per transport")
     args = parser.parse_args()
     n = args.notifications
     logging.basicConfig(level=logging.WARNING)
@@ -135,40 +183,19 @@ async def main() -> None:
                 flush=True,
             )
 
-            # drain: accept everything first, then time the worker alone.
             api = await Platform.start(base.model_copy(update={"role": "api"}))
             app_id = await setup(api)
-            started = time.perf_counter()
-            for chunk in range(0, n, 1000):
-                await asyncio.gather(
-                    *(accept(api, app_id, i, "drain") for i in range(chunk, min(n, chunk + 1000)))
-                )
-            accept_s = time.perf_counter() - started
             await api.close()
-            print(
-                f"accepted      {n} in {accept_s:.2f} s ({n / accept_s:,.0f}/s, no worker)",
-                flush=True,
-            )
-
-            worker = await Platform.start(base.model_copy(update={"role": "worker"}), migrate=False)
-            started, cpu = time.perf_counter(), time.process_time()
-            finished = await wait_delivered(worker, n, timeout=300)
-            cpu_us = (time.process_time() - cpu) / n * 1e6
-            await worker.close()
-            drain_s = finished - started
-            print(
-                f"drain         {n} FCM deliveries sent and recorded in {drain_s:.2f} s: "
-                f"{n / drain_s:,.0f} deliveries/s   (target >= 2,000/s)",
-                flush=True,
-            )
-            print(
-                f"              worker CPU {cpu_us:.0f} us per delivery (with its inbox delivery "
-                f"and the database work): {1e6 / cpu_us:,.0f}/s per free core",
-                flush=True,
-            )
+            transports = args.transports.split(",")
+            for r in range(args.rounds):
+                for transport in transports:
+                    await drain(base, transport, app_id, n, fake.pid, f"drain {r} {transport}")
 
             # live: accept at a steady rate while the worker delivers.
-            live = await Platform.start(base.model_copy(update={"role": "all"}), migrate=False)
+            live_settings = base.model_copy(
+                update={"role": "all", "push_http_transport": transports[0]}
+            )
+            live = await Platform.start(live_settings, migrate=False)
             accepted: dict[str, float] = {}
             tasks = []
             t0 = time.perf_counter()
@@ -188,7 +215,8 @@ async def main() -> None:
                 (at - accepted[nid]) * 1000 for nid, at in receipts["receipts"] if nid in accepted
             ]
             print(
-                f"live          {n} at {n / offered_s:,.0f}/s offered: acceptance -> FCM call "
+                f"live {transports[0]:7s} {n} at {n / offered_s:,.0f}/s offered: "
+                f"acceptance -> FCM call "
                 f"p50 {pct(latencies, 50):.1f} ms  p99 {pct(latencies, 99):.1f} ms  "
                 f"max {max(latencies):.1f} ms  mean {statistics.fmean(latencies):.1f} ms "
                 f"({len(latencies)} calls)",
@@ -200,4 +228,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    import uvloop
+
+    uvloop.run(main())
