@@ -17,6 +17,12 @@ from nudge.llm.cleaning import clean_output
         ("Notification: Stretch your legs.", "Stretch your legs."),
         ("SPEAKER_01: Ask for the budget first.", "Ask for the budget first."),
         (
+            "The advice to the user is: \"Don't give up. Small steps count.",
+            "Don't give up. Small steps count.",
+        ),
+        ("My tip: Soak the rice first.", "Soak the rice first."),
+        ("Advice is the best gift: take it.", "Advice is the best gift: take it."),
+        (
             "- Prepare one question.\n- Bring the numbers.",
             "Prepare one question. Bring the numbers.",
         ),

