@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import Connection, func, select, update
 
 from nudge.core import apps, users
 from nudge.core.errors import NotFound, RateLimited, Unauthorized
@@ -63,8 +65,17 @@ async def test_batch_answers_each_request_in_order(db: Database) -> None:
     async with db.begin() as conn:
         results = await conn.run_sync(accept_batch, batch, LIMITS, lock_rows=db.is_postgres)
     kinds = [type(r).__name__ for r in results]
-    assert kinds == ["Accepted", "Unauthorized", "NotFound", "NotFound", "Accepted", "Accepted",
-                     "Accepted", "Accepted", "RateLimited"]
+    assert kinds == [
+        "Accepted",
+        "Unauthorized",
+        "NotFound",
+        "NotFound",
+        "Accepted",
+        "Accepted",
+        "Accepted",
+        "Accepted",
+        "RateLimited",
+    ]
     a, dup, e, e_again, g = (results[i] for i in (0, 4, 5, 6, 7))
     assert isinstance(a, Accepted) and isinstance(dup, Accepted)
     assert dup.duplicate and dup.notification_id == a.notification_id and dup.devices == 1
@@ -92,7 +103,9 @@ async def test_limit_counts_earlier_batches(db: Database) -> None:
     assert isinstance(r, RateLimited)
     # Proactive notifications have their own limit (the 30 s claim), not the hourly one.
     async with db.begin() as conn:
-        (p,) = await conn.run_sync(accept_batch, [req(app_id, message="p", kind="proactive")], LIMITS)
+        (p,) = await conn.run_sync(
+            accept_batch, [req(app_id, message="p", kind="proactive")], LIMITS
+        )
     assert isinstance(p, Accepted)
 
 
@@ -106,17 +119,21 @@ async def test_claim_send_record(db: Database) -> None:
     policy = RetryPolicy(base_s=0.01, max_s=0.01, max_age_s=3600)
     by = {j.provider: j for j in jobs}
     states = await queue.record(
-        db, "w1",
-        [(by["inbox"], SendResult(Outcome.DELIVERED)),
-         (by["log"], SendResult(Outcome.RETRY, "busy", retry_after=0.0))],
+        db,
+        "w1",
+        [
+            (by["inbox"], SendResult(Outcome.DELIVERED)),
+            (by["log"], SendResult(Outcome.RETRY, "busy", retry_after=0.0)),
+        ],
         policy,
     )
     assert states == {by["inbox"].delivery_id: "delivered", by["log"].delivery_id: "retrying"}
     await asyncio.sleep(0.05)
     (again,) = await queue.claim(db, "w2", 10, lease_s=30)
     assert again.provider == "log" and again.attempts == 1
-    states = await queue.record(db, "w2", [(again, SendResult(Outcome.TOKEN_INVALID, "gone"))],
-                                policy)
+    states = await queue.record(
+        db, "w2", [(again, SendResult(Outcome.TOKEN_INVALID, "gone"))], policy
+    )
     assert states == {again.delivery_id: "token-removed"}
     async with db.read() as conn:
         assert await conn.scalar(select(func.count()).select_from(Device)) == 0
@@ -132,7 +149,9 @@ async def test_a_late_worker_cannot_overwrite_a_reclaimed_delivery(db: Database)
     taken = await queue.claim(db, "fast", 10, lease_s=30)
     assert {j.delivery_id for j in taken} == {j.delivery_id for j in jobs}
     policy = RetryPolicy(base_s=1, max_s=1, max_age_s=3600)
-    assert await queue.record(db, "slow", [(jobs[0], SendResult(Outcome.FAILED, "x"))], policy) == {}
+    assert (
+        await queue.record(db, "slow", [(jobs[0], SendResult(Outcome.FAILED, "x"))], policy) == {}
+    )
     assert await queue.release(db, "fast") == 2
 
 
@@ -142,7 +161,9 @@ async def test_retries_end_as_failed_after_the_max_age(db: Database) -> None:
         await conn.run_sync(accept_batch, [req(app_id, message="x")], LIMITS)
     jobs = await queue.claim(db, "w", 10, lease_s=30)
     policy = RetryPolicy(base_s=10, max_s=10, max_age_s=1)
-    states = await queue.record(db, "w", [(j, SendResult(Outcome.RETRY, "503")) for j in jobs], policy)
+    states = await queue.record(
+        db, "w", [(j, SendResult(Outcome.RETRY, "503")) for j in jobs], policy
+    )
     assert set(states.values()) == {"failed"}
     async with db.read() as conn:
         errors = (await conn.execute(select(Delivery.last_error))).scalars().all()
@@ -153,8 +174,11 @@ async def test_concurrent_claimers_never_share_a_delivery(db: Database) -> None:
     """Four workers racing over 200 deliveries: each is claimed exactly once."""
     app_id, _ = await seed(db)
     async with db.begin() as conn:
-        await conn.run_sync(accept_batch, [req(app_id, message=f"m{i}", kind="proactive")
-                                  for i in range(100)], LIMITS)
+        await conn.run_sync(
+            accept_batch,
+            [req(app_id, message=f"m{i}", kind="proactive") for i in range(100)],
+            LIMITS,
+        )
     claimed: list[str] = []
 
     async def worker(name: str) -> None:
@@ -173,3 +197,42 @@ async def test_install_of_unknown_scope_or_app(db: Database) -> None:
     async with db.begin() as conn:
         with pytest.raises(NotFound):
             await users.install_app(conn, "u1", "app_missing", [])
+
+
+async def test_batch_queries_search_indexes_on_sqlite(tmp_path: Path) -> None:
+    """Every lookup of the acceptance batch is an index search, never a scan of a table that
+    grows with each notification (SQLite scans for a row-value ``(a, b) IN (...)`` list)."""
+    from sqlalchemy import event
+
+    url = f"sqlite+aiosqlite:///{tmp_path}/plans.db"
+    await upgrade(url)
+    database = Database(url)
+    try:
+        app_id, secret = await seed(database)
+        statements: list[tuple[str, Any]] = []
+
+        def record(conn: Any, cursor: Any, sql: str, params: Any, context: Any, many: bool) -> None:
+            if sql.startswith("SELECT"):
+                statements.append((sql, params))
+
+        batch = [
+            req(app_id, message="a", key_hash=hash_secret(secret), idempotency_key="k"),
+            req(app_id, uid="u2", message="b"),
+        ]
+
+        def accept_and_explain(conn: Connection) -> list[str]:
+            event.listen(conn, "before_cursor_execute", record)
+            accept_batch(conn, batch, LIMITS)
+            event.remove(conn, "before_cursor_execute", record)
+            return [
+                str(row[-1])
+                for sql, params in statements
+                for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params)
+            ]
+
+        plans = await database.run_in_transaction(accept_and_explain)
+    finally:
+        await database.close()
+    assert len(statements) >= 7
+    scans = [p for p in plans if p.startswith("SCAN") and "CONSTANT ROW" not in p]
+    assert not scans, scans

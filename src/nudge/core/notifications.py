@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
-from sqlalchemy import Connection, bindparam, func, insert, select, tuple_, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nudge.core.errors import Invalid, NotFound, NudgeError, RateLimited, Unauthorized
@@ -141,7 +141,10 @@ class _PairState:
 
 
 # The batch's queries, built once (IN lists are expanding parameters): building and caching a
-# statement per batch is a measurable part of the hot path.
+# statement per batch is a measurable part of the hot path. Pairs are looked up as
+# ``a IN (...) AND b IN (...)`` and the extra combinations dropped in Python: SQLite cannot search
+# an index for a row-value ``(a, b) IN (...)`` list and scans the whole index instead (which grew
+# with every notification kept).
 _KEYS = select(AppKey.key_hash, AppKey.app_id, AppKey.revoked_at).where(
     AppKey.key_hash.in_(bindparam("hashes", expanding=True))
 )
@@ -150,13 +153,15 @@ _APPS = select(App.id, App.name, App.direct_limit_per_hour).where(
 )
 _USERS = select(User.uid).where(User.uid.in_(bindparam("uids", expanding=True)))
 _INSTALLS = select(Install.app_id, Install.uid).where(
-    tuple_(Install.app_id, Install.uid).in_(bindparam("pairs", expanding=True))
+    Install.app_id.in_(bindparam("app_ids", expanding=True)),
+    Install.uid.in_(bindparam("uids", expanding=True)),
 )
 _INSTALLS_LOCKED = _INSTALLS.with_for_update()
 _BY_IDEMPOTENCY_KEY = select(
     Notification.app_id, Notification.idempotency_key, Notification.id
 ).where(
-    tuple_(Notification.app_id, Notification.idempotency_key).in_(bindparam("keys", expanding=True))
+    Notification.app_id.in_(bindparam("app_ids", expanding=True)),
+    Notification.idempotency_key.in_(bindparam("keys", expanding=True)),
 )
 _RECENT = select(Notification.dedupe_hash, Notification.id).where(
     Notification.dedupe_hash.in_(bindparam("digests", expanding=True)),
@@ -170,12 +175,16 @@ _WINDOWS = (
         func.min(Notification.created_at),
     )
     .where(
-        tuple_(Notification.app_id, Notification.uid).in_(bindparam("pairs", expanding=True)),
+        Notification.app_id.in_(bindparam("app_ids", expanding=True)),
+        Notification.uid.in_(bindparam("uids", expanding=True)),
         Notification.kind == "direct",
         Notification.created_at > bindparam("since"),
     )
     .group_by(Notification.app_id, Notification.uid)
 )
+_INSERT_NOTIFICATIONS = insert(Notification)
+_INSERT_DELIVERIES = insert(Delivery)
+_INSERT_CHAT = insert(ChatMessage)
 _DEVICES = select(Device.uid, Device.id, Device.platform).where(
     Device.uid.in_(bindparam("uids", expanding=True))
 )
@@ -206,12 +215,16 @@ def accept_batch(
     # On PostgreSQL the install rows are locked: sends to one (app, user) take turns, so the
     # hourly count below holds across processes.
     installs = _INSTALLS_LOCKED if lock_rows else _INSTALLS
-    installed = {(r.app_id, r.uid) for r in conn.execute(installs, {"pairs": list(pairs)})}
+    rows = conn.execute(installs, {"app_ids": list(app_ids), "uids": list(uids)})
+    installed = {(r.app_id, r.uid) for r in rows} & pairs
 
-    keys = [(r.app_id, r.idempotency_key) for r in requests if r.idempotency_key is not None]
+    keys = {(r.app_id, r.idempotency_key) for r in requests if r.idempotency_key is not None}
     by_key: dict[tuple[str, str], str] = {}
     if keys:
-        rows = conn.execute(_BY_IDEMPOTENCY_KEY, {"keys": keys})
+        rows = conn.execute(
+            _BY_IDEMPOTENCY_KEY,
+            {"app_ids": list({a for a, _ in keys}), "keys": list({k for _, k in keys})},
+        )
         by_key = {(r.app_id, r.idempotency_key): r.id for r in rows}
     digests = [dedupe_hash(r.app_id, r.uid, r.type, r.message) for r in requests]
     recent = {
@@ -223,9 +236,17 @@ def accept_batch(
     direct_pairs = {(r.app_id, r.uid) for r in requests if r.kind == "direct"}
     windows: dict[tuple[str, str], _PairState] = {p: _PairState(0, None) for p in direct_pairs}
     if direct_pairs:
-        rows = conn.execute(_WINDOWS, {"pairs": list(direct_pairs), "since": now - HOUR})
+        rows = conn.execute(
+            _WINDOWS,
+            {
+                "app_ids": list({a for a, _ in direct_pairs}),
+                "uids": list({u for _, u in direct_pairs}),
+                "since": now - HOUR,
+            },
+        )
         for app_id, uid, used, oldest in cast(Any, rows):
-            windows[(app_id, uid)] = _PairState(int(used), oldest)
+            if (app_id, uid) in windows:
+                windows[(app_id, uid)] = _PairState(int(used), oldest)
     devices: dict[str, list[tuple[str, str]]] = {}
     for d in conn.execute(_DEVICES, {"uids": list(uids)}):
         devices.setdefault(d.uid, []).append((d.platform, d.id))
@@ -354,9 +375,9 @@ def accept_batch(
         results.append(accepted)
 
     if notification_rows:
-        conn.execute(insert(Notification), notification_rows)
-        conn.execute(insert(Delivery), delivery_rows)
-        conn.execute(insert(ChatMessage), chat_rows)
+        conn.execute(_INSERT_NOTIFICATIONS, notification_rows)
+        conn.execute(_INSERT_DELIVERIES, delivery_rows)
+        conn.execute(_INSERT_CHAT, chat_rows)
     if duplicates_of:
         counts = _device_counts(conn, duplicates_of)
         results = [
