@@ -3,6 +3,11 @@
 A worker claims due rows (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite has one writer at a
 time) by setting a lease; a row whose lease ran out (its worker died) is due again. Results are
 recorded only by the worker that still holds the claim.
+
+Each claim and each batch of results is one transaction run synchronously in one trip
+(``Database.run_in_transaction``), with statements built once: per statement, aiosqlite's
+round trips between the event loop and its thread, and building a statement, cost more than
+SQLite's own work.
 """
 
 from __future__ import annotations
@@ -11,8 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, and_, bindparam, delete, or_, select, update
 
 from nudge.delivery.backoff import retry_delay
 from nudge.delivery.providers.base import Outcome, PushMessage, SendResult, Target
@@ -39,76 +43,77 @@ class RetryPolicy:
     max_age_s: float
 
 
-def _due_condition(now: float) -> Any:
-    return or_(
-        and_(Delivery.state.in_(DUE_STATES), Delivery.next_attempt_at <= now),
-        and_(Delivery.state == "sending", Delivery.lease_until < now),
+# Parameters: t_now, t_lease (lease end), worker, pick (how many), ids (expanding).
+_DUE = or_(
+    and_(Delivery.state.in_(DUE_STATES), Delivery.next_attempt_at <= bindparam("t_now")),
+    and_(Delivery.state == "sending", Delivery.lease_until < bindparam("t_now")),
+)
+_PICK = select(Delivery.id).where(_DUE).order_by(Delivery.next_attempt_at).limit(bindparam("pick"))
+_TAKE = update(Delivery).values(
+    state="sending",
+    lease_until=bindparam("t_lease"),
+    claimed_by=bindparam("worker"),
+    updated_at=bindparam("t_now"),
+)
+# PostgreSQL: a locking CTE runs once. As ``IN (subquery)`` PostgreSQL may plan a nested-loop
+# semi join that runs the subquery again for every row, each run skipping what the previous
+# ones locked, and claim every due row instead of ``pick``.
+_PICKED = _PICK.with_for_update(skip_locked=True).cte("picked")
+_CLAIM_POSTGRES = _TAKE.where(Delivery.id == _PICKED.c.id).returning(Delivery.id)
+_CLAIM_SQLITE = _TAKE.where(Delivery.id.in_(_PICK.scalar_subquery()), _DUE).returning(Delivery.id)
+_CLAIMED = (
+    select(
+        Delivery.id,
+        Delivery.provider,
+        Delivery.device_id,
+        Delivery.attempts,
+        Delivery.created_at,
+        Notification.id.label("notification_id"),
+        Notification.app_id,
+        Notification.uid,
+        Notification.title,
+        Notification.body,
+        Notification.data,
+        Notification.collapse_key,
+        Notification.created_at.label("notification_created_at"),
+        Device.platform,
+        Device.token,
+        Device.subscription,
     )
+    .join(Notification, Notification.id == Delivery.notification_id)
+    .outerjoin(Device, Device.id == Delivery.device_id)
+    .where(Delivery.id.in_(bindparam("ids", expanding=True)))
+)
+_HELD = and_(Delivery.claimed_by == bindparam("worker"), Delivery.state == "sending")
+_DELIVERED = (
+    update(Delivery)
+    .where(Delivery.id.in_(bindparam("ids", expanding=True)), _HELD)
+    .values(
+        state="delivered",
+        attempts=Delivery.attempts + 1,
+        lease_until=None,
+        claimed_by=None,
+        updated_at=bindparam("t_now"),
+        delivered_at=bindparam("t_now"),
+        last_error="",
+    )
+    .returning(Delivery.id)
+)
 
 
 async def claim(db: Database, worker_id: str, limit: int, lease_s: float) -> list[Job]:
     """Claim up to ``limit`` due deliveries for ``worker_id`` and load what sending needs."""
-    now = time.time()
-    pick = (
-        select(Delivery.id)
-        .where(_due_condition(now))
-        .order_by(Delivery.next_attempt_at)
-        .limit(limit)
-    )
-    if db.is_postgres:
-        # A locking CTE runs once. As ``IN (subquery)`` PostgreSQL may plan a nested-loop semi
-        # join that runs the subquery again for every row, each run skipping what the previous
-        # ones locked, and claim every due row instead of ``limit``.
-        picked = pick.with_for_update(skip_locked=True).cte("picked")
-        chosen: Any = Delivery.id == picked.c.id
-    else:
-        chosen = and_(Delivery.id.in_(pick.scalar_subquery()), _due_condition(now))
-    async with db.begin() as conn:
-        claimed = (
-            (
-                await conn.execute(
-                    update(Delivery)
-                    .where(chosen)
-                    .values(
-                        state="sending",
-                        lease_until=now + lease_s,
-                        claimed_by=worker_id,
-                        updated_at=now,
-                    )
-                    .returning(Delivery.id)
-                )
-            )
-            .scalars()
-            .all()
-        )
+    statement = _CLAIM_POSTGRES if db.is_postgres else _CLAIM_SQLITE
+
+    def work(conn: Connection) -> list[Job]:
+        now = time.time()
+        params = {"t_now": now, "t_lease": now + lease_s, "worker": worker_id, "pick": limit}
+        claimed = conn.execute(statement, params).scalars().all()
         if not claimed:
             return []
-        rows = (
-            await conn.execute(
-                select(
-                    Delivery.id,
-                    Delivery.provider,
-                    Delivery.device_id,
-                    Delivery.attempts,
-                    Delivery.created_at,
-                    Notification.id.label("notification_id"),
-                    Notification.app_id,
-                    Notification.uid,
-                    Notification.title,
-                    Notification.body,
-                    Notification.data,
-                    Notification.collapse_key,
-                    Notification.created_at.label("notification_created_at"),
-                    Device.platform,
-                    Device.token,
-                    Device.subscription,
-                )
-                .join(Notification, Notification.id == Delivery.notification_id)
-                .outerjoin(Device, Device.id == Delivery.device_id)
-                .where(Delivery.id.in_(claimed))
-            )
-        ).all()
-    return [_job(r) for r in rows]
+        return [_job(r) for r in conn.execute(_CLAIMED, {"ids": claimed})]
+
+    return await db.run_in_transaction(work)
 
 
 def _job(r: Any) -> Job:
@@ -142,49 +147,31 @@ async def record(
     Deliveries are the common case and share one UPDATE; the others are written one by one.
     A row is written only while this worker still holds its claim.
     """
-    now = time.time()
-    states: dict[str, str] = {}
-    delivered = [job.delivery_id for job, r in results if r.outcome is Outcome.DELIVERED]
-    async with db.begin() as conn:
+
+    def work(conn: Connection) -> dict[str, str]:
+        now = time.time()
+        states: dict[str, str] = {}
+        delivered = [job.delivery_id for job, r in results if r.outcome is Outcome.DELIVERED]
         for start in range(0, len(delivered), 500):
-            done = await conn.execute(
-                update(Delivery)
-                .where(
-                    Delivery.id.in_(delivered[start : start + 500]),
-                    Delivery.claimed_by == worker_id,
-                    Delivery.state == "sending",
-                )
-                .values(
-                    state="delivered",
-                    attempts=Delivery.attempts + 1,
-                    lease_until=None,
-                    claimed_by=None,
-                    updated_at=now,
-                    delivered_at=now,
-                    last_error="",
-                )
-                .returning(Delivery.id)
-            )
+            params = {"ids": delivered[start : start + 500], "worker": worker_id, "t_now": now}
+            done = conn.execute(_DELIVERED, params)
             states.update(dict.fromkeys(done.scalars(), "delivered"))
         for job, result in results:
             if result.outcome is Outcome.DELIVERED:
                 continue
             values = _values_for(job, result, policy, now)
-            done = await conn.execute(
-                update(Delivery)
-                .where(
-                    Delivery.id == job.delivery_id,
-                    Delivery.claimed_by == worker_id,
-                    Delivery.state == "sending",
-                )
-                .values(**values)
+            held = conn.execute(
+                update(Delivery).where(Delivery.id == job.delivery_id, _HELD).values(**values),
+                {"worker": worker_id},
             )
-            if done.rowcount == 0:
+            if held.rowcount == 0:
                 continue  # our lease expired and another worker took it over
             states[job.delivery_id] = values["state"]
             if result.outcome is Outcome.TOKEN_INVALID and job.target and job.target.device_id:
-                await _remove_device(conn, job.target.device_id)
-    return states
+                _remove_device(conn, job.target.device_id)
+        return states
+
+    return await db.run_in_transaction(work)
 
 
 def _values_for(job: Job, result: SendResult, policy: RetryPolicy, now: float) -> dict[str, Any]:
@@ -213,10 +200,10 @@ def _values_for(job: Job, result: SendResult, policy: RetryPolicy, now: float) -
     return base | {"state": "retrying", "next_attempt_at": now + delay}
 
 
-async def _remove_device(conn: AsyncConnection, device_id: str) -> None:
+def _remove_device(conn: Connection, device_id: str) -> None:
     """A dead token: delete the device and close its other pending deliveries."""
-    await conn.execute(delete(Device).where(Device.id == device_id))
-    await conn.execute(
+    conn.execute(delete(Device).where(Device.id == device_id))
+    conn.execute(
         update(Delivery)
         .where(Delivery.device_id == device_id, Delivery.state.in_(DUE_STATES))
         .values(
