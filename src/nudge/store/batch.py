@@ -74,9 +74,12 @@ class RequestBatcher(Generic[Req, Res]):
     async def _loop(self) -> None:
         while True:
             batch = [await self._queue.get()]
-            # Let the requests whose data already arrived join this batch: one more turn of the
-            # event loop runs their handlers first.
-            await asyncio.sleep(0)
+            # Let the requests already on their way join this batch: take turns of the event loop
+            # (each runs the handlers of requests whose data came in) while new ones keep coming.
+            waiting = -1
+            while waiting != self._queue.qsize() < self.max_batch:
+                waiting = self._queue.qsize()
+                await asyncio.sleep(0)
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             await self._answer(batch)
