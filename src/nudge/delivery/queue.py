@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, or_, select, union_all, update
 
 from nudge.delivery.backoff import retry_delay
 from nudge.delivery.providers.base import Outcome, PushMessage, SendResult, Target
@@ -44,11 +44,8 @@ class RetryPolicy:
 
 
 # Parameters: t_now, t_lease (lease end), worker, pick (how many), ids (expanding).
-_DUE = or_(
-    and_(Delivery.state.in_(DUE_STATES), Delivery.next_attempt_at <= bindparam("t_now")),
-    and_(Delivery.state == "sending", Delivery.lease_until < bindparam("t_now")),
-)
-_PICK = select(Delivery.id).where(_DUE).order_by(Delivery.next_attempt_at).limit(bindparam("pick"))
+_WAITING = and_(Delivery.state.in_(DUE_STATES), Delivery.next_attempt_at <= bindparam("t_now"))
+_LAPSED = and_(Delivery.state == "sending", Delivery.lease_until < bindparam("t_now"))
 _TAKE = update(Delivery).values(
     state="sending",
     lease_until=bindparam("t_lease"),
@@ -58,9 +55,36 @@ _TAKE = update(Delivery).values(
 # PostgreSQL: a locking CTE runs once. As ``IN (subquery)`` PostgreSQL may plan a nested-loop
 # semi join that runs the subquery again for every row, each run skipping what the previous
 # ones locked, and claim every due row instead of ``pick``.
-_PICKED = _PICK.with_for_update(skip_locked=True).cte("picked")
+_PICKED = (
+    select(Delivery.id)
+    .where(or_(_WAITING, _LAPSED))
+    .order_by(Delivery.next_attempt_at)
+    .limit(bindparam("pick"))
+    .with_for_update(skip_locked=True)
+    .cte("picked")
+)
 _CLAIM_POSTGRES = _TAKE.where(Delivery.id == _PICKED.c.id).returning(Delivery.id)
-_CLAIM_SQLITE = _TAKE.where(Delivery.id.in_(_PICK.scalar_subquery()), _DUE).returning(Delivery.id)
+
+
+def _first(condition: Any) -> Any:
+    return (
+        select(Delivery.id, Delivery.next_attempt_at)
+        .where(condition)
+        .order_by(Delivery.next_attempt_at)
+        .limit(bindparam("pick"))
+        .subquery()
+    )
+
+
+# SQLite: the first ``pick`` of each kind of due row, each found in ix_deliveries_due, then the
+# first ``pick`` of both. With the two conditions OR-ed in one query SQLite collects and sorts
+# every due row, or scans the whole table (delivered rows too) for each claim. No second check
+# is needed in the UPDATE: BEGIN IMMEDIATE holds the write lock from the start.
+_CANDIDATES = union_all(select(_first(_WAITING)), select(_first(_LAPSED))).subquery()
+_PICK_SQLITE = (
+    select(_CANDIDATES.c.id).order_by(_CANDIDATES.c.next_attempt_at).limit(bindparam("pick"))
+)
+_CLAIM_SQLITE = _TAKE.where(Delivery.id.in_(_PICK_SQLITE.scalar_subquery())).returning(Delivery.id)
 _CLAIMED = (
     select(
         Delivery.id,

@@ -1,0 +1,69 @@
+"""The delivery queue's claims, on SQLite and on PostgreSQL: what is due, in which order, and
+what happens to a claim whose lease ran out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from nudge.core.notifications import accept_batch
+from nudge.delivery import queue
+from nudge.delivery.providers.base import Outcome, SendResult
+from nudge.store.db import Database
+from nudge.store.migrate import upgrade
+from tests.store.test_store import LIMITS, req, seed
+
+POLICY = queue.RetryPolicy(base_s=1.0, max_s=600.0, max_age_s=3600.0)
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    await upgrade(database_url)
+    database = Database(database_url)
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+async def accept(db: Database, app_id: str, *messages: str) -> None:
+    """One batch: each message is two due deliveries (the user's device and inbox)."""
+    batch = [req(app_id, message=m, kind="proactive") for m in messages]
+    await db.run_in_transaction(lambda conn: accept_batch(conn, batch, LIMITS))
+
+
+def ids(jobs: list[queue.Job]) -> set[str]:
+    return {job.delivery_id for job in jobs}
+
+
+async def test_a_claim_whose_lease_ran_out_is_taken_over_and_its_old_holder_cannot_record(
+    db: Database,
+) -> None:
+    app_id, _ = await seed(db)
+    await accept(db, app_id, "a", "b", "c")
+    lapsed = await queue.claim(db, "w1", 10, lease_s=-1.0)  # its lease is already over
+    assert len(lapsed) == 6
+    taken = await queue.claim(db, "w2", 10, lease_s=30.0)
+    assert ids(taken) == ids(lapsed)
+    assert await queue.claim(db, "w3", 10, lease_s=30.0) == []  # w2's lease still runs
+    delivered = SendResult(Outcome.DELIVERED)
+    assert await queue.record(db, "w1", [(j, delivered) for j in lapsed], POLICY) == {}
+    states = await queue.record(db, "w2", [(j, delivered) for j in taken], POLICY)
+    assert states == dict.fromkeys(ids(taken), "delivered")
+
+
+async def test_claims_take_the_longest_waiting_first_and_leave_what_is_not_due(
+    db: Database,
+) -> None:
+    app_id, _ = await seed(db)
+    await accept(db, app_id, "old")
+    await accept(db, app_id, "new one", "newer one")
+    old = await queue.claim(db, "w1", 2, lease_s=-1.0)  # the first batch's two, lapsed
+    assert {job.message.body for job in old} == {"old"}
+    later = await queue.claim(db, "w2", 3, lease_s=30.0)
+    assert ids(old) < ids(later)  # lapsed claims came first: they were due before the rest
+    postponed = [(j, SendResult(Outcome.RETRY, "busy", retry_after=60.0)) for j in later]
+    assert set((await queue.record(db, "w2", postponed, POLICY)).values()) == {"retrying"}
+    rest = await queue.claim(db, "w3", 10, lease_s=30.0)
+    assert len(rest) == 3 and not ids(rest) & ids(later)  # the retries wait their 60 s
