@@ -33,9 +33,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _load import _read_response, free_port, start_server  # noqa: E402
-
-from scale import cpu_seconds  # noqa: E402
+from _load import _read_response, cpu_seconds, free_port, start_server  # noqa: E402
 
 ADMIN = "bench-admin"
 TRIGGER = b"what do you think"

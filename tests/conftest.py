@@ -11,12 +11,14 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import Connection, event
 
 from nudge.api.app import create_app
 from nudge.config import Settings
@@ -63,7 +65,7 @@ async def _postgres_database() -> str:
     name = "nudge_t_" + secrets.token_hex(6)
     try:
         conn = await asyncpg.connect(base, timeout=3)
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+    except (TimeoutError, OSError, asyncpg.PostgresError):
         unavailable("PostgreSQL", "pg_ctlcluster --skip-systemctl-redirect 15 main start")
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
@@ -316,3 +318,30 @@ async def live_url(settings: Settings, platform: Platform) -> AsyncIterator[str]
     app.state.platform = platform
     async with ServeASGI(app) as served:
         yield served.url
+
+
+@contextmanager
+def statements_run(conn: Connection) -> Iterator[list[tuple[str, Any]]]:
+    """The single-row SQL statements run on ``conn`` inside the block, to EXPLAIN afterwards."""
+    seen: list[tuple[str, Any]] = []
+
+    def record(_c: Any, _cursor: Any, sql: str, params: Any, _ctx: Any, many: bool) -> None:
+        if not many:
+            seen.append((sql, params))
+
+    event.listen(conn, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(conn, "before_cursor_execute", record)
+
+
+def sqlite_scans(conn: Connection, statements: list[tuple[str, Any]]) -> list[str]:
+    """The steps of these statements' SQLite query plans that read a whole table or index (a
+    cost that grows with every row ever stored) instead of searching it."""
+    plans = [
+        str(row[-1])
+        for sql, params in statements
+        for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params)
+    ]
+    return [p for p in plans if p.startswith("SCAN") and "CONSTANT ROW" not in p]

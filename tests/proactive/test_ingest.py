@@ -294,3 +294,33 @@ async def test_ingest_batch_answers_each_request(tmp_path: Any, database_url: st
             assert list(texts) == ["one", "two", "three", "four"]
     finally:
         await db.close()
+
+
+async def test_ingest_searches_indexes_on_sqlite(tmp_path: Any) -> None:
+    """Scheduling flushes and opening sessions never scan every conversation ever stored."""
+    from nudge.proactive.ingest import IngestRequest, SegmentIn, ingest_batch
+    from nudge.store.db import Database
+    from nudge.store.migrate import upgrade
+    from nudge.store.models import User
+    from tests.conftest import sqlite_scans, statements_run
+
+    url = f"sqlite+aiosqlite:///{tmp_path}/plans.db"
+    await upgrade(url)
+    db = Database(url)
+    try:
+        async with db.begin() as conn:
+            for uid in ("a", "b"):
+                await conn.execute(
+                    User.__table__.insert().values(uid=uid, name=uid, token_hash=uid, created_at=0)
+                )
+            batch = [
+                IngestRequest("a", "s1", [SegmentIn(text="one")]),
+                IngestRequest("b", "s2", [SegmentIn(text="two")]),
+            ]
+            with statements_run(conn.sync_connection) as statements:  # type: ignore[arg-type]
+                await ingest_batch(conn, batch)  # opens the sessions
+                await ingest_batch(conn, batch)  # schedules their flushes
+            assert await conn.run_sync(sqlite_scans, statements) == []
+            assert len(statements) >= 3
+    finally:
+        await db.close()

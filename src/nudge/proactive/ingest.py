@@ -21,7 +21,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import bindparam, func, insert, select, tuple_, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nudge.core.errors import Conflict, Invalid, NotFound, NudgeError
@@ -87,11 +87,15 @@ def transcript_line(text: str, speaker: str, is_user: bool) -> str:
     return f"{speaker_label(speaker, is_user)}: {text}\n"
 
 
-# Built once: the hot path of ingestion.
+# Built once: the hot path of ingestion. ``id IN (...) AND uid IN (...)``, not the row value
+# ``(id, uid) IN (...)``, which SQLite answers by scanning every conversation ever stored. The
+# extra combinations it allows (a session id sent by a user who does not own it, in the same batch
+# as its owner) at most schedule a flush of the owner's live session, which finds nothing new.
 _SCHEDULE = (
     update(Conversation)
     .where(
-        tuple_(Conversation.id, Conversation.uid).in_(bindparam("pairs", expanding=True)),
+        Conversation.id.in_(bindparam("ids", expanding=True)),
+        Conversation.uid.in_(bindparam("uids", expanding=True)),
         Conversation.status == "live",
     )
     .values(flush_due_at=func.coalesce(Conversation.flush_due_at, bindparam("now")))
@@ -182,7 +186,15 @@ async def ingest_batch(
     flush is scheduled."""
     now = time.time()
     pairs = list(dict.fromkeys((r.session_id, r.uid) for r in requests))  # in request order
-    live = {(r.id, r.uid) for r in await conn.execute(_SCHEDULE, {"pairs": pairs, "now": now})}
+    scheduled = await conn.execute(
+        _SCHEDULE,
+        {
+            "ids": list({sid for sid, _ in pairs}),
+            "uids": list({uid for _, uid in pairs}),
+            "now": now,
+        },
+    )
+    live = {(r.id, r.uid) for r in scheduled} & set(pairs)
     waiting = [pair for pair in pairs if pair not in live]
     refused = await _open_sessions(conn, waiting, now) if waiting else {}
     rows = [

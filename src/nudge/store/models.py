@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -147,7 +148,16 @@ class Conversation(Base):
     """A live or finished session; ``transcript`` is the full text used for retrieval."""
 
     __tablename__ = "conversations"
-    __table_args__ = (Index("ix_conversations_user", "uid", "created_at"),)
+    __table_args__ = (
+        Index("ix_conversations_user", "uid", "created_at"),
+        # Only conversations waiting for a flush (migration 0002).
+        Index(
+            "ix_conversations_flush_due",
+            "flush_due_at",
+            sqlite_where=text("flush_due_at IS NOT NULL"),
+            postgresql_where=text("flush_due_at IS NOT NULL"),
+        ),
+    )
     id: Mapped[str] = mapped_column(String(128), primary_key=True)  # the session_id
     uid: Mapped[str] = mapped_column(ForeignKey("users.uid", ondelete="CASCADE"))
     status: Mapped[str] = mapped_column(String(20), default="live")  # live | finished
