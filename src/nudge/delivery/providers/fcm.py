@@ -246,7 +246,12 @@ class FcmProvider:
         return cls(s.fcm_base_url, info["project_id"], tokens, http, max_age_s=s.delivery_max_age_s)
 
     def body(self, message: PushMessage, token: str) -> bytes:
-        m = fit(message, payload_size, PAYLOAD_LIMIT)
+        body = self._render(message, token)
+        if len(body) <= PAYLOAD_LIMIT:  # the payload is a part of the body, so it fits too
+            return body
+        return self._render(fit(message, payload_size, PAYLOAD_LIMIT), token)
+
+    def _render(self, m: PushMessage, token: str) -> bytes:
         ttl = remaining_ttl(m, self.max_age_s)
         return compact_json(
             {
