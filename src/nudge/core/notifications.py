@@ -12,13 +12,15 @@ delivery per target (the inbox and each device) and the app chat line.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Dialect, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nudge.core.errors import Invalid, NotFound, NudgeError, RateLimited, Unauthorized
@@ -26,6 +28,7 @@ from nudge.ids import new_id
 from nudge.store.models import (
     App,
     AppKey,
+    Base,
     ChatMessage,
     Delivery,
     Device,
@@ -182,9 +185,6 @@ _WINDOWS = (
     )
     .group_by(Notification.app_id, Notification.uid)
 )
-_INSERT_NOTIFICATIONS = insert(Notification)
-_INSERT_DELIVERIES = insert(Delivery)
-_INSERT_CHAT = insert(ChatMessage)
 _DEVICES = select(Device.uid, Device.id, Device.platform).where(
     Device.uid.in_(bindparam("uids", expanding=True))
 )
@@ -325,13 +325,15 @@ def accept_batch(
                 "type": request.type,
                 "title": f"{app.name} says",
                 "body": request.message,
-                "data": {
-                    **request.data,
-                    "app_id": request.app_id,
-                    "notification_id": notification_id,
-                    "type": request.type or request.kind,
-                    "navigate_to": f"/chat/{request.app_id}",
-                },
+                "data": json.dumps(
+                    {
+                        **request.data,
+                        "app_id": request.app_id,
+                        "notification_id": notification_id,
+                        "type": request.type or request.kind,
+                        "navigate_to": f"/chat/{request.app_id}",
+                    }
+                ),
                 "dedupe_hash": digest,
                 "collapse_key": digest[:32],
                 "idempotency_key": request.idempotency_key,
@@ -375,9 +377,9 @@ def accept_batch(
         results.append(accepted)
 
     if notification_rows:
-        conn.execute(_INSERT_NOTIFICATIONS, notification_rows)
-        conn.execute(_INSERT_DELIVERIES, delivery_rows)
-        conn.execute(_INSERT_CHAT, chat_rows)
+        _insert_rows(conn, Notification, notification_rows)
+        _insert_rows(conn, Delivery, delivery_rows)
+        _insert_rows(conn, ChatMessage, chat_rows)
     if duplicates_of:
         counts = _device_counts(conn, duplicates_of)
         results = [
@@ -387,6 +389,22 @@ def accept_batch(
             for r in results
         ]
     return results
+
+
+def _insert_rows(conn: Connection, model: type[Base], rows: list[dict[str, Any]]) -> None:
+    """A multi-row insert with the rows passed to the driver as they are: SQLAlchemy's per-row
+    parameter processing was a tenth of the CPU of a direct notification. JSON columns must
+    already be serialized."""
+    sql, columns = _insert_sql(conn.dialect, model, tuple(rows[0]))
+    conn.exec_driver_sql(sql, [tuple(row[c] for c in columns) for row in rows])
+
+
+@lru_cache(maxsize=32)
+def _insert_sql(
+    dialect: Dialect, model: type[Base], columns: tuple[str, ...]
+) -> tuple[str, tuple[str, ...]]:
+    compiled = insert(model).compile(dialect=dialect, column_keys=list(columns))
+    return compiled.string, tuple(compiled.positiontup or columns)
 
 
 def _device_counts(conn: Connection, notification_ids: set[str]) -> dict[str, int]:
