@@ -236,22 +236,27 @@ async def test_concurrent_requests_in_one_batch_get_their_own_answers(
     assert await counts(platform) == (4, 5)  # done, mine (2), new-1, new-2
 
 
+async def _add_users(conn: Any, *uids: str) -> None:
+    from nudge.store.models import User
+
+    for uid in uids:
+        await conn.execute(
+            User.__table__.insert().values(uid=uid, name=uid, token_hash=uid, created_at=0)
+        )
+
+
 async def test_ingest_batch_answers_each_request(tmp_path: Any, database_url: str) -> None:
     """One batch holding every case, on SQLite and PostgreSQL."""
     from nudge.core.errors import Conflict, NotFound
     from nudge.proactive.ingest import IngestRequest, SegmentIn, ingest_batch
     from nudge.store.db import Database
     from nudge.store.migrate import upgrade
-    from nudge.store.models import User
 
     await upgrade(database_url)
     db = Database(database_url)
     try:
         async with db.begin() as conn:
-            for uid in ("a", "b"):
-                await conn.execute(
-                    User.__table__.insert().values(uid=uid, name=uid, token_hash=uid, created_at=0)
-                )
+            await _add_users(conn, "a", "b")
             await ingest_batch(conn, [IngestRequest("a", "done", [SegmentIn(text="old")])])
             await conn.execute(
                 Conversation.__table__.update()
@@ -301,7 +306,6 @@ async def test_ingest_searches_indexes_on_sqlite(tmp_path: Any) -> None:
     from nudge.proactive.ingest import IngestRequest, SegmentIn, ingest_batch
     from nudge.store.db import Database
     from nudge.store.migrate import upgrade
-    from nudge.store.models import User
     from tests.conftest import sqlite_scans, statements_run
 
     url = f"sqlite+aiosqlite:///{tmp_path}/plans.db"
@@ -309,10 +313,7 @@ async def test_ingest_searches_indexes_on_sqlite(tmp_path: Any) -> None:
     db = Database(url)
     try:
         async with db.begin() as conn:
-            for uid in ("a", "b"):
-                await conn.execute(
-                    User.__table__.insert().values(uid=uid, name=uid, token_hash=uid, created_at=0)
-                )
+            await _add_users(conn, "a", "b")
             batch = [
                 IngestRequest("a", "s1", [SegmentIn(text="one")]),
                 IngestRequest("b", "s2", [SegmentIn(text="two")]),
