@@ -19,6 +19,12 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{millis:012x}{secrets.token_hex(5)}"
 
 
+def id_floor(prefix: str, timestamp: float) -> str:
+    """The smallest id ``new_id(prefix)`` can make at ``timestamp``: every id made earlier sorts
+    below it, so "older than" is a range on the primary key."""
+    return f"{prefix}_{int(timestamp * 1000):012x}"
+
+
 def new_app_secret() -> str:
     """An Omi-style app secret: ``sk_`` + 32 hex characters."""
     return "sk_" + secrets.token_hex(16)

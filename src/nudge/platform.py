@@ -14,6 +14,7 @@ import httpx
 from nudge.config import Settings
 from nudge.core.acceptor import Acceptor
 from nudge.core.notifications import Limits
+from nudge.core.retention import Housekeeper
 from nudge.delivery.bus import build_bus
 from nudge.delivery.events import EventBus
 from nudge.delivery.providers import ProviderDeps, build_providers
@@ -70,6 +71,7 @@ class Platform:
     claims: Claims | None = None
     dispatcher: Dispatcher | None = None
     ingestor: Ingestor | None = None
+    housekeeper: Housekeeper | None = None
 
     @classmethod
     async def start(cls, settings: Settings, *, migrate: bool = True) -> Platform:
@@ -100,6 +102,11 @@ class Platform:
         if settings.role in ("worker", "all"):
             platform.start_workers()
             platform.start_dispatcher()
+            if settings.notification_retention_s > 0:
+                platform.housekeeper = Housekeeper(db, settings.notification_retention_s)
+                platform.tasks.append(
+                    asyncio.create_task(platform.housekeeper.run(), name="nudge-retention")
+                )
         platform.ingestor = Ingestor(platform.writer, platform.dispatcher, INGEST_BATCH)
         platform.ingestor.start()
         return platform
@@ -154,6 +161,8 @@ class Platform:
         log.info("shutting down", extra={"grace_s": self.settings.shutdown_grace_s})
         for worker in self.workers:
             worker.stop()
+        if self.housekeeper is not None:
+            self.housekeeper.stop()
         if self.ingestor is not None:
             await self.ingestor.aclose()
         if self.dispatcher is not None:

@@ -48,6 +48,9 @@ def test_admin_flow(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def
     assert sent["status"] == "ok" and sent["notification_id"].startswith("n_")
     listed = json.loads(run("apps", "list").stdout)
     assert [a["name"] for a in listed] == ["Mentor"]
+    assert json.loads(run("db", "prune").stdout)["removed"] == 0  # 90 days by default
+    assert json.loads(run("db", "prune", "--older-than-days", "0").stdout)["removed"] == 1
+    assert "must be 0 or more" in run("db", "prune", "--older-than-days", "-1", ok=False).stderr
 
 
 def test_clear_errors(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

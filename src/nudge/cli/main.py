@@ -101,6 +101,41 @@ def db_upgrade(revision: str = typer.Argument("head")) -> None:
     emit({"status": "ok", "database": settings.database_url.split("@")[-1], "revision": revision})
 
 
+@db_cli.command("prune")
+def db_prune(
+    older_than_days: float | None = typer.Option(
+        None,
+        "--older-than-days",
+        help="Delete notifications older than this (default: NUDGE_NOTIFICATION_RETENTION_S).",
+    ),
+) -> None:
+    """Delete old notifications and their deliveries now (workers also do it every 5 minutes)."""
+    import time
+
+    from nudge.core.retention import prune_notifications
+    from nudge.store.db import Database
+    from nudge.store.migrate import upgrade
+
+    settings = load_settings()
+    if older_than_days is not None and older_than_days < 0:
+        fail("--older-than-days: must be 0 or more")
+    if older_than_days is None and settings.notification_retention_s <= 0:
+        fail("retention is off (NUDGE_NOTIFICATION_RETENTION_S=0): pass --older-than-days")
+    age_s = (
+        settings.notification_retention_s if older_than_days is None else older_than_days * 86400
+    )
+
+    async def main() -> int:
+        await upgrade(settings.database_url)
+        db = Database(settings.database_url)
+        try:
+            return await prune_notifications(db, time.time() - age_s)
+        finally:
+            await db.close()
+
+    emit({"status": "ok", "removed": asyncio.run(main()), "older_than_days": age_s / 86400})
+
+
 @apps_cli.command("create")
 def apps_create(
     manifest: Path = typer.Option(..., "--manifest", "-m", help="Manifest JSON file."),

@@ -1,0 +1,80 @@
+"""Retention deletes old notifications with their deliveries, and nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from nudge.core import apps, users
+from nudge.core.manifest import Manifest
+from nudge.core.notifications import Limits, NotificationRequest, accept_batch
+from nudge.core.retention import Housekeeper, prune_notifications
+from nudge.store.db import Database
+from nudge.store.migrate import upgrade
+from nudge.store.models import ChatMessage, Delivery, Notification
+
+
+@pytest.fixture
+async def db(database_url: str) -> Database:
+    await upgrade(database_url)
+    database = Database(database_url)
+    async with database.begin() as conn:
+        app = await apps.create_app(conn, Manifest(name="Old"))
+        await users.create_user(conn, users.NewUser(uid="u1", name="Ana"))
+        await users.install_app(conn, "u1", app["app_id"], [])
+        await users.add_device(conn, "u1", users.NewDevice(platform="log", token="device-1"))
+    database.app_id = app["app_id"]  # type: ignore[attr-defined]
+    yield database  # type: ignore[misc]
+    await database.close()
+
+
+async def send(db: Database, *messages: str) -> None:
+    requests = [
+        NotificationRequest(app_id=db.app_id, uid="u1", message=m)  # type: ignore[attr-defined]
+        for m in messages
+    ]
+    await db.run_in_transaction(lambda conn: accept_batch(conn, requests, Limits(100, 60)))
+
+
+async def counts(db: Database) -> tuple[int, int, int]:
+    found = []
+    async with db.read() as conn:
+        for table in (Notification, Delivery, ChatMessage):
+            found.append(int(await conn.scalar(select(func.count()).select_from(table)) or 0))
+    return found[0], found[1], found[2]
+
+
+async def test_old_notifications_go_with_their_deliveries(db: Database) -> None:
+    await send(db, "one", "two", "three", "four", "five")
+    await asyncio.sleep(0.01)  # ids have millisecond resolution
+    cutoff = time.time()
+    await asyncio.sleep(0.01)
+    await send(db, "six")
+    assert await counts(db) == (6, 12, 6)  # the inbox and one device each
+
+    assert await prune_notifications(db, cutoff, chunk=2) == 5  # three chunks
+    assert await counts(db) == (1, 2, 6)  # the app chat stays
+    async with db.read() as conn:
+        assert await conn.scalar(select(Notification.body)) == "six"
+    assert await prune_notifications(db, cutoff) == 0
+
+
+async def test_housekeeper_prunes_and_stops_promptly(db: Database) -> None:
+    await send(db, "old")
+    await asyncio.sleep(0.01)
+    keeper = Housekeeper(db, retention_s=0.005, interval_s=3600)
+    task = asyncio.create_task(keeper.run())
+
+    async def pruned() -> bool:
+        return (await counts(db))[0] == 0
+
+    for _ in range(200):
+        if await pruned():
+            break
+        await asyncio.sleep(0.01)
+    assert await pruned()
+    keeper.stop()
+    await asyncio.wait_for(task, 2)  # not the hour-long interval
