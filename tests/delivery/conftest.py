@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from nudge.config import Settings
 from nudge.delivery.events import LocalEventBus
 from nudge.delivery.providers.base import ProviderDeps, PushMessage
+from nudge.delivery.providers.http import TRANSPORTS
 from nudge.ids import new_id
 from tests.conftest import make_settings
 from tests.fakes.apns import FakeApns
@@ -129,10 +130,13 @@ async def built(cls: Any, deps: ProviderDeps, **overrides: Any) -> AsyncIterator
         await provider.aclose()
 
 
-@pytest.fixture
-async def deps(settings: Settings) -> AsyncIterator[ProviderDeps]:
+@pytest.fixture(params=TRANSPORTS)
+async def deps(settings: Settings, request: pytest.FixtureRequest) -> AsyncIterator[ProviderDeps]:
+    """Provider dependencies; each provider test runs over each push HTTP transport."""
+    # model_copy: Settings ignores names it does not declare (see providers.http).
+    on_transport = settings.model_copy(update={"push_http_transport": request.param})
     async with httpx.AsyncClient(http2=True, timeout=10) as http:
-        yield ProviderDeps(settings=settings, http=http, bus=LocalEventBus())
+        yield ProviderDeps(settings=on_transport, http=http, bus=LocalEventBus())
 
 
 def push_message(**overrides: Any) -> PushMessage:

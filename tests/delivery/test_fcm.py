@@ -133,7 +133,26 @@ async def test_an_unreachable_token_endpoint_is_retried(
     result = await send_with_account(
         deps, tmp_path, fcm, token_uri=f"http://127.0.0.1:{free_port()}/token"
     )
-    assert result.outcome is Outcome.RETRY and "token endpoint unreachable" in result.reason
+    assert result.outcome is Outcome.RETRY
+    assert "token endpoint unreachable: ConnectError" in result.reason
+
+
+async def test_a_connection_closed_before_the_answer_is_retried(
+    fcm: FakeFcm, deps: ProviderDeps
+) -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")  # the request's headers, then no answer
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with built(FcmProvider, deps, fcm_base_url=f"http://127.0.0.1:{port}") as p:
+            result = await p.send(push_message(), TARGET)
+    finally:
+        server.close()
+    assert result.outcome is Outcome.RETRY and result.reason.startswith("FCM unreachable: ")
+    assert fcm.calls == [] and fcm.token_attempts == 1  # the token came from the fake
 
 
 async def test_a_project_we_may_not_send_for_is_a_provider_alert(
