@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     dispatcher_poll_interval_s: float = 0.25  # how often other processes' segments are seen
     trace_retention_s: float = 7 * 24 * 3600.0
 
+    # Connections under the FCM and Web Push providers (APNs always uses httpx, for HTTP/2)
+    push_http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
+
     # Retention: notifications (with their deliveries) older than this are deleted; 0 keeps them
     notification_retention_s: float = 90 * 24 * 3600.0
 

@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from nudge.config import Settings
 from nudge.core.acceptor import Acceptor
 from nudge.core.notifications import Limits
@@ -56,7 +54,6 @@ class Platform:
     db: Database
     bus: EventBus
     metrics: Metrics
-    http: httpx.AsyncClient
     writer: BatchWriter
     acceptor: Acceptor
     admin_token: str
@@ -83,7 +80,6 @@ class Platform:
             max_overflow=settings.db_max_overflow,
         )
         bus = build_bus(settings)
-        http = httpx.AsyncClient(http2=True, timeout=httpx.Timeout(15.0, connect=2.0))
         writer = BatchWriter(db)
         limits = Limits(settings.direct_limit_per_hour, settings.dedupe_window_s)
         platform = cls(
@@ -91,7 +87,6 @@ class Platform:
             db=db,
             bus=bus,
             metrics=Metrics(),
-            http=http,
             writer=writer,
             acceptor=Acceptor(db, limits, lock_rows=db.is_postgres),
             admin_token=resolve_admin_token(settings),
@@ -136,7 +131,7 @@ class Platform:
         self.tasks.append(asyncio.create_task(self.dispatcher.run(), name="nudge-dispatcher"))
 
     def start_workers(self) -> None:
-        deps = ProviderDeps(settings=self.settings, http=self.http, bus=self.bus)
+        deps = ProviderDeps(settings=self.settings, bus=self.bus)
         self.providers, self.unconfigured = build_providers(deps)
         s = self.settings
         worker = DeliveryWorker(
@@ -178,7 +173,6 @@ class Platform:
         await self.writer.aclose()
         for provider in self.providers.values():
             await provider.aclose()
-        await self.http.aclose()
         for part in (self.webhooks, self.llm, self.claims):
             if part is not None:
                 await part.aclose()

@@ -12,7 +12,9 @@ import httpx
 from tests.conftest import ADMIN, MENTOR_MANIFEST, start_server
 
 
-async def _load(url: str, app_id: str, secret: str, accepted: list[str], stop: asyncio.Event) -> None:
+async def _load(
+    url: str, app_id: str, secret: str, accepted: list[str], stop: asyncio.Event
+) -> None:
     async def client(n: int) -> None:
         async with httpx.AsyncClient(base_url=url, timeout=5) as c:
             i = 0
@@ -38,8 +40,9 @@ async def test_kill_9_loses_no_accepted_notification(tmp_path: Path) -> None:
     server = start_server(tmp_path, lease)
     admin = {"Authorization": f"Bearer {ADMIN}"}
     with httpx.Client(base_url=server.url, headers=admin) as c:
-        app = c.post("/v1/apps", json={"manifest": MENTOR_MANIFEST,
-                                       "direct_limit_per_hour": 1_000_000}).json()
+        app = c.post(
+            "/v1/apps", json={"manifest": MENTOR_MANIFEST, "direct_limit_per_hour": 1_000_000}
+        ).json()
         c.post("/v1/users", json={"uid": "user123", "name": "Ana"}).raise_for_status()
         c.post(f"/v1/users/user123/apps/{app['app_id']}", json={"scopes": []}).raise_for_status()
 
@@ -75,8 +78,11 @@ async def test_kill_9_loses_no_accepted_notification(tmp_path: Path) -> None:
         # died with the killed process.
         def undelivered() -> int:
             with sqlite3.connect(tmp_path / "nudge.db") as db:
-                return int(db.execute(
-                    "SELECT count(*) FROM deliveries WHERE state != 'delivered'").fetchone()[0])
+                return int(
+                    db.execute(
+                        "SELECT count(*) FROM deliveries WHERE state != 'delivered'"
+                    ).fetchone()[0]
+                )
 
         for _ in range(200):
             if undelivered() == 0:

@@ -22,13 +22,18 @@ def auth(secret: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {secret}"}
 
 
-async def send(c: httpx.AsyncClient, w: World, message: Any = "Hello!", **kw: Any) -> httpx.Response:
+async def send(
+    c: httpx.AsyncClient, w: World, message: Any = "Hello!", **kw: Any
+) -> httpx.Response:
     params = {"uid": w.uid, "message": message}
     params.update(kw.pop("params", {}))
     headers = kw.pop("headers", auth(w.app_secret))
     request = c.build_request(
-        "POST", url(w.app_id), params={k: v for k, v in params.items() if v is not None},
-        headers=headers, **kw,
+        "POST",
+        url(w.app_id),
+        params={k: v for k, v in params.items() if v is not None},
+        headers=headers,
+        **kw,
     )
     if "Authorization" not in headers:  # drop the client's default admin header
         del request.headers["Authorization"]
@@ -65,15 +70,18 @@ async def test_devices_counted_and_each_gets_a_delivery(
     client: httpx.AsyncClient, world: World
 ) -> None:
     for token in ("tok-a", "tok-b"):
-        r = await client.post(f"/v1/users/{world.uid}/devices", json={"platform": "log", "token": token})
+        r = await client.post(
+            f"/v1/users/{world.uid}/devices", json={"platform": "log", "token": token}
+        )
         assert r.status_code == 201
     r = await send(client, world)
     assert r.json()["devices"] == 2
     nid = r.json()["notification_id"]
 
     async def all_delivered() -> list[str] | None:
-        s = await client.get(f"/v2/integrations/{world.app_id}/notifications/{nid}",
-                             headers=auth(world.app_secret))
+        s = await client.get(
+            f"/v2/integrations/{world.app_id}/notifications/{nid}", headers=auth(world.app_secret)
+        )
         states = sorted(d["provider"] + ":" + d["state"] for d in s.json()["deliveries"])
         return states if all(x.endswith(":delivered") for x in states) else None
 
@@ -93,7 +101,10 @@ async def test_devices_counted_and_each_gets_a_delivery(
     ],
 )
 async def test_401_for_bad_credentials(
-    client: httpx.AsyncClient, world: World, platform: Platform, headers: dict[str, str],
+    client: httpx.AsyncClient,
+    world: World,
+    platform: Platform,
+    headers: dict[str, str],
     fragment: str,
 ) -> None:
     before = await row_counts(platform)
@@ -156,7 +167,10 @@ async def test_404_after_uninstall(client: httpx.AsyncClient, world: World) -> N
     ],
 )
 async def test_422_for_bad_fields(
-    client: httpx.AsyncClient, world: World, platform: Platform, params: dict[str, Any],
+    client: httpx.AsyncClient,
+    world: World,
+    platform: Platform,
+    params: dict[str, Any],
     fragment: str,
 ) -> None:
     before = await row_counts(platform)
@@ -203,15 +217,18 @@ async def test_hostile_strings_are_stored_verbatim(
 
 
 @pytest.mark.parametrize("uid", HOSTILE[:3] + ["a" * 5000])
-async def test_hostile_uids_are_404_not_500(client: httpx.AsyncClient, world: World, uid: str) -> None:
+async def test_hostile_uids_are_404_not_500(
+    client: httpx.AsyncClient, world: World, uid: str
+) -> None:
     r = await send(client, world, params={"uid": uid})
     assert r.status_code == 404
 
 
 async def test_hostile_app_ids_are_401_not_500(client: httpx.AsyncClient, world: World) -> None:
     for app_id in ["x" * 3000, "%00", "..%2F..%2Fetc"]:
-        r = await client.post(url(app_id), params={"uid": world.uid, "message": "hi"},
-                              headers=auth(world.app_secret))
+        r = await client.post(
+            url(app_id), params={"uid": world.uid, "message": "hi"}, headers=auth(world.app_secret)
+        )
         assert r.status_code in (401, 404), r.text
 
 
@@ -287,8 +304,11 @@ async def test_duplicate_window_expires(tmp_path: Any) -> None:
     try:
         app = create_app(settings, platform=p)
         app.state.platform = p
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://t", headers=auth("test-admin-token")) as c:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://t",
+            headers=auth("test-admin-token"),
+        ) as c:
             w = await make_world(c)
             a = await send(c, w, message="same")
             b = await send(c, w, message="same")
@@ -300,9 +320,12 @@ async def test_duplicate_window_expires(tmp_path: Any) -> None:
 async def test_typed_send_carries_type_and_data(client: httpx.AsyncClient, world: World) -> None:
     r = await client.post(
         "/api/notifications/send",
-        json={"user_id": world.uid, "type": "trigger_event",
-              "message": "Reminder: Your PR review is coming up.",
-              "data": {"deep_link": "/memories/abc123"}},
+        json={
+            "user_id": world.uid,
+            "type": "trigger_event",
+            "message": "Reminder: Your PR review is coming up.",
+            "data": {"deep_link": "/memories/abc123"},
+        },
         headers=auth(world.app_secret),
     )
     assert r.status_code == 200, r.text
@@ -334,14 +357,20 @@ async def test_typed_send_errors(
 
 
 async def test_typed_send_needs_a_secret(client: httpx.AsyncClient, world: World) -> None:
-    r = await client.post("/api/notifications/send", json={"user_id": world.uid, "message": "hi"},
-                          headers={"Authorization": ""})
+    r = await client.post(
+        "/api/notifications/send",
+        json={"user_id": world.uid, "message": "hi"},
+        headers={"Authorization": ""},
+    )
     assert r.status_code == 401
 
 
 async def test_typed_send_not_json(client: httpx.AsyncClient, world: World) -> None:
-    r = await client.post("/api/notifications/send", content=b"\xff{not json",
-                          headers={**auth(world.app_secret), "Content-Type": "application/json"})
+    r = await client.post(
+        "/api/notifications/send",
+        content=b"\xff{not json",
+        headers={**auth(world.app_secret), "Content-Type": "application/json"},
+    )
     assert r.status_code == 422
 
 
@@ -350,14 +379,17 @@ async def test_status_endpoint_is_for_the_sending_app_only(
 ) -> None:
     nid = (await send(client, world)).json()["notification_id"]
     other = (await client.post("/v1/apps", json={"manifest": {"name": "Other"}})).json()
-    r = await client.get(f"/v2/integrations/{other['app_id']}/notifications/{nid}",
-                         headers=auth(other["app_secret"]))
+    r = await client.get(
+        f"/v2/integrations/{other['app_id']}/notifications/{nid}", headers=auth(other["app_secret"])
+    )
     assert r.status_code == 404
-    r = await client.get(f"/v2/integrations/{world.app_id}/notifications/{nid}",
-                         headers=auth(other["app_secret"]))
+    r = await client.get(
+        f"/v2/integrations/{world.app_id}/notifications/{nid}", headers=auth(other["app_secret"])
+    )
     assert r.status_code == 401
-    r = await client.get(f"/v2/integrations/{world.app_id}/notifications/n_missing",
-                         headers=auth(world.app_secret))
+    r = await client.get(
+        f"/v2/integrations/{world.app_id}/notifications/n_missing", headers=auth(world.app_secret)
+    )
     assert r.status_code == 404
 
 

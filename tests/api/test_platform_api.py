@@ -33,8 +33,10 @@ async def test_create_app_returns_secrets_once(client: httpx.AsyncClient) -> Non
     assert body["webhook_secret"].startswith("whsec_")
     listing = (await client.get(f"/v1/apps/{body['app_id']}")).json()
     assert body["app_secret"] not in json.dumps(listing)
-    assert listing["manifest"]["proactive_notification"]["scopes"] == MENTOR_MANIFEST[
-        "proactive_notification"]["scopes"]
+    assert (
+        listing["manifest"]["proactive_notification"]["scopes"]
+        == MENTOR_MANIFEST["proactive_notification"]["scopes"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -44,24 +46,60 @@ async def test_create_app_returns_secrets_once(client: httpx.AsyncClient) -> Non
         ({"name": ""}, "manifest.name"),
         ({"name": "A", "capabilities": ["teleport"]}, "manifest.capabilities"),
         ({"name": "A", "capabilities": ["external_integration"]}, "external_integration"),
-        ({"name": "A", "capabilities": ["external_integration"],
-          "external_integration": {"triggers_on": "transcript_processed", "webhook_url": "ftp://x"}},
-         "manifest.external_integration.webhook_url"),
-        ({"name": "A", "capabilities": ["external_integration"],
-          "external_integration": {"triggers_on": "sometimes", "webhook_url": "https://a.example"}},
-         "manifest.external_integration.triggers_on"),
-        ({"name": "A", "capabilities": ["external_integration", "proactive_notification"],
-          "external_integration": {"triggers_on": "transcript_processed",
-                                   "webhook_url": "https://a.example"},
-          "proactive_notification": {"scopes": ["user_password"]}},
-         "manifest.proactive_notification.scopes"),
-        ({"name": "A", "capabilities": ["proactive_notification"],
-          "proactive_notification": {"scopes": []}}, "capabilities"),
-        ({"name": "A", "capabilities": ["external_integration"],
-          "external_integration": {"triggers_on": "memory_creation",
-                                   "webhook_url": "https://a.example",
-                                   "setup_completed_url": "javascript:alert(1)"}},
-         "setup_completed_url"),
+        (
+            {
+                "name": "A",
+                "capabilities": ["external_integration"],
+                "external_integration": {
+                    "triggers_on": "transcript_processed",
+                    "webhook_url": "ftp://x",
+                },
+            },
+            "manifest.external_integration.webhook_url",
+        ),
+        (
+            {
+                "name": "A",
+                "capabilities": ["external_integration"],
+                "external_integration": {
+                    "triggers_on": "sometimes",
+                    "webhook_url": "https://a.example",
+                },
+            },
+            "manifest.external_integration.triggers_on",
+        ),
+        (
+            {
+                "name": "A",
+                "capabilities": ["external_integration", "proactive_notification"],
+                "external_integration": {
+                    "triggers_on": "transcript_processed",
+                    "webhook_url": "https://a.example",
+                },
+                "proactive_notification": {"scopes": ["user_password"]},
+            },
+            "manifest.proactive_notification.scopes",
+        ),
+        (
+            {
+                "name": "A",
+                "capabilities": ["proactive_notification"],
+                "proactive_notification": {"scopes": []},
+            },
+            "capabilities",
+        ),
+        (
+            {
+                "name": "A",
+                "capabilities": ["external_integration"],
+                "external_integration": {
+                    "triggers_on": "memory_creation",
+                    "webhook_url": "https://a.example",
+                    "setup_completed_url": "javascript:alert(1)",
+                },
+            },
+            "setup_completed_url",
+        ),
     ],
 )
 async def test_bad_manifest_is_422_naming_the_field(
@@ -89,18 +127,29 @@ async def test_users_and_facts(client: httpx.AsyncClient) -> None:
     r = await client.post("/v1/users", json={"name": "Ana", "facts": ["likes tea"]})
     assert r.status_code == 201
     uid, token = r.json()["uid"], r.json()["user_token"]
-    r = await client.post(f"/v1/users/{uid}/facts", json={"facts": ["runs at 7"]},
-                          headers=bearer(token))
+    r = await client.post(
+        f"/v1/users/{uid}/facts", json={"facts": ["runs at 7"]}, headers=bearer(token)
+    )
     assert r.json()["facts"] == ["likes tea", "runs at 7"]
-    assert (await client.get(f"/v1/users/{uid}/facts")).json()["facts"] == ["likes tea", "runs at 7"]
+    assert (await client.get(f"/v1/users/{uid}/facts")).json()["facts"] == [
+        "likes tea",
+        "runs at 7",
+    ]
     dup = await client.post("/v1/users", json={"uid": uid, "name": "Again"})
     assert dup.status_code == 409
 
 
 @pytest.mark.parametrize(
     "body",
-    [{}, {"name": ""}, {"name": "a\x00b"}, {"name": "A", "uid": "has space"},
-     {"name": "A", "facts": [""]}, {"name": "A", "facts": "not a list"}, {"name": "A", "x": 1}],
+    [
+        {},
+        {"name": ""},
+        {"name": "a\x00b"},
+        {"name": "A", "uid": "has space"},
+        {"name": "A", "facts": [""]},
+        {"name": "A", "facts": "not a list"},
+        {"name": "A", "x": 1},
+    ],
 )
 async def test_bad_user_is_422(client: httpx.AsyncClient, body: dict[str, Any]) -> None:
     r = await client.post("/v1/users", json=body)
@@ -117,7 +166,9 @@ async def test_user_token_reaches_only_its_user(client: httpx.AsyncClient, world
     r = await client.get(f"/v1/users/{world.uid}/facts", headers=bearer(other["user_token"]))
     assert r.status_code == 403
     # A user token is not an admin token, and an app secret is not a user token.
-    assert (await client.post("/v1/apps", json={"manifest": {"name": "X"}}, headers=me)).status_code == 401
+    assert (
+        await client.post("/v1/apps", json={"manifest": {"name": "X"}}, headers=me)
+    ).status_code == 401
     r = await client.get(f"/v1/users/{world.uid}/notifications", headers=bearer(world.app_secret))
     assert r.status_code == 401
 
@@ -180,7 +231,9 @@ async def test_devices(client: httpx.AsyncClient, world: World) -> None:
     again = await client.post(base, json={"platform": "fcm", "token": "fcm-token-1"})
     assert again.json()["id"] == a.json()["id"] and again.json()["created"] is False
     sub = {"endpoint": "https://push.example/abc", "keys": {"p256dh": "BKey", "auth": "auth"}}
-    assert (await client.post(base, json={"platform": "webpush", "subscription": sub})).status_code == 201
+    assert (
+        await client.post(base, json={"platform": "webpush", "subscription": sub})
+    ).status_code == 201
     listed = (await client.get(base)).json()
     assert sorted(d["platform"] for d in listed) == ["fcm", "webpush"]
     assert "fcm-token-1" not in json.dumps(listed)
@@ -197,11 +250,18 @@ async def test_devices(client: httpx.AsyncClient, world: World) -> None:
         {"platform": "fcm", "token": ""},
         {"platform": "apns", "token": "not-hex"},
         {"platform": "webpush", "subscription": {"endpoint": "https://x"}},
-        {"platform": "webpush", "subscription": {"endpoint": "file:///etc/passwd",
-                                                  "keys": {"p256dh": "a", "auth": "b"}}},
+        {
+            "platform": "webpush",
+            "subscription": {
+                "endpoint": "file:///etc/passwd",
+                "keys": {"p256dh": "a", "auth": "b"},
+            },
+        },
     ],
 )
-async def test_bad_device_is_422(client: httpx.AsyncClient, world: World, body: dict[str, Any]) -> None:
+async def test_bad_device_is_422(
+    client: httpx.AsyncClient, world: World, body: dict[str, Any]
+) -> None:
     r = await client.post(f"/v1/users/{world.uid}/devices", json=body)
     assert r.status_code == 422, r.text
     assert (await client.get(f"/v1/users/{world.uid}/devices")).json() == []
@@ -209,21 +269,32 @@ async def test_bad_device_is_422(client: httpx.AsyncClient, world: World, body: 
 
 async def test_inbox_pagination_and_read(client: httpx.AsyncClient, world: World) -> None:
     for i in range(5):
-        r = await client.post(f"/v2/integrations/{world.app_id}/notification",
-                              params={"uid": world.uid, "message": f"m{i}"},
-                              headers=bearer(world.app_secret))
+        r = await client.post(
+            f"/v2/integrations/{world.app_id}/notification",
+            params={"uid": world.uid, "message": f"m{i}"},
+            headers=bearer(world.app_secret),
+        )
         assert r.status_code == 200
     page1 = (await client.get(f"/v1/users/{world.uid}/notifications", params={"limit": 2})).json()
     assert [n["body"] for n in page1["items"]] == ["m4", "m3"]
-    page2 = (await client.get(f"/v1/users/{world.uid}/notifications",
-                              params={"limit": 2, "cursor": page1["next_cursor"]})).json()
+    page2 = (
+        await client.get(
+            f"/v1/users/{world.uid}/notifications",
+            params={"limit": 2, "cursor": page1["next_cursor"]},
+        )
+    ).json()
     assert [n["body"] for n in page2["items"]] == ["m2", "m1"]
-    page3 = (await client.get(f"/v1/users/{world.uid}/notifications",
-                              params={"limit": 2, "cursor": page2["next_cursor"]})).json()
+    page3 = (
+        await client.get(
+            f"/v1/users/{world.uid}/notifications",
+            params={"limit": 2, "cursor": page2["next_cursor"]},
+        )
+    ).json()
     assert [n["body"] for n in page3["items"]] == ["m0"] and page3["next_cursor"] is None
     nid = page1["items"][0]["id"]
-    r = await client.post(f"/v1/users/{world.uid}/notifications/{nid}/read",
-                          headers=bearer(world.user_token))
+    r = await client.post(
+        f"/v1/users/{world.uid}/notifications/{nid}/read", headers=bearer(world.user_token)
+    )
     assert r.status_code == 200
     items = (await client.get(f"/v1/users/{world.uid}/notifications")).json()["items"]
     assert [n["read"] for n in items] == [True, False, False, False, False]
@@ -232,24 +303,36 @@ async def test_inbox_pagination_and_read(client: httpx.AsyncClient, world: World
     assert bad.status_code == 422
 
 
-async def test_chat_history_holds_what_the_app_sent(client: httpx.AsyncClient, world: World) -> None:
+async def test_chat_history_holds_what_the_app_sent(
+    client: httpx.AsyncClient, world: World
+) -> None:
     for text in ("first", "second"):
-        await client.post(f"/v2/integrations/{world.app_id}/notification",
-                          params={"uid": world.uid, "message": text},
-                          headers=bearer(world.app_secret))
+        await client.post(
+            f"/v2/integrations/{world.app_id}/notification",
+            params={"uid": world.uid, "message": text},
+            headers=bearer(world.app_secret),
+        )
     chat = (await client.get(f"/v1/users/{world.uid}/apps/{world.app_id}/messages")).json()
-    assert [(m["sender"], m["text"]) for m in chat["messages"]] == [("app", "first"), ("app", "second")]
+    assert [(m["sender"], m["text"]) for m in chat["messages"]] == [
+        ("app", "first"),
+        ("app", "second"),
+    ]
 
 
 async def test_health_ready_metrics_docs(client: httpx.AsyncClient, world: World) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = (await client.get("/readyz")).json()
     assert ready["status"] == "ok" and "inbox" in ready["providers"]
-    await client.post(f"/v2/integrations/{world.app_id}/notification",
-                      params={"uid": world.uid, "message": "m"}, headers=bearer(world.app_secret))
+    await client.post(
+        f"/v2/integrations/{world.app_id}/notification",
+        params={"uid": world.uid, "message": "m"},
+        headers=bearer(world.app_secret),
+    )
     metrics = (await client.get("/metrics")).text
     assert 'nudge_notifications_accepted_total{kind="direct"} 1.0' in metrics
-    assert (await client.get("/openapi.json")).json()["paths"]["/v2/integrations/{app_id}/notification"]
+    assert (await client.get("/openapi.json")).json()["paths"][
+        "/v2/integrations/{app_id}/notification"
+    ]
     assert (await client.get("/docs")).status_code == 200
 
 
@@ -260,8 +343,14 @@ async def test_sse_stream_is_live(
     received: list[dict[str, Any]] = []
 
     async def listen() -> None:
-        async with httpx.AsyncClient(base_url=live_url, timeout=10) as live, live.stream("GET", f"/v1/users/{world.uid}/notifications/stream",
-                                 headers=bearer(world.user_token)) as r:
+        async with (
+            httpx.AsyncClient(base_url=live_url, timeout=10) as live,
+            live.stream(
+                "GET",
+                f"/v1/users/{world.uid}/notifications/stream",
+                headers=bearer(world.user_token),
+            ) as r,
+        ):
             assert r.status_code == 200
             event = None
             async for line in r.aiter_lines():
@@ -273,9 +362,11 @@ async def test_sse_stream_is_live(
 
     task = asyncio.create_task(listen())
     await wait_for(lambda: _has_subscriber(platform, world.uid))
-    r = await client.post(f"/v2/integrations/{world.app_id}/notification",
-                          params={"uid": world.uid, "message": "live!"},
-                          headers=bearer(world.app_secret))
+    r = await client.post(
+        f"/v2/integrations/{world.app_id}/notification",
+        params={"uid": world.uid, "message": "live!"},
+        headers=bearer(world.app_secret),
+    )
     await asyncio.wait_for(task, 10)
     assert received[0]["body"] == "live!"
     assert received[0]["id"] == r.json()["notification_id"]

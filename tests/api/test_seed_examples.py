@@ -1,4 +1,4 @@
-"""The seed docs' curl and JavaScript examples, unchanged but for the host, against `nudge serve`."""
+"""The seed docs' curl and JavaScript examples, unchanged but the host, against `nudge serve`."""
 
 from __future__ import annotations
 
@@ -36,8 +36,7 @@ def setup_world(server: Server) -> tuple[str, str]:
     with httpx.Client(base_url=server.url, headers=admin) as c:
         app = c.post("/v1/apps", json={"manifest": MENTOR_MANIFEST}).json()
         c.post("/v1/users", json={"uid": "user123", "name": "Ana"}).raise_for_status()
-        c.post("/v1/users",
-               json={"uid": "USER_ID", "name": "Placeholder"}).raise_for_status()
+        c.post("/v1/users", json={"uid": "USER_ID", "name": "Placeholder"}).raise_for_status()
         for uid in ("user123", "USER_ID"):
             c.post(f"/v1/users/{uid}/apps/{app['app_id']}", json={"scopes": []}).raise_for_status()
     return app["app_id"], app["app_secret"]
@@ -57,11 +56,18 @@ def test_seed_curl_example(server: Server) -> None:
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed")
     app_id, secret = setup_world(server)
-    curl = extract(seed_text(), 'curl -X POST "https://api.omi.me', '"Content-Type: application/json"')
+    curl = extract(
+        seed_text(), 'curl -X POST "https://api.omi.me', '"Content-Type: application/json"'
+    )
     curl = curl.replace("https://api.omi.me", server.url)
     env = {**os.environ, "OMI_APP_ID": app_id, "OMI_APP_SECRET": secret}
-    out = subprocess.run(["bash", "-c", curl + " -sS -w '\\n%{http_code}'"], env=env,
-                         capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        ["bash", "-c", curl + " -sS -w '\\n%{http_code}'"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     body, status = out.stdout.rsplit("\n", 1)
     assert status == "200", out.stdout + out.stderr
     assert '"status":"ok"' in body
@@ -85,4 +91,6 @@ def test_seed_javascript_example(server: Server, tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "status: 'ok'" in out.stdout and "notification_id" in out.stdout, out.stdout + out.stderr
     items = inbox(server, "user123")
-    assert [(n["title"], n["body"]) for n in items] == [("Mentor says", "Your task is due in 1 hour!")]
+    assert [(n["title"], n["body"]) for n in items] == [
+        ("Mentor says", "Your task is due in 1 hour!")
+    ]

@@ -23,8 +23,14 @@ def run(tmp_path: Path):  # type: ignore[no-untyped-def]
     env.pop("NUDGE_ADMIN_TOKEN", None)
 
     def _run(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        out = subprocess.run([sys.executable, "-m", "nudge.cli", *args], env=env, cwd=tmp_path,
-                             capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [sys.executable, "-m", "nudge.cli", *args],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert (out.returncode == 0) == ok, out.stdout + out.stderr
         assert "Traceback" not in out.stderr
         return out
@@ -38,11 +44,22 @@ def test_admin_flow(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def
     manifest.write_text(json.dumps(MENTOR_MANIFEST))
     app = json.loads(run("apps", "create", "--manifest", str(manifest)).stdout)
     assert app["app_secret"].startswith("sk_")
-    user = json.loads(run("users", "create", "--name", "Ana", "--uid", "user123",
-                          "--fact", "Wants to run a marathon").stdout)
+    user = json.loads(
+        run(
+            "users",
+            "create",
+            "--name",
+            "Ana",
+            "--uid",
+            "user123",
+            "--fact",
+            "Wants to run a marathon",
+        ).stdout
+    )
     assert user["uid"] == "user123" and user["user_token"].startswith("ut_")
-    installed = json.loads(run("users", "install", "user123", app["app_id"],
-                               "--scope", "user_name").stdout)
+    installed = json.loads(
+        run("users", "install", "user123", app["app_id"], "--scope", "user_name").stdout
+    )
     assert installed["scopes"] == ["user_name"]
     sent = json.loads(run("send", app["app_id"], "user123", "Hello from the CLI").stdout)
     assert sent["status"] == "ok" and sent["notification_id"].startswith("n_")
@@ -65,9 +82,13 @@ def test_clear_errors(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-d
     assert "not found" in run("send", "app_x", "nobody", "hi", ok=False).stderr
     assert "must not be empty" in run("send", "app_x", "nobody", "  ", ok=False).stderr
     assert "unknown scopes" in run("users", "install", "u", "a", "--scope", "x", ok=False).stderr
-    assert "already exists" in (run("users", "create", "--name", "A", "--uid", "dup") and
-                                run("users", "create", "--name", "A", "--uid", "dup",
-                                    ok=False)).stderr
+    assert (
+        "already exists"
+        in (
+            run("users", "create", "--name", "A", "--uid", "dup")
+            and run("users", "create", "--name", "A", "--uid", "dup", ok=False)
+        ).stderr
+    )
 
 
 def test_serve_rejects_a_bad_role(run) -> None:  # type: ignore[no-untyped-def]

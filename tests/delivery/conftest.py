@@ -10,7 +10,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -117,7 +116,7 @@ def settings(
 def configured(cls: Any, deps: ProviderDeps, **overrides: Any) -> Any:
     """``cls.from_deps`` on the test settings with ``overrides``."""
     settings = deps.settings.model_copy(update=overrides)
-    return cls.from_deps(ProviderDeps(settings, deps.http, deps.bus))
+    return cls.from_deps(ProviderDeps(settings, deps.bus))
 
 
 @asynccontextmanager
@@ -133,10 +132,10 @@ async def built(cls: Any, deps: ProviderDeps, **overrides: Any) -> AsyncIterator
 @pytest.fixture(params=TRANSPORTS)
 async def deps(settings: Settings, request: pytest.FixtureRequest) -> AsyncIterator[ProviderDeps]:
     """Provider dependencies; each provider test runs over each push HTTP transport."""
-    # model_copy: Settings ignores names it does not declare (see providers.http).
-    on_transport = settings.model_copy(update={"push_http_transport": request.param})
-    async with httpx.AsyncClient(http2=True, timeout=10) as http:
-        yield ProviderDeps(settings=on_transport, http=http, bus=LocalEventBus())
+    yield ProviderDeps(
+        settings=settings.model_copy(update={"push_http_transport": request.param}),
+        bus=LocalEventBus(),
+    )
 
 
 def push_message(**overrides: Any) -> PushMessage:

@@ -21,7 +21,9 @@ async def test_a_claim_takes_at_most_its_limit(database_url: str) -> None:
         app_id, _ = await seed(db)
         async with db.begin() as conn:  # 60 notifications, 120 due deliveries (device + inbox)
             await conn.run_sync(
-                accept_batch, [req(app_id, message=f"m{i}", kind="proactive") for i in range(60)], LIMITS
+                accept_batch,
+                [req(app_id, message=f"m{i}", kind="proactive") for i in range(60)],
+                LIMITS,
             )
         first = await queue.claim(db, "w1", 20, lease_s=30)
         second = await queue.claim(db, "w2", 20, lease_s=30)

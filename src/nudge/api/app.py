@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,6 +16,15 @@ from nudge.config import Settings
 from nudge.platform import Platform
 
 
+def tune_garbage_collector() -> None:
+    """After start-up, for a serving process: the collector was ~11 % of a delivery worker's time
+    (py-spy) re-scanning objects that live as long as the process. ``gc.freeze()`` moves those out
+    of its sight and a larger young generation makes collections rarer; the hot paths make no
+    cyclic garbage of their own. bench/delivery.py: 421-584 -> 334-381 us CPU per delivery."""
+    gc.freeze()
+    gc.set_threshold(10_000, 50, 50)
+
+
 def create_app(settings: Settings, *, platform: Platform | None = None) -> FastAPI:
     """Build the app. With ``platform`` given, the caller owns its lifecycle (tests)."""
 
@@ -25,6 +35,7 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
             yield
             return
         app.state.platform = await Platform.start(settings)
+        tune_garbage_collector()
         try:
             yield
         finally:

@@ -11,8 +11,6 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:
-    import httpx
-
     from nudge.config import Settings
     from nudge.delivery.events import EventBus
 
@@ -65,7 +63,6 @@ class ProviderDeps:
     """What providers may need, handed over explicitly at start-up."""
 
     settings: Settings
-    http: httpx.AsyncClient
     bus: EventBus
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -25,7 +25,6 @@ from nudge.delivery.providers.base import Outcome, SendResult
 
 TransportName = Literal["aiohttp", "httpx"]
 TRANSPORTS: tuple[TransportName, ...] = ("aiohttp", "httpx")
-DEFAULT_TRANSPORT: TransportName = "aiohttp"
 TIMEOUT = httpx.Timeout(15.0, connect=2.0)
 
 # aiohttp's failures as the httpx errors providers catch (the first that matches).
@@ -137,9 +136,7 @@ class HttpxConnections:
 
 def open_connections(settings: Settings, count: int) -> Connections:
     """``count`` connections of the kind ``NUDGE_PUSH_HTTP_TRANSPORT`` names."""
-    # Read with getattr until nudge.config.Settings declares push_http_transport (a Literal of
-    # TRANSPORTS); a caller can set it meanwhile with settings.model_copy(update=...).
-    name = getattr(settings, "push_http_transport", DEFAULT_TRANSPORT)
+    name = settings.push_http_transport
     if name == "aiohttp":
         return AiohttpConnections(count)
     if name == "httpx":
