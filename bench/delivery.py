@@ -37,10 +37,12 @@ from sqlalchemy import insert
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
+sys.path.insert(0, str(ROOT / "bench"))
+from _load import cpu_seconds  # noqa: E402
 from tests.fakes.asgi import free_port  # noqa: E402
 from tests.fakes.process import start_fcm  # noqa: E402
 
+from nudge.api.app import tune_garbage_collector  # noqa: E402
 from nudge.config import Settings  # noqa: E402
 from nudge.core.apps import create_app  # noqa: E402
 from nudge.core.manifest import Manifest  # noqa: E402
@@ -106,13 +108,6 @@ async def wait_delivered(platform: Platform, count: int, timeout: float) -> floa
     return time.perf_counter()
 
 
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (all its threads)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def drain(
     base: Settings, transport: str, app_id: str, n: int, fake_pid: int, tag: str
 ) -> None:
@@ -126,10 +121,15 @@ async def drain(
     await api.close()
     load = os.getloadavg()[0]
     worker = await Platform.start(settings.model_copy(update={"role": "worker"}), migrate=False)
-    started, cpu, fake_cpu = time.perf_counter(), cpu_s(os.getpid()), cpu_s(fake_pid)
+    tune_garbage_collector()  # as `nudge serve` does after start-up
+    started, cpu, fake_cpu = (
+        time.perf_counter(),
+        cpu_seconds([os.getpid()]),
+        cpu_seconds([fake_pid]),
+    )
     finished = await wait_delivered(worker, n, timeout=300)
-    cpu_us = (cpu_s(os.getpid()) - cpu) / n * 1e6
-    fake_us = (cpu_s(fake_pid) - fake_cpu) / n * 1e6
+    cpu_us = (cpu_seconds([os.getpid()]) - cpu) / n * 1e6
+    fake_us = (cpu_seconds([fake_pid]) - fake_cpu) / n * 1e6
     await worker.close()
     drain_s = finished - started
     print(
@@ -196,6 +196,7 @@ async def main() -> None:
                 update={"role": "all", "push_http_transport": transports[0]}
             )
             live = await Platform.start(live_settings, migrate=False)
+            tune_garbage_collector()
             accepted: dict[str, float] = {}
             tasks = []
             t0 = time.perf_counter()
