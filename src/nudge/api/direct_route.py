@@ -120,42 +120,24 @@ class DirectNotificationRoute:
         await _respond(send, 200, accepted.body(), rate.headers())
 
 
+def _parameter(name: str, where: str, description: str, required: bool = True) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": where,
+        "required": required,
+        "schema": {"type": "string"},
+        "description": description,
+    }
+
+
 _PARAMETERS = [
-    {
-        "name": "app_id",
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string"},
-        "description": "The app's id",
-    },
-    {
-        "name": "uid",
-        "in": "query",
-        "required": True,
-        "schema": {"type": "string"},
-        "description": "The target user's id",
-    },
-    {
-        "name": "message",
-        "in": "query",
-        "required": True,
-        "schema": {"type": "string"},
-        "description": "The notification text (at most 2,000 characters by default)",
-    },
-    {
-        "name": "Authorization",
-        "in": "header",
-        "required": True,
-        "schema": {"type": "string"},
-        "description": "Bearer <app secret>",
-    },
-    {
-        "name": "Idempotency-Key",
-        "in": "header",
-        "required": False,
-        "schema": {"type": "string"},
-        "description": "A repeat with the same key returns the first result",
-    },
+    _parameter("app_id", "path", "The app's id"),
+    _parameter("uid", "query", "The target user's id"),
+    _parameter("message", "query", "The notification text (at most 2,000 characters by default)"),
+    _parameter("Authorization", "header", "Bearer <app secret>"),
+    _parameter(
+        "Idempotency-Key", "header", "A repeat with the same key returns the first result", False
+    ),
 ]
 
 
