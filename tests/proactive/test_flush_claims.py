@@ -50,9 +50,9 @@ async def test_a_flush_claim_takes_at_most_its_limit(database_url: str) -> None:
                 ],
             )
         async with db.begin() as conn:
-            first = await claim_flushes(conn, time.time(), limit=20, interval_s=1.0)
+            first = await conn.run_sync(claim_flushes, time.time(), limit=20, interval_s=1.0)
         async with db.begin() as conn:
-            second = await claim_flushes(conn, time.time(), limit=20, interval_s=1.0)
+            second = await conn.run_sync(claim_flushes, time.time(), limit=20, interval_s=1.0)
         assert len(first) == len(second) == 20
         assert not {f.session_id for f in first} & {f.session_id for f in second}
         assert all(len(f.segments) == 1 for f in first + second)

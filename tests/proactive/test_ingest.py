@@ -257,7 +257,7 @@ async def test_ingest_batch_answers_each_request(tmp_path: Any, database_url: st
     try:
         async with db.begin() as conn:
             await _add_users(conn, "a", "b")
-            await ingest_batch(conn, [IngestRequest("a", "done", [SegmentIn(text="old")])])
+            await conn.run_sync(ingest_batch, [IngestRequest("a", "done", [SegmentIn(text="old")])])
             await conn.execute(
                 Conversation.__table__.update()
                 .where(Conversation.id == "done")
@@ -268,8 +268,8 @@ async def test_ingest_batch_answers_each_request(tmp_path: Any, database_url: st
             return IngestRequest(uid, sid, [SegmentIn(text=t) for t in texts])
 
         async with db.begin() as conn:
-            results = await ingest_batch(
-                conn,
+            results = await conn.run_sync(
+                ingest_batch,
                 [
                     req("a", "s1", "one", "two"),
                     req("ghost", "s2", "boo"),
@@ -287,7 +287,9 @@ async def test_ingest_batch_answers_each_request(tmp_path: Any, database_url: st
         assert results[5] == {"session_id": "s3", "accepted": 1}
         # s1 is now a's live session: b still cannot write to it, even in a's batch.
         async with db.begin() as conn:
-            again = await ingest_batch(conn, [req("a", "s1", "four"), req("b", "s1", "nope")])
+            again = await conn.run_sync(
+                ingest_batch, [req("a", "s1", "four"), req("b", "s1", "nope")]
+            )
         assert again[0] == {"session_id": "s1", "accepted": 1}
         assert isinstance(again[1], Conflict) and "another user" in again[1].detail
         async with db.read() as conn:
@@ -319,8 +321,8 @@ async def test_ingest_searches_indexes_on_sqlite(tmp_path: Any) -> None:
                 IngestRequest("b", "s2", [SegmentIn(text="two")]),
             ]
             with statements_run(conn.sync_connection) as statements:  # type: ignore[arg-type]
-                await ingest_batch(conn, batch)  # opens the sessions
-                await ingest_batch(conn, batch)  # schedules their flushes
+                await conn.run_sync(ingest_batch, batch)  # opens the sessions
+                await conn.run_sync(ingest_batch, batch)  # schedules their flushes
             assert await conn.run_sync(sqlite_scans, statements) == []
             assert len(statements) >= 3
     finally:

@@ -9,9 +9,9 @@ from sqlalchemy import Connection, func, select
 
 from nudge.core import users
 from nudge.core.acceptor import Acceptor
-from nudge.core.errors import NotFound
+from nudge.core.errors import NotFound, NudgeError
 from nudge.core.notifications import Limits, NotificationRequest
-from nudge.store.batch import RequestBatcher
+from nudge.store.batch import BatchWriter, RequestBatcher, Work
 from nudge.store.db import Database
 from nudge.store.migrate import upgrade
 from nudge.store.models import Notification, User
@@ -64,6 +64,51 @@ async def test_run_in_transaction_commits_or_rolls_back(db: Database) -> None:
     async with db.read() as conn:
         uids = set((await conn.execute(select(User.uid))).scalars())
     assert uids == {"kept"}
+
+
+async def test_batch_writer_runs_sync_works_with_a_refusal_or_crash_kept_to_its_own(
+    db: Database,
+) -> None:
+    """Works of concurrent callers share a transaction; a ``NudgeError`` is that caller's answer
+    and the others commit; any other error rolls the batch back and each work runs again alone."""
+
+    def add(uid: str, refusal: NudgeError | None = None, bug: bool = False) -> Work:
+        def work(conn: Connection) -> str:
+            if refusal is not None:  # works validate before they write
+                raise refusal
+            conn.execute(
+                User.__table__.insert().values(
+                    uid=uid, name=uid, token_hash=uid + "h", created_at=0.0
+                )
+            )
+            if bug:
+                raise RuntimeError("bug")
+            return uid
+
+        return work
+
+    writer = BatchWriter(db)
+    writer.start()
+    try:
+        first = await asyncio.gather(
+            writer.run(add("a")),
+            writer.run(add("refused", refusal=NotFound("no"))),
+            writer.run(add("b")),
+            return_exceptions=True,
+        )
+        second = await asyncio.gather(
+            writer.run(add("c")),
+            writer.run(add("broken", bug=True)),
+            writer.run(add("d")),
+            return_exceptions=True,
+        )
+    finally:
+        await writer.aclose()
+    assert first[0] == "a" and first[2] == "b" and isinstance(first[1], NotFound)
+    assert second[0] == "c" and second[2] == "d" and isinstance(second[1], RuntimeError)
+    async with db.read() as conn:
+        uids = set((await conn.execute(select(User.uid))).scalars())
+    assert uids == {"a", "b", "c", "d"}  # the crashed work's insert was rolled back
 
 
 async def test_acceptor_batches_concurrent_requests_into_one_answer_each(db: Database) -> None:

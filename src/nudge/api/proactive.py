@@ -72,8 +72,8 @@ async def finish(
 )
 async def get_session(uid: str, session_id: str, platform: PlatformDep) -> dict[str, Any]:
     async with platform.db.read() as conn:
-        conv = await ingest.get_conversation(conn, uid, session_id)
-        segments = await ingest.conversation_segments(conn, session_id)
+        conv = await conn.run_sync(ingest.get_conversation, uid, session_id)
+        segments = await conn.run_sync(ingest.conversation_segments, session_id)
     return ingest.conversation_json(conv, segments) | {"status": conv.status}
 
 

@@ -14,8 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from sqlalchemy import case, delete
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, case, delete
 
 from nudge.proactive.sql import dialect_insert
 from nudge.store.models import RateClaim
@@ -69,7 +68,7 @@ class SqlClaims:
     async def claim(self, key: str, ttl_s: float) -> ClaimResult:
         token = secrets.token_hex(8)
 
-        async def work(conn: AsyncConnection) -> ClaimResult:
+        def work(conn: Connection) -> ClaimResult:
             now = time.time()
             insert = dialect_insert(conn)
             stmt = insert(RateClaim).values(key=key, until=now + ttl_s, token=token)
@@ -82,7 +81,7 @@ class SqlClaims:
                     "token": case((free, stmt.excluded.token), else_=RateClaim.token),
                 },
             ).returning(RateClaim.token, RateClaim.until)
-            holder, until = (await conn.execute(stmt)).one()
+            holder, until = conn.execute(stmt).one()
             if holder == token:
                 return ClaimResult(Claim(key, token))
             return ClaimResult(None, max(until - now, 0.0))
@@ -91,8 +90,8 @@ class SqlClaims:
         return result
 
     async def release(self, claim: Claim) -> None:
-        async def work(conn: AsyncConnection) -> None:
-            await conn.execute(
+        def work(conn: Connection) -> None:
+            conn.execute(
                 delete(RateClaim).where(RateClaim.key == claim.key, RateClaim.token == claim.token)
             )
 

@@ -25,8 +25,7 @@ from datetime import UTC, datetime
 from functools import lru_cache, partial
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, and_, bindparam, case, func, or_, select, update
 
 from nudge.config import Settings
 from nudge.metrics import Metrics
@@ -150,8 +149,8 @@ def _claim_statement(postgres: bool, by_id: bool, limit: int) -> Any:
     )
 
 
-async def claim_flushes(
-    conn: AsyncConnection,
+def claim_flushes(
+    conn: Connection,
     now: float,
     *,
     limit: int,
@@ -161,14 +160,14 @@ async def claim_flushes(
     """Claim due sessions (among ``session_ids`` when given), read their new segments and mark
     them sent, in the caller's transaction."""
     claim = _claim_statement(conn.dialect.name == "postgresql", session_ids is not None, limit)
-    claimed = (await conn.execute(claim, {"now": now, "sids": session_ids or []})).all()
+    claimed = conn.execute(claim, {"now": now, "sids": session_ids or []}).all()
     if not claimed:
         return []
     flushes = {
         r.id: Flush(r.id, r.uid, gate=next_gate(r.flush_lease_until, r.started_at, interval_s))
         for r in claimed
     }
-    rows = (await conn.execute(_NEW_SEGMENTS, {"ids": list(flushes)})).all()
+    rows = conn.execute(_NEW_SEGMENTS, {"ids": list(flushes)}).all()
     upto = {r.id: r.flushed_upto for r in claimed}
     for s in rows:
         flush = flushes[s.conversation_id]
@@ -176,16 +175,16 @@ async def claim_flushes(
         flush.first_at = s.created_at if flush.first_at is None else flush.first_at
         flush.last_at = s.created_at
         upto[s.conversation_id] = s.id
-    await conn.execute(
+    conn.execute(
         _MARK_SENT,
         [{"cid": r.id, "upto": upto[r.id], "gate": flushes[r.id].gate} for r in claimed],
     )
     for r in claimed:
         if r.status == "finished":  # it was "finishing": this is its last flush
-            conv = (await conn.execute(select(Conversation).where(Conversation.id == r.id))).one()
-            segments = await conversation_segments(conn, r.id)
+            conv = conn.execute(select(Conversation).where(Conversation.id == r.id)).one()
+            segments = conversation_segments(conn, r.id)
             flushes[r.id].conversation = conversation_json(conv, segments)
-    apps = await conn.execute(_INSTALLED_APPS, {"uids": list({f.uid for f in flushes.values()})})
+    apps = conn.execute(_INSTALLED_APPS, {"uids": list({f.uid for f in flushes.values()})})
     by_uid: dict[str, list[AppTarget]] = defaultdict(list)
     for row in apps:
         target = AppTarget.from_row(row)
@@ -293,7 +292,7 @@ class Dispatcher:
         await self._maybe_prune(now)
         return len(flushes)
 
-    async def claim_now(self, conn: AsyncConnection, session_ids: list[str]) -> list[Flush]:
+    def claim_now(self, conn: Connection, session_ids: list[str]) -> list[Flush]:
         """Inside the transaction that stored segments: flush the sessions whose window is open
         right there (saves a round through the dispatcher loop). Hand the result to
         :meth:`start` after the commit; the others get a timer from :meth:`wake`."""
@@ -302,7 +301,7 @@ class Dispatcher:
         if not open_now:
             return []
         interval = self.settings.webhook_flush_interval_s
-        return await claim_flushes(
+        return claim_flushes(
             conn, now, limit=INGEST_BATCH, interval_s=interval, session_ids=open_now
         )
 
@@ -426,17 +425,19 @@ class Dispatcher:
             f"POST /v1/apps/{app.app_id}/enable"
         )
         disabled = await self.writer.run(
-            lambda conn: conn.execute(
-                update(App)
-                .where(
-                    App.id == app.app_id,
-                    App.status == "active",
-                    App.webhook_failing_since <= now - limit,
-                )
-                .values(status="disabled", status_reason=reason)
+            lambda conn: (
+                conn.execute(
+                    update(App)
+                    .where(
+                        App.id == app.app_id,
+                        App.status == "active",
+                        App.webhook_failing_since <= now - limit,
+                    )
+                    .values(status="disabled", status_reason=reason)
+                ).rowcount
             )
         )
-        if disabled.rowcount:
+        if disabled:
             log.warning("app disabled", extra={"app_id": app.app_id, "reason": reason})
 
     async def _maybe_prune(self, now: float) -> None:

@@ -21,8 +21,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import bindparam, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from nudge.core.errors import Conflict, Invalid, NotFound, NudgeError
 from nudge.proactive.sql import dialect_insert
@@ -111,12 +110,12 @@ class IngestRequest:
     segments: list[SegmentIn]
 
 
-async def _open_sessions(
-    conn: AsyncConnection, pairs: list[tuple[str, str]], now: float
+def _open_sessions(
+    conn: Connection, pairs: list[tuple[str, str]], now: float
 ) -> dict[tuple[str, str], NudgeError]:
     """Create the sessions that do not exist yet; why each of the others cannot take segments."""
     uids = {uid for _, uid in pairs}
-    users = set((await conn.execute(select(User.uid).where(User.uid.in_(uids)))).scalars())
+    users = set(conn.execute(select(User.uid).where(User.uid.in_(uids))).scalars())
     refused: dict[tuple[str, str], NudgeError] = {
         (sid, uid): NotFound(f"user {uid!r} not found") for sid, uid in pairs if uid not in users
     }
@@ -124,13 +123,13 @@ async def _open_sessions(
     for sid, uid in pairs:  # a new id asked for by two users: the first request gets it
         if uid in users:
             wanted.setdefault(sid, uid)
-    created = await _create_each(conn, wanted, now) if wanted else set()
+    created = _create_each(conn, wanted, now) if wanted else set()
     leftover = {(sid, uid) for sid, uid in pairs if (sid, uid) not in refused}
     leftover -= {(sid, wanted[sid]) for sid in created}
     if leftover:
         owners = {
             r.id: r.uid
-            for r in await conn.execute(
+            for r in conn.execute(
                 select(Conversation.id, Conversation.uid).where(
                     Conversation.id.in_({sid for sid, _ in leftover})
                 )
@@ -165,12 +164,12 @@ def _new_conversation(session_id: str, uid: str, now: float) -> dict[str, Any]:
     }
 
 
-async def _create_each(conn: AsyncConnection, wanted: dict[str, str], now: float) -> set[str]:
+def _create_each(conn: Connection, wanted: dict[str, str], now: float) -> set[str]:
     """Multi-row ``INSERT … ON CONFLICT DO NOTHING RETURNING``: the ids actually created."""
     insert_new = dialect_insert(conn)(Conversation).values(
         [_new_conversation(sid, uid, now) for sid, uid in wanted.items()]
     )
-    returned = await conn.execute(
+    returned = conn.execute(
         insert_new.on_conflict_do_nothing(index_elements=[Conversation.id]).returning(
             Conversation.id
         )
@@ -178,15 +177,15 @@ async def _create_each(conn: AsyncConnection, wanted: dict[str, str], now: float
     return set(returned.scalars())
 
 
-async def ingest_batch(
-    conn: AsyncConnection, requests: list[IngestRequest]
+def ingest_batch(
+    conn: Connection, requests: list[IngestRequest]
 ) -> list[dict[str, Any] | NudgeError]:
     """Store the segments of many requests with a fixed handful of statements; one result (or
     refusal) per request, in order. Sessions are created on first use; each touched session's
     flush is scheduled."""
     now = time.time()
     pairs = list(dict.fromkeys((r.session_id, r.uid) for r in requests))  # in request order
-    scheduled = await conn.execute(
+    scheduled = conn.execute(
         _SCHEDULE,
         {
             "ids": list({sid for sid, _ in pairs}),
@@ -196,7 +195,7 @@ async def ingest_batch(
     )
     live = {(r.id, r.uid) for r in scheduled} & set(pairs)
     waiting = [pair for pair in pairs if pair not in live]
-    refused = await _open_sessions(conn, waiting, now) if waiting else {}
+    refused = _open_sessions(conn, waiting, now) if waiting else {}
     rows = [
         {
             "conversation_id": r.session_id,
@@ -214,7 +213,7 @@ async def ingest_batch(
         for s in r.segments
     ]
     if rows:
-        await conn.execute(_INSERT_SEGMENTS, rows)
+        conn.execute(_INSERT_SEGMENTS, rows)
     return [
         refused.get((r.session_id, r.uid))
         or {"session_id": r.session_id, "accepted": len(r.segments)}
@@ -270,34 +269,30 @@ def derive_summary(segments: list[Any]) -> tuple[str, str]:
     return title, _sentences(text, 500)
 
 
-async def conversation_segments(conn: AsyncConnection, session_id: str) -> list[Any]:
+def conversation_segments(conn: Connection, session_id: str) -> list[Any]:
     return list(
-        (
-            await conn.execute(
-                select(Segment).where(Segment.conversation_id == session_id).order_by(Segment.id)
-            )
+        conn.execute(
+            select(Segment).where(Segment.conversation_id == session_id).order_by(Segment.id)
         ).all()
     )
 
 
-async def get_conversation(conn: AsyncConnection, uid: str, session_id: str) -> Any:
-    row = (
-        await conn.execute(
-            select(Conversation).where(Conversation.id == session_id, Conversation.uid == uid)
-        )
+def get_conversation(conn: Connection, uid: str, session_id: str) -> Any:
+    row = conn.execute(
+        select(Conversation).where(Conversation.id == session_id, Conversation.uid == uid)
     ).first()
     if row is None:
         raise NotFound(f"session {session_id!r} not found for user {uid!r}")
     return row
 
 
-async def finish_conversation(
-    conn: AsyncConnection, uid: str, session_id: str, summary: FinishIn
+def finish_conversation(
+    conn: Connection, uid: str, session_id: str, summary: FinishIn
 ) -> dict[str, Any]:
     """End a live session. Its last segments and the ``memory_creation`` webhooks go out with the
     dispatcher's next flush."""
     now = time.time()
-    closed = await conn.execute(
+    closed = conn.execute(
         update(Conversation)
         .where(
             Conversation.id == session_id,
@@ -311,14 +306,14 @@ async def finish_conversation(
         )
     )
     if closed.rowcount == 0:
-        await get_conversation(conn, uid, session_id)  # 404 when it is not this user's
+        get_conversation(conn, uid, session_id)  # 404 when it is not this user's
         raise Conflict(f"session {session_id!r} is already finished")
-    segments = await conversation_segments(conn, session_id)
+    segments = conversation_segments(conn, session_id)
     title, overview = derive_summary(segments)
     # The transcript is written once, now: it is what full-text search indexes (every write
     # re-indexes it, so it is not kept up to date while the session is live; the live part of
     # {{user_context}} reads the segments).
-    await conn.execute(
+    conn.execute(
         update(Conversation)
         .where(Conversation.id == session_id)
         .values(
@@ -327,14 +322,14 @@ async def finish_conversation(
             transcript="".join(transcript_line(s.text, s.speaker, s.is_user) for s in segments),
         )
     )
-    conv = await get_conversation(conn, uid, session_id)
+    conv = get_conversation(conn, uid, session_id)
     return conversation_json(conv, segments) | {"status": conv.status}
 
 
 class Dispatch(Protocol):
     """What ingestion needs from the local dispatcher (see ``nudge.proactive.dispatcher``)."""
 
-    async def claim_now(self, conn: AsyncConnection, session_ids: list[str]) -> list[Any]: ...
+    def claim_now(self, conn: Connection, session_ids: list[str]) -> list[Any]: ...
 
     def start(self, flushes: list[Any]) -> None: ...
 
@@ -376,16 +371,16 @@ class Ingestor:
         self._after(results, flushes, [r.session_id for r in requests])
         return results
 
-    async def _work(
-        self, requests: list[IngestRequest], conn: AsyncConnection
+    def _work(
+        self, requests: list[IngestRequest], conn: Connection
     ) -> tuple[list[dict[str, Any] | NudgeError], list[Any]]:
-        results = await ingest_batch(conn, requests)
+        results = ingest_batch(conn, requests)
         stored = list(
             dict.fromkeys(
                 r.session_id for r, res in zip(requests, results) if isinstance(res, dict)
             )
         )
-        flushes = await self.dispatch.claim_now(conn, stored) if self.dispatch and stored else []
+        flushes = self.dispatch.claim_now(conn, stored) if self.dispatch and stored else []
         return results, flushes
 
     def _after(self, results: list[Any], flushes: list[Any], session_ids: list[str]) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 
-def dialect_insert(conn: AsyncConnection) -> Any:
+def dialect_insert(conn: Connection) -> Any:
     """``insert`` with ``on_conflict_do_*`` for the connection's database."""
     return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert

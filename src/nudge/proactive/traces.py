@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import Connection, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nudge.core.errors import NotFound
@@ -74,13 +74,13 @@ class TraceRecorder:
         }
 
 
-async def save_traces(conn: AsyncConnection, traces: list[TraceRecorder]) -> None:
+def save_traces(conn: Connection, traces: list[TraceRecorder]) -> None:
     if traces:
-        await conn.execute(insert(Trace), [t.row() for t in traces])
+        conn.execute(insert(Trace), [t.row() for t in traces])
 
 
-async def prune_traces(conn: AsyncConnection, older_than: float) -> int:
-    result = await conn.execute(delete(Trace).where(Trace.created_at < older_than))
+def prune_traces(conn: Connection, older_than: float) -> int:
+    result = conn.execute(delete(Trace).where(Trace.created_at < older_than))
     return int(result.rowcount or 0)
 
 

@@ -6,6 +6,10 @@ a batch of them in one transaction. Each piece of work validates before it write
 refusal (a ``NudgeError``) in one does not disturb the others; any other error fails the batch
 (its transaction rolls back) and :class:`RequestBatcher` retries its requests one by one, so one
 bad request cannot fail its neighbours.
+
+Works are synchronous (``Callable[[Connection], T]``): a whole batch runs in one
+:meth:`Database.run_in_transaction` call, one trip to the database's thread, instead of several
+round trips between the event loop and aiosqlite's thread for every statement.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection
 
 from nudge.core.errors import NudgeError
 from nudge.store.db import Database
@@ -25,7 +29,7 @@ from nudge.store.db import Database
 T = TypeVar("T")
 Req = TypeVar("Req")
 Res = TypeVar("Res")
-Work = Callable[[AsyncConnection], Awaitable[Any]]
+Work = Callable[[Connection], Any]
 log = logging.getLogger("nudge.store")
 
 
@@ -127,7 +131,7 @@ class BatchWriter:
     async def aclose(self) -> None:
         await self._batcher.aclose()
 
-    async def run(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    async def run(self, work: Callable[[Connection], T]) -> T:
         """Run ``work`` inside a shared transaction; returns once that transaction committed."""
         outcome = await self._batcher.submit(work)
         if not outcome.ok:
@@ -136,11 +140,13 @@ class BatchWriter:
         return result
 
     async def _process(self, batch: list[Work]) -> list[_Outcome]:
-        outcomes: list[_Outcome] = []
-        async with self.db.begin() as conn:
+        def run_all(conn: Connection) -> list[_Outcome]:
+            outcomes: list[_Outcome] = []
             for work in batch:
                 try:
-                    outcomes.append(_Outcome(True, await work(conn)))
+                    outcomes.append(_Outcome(True, work(conn)))
                 except NudgeError as exc:
                     outcomes.append(_Outcome(False, exc))
-        return outcomes  # only now is everything committed
+            return outcomes
+
+        return await self.db.run_in_transaction(run_all)  # returns once committed
