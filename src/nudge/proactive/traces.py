@@ -57,10 +57,6 @@ class TraceRecorder:
         if error:
             self.detail["error"] = error
 
-    @property
-    def current_outcome(self) -> str | None:
-        return self.detail.get("outcome")
-
     def row(self) -> dict[str, Any]:
         return {
             "id": self.id,
