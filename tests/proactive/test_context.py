@@ -39,21 +39,28 @@ async def test_retrieval_and_scopes(tmp_path: Path, database_url: str) -> None:
             await post_segments(
                 c, "ana", "live", "The tomatoes look dry again.", "Should I water the tomatoes?"
             )
-            async with platform.db.read() as conn:
-                found = await related_conversations(conn, "ana", "live", ["tomatoes", "water"])
-                assert [r["id"] for r in found] == ["p-garden"]
-                assert "tomatoes" in found[0]["snippet"].lower()
-                assert await related_conversations(conn, "ana", "live", ["zebra"]) == []
-                # The live session itself is never "related".
-                assert await related_conversations(conn, "ana", "p-garden", ["tomatoes"]) == []
-
-                values, notes = await build_context(
+            found = await platform.db.run_in_transaction(
+                lambda conn: related_conversations(conn, "ana", "live", ["tomatoes", "water"])
+            )
+            assert [r["id"] for r in found] == ["p-garden"]
+            assert "tomatoes" in found[0]["snippet"].lower()
+            none = await platform.db.run_in_transaction(
+                lambda conn: [
+                    related_conversations(conn, "ana", "live", ["zebra"]),
+                    # The live session itself is never "related".
+                    related_conversations(conn, "ana", "p-garden", ["tomatoes"]),
+                ]
+            )
+            assert none == [[], []]
+            values, notes = await platform.db.run_in_transaction(
+                lambda conn: build_context(
                     conn,
                     uid="ana",
                     app_id="app_none",
                     session_id="live",
                     scopes=["user_name", "user_facts", "user_context", "user_chat"],
                 )
+            )
             assert values["user_name"] == "Ana"
             assert values["user_facts"] == "Allergic to peanuts; Runs on {{user_name}} days"
             context = values["user_context"]

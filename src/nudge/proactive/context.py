@@ -7,7 +7,9 @@
   ``conversations_fts`` / PostgreSQL ``search`` tsvector column).
 - ``user_chat``: the last 10 messages between the user and this app.
 
-Each value is bounded so that a long history cannot crowd out the app's prompt.
+Each value is bounded so that a long history cannot crowd out the app's prompt. The reads are
+synchronous: the pipeline runs them, with the install check, as one piece of work in one trip to
+the database (see ``Pipeline._generate_and_send``).
 """
 
 from __future__ import annotations
@@ -17,12 +19,10 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, select, text
 
-from nudge.core.notifications import chat_messages
 from nudge.proactive.ingest import speaker_label
-from nudge.store.models import Segment, User, UserFact
+from nudge.store.models import ChatMessage, Segment, User, UserFact
 
 MAX_CHARS = {"user_name": 200, "user_facts": 4000, "user_context": 6000, "user_chat": 4000}
 LIVE_SEGMENTS = 30
@@ -57,21 +57,19 @@ def keywords(transcript: str, limit: int = KEYWORDS) -> list[str]:
     return sorted(counts, key=lambda w: (-counts[w], -last_seen[w]))[:limit]
 
 
-async def live_segments(conn: AsyncConnection, session_id: str) -> list[Any]:
+def live_segments(conn: Connection, session_id: str) -> list[Any]:
     """The session's last segments, oldest first."""
-    rows = (
-        await conn.execute(
-            select(Segment.text, Segment.speaker, Segment.is_user)
-            .where(Segment.conversation_id == session_id)
-            .order_by(Segment.id.desc())
-            .limit(LIVE_SEGMENTS)
-        )
+    rows = conn.execute(
+        select(Segment.text, Segment.speaker, Segment.is_user)
+        .where(Segment.conversation_id == session_id)
+        .order_by(Segment.id.desc())
+        .limit(LIVE_SEGMENTS)
     ).all()
     return list(reversed(rows))
 
 
-async def related_conversations(
-    conn: AsyncConnection, uid: str, exclude_id: str, words: list[str], limit: int = RELATED
+def related_conversations(
+    conn: Connection, uid: str, exclude_id: str, words: list[str], limit: int = RELATED
 ) -> list[dict[str, Any]]:
     """The user's past conversations that best match ``words`` (full-text, best first)."""
     if not words:
@@ -95,7 +93,7 @@ async def related_conversations(
             "WHERE conversations_fts MATCH :q AND c.uid = :uid AND c.id != :sid "
             "ORDER BY bm25(conversations_fts) LIMIT :n"
         )
-    rows = (await conn.execute(sql, params)).all()
+    rows = conn.execute(sql, params).all()
     return [
         {
             "id": r.id,
@@ -108,11 +106,11 @@ async def related_conversations(
     ]
 
 
-async def user_context(conn: AsyncConnection, uid: str, session_id: str) -> tuple[str, list[str]]:
+def user_context(conn: Connection, uid: str, session_id: str) -> tuple[str, list[str]]:
     """The text for ``{{user_context}}`` and the ids of the past conversations it includes."""
-    segments = await live_segments(conn, session_id)
+    segments = live_segments(conn, session_id)
     words = keywords(" ".join(s.text for s in segments))  # the words said, not speaker labels
-    related = await related_conversations(conn, uid, session_id, words)
+    related = related_conversations(conn, uid, session_id, words)
     parts = []
     if segments:
         live = "\n".join(f"{speaker_label(s.speaker, s.is_user)}: {s.text}" for s in segments)
@@ -127,30 +125,34 @@ async def user_context(conn: AsyncConnection, uid: str, session_id: str) -> tupl
     return "\n\n".join(parts), [r["id"] for r in related]
 
 
-async def user_chat(conn: AsyncConnection, uid: str, app_id: str) -> str:
-    messages = await chat_messages(conn, uid, app_id, limit=CHAT_MESSAGES)
-    return "\n".join(f"{'User' if m['sender'] == 'user' else 'App'}: {m['text']}" for m in messages)
+def user_chat(conn: Connection, uid: str, app_id: str) -> str:
+    """The last messages between the user and this app, oldest first (as in the app's chat)."""
+    rows = conn.execute(
+        select(ChatMessage.sender, ChatMessage.text)
+        .where(ChatMessage.uid == uid, ChatMessage.app_id == app_id)
+        .order_by(ChatMessage.id.desc())
+        .limit(CHAT_MESSAGES)
+    ).all()
+    return "\n".join(f"{'User' if m.sender == 'user' else 'App'}: {m.text}" for m in reversed(rows))
 
 
-async def build_context(
-    conn: AsyncConnection, *, uid: str, app_id: str, session_id: str, scopes: Iterable[str]
+def build_context(
+    conn: Connection, *, uid: str, app_id: str, session_id: str, scopes: Iterable[str]
 ) -> tuple[dict[str, str], dict[str, Any]]:
     """Values for the given scopes, and notes for the trace (e.g. which conversations were used)."""
     values: dict[str, str] = {}
     notes: dict[str, Any] = {}
     for scope in scopes:
         if scope == "user_name":
-            values[scope] = await conn.scalar(select(User.name).where(User.uid == uid)) or ""
+            values[scope] = conn.scalar(select(User.name).where(User.uid == uid)) or ""
         elif scope == "user_facts":
-            facts = await conn.scalars(
+            facts = conn.scalars(
                 select(UserFact.text).where(UserFact.uid == uid).order_by(UserFact.id)
             )
             values[scope] = "; ".join(f.strip().rstrip(";") for f in facts)
         elif scope == "user_context":
-            values[scope], notes["related_conversations"] = await user_context(
-                conn, uid, session_id
-            )
+            values[scope], notes["related_conversations"] = user_context(conn, uid, session_id)
         elif scope == "user_chat":
-            values[scope] = await user_chat(conn, uid, app_id)
+            values[scope] = user_chat(conn, uid, app_id)
     bounded = {k: _bound(v, MAX_CHARS[k]) for k, v in values.items()}
     return bounded, notes

@@ -16,9 +16,10 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from nudge.config import Settings
 from nudge.core.acceptor import Acceptor
@@ -148,6 +149,35 @@ def scope_decisions(app: AppTarget, params: list[str], used: list[str]) -> dict[
     return decisions
 
 
+def decide_scopes(
+    app: AppTarget, params: list[str], prompt: str
+) -> tuple[dict[str, str], list[str]]:
+    """The decision on each scope named or used, and the scopes that count."""
+    decisions = scope_decisions(app, params, placeholders(prompt))
+    return decisions, [name for name, why in decisions.items() if why == "filled"]
+
+
+def read_inputs(
+    conn: Connection, *, app: AppTarget, uid: str, session_id: str, answer: Answer
+) -> tuple[AppTarget, dict[str, str], dict[str, Any]] | None:
+    """The app with the user's grants as they are now, and the context values for the scopes
+    that count and that the prompt uses (step 5); None when the app is no longer installed."""
+    granted = conn.scalar(
+        select(Install.scopes).where(Install.uid == uid, Install.app_id == app.app_id)
+    )
+    if granted is None:
+        return None
+    if tuple(granted) != app.granted:
+        app = replace(app, granted=tuple(granted))
+    prompt = answer.prompt or ""
+    _, effective = decide_scopes(app, answer.params, prompt)
+    wanted = [s for s in placeholders(prompt) if s in effective]
+    values, notes = build_context(
+        conn, uid=uid, app_id=app.app_id, session_id=session_id, scopes=wanted
+    )
+    return app, values, notes
+
+
 class Pipeline:
     def __init__(
         self,
@@ -251,9 +281,8 @@ class Pipeline:
 
     def _decide_scopes(
         self, app: AppTarget, params: list[str], prompt: str, trace: TraceRecorder
-    ) -> list[str]:
-        decisions = scope_decisions(app, params, placeholders(prompt))
-        effective = [name for name, why in decisions.items() if why == "filled"]
+    ) -> None:
+        decisions, effective = decide_scopes(app, params, prompt)
         trace.detail["scopes"] = {
             "params": params,
             "manifest": list(app.manifest_scopes),
@@ -261,7 +290,6 @@ class Pipeline:
             "effective": effective,
             "decisions": decisions,
         }
-        return effective
 
     async def _generate_and_send(
         self,
@@ -272,22 +300,16 @@ class Pipeline:
         trace: TraceRecorder,
     ) -> bool:
         prompt = answer.prompt or ""
-        async with self.db.read() as conn:
-            # The install as it is now: the user may have uninstalled or changed grants.
-            granted = await conn.scalar(
-                select(Install.scopes).where(Install.uid == uid, Install.app_id == app.app_id)
-            )
-            if granted is None:
-                trace.outcome("not_allowed", "the user no longer has this app installed")
-                return False
-            if tuple(granted) != app.granted:
-                app = replace(app, granted=tuple(granted))
-            effective = self._decide_scopes(app, answer.params, prompt, trace)
-            # 5. Context, only for the scopes that count and that the prompt uses.
-            wanted = [s for s in placeholders(prompt) if s in effective]
-            values, notes = await build_context(
-                conn, uid=uid, app_id=app.app_id, session_id=session_id or "", scopes=wanted
-            )
+        # The install as it is now (the user may have uninstalled or changed grants) and the
+        # context for it: synchronous reads, one trip to the database.
+        found = await self.db.run_in_transaction(
+            partial(read_inputs, app=app, uid=uid, session_id=session_id or "", answer=answer)
+        )
+        if found is None:
+            trace.outcome("not_allowed", "the user no longer has this app installed")
+            return False
+        app, values, notes = found
+        self._decide_scopes(app, answer.params, prompt, trace)
         if notes:
             trace.detail["context"] = notes
         # 6. Fill.
