@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Connection, text
 
 from nudge.proactive.claims import Claims, RedisClaims, SqlClaims
 from nudge.store.batch import BatchWriter
@@ -121,3 +122,42 @@ async def test_platform_uses_redis_claims_when_configured(tmp_path: Path, redis_
         assert platform.claims is not None and platform.claims.backend == "redis"
     finally:
         await platform.close()
+
+
+async def check_then(claims: Claims, key: str) -> None:
+    """Work given with a claim runs only when the claim is won; if it fails, no slot is kept."""
+    ran: list[str] = []
+
+    def reads(conn: Connection) -> int:
+        ran.append(key)
+        return int(conn.execute(text("SELECT 41 + 1")).scalar_one())
+
+    won = await claims.claim(key, 30.0, reads)
+    assert won.claim is not None and won.then == 42 and ran == [key]
+    refused = await claims.claim(key, 30.0, reads)
+    assert refused.claim is None and refused.then is None and ran == [key]
+
+    def broken(conn: Connection) -> None:
+        raise RuntimeError("a bug in the work")
+
+    with pytest.raises(RuntimeError):
+        await claims.claim(key + ":broken", 30.0, broken)
+    assert (await claims.claim(key + ":broken", 30.0)).claim is not None
+
+
+async def test_sql_claim_runs_work_in_its_transaction(database_url: str) -> None:
+    await upgrade(database_url)
+    async with sql_claims(database_url) as claims:
+        await check_then(claims, f"proactive:app:then:{time.time_ns()}")
+
+
+@pytest.mark.redis
+async def test_redis_claim_runs_work_on_the_writer(tmp_path: Path, redis_url: str) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/then.db"
+    await upgrade(url)
+    async with sql_claims(url) as sql:
+        claims = RedisClaims(redis_url, sql.writer)
+        try:
+            await check_then(claims, f"test:{time.time_ns()}:then")
+        finally:
+            await claims.aclose()

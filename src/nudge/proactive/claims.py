@@ -4,6 +4,9 @@ A claim is taken before the LLM runs and given back when nothing is sent, so acr
 at most one proactive notification per user per app goes out per interval. Two backends, the same
 contract: SQL (the ``rate_claims`` table, one conditional upsert) by default, Redis
 (``SET NX PX`` and a compare-and-delete script) when ``NUDGE_REDIS_URL`` is set.
+
+A claim can carry work for when it is granted (``then``: the pipeline's reads): on SQL it runs in
+the claim's own transaction, so a won claim costs one trip to the database in all.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import math
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -26,10 +30,14 @@ class Claim:
     token: str
 
 
+Then = Callable[[Connection], Any]
+
+
 @dataclass(frozen=True)
 class ClaimResult:
     claim: Claim | None  # None: the slot is taken
     retry_after_s: float = 0.0  # when taken: how long until it frees up
+    then: Any = None  # when granted: what ``then`` returned
 
     @property
     def granted(self) -> bool:
@@ -42,7 +50,10 @@ class Claims(Protocol):
         """``sql`` or ``redis``: where the claims live."""
         ...
 
-    async def claim(self, key: str, ttl_s: float) -> ClaimResult: ...
+    async def claim(self, key: str, ttl_s: float, then: Then | None = None) -> ClaimResult:
+        """Take the slot; when granted, run ``then`` on the database (in the same transaction
+        where the claim is a row) and return its result with the claim."""
+        ...
 
     async def release(self, claim: Claim) -> None:
         """Give a slot back (only if it is still ours)."""
@@ -65,7 +76,7 @@ class SqlClaims:
     def __init__(self, writer: Writer) -> None:
         self.writer = writer
 
-    async def claim(self, key: str, ttl_s: float) -> ClaimResult:
+    async def claim(self, key: str, ttl_s: float, then: Then | None = None) -> ClaimResult:
         token = secrets.token_hex(8)
 
         def work(conn: Connection) -> ClaimResult:
@@ -83,7 +94,7 @@ class SqlClaims:
             ).returning(RateClaim.token, RateClaim.until)
             holder, until = conn.execute(stmt).one()
             if holder == token:
-                return ClaimResult(Claim(key, token))
+                return ClaimResult(Claim(key, token), then=then(conn) if then else None)
             return ClaimResult(None, max(until - now, 0.0))
 
         result: ClaimResult = await self.writer.run(work)
@@ -110,18 +121,30 @@ return 0
 class RedisClaims:
     backend: ClassVar[str] = "redis"
 
-    def __init__(self, url: str, *, prefix: str = "nudge:claim:") -> None:
+    def __init__(
+        self, url: str, writer: Writer | None = None, *, prefix: str = "nudge:claim:"
+    ) -> None:
         import redis.asyncio as redis
 
         self.redis = redis.from_url(url)
+        self.writer = writer  # runs ``then``
         self.prefix = prefix
         self._release = self.redis.register_script(_RELEASE)
 
-    async def claim(self, key: str, ttl_s: float) -> ClaimResult:
+    async def claim(self, key: str, ttl_s: float, then: Then | None = None) -> ClaimResult:
         token = secrets.token_hex(8)
         name = self.prefix + key
         if await self.redis.set(name, token, nx=True, px=max(math.ceil(ttl_s * 1000), 1)):
-            return ClaimResult(Claim(key, token))
+            if then is None:
+                return ClaimResult(Claim(key, token))
+            claim = Claim(key, token)
+            try:
+                if self.writer is None:
+                    raise RuntimeError("RedisClaims needs a writer to run work with a claim")
+                return ClaimResult(claim, then=await self.writer.run(then))
+            except BaseException:
+                await self.release(claim)  # as the SQL claim rolls back with its work
+                raise
         left_ms = await self.redis.pttl(name)
         return ClaimResult(None, max(left_ms, 0) / 1000)
 
@@ -146,12 +169,12 @@ class RememberTaken:
         self.max_keys = max_keys
         self._taken_until: dict[str, float] = {}
 
-    async def claim(self, key: str, ttl_s: float) -> ClaimResult:
+    async def claim(self, key: str, ttl_s: float, then: Then | None = None) -> ClaimResult:
         now = time.monotonic()
         until = self._taken_until.get(key)
         if until is not None and until > now:
             return ClaimResult(None, until - now)
-        result = await self.inner.claim(key, ttl_s)
+        result = await self.inner.claim(key, ttl_s, then)
         if len(self._taken_until) >= self.max_keys:
             self._taken_until = {k: u for k, u in self._taken_until.items() if u > now}
         self._taken_until[key] = now + (ttl_s if result.granted else result.retry_after_s)
@@ -167,5 +190,5 @@ class RememberTaken:
 
 def build_claims(redis_url: str | None, writer: Writer) -> Claims:
     """Redis when configured (it already carries the other shared limits), else the database."""
-    inner: Claims = RedisClaims(redis_url) if redis_url else SqlClaims(writer)
+    inner: Claims = RedisClaims(redis_url, writer) if redis_url else SqlClaims(writer)
     return RememberTaken(inner)

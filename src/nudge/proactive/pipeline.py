@@ -255,7 +255,9 @@ class Pipeline:
         self._decide_scopes(app, answer.params, prompt, trace)
         # 4. The claim: at most one proactive notification per user per app per interval.
         key = f"proactive:{app.app_id}:{uid}"
-        claimed = await self.claims.claim(key, self.settings.proactive_interval_s)
+        # Won, it brings the install as it is now and the context (one trip with the claim).
+        reads = partial(read_inputs, app=app, uid=uid, session_id=session_id or "", answer=answer)
+        claimed = await self.claims.claim(key, self.settings.proactive_interval_s, reads)
         trace.detail["rate_limit"] = {
             "key": key,
             "backend": self.claims.backend,
@@ -273,7 +275,7 @@ class Pipeline:
             return
         sent = False
         try:
-            sent = await self._generate_and_send(app, uid, session_id, answer, trace)
+            sent = await self._generate_and_send(app, uid, answer, claimed.then, trace)
         finally:
             if not sent:
                 await self.claims.release(claimed.claim)
@@ -295,19 +297,15 @@ class Pipeline:
         self,
         app: AppTarget,
         uid: str,
-        session_id: str | None,
         answer: Answer,
+        found: tuple[AppTarget, dict[str, str], dict[str, Any]] | None,
         trace: TraceRecorder,
     ) -> bool:
-        prompt = answer.prompt or ""
-        # The install as it is now (the user may have uninstalled or changed grants) and the
-        # context for it: synchronous reads, one trip to the database.
-        found = await self.db.run_in_transaction(
-            partial(read_inputs, app=app, uid=uid, session_id=session_id or "", answer=answer)
-        )
+        """Steps 5 to 8, with what :func:`read_inputs` found."""
         if found is None:
             trace.outcome("not_allowed", "the user no longer has this app installed")
             return False
+        prompt = answer.prompt or ""
         app, values, notes = found
         self._decide_scopes(app, answer.params, prompt, trace)
         if notes:
