@@ -337,11 +337,17 @@ def statements_run(conn: Connection) -> Iterator[list[tuple[str, Any]]]:
 
 
 def sqlite_scans(conn: Connection, statements: list[tuple[str, Any]]) -> list[str]:
-    """The steps of these statements' SQLite query plans that read a whole table or index (a
-    cost that grows with every row ever stored) instead of searching it."""
+    """The steps of these statements' SQLite query plans that read a whole table or index, or
+    every notification of an app (costs that grow with every row ever stored), instead of
+    searching for the rows wanted."""
     plans = [
         str(row[-1])
         for sql, params in statements
         for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params)
     ]
-    return [p for p in plans if p.startswith("SCAN") and "CONSTANT ROW" not in p]
+    return [
+        p
+        for p in plans
+        if (p.startswith("SCAN") and "CONSTANT ROW" not in p)
+        or (p.startswith("SEARCH notifications") and p.endswith("(app_id=?)"))
+    ]

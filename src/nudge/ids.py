@@ -25,6 +25,12 @@ def id_floor(prefix: str, timestamp: float) -> str:
     return f"{prefix}_{int(timestamp * 1000):012x}"
 
 
+def id_time(id_: str) -> float:
+    """The time (to the millisecond) at which ``new_id`` made ``id_``."""
+    _, _, body = id_.partition("_")
+    return int(body[:12], 16) / 1000
+
+
 def new_app_secret() -> str:
     """An Omi-style app secret: ``sk_`` + 32 hex characters."""
     return "sk_" + secrets.token_hex(16)

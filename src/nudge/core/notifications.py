@@ -24,7 +24,7 @@ from sqlalchemy import Connection, Dialect, bindparam, func, insert, select, upd
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nudge.core.errors import Invalid, NotFound, NudgeError, RateLimited, Unauthorized
-from nudge.ids import new_id
+from nudge.ids import id_floor, id_time, new_id
 from nudge.store.models import (
     App,
     AppKey,
@@ -121,18 +121,12 @@ async def current_rate_limit(
     if not app_id or not uid:
         return RateLimit(limit, limit, 0)
     now = time.time()
-    used, oldest = (
-        await conn.execute(
-            select(func.count(), func.min(Notification.created_at)).where(
-                Notification.app_id == app_id,
-                Notification.uid == uid,
-                Notification.kind == "direct",
-                Notification.created_at > now - HOUR,
-            )
-        )
-    ).one()
-    reset = max(0, math.ceil(oldest + HOUR - now)) if oldest is not None else 0
-    return RateLimit(limit, max(0, limit - int(used)), reset)
+    rows = await conn.execute(_WINDOWS, {"uids": [uid], "since": id_floor("n", now - HOUR)})
+    for row_app, _, used, oldest in cast(Any, rows):
+        if row_app == app_id:
+            reset = max(0, math.ceil(id_time(oldest) + HOUR - now))
+            return RateLimit(limit, max(0, limit - int(used)), reset)
+    return RateLimit(limit, limit, 0)
 
 
 @dataclass
@@ -147,7 +141,10 @@ class _PairState:
 # statement per batch is a measurable part of the hot path. Pairs are looked up as
 # ``a IN (...) AND b IN (...)`` and the extra combinations dropped in Python: SQLite cannot search
 # an index for a row-value ``(a, b) IN (...)`` list and scans the whole index instead (which grew
-# with every notification kept).
+# with every notification kept). The hourly window is counted on the inbox's index
+# ``(uid, id, app_id, kind)`` alone: ids sort by time (``nudge.ids``), so "since" is a range on
+# the id. Its app is picked in Python: given an ``app_id IN (...)`` term, SQLite (which has no
+# statistics here) searches the app's idempotency index instead, reading every row of the app.
 _KEYS = select(AppKey.key_hash, AppKey.app_id, AppKey.revoked_at).where(
     AppKey.key_hash.in_(bindparam("hashes", expanding=True))
 )
@@ -171,17 +168,11 @@ _RECENT = select(Notification.dedupe_hash, Notification.id).where(
     Notification.created_at > bindparam("since"),
 )
 _WINDOWS = (
-    select(
-        Notification.app_id,
-        Notification.uid,
-        func.count(),
-        func.min(Notification.created_at),
-    )
+    select(Notification.app_id, Notification.uid, func.count(), func.min(Notification.id))
     .where(
-        Notification.app_id.in_(bindparam("app_ids", expanding=True)),
         Notification.uid.in_(bindparam("uids", expanding=True)),
+        Notification.id > bindparam("since"),
         Notification.kind == "direct",
-        Notification.created_at > bindparam("since"),
     )
     .group_by(Notification.app_id, Notification.uid)
 )
@@ -211,12 +202,15 @@ def accept_batch(
         rows = conn.execute(_KEYS, {"hashes": hashes})
         owners = {r.key_hash: (r.app_id if r.revoked_at is None else None) for r in rows}
     apps = {r.id: r for r in conn.execute(_APPS, {"ids": list(app_ids)})}
-    users = set((conn.execute(_USERS, {"uids": list(uids)})).scalars())
     # On PostgreSQL the install rows are locked: sends to one (app, user) take turns, so the
     # hourly count below holds across processes.
     installs = _INSTALLS_LOCKED if lock_rows else _INSTALLS
     rows = conn.execute(installs, {"app_ids": list(app_ids), "uids": list(uids)})
     installed = {(r.app_id, r.uid) for r in rows} & pairs
+    # An install implies its user (a foreign key): users are looked up only to tell an unknown
+    # user from a missing install.
+    unknown = {uid for _, uid in pairs - installed}
+    users = set(conn.execute(_USERS, {"uids": list(unknown)}).scalars()) if unknown else set()
 
     keys = {(r.app_id, r.idempotency_key) for r in requests if r.idempotency_key is not None}
     by_key: dict[tuple[str, str], str] = {}
@@ -238,15 +232,11 @@ def accept_batch(
     if direct_pairs:
         rows = conn.execute(
             _WINDOWS,
-            {
-                "app_ids": list({a for a, _ in direct_pairs}),
-                "uids": list({u for _, u in direct_pairs}),
-                "since": now - HOUR,
-            },
+            {"uids": list({u for _, u in direct_pairs}), "since": id_floor("n", now - HOUR)},
         )
         for app_id, uid, used, oldest in cast(Any, rows):
             if (app_id, uid) in windows:
-                windows[(app_id, uid)] = _PairState(int(used), oldest)
+                windows[(app_id, uid)] = _PairState(int(used), id_time(oldest))
     devices: dict[str, list[tuple[str, str]]] = {}
     for d in conn.execute(_DEVICES, {"uids": list(uids)}):
         devices.setdefault(d.uid, []).append((d.platform, d.id))
@@ -273,9 +263,9 @@ def accept_batch(
             app = apps.get(request.app_id)
             if app is None:
                 raise NotFound(f"app {request.app_id!r} not found")
-            if request.uid not in users:
-                raise NotFound(f"user {request.uid!r} not found: check the uid")
             if (request.app_id, request.uid) not in installed:
+                if request.uid not in users:
+                    raise NotFound(f"user {request.uid!r} not found: check the uid")
                 raise NotFound(f"user {request.uid!r} has not installed app {request.app_id!r}")
         except NudgeError as exc:
             results.append(exc)

@@ -87,8 +87,8 @@ class Device(Base):
 class Notification(Base):
     __tablename__ = "notifications"
     __table_args__ = (
-        Index("ix_notifications_user", "uid", "id"),
-        Index("ix_notifications_app_user_time", "app_id", "uid", "created_at"),
+        # The inbox and the hourly window (migration 0003).
+        Index("ix_notifications_user_recent", "uid", "id", "app_id", "kind"),
         Index("ix_notifications_dedupe", "dedupe_hash", "created_at"),
         UniqueConstraint("app_id", "idempotency_key", name="uq_notification_idempotency"),
     )
