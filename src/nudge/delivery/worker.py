@@ -25,7 +25,8 @@ log = logging.getLogger("nudge.delivery")
 
 RECORD_BATCH = 1000  # results per transaction at most
 ALERT_LOG_INTERVAL_S = 60.0  # one "provider alert" log line per provider per minute
-CLAIM_GAP_S = 0.05  # after a wake-up, claim at most this often (see _gather_work)
+CLAIM_GAP_S = 0.05  # after wake-ups, claim at most this often on average (see _gather_work)
+CLAIM_BURST = 4  # ... but this many claims may follow wake-ups at once after a quiet spell
 
 
 class DeliveryWorker:
@@ -61,7 +62,8 @@ class DeliveryWorker:
         self._finished: list[tuple[Job, SendResult]] = []
         self._results_ready = asyncio.Event()
         self._alerted: dict[str, float] = {}
-        self._last_claim = 0.0
+        self._claim_credit = float(CLAIM_BURST)
+        self._credit_at = 0.0
 
     def stop(self) -> None:
         """Stop claiming; sends in flight finish and are recorded, then :meth:`run` returns."""
@@ -97,12 +99,22 @@ class DeliveryWorker:
             await self._drain(recorder)
 
     async def _gather_work(self) -> None:
-        """Woken by new work: let ``CLAIM_GAP_S`` pass since the last claim first. Every worker
+        """Woken by new work: claim at once if there is credit, else wait for it. Every worker
         of every process is woken by each acceptance; under load this turns many tiny claim
-        transactions (most finding nothing) into fewer, fuller ones, for at most that delay."""
-        wait = self._last_claim + CLAIM_GAP_S - time.monotonic()
-        if wait > 0 and not self._stopping.is_set():
-            await asyncio.sleep(wait)
+        transactions (most finding nothing) into fewer, fuller ones, one per ``CLAIM_GAP_S``,
+        for at most that delay. Credit (a token bucket) builds up while wake-ups are rarer than
+        that, so sparse bursts (a few notifications within milliseconds, as the proactive
+        pipeline accepts them) are claimed without waiting."""
+        now = time.monotonic()
+        credit = min(CLAIM_BURST, self._claim_credit + (now - self._credit_at) / CLAIM_GAP_S)
+        self._credit_at = now
+        if credit >= 1.0:
+            self._claim_credit = credit - 1.0
+            return
+        self._claim_credit = 0.0
+        if not self._stopping.is_set():
+            await asyncio.sleep((1.0 - credit) * CLAIM_GAP_S)
+            self._credit_at = time.monotonic()
 
     async def _drain(self, recorder: asyncio.Task[None]) -> None:
         """Let the sends in flight finish and record them, then give back every claim left.
@@ -133,7 +145,6 @@ class DeliveryWorker:
             )
 
     async def _claim(self, limit: int) -> int:
-        self._last_claim = time.monotonic()
         jobs = await queue.claim(self.db, self.worker_id, limit, self.lease_s)
         for job in jobs:
             task = asyncio.create_task(self._send_one(job))
