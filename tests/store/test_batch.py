@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from functools import partial
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection, func, select
@@ -12,7 +15,7 @@ from nudge.core.acceptor import Acceptor
 from nudge.core.errors import NotFound, NudgeError
 from nudge.core.notifications import Limits, NotificationRequest
 from nudge.store.batch import BatchWriter, RequestBatcher, Work
-from nudge.store.db import Database
+from nudge.store.db import CHECKPOINT_EVERY, Database
 from nudge.store.migrate import upgrade
 from nudge.store.models import Notification, User
 
@@ -49,21 +52,84 @@ async def test_a_request_that_breaks_its_batch_fails_alone() -> None:
     assert seen[1:] == [[11], [12], [13], [14]]
 
 
-async def test_run_in_transaction_commits_or_rolls_back(db: Database) -> None:
-    def add(conn: Connection, uid: str, fail: bool) -> str:
-        conn.execute(
-            User.__table__.insert().values(uid=uid, name=uid, token_hash=uid + "h", created_at=0.0)
-        )
-        if fail:
-            raise NotFound("nothing")
-        return uid
+def add_user(conn: Connection, uid: str, fail: bool = False) -> str:
+    conn.execute(
+        User.__table__.insert().values(uid=uid, name=uid, token_hash=uid + "h", created_at=0.0)
+    )
+    if fail:
+        raise NotFound("nothing")
+    return uid
 
-    assert await db.run_in_transaction(lambda conn: add(conn, "kept", False)) == "kept"
-    with pytest.raises(NotFound):
-        await db.run_in_transaction(lambda conn: add(conn, "dropped", True))
+
+async def all_uids(db: Database) -> set[str]:
     async with db.read() as conn:
-        uids = set((await conn.execute(select(User.uid))).scalars())
-    assert uids == {"kept"}
+        return set((await conn.execute(select(User.uid))).scalars())
+
+
+@pytest.mark.parametrize("on_loop", [False, True])
+async def test_run_in_transaction_commits_or_rolls_back(db: Database, on_loop: bool) -> None:
+    kept = await db.run_in_transaction(lambda conn: add_user(conn, "kept"), on_loop=on_loop)
+    assert kept == "kept"
+    with pytest.raises(NotFound):
+        await db.run_in_transaction(lambda conn: add_user(conn, "gone", True), on_loop=on_loop)
+    assert await all_uids(db) == {"kept"}
+
+
+async def sqlite_database(tmp_path: Path) -> tuple[Database, Path]:
+    path = tmp_path / "nudge.db"
+    await upgrade(f"sqlite+aiosqlite:///{path}")
+    return Database(f"sqlite+aiosqlite:///{path}"), path
+
+
+async def test_work_for_the_loop_waits_in_the_thread_while_another_process_writes(
+    tmp_path: Path,
+) -> None:
+    """The event loop never waits on SQLite's lock: while another connection holds the write
+    lock, ``on_loop`` work waits in the thread, the loop keeps running, and the work commits
+    once the lock is free."""
+    db, path = await sqlite_database(tmp_path)
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        await db.run_in_transaction(lambda conn: add_user(conn, "early"), on_loop=True)
+        other.execute("BEGIN IMMEDIATE")
+        ticker = asyncio.create_task(tick())
+        work = asyncio.create_task(
+            db.run_in_transaction(lambda conn: add_user(conn, "late"), on_loop=True)
+        )
+        await asyncio.sleep(0.5)
+        assert not work.done()
+        assert ticks >= 5  # (blocking on the lock would have frozen the loop for 15 s)
+        other.execute("COMMIT")
+        assert await work == "late"
+        ticker.cancel()
+        assert await all_uids(db) == {"early", "late"}
+    finally:
+        other.close()
+        await db.close()
+
+
+async def test_the_wal_is_checkpointed_in_the_background(tmp_path: Path) -> None:
+    """The synchronous connection does not checkpoint as it commits; every few commits a
+    checkpoint copies the WAL into the database file off the event loop."""
+    db, path = await sqlite_database(tmp_path)
+    try:
+        before = path.stat().st_size
+        for uid in (f"u{n}" + "x" * 100 for n in range(CHECKPOINT_EVERY - 1)):
+            await db.run_in_transaction(partial(add_user, uid=uid))
+        assert path.stat().st_size == before  # everything so far is only in the WAL
+        for uid in (f"v{n}" + "x" * 100 for n in range(CHECKPOINT_EVERY)):
+            await db.run_in_transaction(partial(add_user, uid=uid), on_loop=True)
+    finally:
+        await db.close()  # waits for the checkpoint in the thread
+    assert path.stat().st_size > before
 
 
 async def test_batch_writer_runs_sync_works_with_a_refusal_or_crash_kept_to_its_own(

@@ -40,6 +40,9 @@ class Acceptor:
         return result
 
     async def _process(self, requests: list[NotificationRequest]) -> list[Accepted | NudgeError]:
+        # A batch is a fixed set of indexed lookups and three inserts: short enough to run on the
+        # event loop (see Database.run_in_transaction).
         return await self.db.run_in_transaction(
-            partial(accept_batch, requests=requests, limits=self.limits, lock_rows=self.lock_rows)
+            partial(accept_batch, requests=requests, limits=self.limits, lock_rows=self.lock_rows),
+            on_loop=True,
         )
