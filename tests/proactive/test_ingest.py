@@ -89,6 +89,60 @@ async def test_ingest_refusals(client: httpx.AsyncClient, world: World, platform
     assert await counts(platform) == (2, 2)
 
 
+@pytest.mark.parametrize(
+    ("content", "headers", "status", "words"),
+    [
+        # Each is handed from the plain ASGI endpoint to the typed route, which answers as always.
+        (b'{"segments": [{"text": "hi"}]}', {}, 422, "valid dictionary"),  # no content-type
+        (b'{"segments": [{"text": "hi"}]}', {"content-type": "text/plain"}, 422, "dictionary"),
+        (b"{nope", {"content-type": "application/json"}, 422, "JSON decode error"),
+        (b"", {"content-type": "application/json"}, 422, "request: Field required"),
+        (
+            b'{"segments": [{"text": "hi"}]}',
+            {"content-type": "application/json", "Authorization": ""},
+            401,
+            "missing Authorization header",
+        ),
+    ],
+)
+async def test_segments_outside_the_plain_case_get_the_typed_answers(
+    client: httpx.AsyncClient,
+    platform: Platform,
+    world: World,
+    content: bytes,
+    headers: dict[str, str],
+    status: int,
+    words: str,
+) -> None:
+    path = f"/v1/users/{world.uid}/sessions/s1/segments"
+    r = await client.post(path, content=content, headers=headers)
+    assert r.status_code == status and words in r.json()["detail"], r.text
+    assert await counts(platform) == (0, 0)
+
+
+async def test_user_tokens_are_checked_per_request_in_one_batch(
+    client: httpx.AsyncClient, world: World, platform: Platform
+) -> None:
+    created = await client.post("/v1/users", json={"uid": "other", "name": "Other"})
+    other_token = created.json()["user_token"]
+
+    def post(uid: str, sid: str, token: str) -> Any:
+        return client.post(
+            f"/v1/users/{uid}/sessions/{sid}/segments",
+            json={"segments": [seg("hi")]},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+
+    answers = await asyncio.gather(
+        post(world.uid, "t1", world.user_token),  # own token
+        post("other", "t2", world.user_token),  # another user's token: 403
+        post(world.uid, "t3", "ut_unknown"),  # unknown token: 401
+        post("other", "t4", other_token),  # the other user's own token
+    )
+    assert [r.status_code for r in answers] == [202, 403, 401, 202], [r.text for r in answers]
+    assert await counts(platform) == (2, 2)
+
+
 async def test_finish_sends_memory_and_the_last_segments(
     client: httpx.AsyncClient, platform: Platform
 ) -> None:
@@ -247,7 +301,7 @@ async def _add_users(conn: Any, *uids: str) -> None:
 
 async def test_ingest_batch_answers_each_request(tmp_path: Any, database_url: str) -> None:
     """One batch holding every case, on SQLite and PostgreSQL."""
-    from nudge.core.errors import Conflict, NotFound
+    from nudge.core.errors import Conflict, Forbidden, NotFound, Unauthorized
     from nudge.proactive.ingest import IngestRequest, SegmentIn, ingest_batch
     from nudge.store.db import Database
     from nudge.store.migrate import upgrade
@@ -292,13 +346,25 @@ async def test_ingest_batch_answers_each_request(tmp_path: Any, database_url: st
             )
         assert again[0] == {"session_id": "s1", "accepted": 1}
         assert isinstance(again[1], Conflict) and "another user" in again[1].detail
+        # User tokens checked in the batch (the test users' token hashes are their uids).
+        async with db.begin() as conn:
+            checked = await conn.run_sync(
+                ingest_batch,
+                [
+                    IngestRequest("a", "s1", [SegmentIn(text="five")], token_hash="b"),
+                    IngestRequest("a", "s1", [SegmentIn(text="six")], token_hash="nobody"),
+                    IngestRequest("a", "s1", [SegmentIn(text="seven")], token_hash="a"),
+                ],
+            )
+        assert isinstance(checked[0], Forbidden) and isinstance(checked[1], Unauthorized)
+        assert checked[2] == {"session_id": "s1", "accepted": 1}
         async with db.read() as conn:
             texts = (
                 await conn.execute(
                     select(Segment.text).where(Segment.conversation_id == "s1").order_by(Segment.id)
                 )
             ).scalars()
-            assert list(texts) == ["one", "two", "three", "four"]
+            assert list(texts) == ["one", "two", "three", "four", "seven"]
     finally:
         await db.close()
 

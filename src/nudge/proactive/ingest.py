@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 
-from nudge.core.errors import Conflict, Invalid, NotFound, NudgeError
+from nudge.core.errors import Conflict, Forbidden, Invalid, NotFound, NudgeError, Unauthorized
 from nudge.proactive.sql import dialect_insert
 from nudge.store.batch import BatchWriter, RequestBatcher
 from nudge.store.models import Conversation, Segment, User
@@ -108,6 +108,26 @@ class IngestRequest:
     uid: str
     session_id: str
     segments: list[SegmentIn]
+    token_hash: str | None = None  # a user token to check in the batch; None: checked already
+
+
+def _token_refusals(conn: Connection, requests: list[IngestRequest]) -> dict[int, NudgeError]:
+    """Requests whose user token is unknown or another user's (as ``authenticate_user``)."""
+    hashes = {r.token_hash for r in requests if r.token_hash is not None}
+    if not hashes:
+        return {}
+    found = conn.execute(select(User.token_hash, User.uid).where(User.token_hash.in_(hashes)))
+    owners = {token_hash: uid for token_hash, uid in found}
+    refused: dict[int, NudgeError] = {}
+    for i, r in enumerate(requests):
+        if r.token_hash is None:
+            continue
+        owner = owners.get(r.token_hash)
+        if owner is None:
+            refused[i] = Unauthorized("unknown token: use the user's token or the admin token")
+        elif owner != r.uid:
+            refused[i] = Forbidden("this user token belongs to another user")
+    return refused
 
 
 def _open_sessions(
@@ -181,8 +201,15 @@ def ingest_batch(
     conn: Connection, requests: list[IngestRequest]
 ) -> list[dict[str, Any] | NudgeError]:
     """Store the segments of many requests with a fixed handful of statements; one result (or
-    refusal) per request, in order. Sessions are created on first use; each touched session's
-    flush is scheduled."""
+    refusal) per request, in order. User tokens are checked first; sessions are created on first
+    use; each touched session's flush is scheduled."""
+    denied = _token_refusals(conn, requests)
+    allowed = [r for i, r in enumerate(requests) if i not in denied]
+    stored = iter(_store(conn, allowed) if allowed else [])
+    return [denied[i] if i in denied else next(stored) for i in range(len(requests))]
+
+
+def _store(conn: Connection, requests: list[IngestRequest]) -> list[dict[str, Any] | NudgeError]:
     now = time.time()
     pairs = list(dict.fromkeys((r.session_id, r.uid) for r in requests))  # in request order
     scheduled = conn.execute(
@@ -358,10 +385,19 @@ class Ingestor:
     async def aclose(self) -> None:
         await self._batcher.aclose()
 
-    async def store(self, uid: str, session_id: str, segments: list[SegmentIn]) -> dict[str, Any]:
-        """Durably store segments; raises the request's refusal (a ``NudgeError``)."""
+    async def store(
+        self,
+        uid: str,
+        session_id: str,
+        segments: list[SegmentIn],
+        *,
+        token_hash: str | None = None,
+    ) -> dict[str, Any]:
+        """Durably store segments; raises the request's refusal (a ``NudgeError``). With
+        ``token_hash``, the request carries a user token that the batch checks (one query for
+        all of them) instead of the caller reading it first."""
         check_session_id(session_id)
-        result = await self._batcher.submit(IngestRequest(uid, session_id, segments))
+        result = await self._batcher.submit(IngestRequest(uid, session_id, segments, token_hash))
         if isinstance(result, NudgeError):
             raise result
         return result
