@@ -16,7 +16,6 @@ import pytest
 from sqlalchemy import Connection, text
 
 from nudge.proactive.claims import Claims, RedisClaims, SqlClaims
-from nudge.store.batch import BatchWriter
 from nudge.store.db import Database
 from nudge.store.migrate import upgrade
 from tests.proactive.helpers import ROOT
@@ -25,24 +24,20 @@ from tests.proactive.helpers import ROOT
 CLAIMER = """
 import asyncio, json, sys, time
 from nudge.proactive.claims import RedisClaims, SqlClaims
-from nudge.store.batch import BatchWriter
 from nudge.store.db import Database
 
 async def main(kind, url, key, start, tasks):
-    db = writer = None
+    db = None
     if kind == "sql":
         db = Database(url)
-        writer = BatchWriter(db)
-        writer.start()
-        claims = SqlClaims(writer)
+        claims = SqlClaims(db)
     else:
         claims = RedisClaims(url)
     await asyncio.sleep(max(start - time.time(), 0))
     results = await asyncio.gather(*(claims.claim(key, 30.0) for _ in range(tasks)))
     print(json.dumps([r.granted for r in results]))
     await claims.aclose()
-    if writer:
-        await writer.aclose()
+    if db:
         await db.close()
 
 asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), int(sys.argv[5])))
@@ -70,12 +65,9 @@ def race(kind: str, url: str, key: str, processes: int = 4, tasks: int = 5) -> l
 @asynccontextmanager
 async def sql_claims(url: str) -> AsyncIterator[SqlClaims]:
     db = Database(url)
-    writer = BatchWriter(db)
-    writer.start()
     try:
-        yield SqlClaims(writer)
+        yield SqlClaims(db)
     finally:
-        await writer.aclose()
         await db.close()
 
 
@@ -152,11 +144,11 @@ async def test_sql_claim_runs_work_in_its_transaction(database_url: str) -> None
 
 
 @pytest.mark.redis
-async def test_redis_claim_runs_work_on_the_writer(tmp_path: Path, redis_url: str) -> None:
+async def test_redis_claim_runs_work_on_the_database(tmp_path: Path, redis_url: str) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path}/then.db"
     await upgrade(url)
     async with sql_claims(url) as sql:
-        claims = RedisClaims(redis_url, sql.writer)
+        claims = RedisClaims(redis_url, sql.db)
         try:
             await check_then(claims, f"test:{time.time_ns()}:then")
         finally:

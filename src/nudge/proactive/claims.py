@@ -6,7 +6,11 @@ contract: SQL (the ``rate_claims`` table, one conditional upsert) by default, Re
 (``SET NX PX`` and a compare-and-delete script) when ``NUDGE_REDIS_URL`` is set.
 
 A claim can carry work for when it is granted (``then``: the pipeline's reads): on SQL it runs in
-the claim's own transaction, so a won claim costs one trip to the database in all.
+the claim's own transaction, so a won claim costs one trip to the database in all. Claims are few
+(a slot seen taken is remembered) and on the path to a notification, so they run as their own
+short transaction, on SQLite on the event loop when the write lock is free
+(``Database.run_in_transaction(on_loop=True)``), rather than waiting for a turn of the batch
+writer.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from typing import Any, ClassVar, Protocol
 from sqlalchemy import Connection, case, delete
 
 from nudge.proactive.sql import dialect_insert
+from nudge.store.batch import BatchWriter
+from nudge.store.db import Database
 from nudge.store.models import RateClaim
 
 
@@ -62,10 +68,6 @@ class Claims(Protocol):
     async def aclose(self) -> None: ...
 
 
-class Writer(Protocol):
-    async def run(self, work: Any) -> Any: ...
-
-
 class SqlClaims:
     """One ``INSERT … ON CONFLICT DO UPDATE`` that takes the row over only when it expired and
     returns its holder: atomic on SQLite (writes are serialised) and on PostgreSQL (the
@@ -73,8 +75,8 @@ class SqlClaims:
 
     backend: ClassVar[str] = "sql"
 
-    def __init__(self, writer: Writer) -> None:
-        self.writer = writer
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     async def claim(self, key: str, ttl_s: float, then: Then | None = None) -> ClaimResult:
         token = secrets.token_hex(8)
@@ -97,7 +99,7 @@ class SqlClaims:
                 return ClaimResult(Claim(key, token), then=then(conn) if then else None)
             return ClaimResult(None, max(until - now, 0.0))
 
-        result: ClaimResult = await self.writer.run(work)
+        result: ClaimResult = await self.db.run_in_transaction(work, on_loop=True)
         return result
 
     async def release(self, claim: Claim) -> None:
@@ -106,7 +108,7 @@ class SqlClaims:
                 delete(RateClaim).where(RateClaim.key == claim.key, RateClaim.token == claim.token)
             )
 
-        await self.writer.run(work)
+        await self.db.run_in_transaction(work, on_loop=True)
 
     async def aclose(self) -> None:
         return None
@@ -122,12 +124,12 @@ class RedisClaims:
     backend: ClassVar[str] = "redis"
 
     def __init__(
-        self, url: str, writer: Writer | None = None, *, prefix: str = "nudge:claim:"
+        self, url: str, db: Database | None = None, *, prefix: str = "nudge:claim:"
     ) -> None:
         import redis.asyncio as redis
 
         self.redis = redis.from_url(url)
-        self.writer = writer  # runs ``then``
+        self.db = db  # runs ``then``
         self.prefix = prefix
         self._release = self.redis.register_script(_RELEASE)
 
@@ -139,9 +141,9 @@ class RedisClaims:
                 return ClaimResult(Claim(key, token))
             claim = Claim(key, token)
             try:
-                if self.writer is None:
-                    raise RuntimeError("RedisClaims needs a writer to run work with a claim")
-                return ClaimResult(claim, then=await self.writer.run(then))
+                if self.db is None:
+                    raise RuntimeError("RedisClaims needs the database to run work with a claim")
+                return ClaimResult(claim, then=await self.db.run_in_transaction(then, on_loop=True))
             except BaseException:
                 await self.release(claim)  # as the SQL claim rolls back with its work
                 raise
@@ -188,7 +190,8 @@ class RememberTaken:
         await self.inner.aclose()
 
 
-def build_claims(redis_url: str | None, writer: Writer) -> Claims:
+def build_claims(redis_url: str | None, writer: BatchWriter) -> Claims:
     """Redis when configured (it already carries the other shared limits), else the database."""
-    inner: Claims = RedisClaims(redis_url, writer) if redis_url else SqlClaims(writer)
+    db = writer.db
+    inner: Claims = RedisClaims(redis_url, db) if redis_url else SqlClaims(db)
     return RememberTaken(inner)

@@ -366,10 +366,13 @@ class Dispatch(Protocol):
 class Ingestor:
     """Stores segments from concurrent requests in batches.
 
-    While one batch is written, new requests queue up and form the next: each batch is one piece
-    of work for the shared :class:`~nudge.store.batch.BatchWriter` with a fixed handful of
-    statements (:func:`ingest_batch`), plus, in a process that dispatches, the flush of those
-    sessions whose window is open. Callers are answered once their segments are committed.
+    While one batch is written, new requests queue up and form the next: each batch is one
+    transaction with a fixed handful of statements (:func:`ingest_batch`), plus, in a process that
+    dispatches, the flush of those sessions whose window is open. Callers are answered once their
+    segments are committed. The batch is its own transaction, on SQLite run on the event loop
+    when the write lock is free (``Database.run_in_transaction(on_loop=True)``): a second round of
+    batching in the shared writer would only add event-loop turns and a thread trip to every
+    segment's way to the webhooks.
     """
 
     def __init__(self, writer: BatchWriter, dispatch: Dispatch | None, max_batch: int) -> None:
@@ -403,7 +406,9 @@ class Ingestor:
         return result
 
     async def _process(self, requests: list[IngestRequest]) -> list[dict[str, Any] | NudgeError]:
-        results, flushes = await self.writer.run(partial(self._work, requests))
+        results, flushes = await self.writer.db.run_in_transaction(
+            partial(self._work, requests), on_loop=True
+        )
         self._after(results, flushes, [r.session_id for r in requests])
         return results
 
