@@ -101,7 +101,9 @@ class Database:
             self._sync_engine = create_engine(
                 parsed.set(drivername="sqlite"),
                 echo=echo,
-                connect_args={"check_same_thread": False},
+                # The batch's lookups have IN lists of many lengths, each its own statement to
+                # prepare: keep them all prepared (the driver's default keeps 128).
+                connect_args={"check_same_thread": False, "cached_statements": 1024},
             )
             _sqlite_setup(self._sync_engine, "BEGIN IMMEDIATE")
             event.listen(self._sync_engine, "connect", _no_autocheckpoint)
