@@ -228,4 +228,4 @@ async def test_batch_queries_search_indexes_on_sqlite(tmp_path: Path) -> None:
         count, scans = await database.run_in_transaction(accept_and_explain)
     finally:
         await database.close()
-    assert count >= 8 and scans == []
+    assert count >= 6 and scans == []

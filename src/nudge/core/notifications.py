@@ -145,18 +145,31 @@ class _PairState:
 # ``(uid, id, app_id, kind)`` alone: ids sort by time (``nudge.ids``), so "since" is a range on
 # the id. Its app is picked in Python: given an ``app_id IN (...)`` term, SQLite (which has no
 # statistics here) searches the app's idempotency index instead, reading every row of the app.
+# The apps, each with those of the batch's keys that are its own (one query where two would do:
+# each statement costs more in SQLAlchemy than in SQLite). Keys of other apps are looked up only
+# when a secret matched none.
+_APPS = (
+    select(App.id, App.name, App.direct_limit_per_hour, AppKey.key_hash, AppKey.revoked_at)
+    .outerjoin(
+        AppKey,
+        (AppKey.app_id == App.id) & AppKey.key_hash.in_(bindparam("hashes", expanding=True)),
+    )
+    .where(App.id.in_(bindparam("ids", expanding=True)))
+)
 _KEYS = select(AppKey.key_hash, AppKey.app_id, AppKey.revoked_at).where(
     AppKey.key_hash.in_(bindparam("hashes", expanding=True))
 )
-_APPS = select(App.id, App.name, App.direct_limit_per_hour).where(
-    App.id.in_(bindparam("ids", expanding=True))
-)
 _USERS = select(User.uid).where(User.uid.in_(bindparam("uids", expanding=True)))
-_INSTALLS = select(Install.app_id, Install.uid).where(
-    Install.app_id.in_(bindparam("app_ids", expanding=True)),
-    Install.uid.in_(bindparam("uids", expanding=True)),
+# The installs, each with its user's devices: the targets of every accepted notification.
+_TARGETS = (
+    select(Install.app_id, Install.uid, Device.id.label("device_id"), Device.platform)
+    .outerjoin(Device, Device.uid == Install.uid)
+    .where(
+        Install.app_id.in_(bindparam("app_ids", expanding=True)),
+        Install.uid.in_(bindparam("uids", expanding=True)),
+    )
 )
-_INSTALLS_LOCKED = _INSTALLS.with_for_update()
+_TARGETS_LOCKED = _TARGETS.with_for_update(of=Install)
 _BY_IDEMPOTENCY_KEY = select(
     Notification.app_id, Notification.idempotency_key, Notification.id
 ).where(
@@ -176,9 +189,6 @@ _WINDOWS = (
     )
     .group_by(Notification.app_id, Notification.uid)
 )
-_DEVICES = select(Device.uid, Device.id, Device.platform).where(
-    Device.uid.in_(bindparam("uids", expanding=True))
-)
 
 
 def accept_batch(
@@ -196,17 +206,26 @@ def accept_batch(
     uids = {r.uid for r in requests}
     pairs = {(r.app_id, r.uid) for r in requests}
 
-    owners: dict[str, str | None] = {}
-    hashes = [r.key_hash for r in requests if r.key_hash is not None]
-    if hashes:
-        rows = conn.execute(_KEYS, {"hashes": hashes})
-        owners = {r.key_hash: (r.app_id if r.revoked_at is None else None) for r in rows}
-    apps = {r.id: r for r in conn.execute(_APPS, {"ids": list(app_ids)})}
+    hashes = {r.key_hash for r in requests if r.key_hash is not None}
+    owners: dict[str, str | None] = {}  # key hash -> its app (None: revoked)
+    apps: dict[str, Any] = {}
+    for r in conn.execute(_APPS, {"ids": list(app_ids), "hashes": list(hashes)}):
+        apps[r.id] = r
+        if r.key_hash is not None:
+            owners[r.key_hash] = r.id if r.revoked_at is None else None
+    if hashes - owners.keys():
+        for key in conn.execute(_KEYS, {"hashes": list(hashes - owners.keys())}):
+            owners[key.key_hash] = key.app_id if key.revoked_at is None else None
     # On PostgreSQL the install rows are locked: sends to one (app, user) take turns, so the
     # hourly count below holds across processes.
-    installs = _INSTALLS_LOCKED if lock_rows else _INSTALLS
-    rows = conn.execute(installs, {"app_ids": list(app_ids), "uids": list(uids)})
-    installed = {(r.app_id, r.uid) for r in rows} & pairs
+    installed: set[tuple[str, str]] = set()
+    devices: dict[str, dict[str, str]] = {}  # uid -> device id -> platform
+    query = _TARGETS_LOCKED if lock_rows else _TARGETS
+    for target in conn.execute(query, {"app_ids": list(app_ids), "uids": list(uids)}):
+        installed.add((target.app_id, target.uid))
+        if target.device_id is not None:
+            devices.setdefault(target.uid, {})[target.device_id] = target.platform
+    installed &= pairs
     # An install implies its user (a foreign key): users are looked up only to tell an unknown
     # user from a missing install.
     unknown = {uid for _, uid in pairs - installed}
@@ -237,9 +256,6 @@ def accept_batch(
         for app_id, uid, used, oldest in cast(Any, rows):
             if (app_id, uid) in windows:
                 windows[(app_id, uid)] = _PairState(int(used), id_time(oldest))
-    devices: dict[str, list[tuple[str, str]]] = {}
-    for d in conn.execute(_DEVICES, {"uids": list(uids)}):
-        devices.setdefault(d.uid, []).append((d.platform, d.id))
     duplicates_of: set[str] = set()
 
     results: list[Accepted | NudgeError] = []
@@ -305,7 +321,7 @@ def accept_batch(
             )
 
         notification_id = new_id("n")
-        targets = [("inbox", None), *devices.get(request.uid, [])]
+        sends = [("inbox", None), *((p, d) for d, p in devices.get(request.uid, {}).items())]
         notification_rows.append(
             {
                 "id": notification_id,
@@ -347,7 +363,7 @@ def accept_batch(
                 "updated_at": now,
                 "delivered_at": None,
             }
-            for provider, device_id in targets
+            for provider, device_id in sends
         ]
         chat_rows.append(
             {
@@ -363,7 +379,7 @@ def accept_batch(
         recent[digest] = notification_id
         if request.idempotency_key is not None:
             by_key[(request.app_id, request.idempotency_key)] = notification_id
-        accepted = Accepted(notification_id, len(targets) - 1, duplicate=False, rate_limit=rate)
+        accepted = Accepted(notification_id, len(sends) - 1, duplicate=False, rate_limit=rate)
         results.append(accepted)
 
     if notification_rows:
