@@ -1,0 +1,131 @@
+"""The acceptance batch alone: CPU per accepted notification, without HTTP.
+
+    .venv/bin/python bench/accept_batch.py [--sizes 1,8,16,32] [--rounds 8] [--per-round 1600]
+                                           [--users 500] [--database-url URL]
+
+Runs ``nudge.core.notifications.accept_batch`` in write transactions on a fresh database
+(SQLite file by default; a PostgreSQL URL works too, on a database you can drop), as the
+Acceptor does, for distinct direct notifications from one app to ``--users`` users, and prints
+the process CPU time per request for each batch size. The sizes take turns round by round, so the
+machine's other load touches them alike; the table grows as it runs (as in bench/direct.py),
+which the later rounds show. Under ``bench/direct.py``'s 32 clients the batches hold about 16.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from itertools import count
+from pathlib import Path
+
+from sqlalchemy import Connection, insert
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+from nudge.core.notifications import Limits, NotificationRequest, accept_batch  # noqa: E402
+from nudge.ids import hash_secret  # noqa: E402
+from nudge.store.db import Database  # noqa: E402
+from nudge.store.migrate import upgrade  # noqa: E402
+from nudge.store.models import App, AppKey, Install, User  # noqa: E402
+
+SECRET = "sk_" + "ab" * 16
+LIMITS = Limits(default_per_hour=1_000_000, dedupe_window_s=60.0)
+
+
+def seed(conn: Connection, users: int) -> None:
+    now = time.time()
+    conn.execute(
+        insert(App),
+        [
+            dict(
+                id="app_bench",
+                name="Bench",
+                description="",
+                manifest={},
+                webhook_secret="whsec_bench",
+                direct_limit_per_hour=1_000_000,
+                status="active",
+                status_reason="",
+                created_at=now,
+            )
+        ],
+    )
+    key = dict(id="key_bench", app_id="app_bench", key_hash=hash_secret(SECRET), hint="sk_a")
+    conn.execute(insert(AppKey), [key | {"created_at": now}])
+    uids = [f"u{i}" for i in range(users)]
+    conn.execute(insert(User), [dict(uid=u, name=u, token_hash=u, created_at=now) for u in uids])
+    conn.execute(
+        insert(Install),
+        [dict(uid=u, app_id="app_bench", scopes=[], installed_at=now) for u in uids],
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="1,8,16,32")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--per-round", type=int, default=1600, help="requests per size and round")
+    parser.add_argument("--users", type=int, default=500)
+    parser.add_argument("--database-url", default=None)
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+
+    with tempfile.TemporaryDirectory(prefix="nudge-bench-") as tmp:
+        url = args.database_url or f"sqlite+aiosqlite:///{tmp}/nudge.db"
+        await upgrade(url)
+        db = Database(url)
+        numbers = count()
+        try:
+            await db.run_in_transaction(lambda conn: seed(conn, args.users))
+
+            def requests(size: int) -> list[NotificationRequest]:
+                return [
+                    NotificationRequest(
+                        app_id="app_bench",
+                        uid=f"u{(n * 7919) % args.users}",
+                        message=f"bench {n}",
+                        key_hash=hash_secret(SECRET),
+                    )
+                    for n in (next(numbers) for _ in range(size))
+                ]
+
+            async def one_round(size: int) -> float:
+                batches = max(1, args.per_round // size)
+                started = time.process_time()
+                for _ in range(batches):
+                    batch = requests(size)
+                    results = await db.run_in_transaction(
+                        lambda conn, batch=batch: accept_batch(
+                            conn, batch, LIMITS, lock_rows=db.is_postgres
+                        ),
+                        on_loop=True,
+                    )
+                    if any(isinstance(r, Exception) for r in results):
+                        raise SystemExit(f"a request was refused: {results}")
+                return (time.process_time() - started) / (batches * size) * 1e6
+
+            print(
+                f"nudge bench/accept_batch: {url.split(':')[0]}, {args.users} users, "
+                f"{args.rounds} rounds of {args.per_round} requests per batch size",
+                flush=True,
+            )
+            per_size: dict[int, list[float]] = {size: [] for size in sizes}
+            for n in range(args.rounds):
+                for size in sizes:
+                    per_size[size].append(await one_round(size))
+                print(f"  round {n + 1}/{args.rounds} done", flush=True)
+            for size, values in per_size.items():
+                rounds = " ".join(f"{v:.0f}" for v in values)
+                print(
+                    f"batch {size:3d}: median {statistics.median(values):6.1f} us CPU per request"
+                    f"   (rounds: {rounds})"
+                )
+        finally:
+            await db.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
