@@ -137,7 +137,9 @@ async def claim(db: Database, worker_id: str, limit: int, lease_s: float) -> lis
             return []
         return [_job(r) for r in conn.execute(_CLAIMED, {"ids": claimed})]
 
-    return await db.run_in_transaction(work)
+    # Short and bounded (one claim, one read of at most ``limit`` rows): on the event loop when
+    # SQLite's write lock is free (see Database.run_in_transaction).
+    return await db.run_in_transaction(work, on_loop=True)
 
 
 def _job(r: Any) -> Job:
@@ -195,7 +197,7 @@ async def record(
                 _remove_device(conn, job.target.device_id)
         return states
 
-    return await db.run_in_transaction(work)
+    return await db.run_in_transaction(work, on_loop=True)  # bounded by RECORD_BATCH results
 
 
 def _values_for(job: Job, result: SendResult, policy: RetryPolicy, now: float) -> dict[str, Any]:
