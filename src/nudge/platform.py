@@ -102,7 +102,7 @@ class Platform:
                 platform.tasks.append(
                     asyncio.create_task(platform.housekeeper.run(), name="nudge-retention")
                 )
-        platform.ingestor = Ingestor(platform.writer, platform.dispatcher, INGEST_BATCH)
+        platform.ingestor = Ingestor(db, platform.dispatcher, INGEST_BATCH)
         platform.ingestor.start()
         return platform
 
@@ -110,10 +110,9 @@ class Platform:
         """The webhook dispatcher and the proactive pipeline (LLM, rate-limit claims)."""
         assert self.webhooks is not None
         self.llm = build_llm(self.settings)
-        self.claims = build_claims(self.settings.redis_url, self.writer)
+        self.claims = build_claims(self.settings.redis_url, self.db)
         pipeline = Pipeline(
             settings=self.settings,
-            db=self.db,
             acceptor=self.acceptor,
             bus=self.bus,
             llm=self.llm,

@@ -60,10 +60,10 @@ def _headers(scope: Scope) -> tuple[str | None, str | None]:
     return authorization, idempotency_key
 
 
-async def _respond(
+async def respond_json(
     send: Send, status: int, content: dict[str, Any], headers: dict[str, str]
 ) -> None:
-    # The same bytes as Starlette's JSONResponse.
+    """Answer a plain ASGI request with JSON: the same bytes as Starlette's ``JSONResponse``."""
     body = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
     raw = [
         (b"content-length", str(len(body)).encode()),
@@ -90,7 +90,7 @@ class DirectNotificationRoute:
 
     async def _handle(self, scope: Scope, send: Send, app_id: str) -> None:
         if scope["method"] != "POST":
-            await _respond(send, 405, {"detail": "Method Not Allowed"}, {"Allow": "POST"})
+            await respond_json(send, 405, {"detail": "Method Not Allowed"}, {"Allow": "POST"})
             return
         platform: Platform = scope["app"].state.platform
         authorization, idempotency_key = _headers(scope)
@@ -110,14 +110,14 @@ class DirectNotificationRoute:
             )
         except NudgeError as exc:
             exc = await refusal(platform, exc, app_id, uid)
-            await _respond(send, exc.status_code, {"detail": exc.detail}, exc.headers)
+            await respond_json(send, exc.status_code, {"detail": exc.detail}, exc.headers)
             return
         except DBAPIError as exc:
             if not is_database_outage(exc, PATH):
                 raise  # ServerErrorMiddleware logs it and answers 500
-            await _respond(send, *DATABASE_UNAVAILABLE)
+            await respond_json(send, *DATABASE_UNAVAILABLE)
             return
-        await _respond(send, 200, accepted.body(), rate.headers())
+        await respond_json(send, 200, accepted.body(), rate.headers())
 
 
 def _parameter(name: str, where: str, description: str, required: bool = True) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nudge.api.deps import AdminDep, PlatformDep, UserDep
-from nudge.api.direct_route import _respond
+from nudge.api.direct_route import respond_json
 from nudge.api.errors import describe_validation
 from nudge.core.apps import authenticate_app, get_app, parse_bearer
 from nudge.core.errors import NudgeError, Unavailable
@@ -94,7 +94,7 @@ class FastSegments:
         stored = await store_segments(
             platform, params["uid"], params["session_id"], segments, token_hash
         )
-        await _respond(send, 202, stored, {})
+        await respond_json(send, 202, stored, {})
 
     @staticmethod
     def _plain(

@@ -25,7 +25,6 @@ from typing import Any, ClassVar, Protocol
 from sqlalchemy import Connection, case, delete
 
 from nudge.proactive.sql import dialect_insert
-from nudge.store.batch import BatchWriter
 from nudge.store.db import Database
 from nudge.store.models import RateClaim
 
@@ -190,8 +189,7 @@ class RememberTaken:
         await self.inner.aclose()
 
 
-def build_claims(redis_url: str | None, writer: BatchWriter) -> Claims:
+def build_claims(redis_url: str | None, db: Database) -> Claims:
     """Redis when configured (it already carries the other shared limits), else the database."""
-    db = writer.db
     inner: Claims = RedisClaims(redis_url, db) if redis_url else SqlClaims(db)
     return RememberTaken(inner)

@@ -25,7 +25,8 @@ from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from nudge.core.errors import Conflict, Forbidden, Invalid, NotFound, NudgeError, Unauthorized
 from nudge.proactive.sql import dialect_insert
-from nudge.store.batch import BatchWriter, RequestBatcher
+from nudge.store.batch import RequestBatcher
+from nudge.store.db import Database
 from nudge.store.models import Conversation, Segment, User
 
 log = logging.getLogger("nudge.ingest")
@@ -375,8 +376,8 @@ class Ingestor:
     segment's way to the webhooks.
     """
 
-    def __init__(self, writer: BatchWriter, dispatch: Dispatch | None, max_batch: int) -> None:
-        self.writer = writer
+    def __init__(self, db: Database, dispatch: Dispatch | None, max_batch: int) -> None:
+        self.db = db
         self.dispatch = dispatch
         self._batcher: RequestBatcher[IngestRequest, dict[str, Any] | NudgeError] = RequestBatcher(
             self._process, max_batch=max_batch, name="nudge-ingestor"
@@ -406,7 +407,7 @@ class Ingestor:
         return result
 
     async def _process(self, requests: list[IngestRequest]) -> list[dict[str, Any] | NudgeError]:
-        results, flushes = await self.writer.db.run_in_transaction(
+        results, flushes = await self.db.run_in_transaction(
             partial(self._work, requests), on_loop=True
         )
         self._after(results, flushes, [r.session_id for r in requests])

@@ -33,7 +33,6 @@ from nudge.proactive.claims import Claims
 from nudge.proactive.context import build_context
 from nudge.proactive.filler import fill, placeholders
 from nudge.proactive.traces import TraceRecorder, bounded
-from nudge.store.db import Database
 from nudge.store.models import Install
 
 log = logging.getLogger("nudge.proactive")
@@ -183,7 +182,6 @@ class Pipeline:
         self,
         *,
         settings: Settings,
-        db: Database,
         acceptor: Acceptor,
         bus: EventBus,
         llm: LLM,
@@ -191,7 +189,6 @@ class Pipeline:
         metrics: Metrics,
     ) -> None:
         self.settings = settings
-        self.db = db
         self.acceptor = acceptor
         self.bus = bus
         self.llm = llm
