@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nudge.core.apps import AppRecord, get_app, parse_bearer
-from nudge.core.errors import Conflict, Invalid, NotFound, Unauthorized
+from nudge.core.errors import Conflict, Forbidden, Invalid, NotFound, NudgeError, Unauthorized
 from nudge.core.manifest import SCOPES
 from nudge.ids import hash_secret, new_id, new_user_token
 from nudge.proactive.webhooks import WebhookClient, WebhookTarget
@@ -152,15 +152,19 @@ async def authenticate_user(
     token = parse_bearer(authorization)
     if token == admin_token:
         return
-    row = (
-        await conn.execute(select(User.uid).where(User.token_hash == hash_secret(token)))
-    ).first()
-    if row is None:
-        raise Unauthorized("unknown token: use the user's token or the admin token")
-    if row.uid != uid:
-        from nudge.core.errors import Forbidden
+    owner = await conn.scalar(select(User.uid).where(User.token_hash == hash_secret(token)))
+    refusal = user_token_refusal(owner, uid)
+    if refusal is not None:
+        raise refusal
 
-        raise Forbidden("this user token belongs to another user")
+
+def user_token_refusal(owner: str | None, uid: str) -> NudgeError | None:
+    """Why a user token that belongs to ``owner`` (None: to nobody) may not act for ``uid``."""
+    if owner is None:
+        return Unauthorized("unknown token: use the user's token or the admin token")
+    if owner != uid:
+        return Forbidden("this user token belongs to another user")
+    return None
 
 
 async def check_setup_completed(

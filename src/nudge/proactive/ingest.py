@@ -23,7 +23,8 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 
-from nudge.core.errors import Conflict, Forbidden, Invalid, NotFound, NudgeError, Unauthorized
+from nudge.core.errors import Conflict, Invalid, NotFound, NudgeError
+from nudge.core.users import user_token_refusal
 from nudge.proactive.sql import dialect_insert
 from nudge.store.batch import RequestBatcher
 from nudge.store.db import Database
@@ -121,13 +122,10 @@ def _token_refusals(conn: Connection, requests: list[IngestRequest]) -> dict[int
     owners = {token_hash: uid for token_hash, uid in found}
     refused: dict[int, NudgeError] = {}
     for i, r in enumerate(requests):
-        if r.token_hash is None:
-            continue
-        owner = owners.get(r.token_hash)
-        if owner is None:
-            refused[i] = Unauthorized("unknown token: use the user's token or the admin token")
-        elif owner != r.uid:
-            refused[i] = Forbidden("this user token belongs to another user")
+        if r.token_hash is not None:
+            refusal = user_token_refusal(owners.get(r.token_hash), r.uid)
+            if refusal is not None:
+                refused[i] = refusal
     return refused
 
 
