@@ -10,7 +10,6 @@ route; :func:`add_openapi_entry` puts it in the OpenAPI document like any other 
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -20,6 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.routing import get_route_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from nudge.api.asgi import first_headers, respond_json
 from nudge.api.errors import DATABASE_UNAVAILABLE, is_database_outage
 from nudge.core.direct import DirectSend, refusal, send_direct
 from nudge.core.errors import Invalid, NudgeError
@@ -49,31 +49,6 @@ def strict_query(raw: bytes) -> dict[str, str]:
     return params
 
 
-def _headers(scope: Scope) -> tuple[str | None, str | None]:
-    """The first ``Authorization`` and ``Idempotency-Key`` headers."""
-    authorization = idempotency_key = None
-    for name, value in scope["headers"]:
-        if name == b"authorization" and authorization is None:
-            authorization = value.decode("latin-1")
-        elif name == b"idempotency-key" and idempotency_key is None:
-            idempotency_key = value.decode("latin-1")
-    return authorization, idempotency_key
-
-
-async def respond_json(
-    send: Send, status: int, content: dict[str, Any], headers: dict[str, str]
-) -> None:
-    """Answer a plain ASGI request with JSON: the same bytes as Starlette's ``JSONResponse``."""
-    body = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
-    raw = [
-        (b"content-length", str(len(body)).encode()),
-        (b"content-type", b"application/json"),
-        *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})
-
-
 class DirectNotificationRoute:
     """ASGI middleware that answers the direct-notification path and passes on the rest."""
 
@@ -93,7 +68,7 @@ class DirectNotificationRoute:
             await respond_json(send, 405, {"detail": "Method Not Allowed"}, {"Allow": "POST"})
             return
         platform: Platform = scope["app"].state.platform
-        authorization, idempotency_key = _headers(scope)
+        authorization, idempotency_key = first_headers(scope, b"authorization", b"idempotency-key")
         uid: str | None = None
         try:
             params = strict_query(scope["query_string"])

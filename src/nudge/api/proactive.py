@@ -21,8 +21,8 @@ from sqlalchemy import select, update
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from nudge.api.asgi import first_headers, respond_json
 from nudge.api.deps import AdminDep, PlatformDep, UserDep
-from nudge.api.direct_route import respond_json
 from nudge.api.errors import describe_validation
 from nudge.core.apps import authenticate_app, get_app, parse_bearer
 from nudge.core.errors import NudgeError, Unavailable
@@ -102,13 +102,9 @@ class FastSegments:
     ) -> tuple[list[ingest.SegmentIn], str | None] | None:
         """The segments and the user token's hash (None for the admin token), or None when
         the request is anything but the plain case."""
-        authorization = content_type = None
-        for name, value in scope["headers"]:
-            if name == b"authorization" and authorization is None:
-                authorization = value.decode("latin-1")
-            elif name == b"content-type" and content_type is None:
-                content_type = value.split(b";", 1)[0].strip().lower()
-        if content_type != b"application/json" or not body:
+        authorization, content_type = first_headers(scope, b"authorization", b"content-type")
+        media_type = (content_type or "").split(";", 1)[0].strip().lower()
+        if media_type != "application/json" or not body:
             return None
         if not ingest.SESSION_RE.match(session_id):
             return None
