@@ -141,10 +141,8 @@ class _PairState:
 # statement per batch is a measurable part of the hot path. Pairs are looked up as
 # ``a IN (...) AND b IN (...)`` and the extra combinations dropped in Python: SQLite cannot search
 # an index for a row-value ``(a, b) IN (...)`` list and scans the whole index instead (which grew
-# with every notification kept). The hourly window is counted on the inbox's index
-# ``(uid, id, app_id, kind)`` alone: ids sort by time (``nudge.ids``), so "since" is a range on
-# the id. Its app is picked in Python: given an ``app_id IN (...)`` term, SQLite (which has no
-# statistics here) searches the app's idempotency index instead, reading every row of the app.
+# with every notification kept).
+
 # The apps, each with those of the batch's keys that are its own (one query where two would do:
 # each statement costs more in SQLAlchemy than in SQLite). Keys of other apps are looked up only
 # when a secret matched none.
@@ -180,6 +178,10 @@ _RECENT = select(Notification.dedupe_hash, Notification.id).where(
     Notification.dedupe_hash.in_(bindparam("digests", expanding=True)),
     Notification.created_at > bindparam("since"),
 )
+# The hourly window is counted on the inbox's index ``(uid, id, app_id, kind)`` alone: ids sort
+# by time (``nudge.ids``), so "since" is a range on the id. Its app is picked in Python: given an
+# ``app_id IN (...)`` term, SQLite (which has no statistics here) searches the app's idempotency
+# index instead, reading every row of the app.
 _WINDOWS = (
     select(Notification.app_id, Notification.uid, func.count(), func.min(Notification.id))
     .where(

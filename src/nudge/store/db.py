@@ -21,7 +21,7 @@ import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -205,9 +205,8 @@ class Database:
 
     def _checkpoint_wal(self) -> None:
         """Copy the WAL's committed pages into the database file, without blocking anyone."""
-        with sqlite3.connect(self._sqlite_path, timeout=BUSY_TIMEOUT_MS / 1000) as raw:
+        with closing(sqlite3.connect(self._sqlite_path, timeout=BUSY_TIMEOUT_MS / 1000)) as raw:
             raw.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        raw.close()
 
     def _checkpoint_done(self, future: asyncio.Future[None]) -> None:
         self._checkpoint = None
