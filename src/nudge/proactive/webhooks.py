@@ -2,17 +2,19 @@
 
 - Signed per Standard Webhooks: ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature``
   (``v1,`` + base64 HMAC-SHA256 of ``id.timestamp.body`` under the app's ``whsec_`` secret).
-- SSRF: the host is resolved once, at connect time, by the HTTP client's resolver (ours); every
-  address it resolves to is checked and the connection goes to the checked address, which the
-  socket factory checks once more as it opens the socket (this also covers IP-literal URLs). URL,
-  ``Host``, TLS SNI and certificate checks keep the real host name, and nothing resolves it a
-  second time, so there is no DNS-rebinding window. Private, loopback, link-local and other
-  non-global targets are refused unless ``NUDGE_ALLOW_PRIVATE_WEBHOOKS=1``.
+- SSRF: the host is resolved once, when a connection is opened, by :class:`GuardedResolver`;
+  every address it resolves to is checked and the connection goes to the checked address, whose
+  connected peer is checked once more (this also covers IP-literal URLs). URL, ``Host``, TLS SNI
+  and certificate checks keep the real host name, and nothing resolves it a second time, so there
+  is no DNS-rebinding window. Private, loopback, link-local and other non-global targets are
+  refused unless ``NUDGE_ALLOW_PRIVATE_WEBHOOKS=1``.
 - Connect timeout 2 s, total 15 s (configurable), no redirects, every 2xx is success, answers
   capped in size, and a circuit breaker per app: after N consecutive failures its calls are
   skipped for a cool-down, then one trial call decides. Each app has its own lane (at most
   ``NUDGE_WEBHOOK_CONCURRENCY_PER_APP`` calls at once, a bounded queue behind them) and there is
   no process-wide connection cap, so a slow app never holds up another one.
+- Calls go through :mod:`nudge.proactive.http1`, a minimal keep-alive HTTP/1.1 client (it says
+  why not aiohttp or httpx: CPU per call, measured).
 """
 
 from __future__ import annotations
@@ -28,15 +30,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
-from aiohappyeyeballs import AddrInfoType
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.connector import Connection
 from standardwebhooks import Webhook
 
 from nudge import __version__
 from nudge.config import Settings
 from nudge.ids import new_id
+from nudge.proactive.http1 import HTTP1Client, HTTPError
 
 log = logging.getLogger("nudge.webhooks")
 
@@ -75,9 +74,9 @@ async def system_resolve(host: str, port: int) -> list[str]:
     return [str(info[4][0]) for info in infos]
 
 
-class GuardedResolver(AbstractResolver):
-    """aiohttp's resolver, replaced: resolve, check every answer, hand back only the checked
-    address. aiohttp connects to what its resolver returns and does not resolve again."""
+class GuardedResolver:
+    """Resolve, check every answer, hand back only the checked address: the HTTP client connects
+    to it and does not resolve again."""
 
     def __init__(
         self,
@@ -118,32 +117,11 @@ class GuardedResolver(AbstractResolver):
         self._cache[(host, port)] = (now + self.cache_ttl_s, chosen)
         return chosen
 
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        address = await self.checked_address(host, port)
-        return [
-            {
-                "hostname": host,
-                "host": address,
-                "port": port,
-                "family": socket.AF_INET6 if ":" in address else socket.AF_INET,
-                "proto": 0,
-                "flags": socket.AI_NUMERICHOST,
-            }
-        ]
-
-    async def close(self) -> None:
-        return None
-
-    def guarded_socket(self, addr_info: AddrInfoType) -> socket.socket:
-        """aiohttp's socket factory: the last gate, on the exact address about to be connected
-        to (IP-literal URLs never reach the resolver)."""
-        family, type_, proto, _, sockaddr = addr_info
-        reason = address_refusal(ipaddress.ip_address(sockaddr[0]), self.allow_private)
+    def check_peer(self, ip: str) -> None:
+        """The last gate, on the peer actually connected to; raises :class:`WebhookRefused`."""
+        reason = address_refusal(ipaddress.ip_address(ip), self.allow_private)
         if reason:
             raise WebhookRefused(reason)
-        return socket.socket(family=family, type=type_, proto=proto)
 
 
 @dataclass
@@ -225,34 +203,6 @@ class WebhookResult:
         }
 
 
-async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, str | None]:
-    """The answer's body, at most ``limit`` bytes (and an error when it was longer)."""
-    declared = response.content_length
-    if declared is not None and declared <= limit and "content-encoding" not in response.headers:
-        return await response.read(), None  # one read, the common case
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.content.iter_chunked(65_536):
-        size += len(chunk)
-        if size > limit:
-            return b"".join(chunks), f"answer over {limit} bytes; cut off"
-        chunks.append(chunk)
-    return b"".join(chunks), None
-
-
-class PeerResponse(aiohttp.ClientResponse):
-    """A response that remembers the peer it came from (its connection goes back to the pool as
-    soon as the body is in, so it cannot be asked afterwards)."""
-
-    peer: str | None = None
-
-    async def start(self, connection: Connection) -> aiohttp.ClientResponse:
-        transport = connection.transport
-        peer = transport.get_extra_info("peername") if transport else None
-        self.peer = f"{peer[0]}:{peer[1]}" if peer else None
-        return await super().start(connection)
-
-
 def sign(signer: Webhook, message_id: str, timestamp: int, body: str) -> dict[str, str]:
     """The Standard Webhooks headers for one message."""
     signature = signer.sign(message_id, datetime.fromtimestamp(timestamp, tz=UTC), body)
@@ -264,38 +214,22 @@ def sign(signer: Webhook, message_id: str, timestamp: int, body: str) -> dict[st
 
 
 class WebhookClient:
-    """Webhook calls through aiohttp (its C HTTP parser: a call costs a fraction of httpx's CPU,
-    and a busy process makes hundreds a second), with :class:`GuardedResolver` as its resolver
-    and socket factory."""
+    """Webhook calls through :class:`HTTP1Client`, with :class:`GuardedResolver` choosing and
+    vetting the address of every connection. One client for every app: connections are pooled
+    per origin, and each app's lane bounds how many it holds."""
 
     def __init__(self, settings: Settings, *, resolver: GuardedResolver | None = None) -> None:
         self.settings = settings
         self.resolver = resolver or GuardedResolver(settings.allow_private_webhooks)
-        self._session: aiohttp.ClientSession | None = None
+        self.http = HTTP1Client(
+            address_for=self.resolver.checked_address,
+            check_peer=self.resolver.check_peer,
+            connect_timeout_s=settings.webhook_connect_timeout_s,
+            user_agent=f"Nudge-Webhooks/{__version__}",
+        )
         self.breakers: dict[str, CircuitBreaker] = {}
         self._signers: dict[str, Webhook] = {}  # secret -> signer (decoding a secret costs)
         self._lanes: dict[str, Lane] = {}
-
-    def session(self) -> aiohttp.ClientSession:
-        """One session for every app: connections are pooled per origin, and each app's lane
-        bounds how many it holds."""
-        if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit=0,  # no global cap: lanes bound each app, so one app cannot starve others
-                resolver=self.resolver,
-                use_dns_cache=False,  # the resolver caches checked answers itself
-                socket_factory=self.resolver.guarded_socket,
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(
-                    total=None, sock_connect=self.settings.webhook_connect_timeout_s
-                ),
-                headers={"user-agent": f"Nudge-Webhooks/{__version__}"},
-                trust_env=False,
-                response_class=PeerResponse,
-            )
-        return self._session
 
     def breaker(self, app_id: str) -> CircuitBreaker:
         found = self.breakers.get(app_id)
@@ -370,49 +304,37 @@ class WebhookClient:
             headers["content-type"] = "application/json"
         result = WebhookResult(ok=False, message_id=message_id)
         started = time.monotonic()
-        limit = self.settings.webhook_max_answer_bytes
         try:
-            async with (
-                asyncio.timeout(self.settings.webhook_timeout_s),
-                self.session().request(
+            async with asyncio.timeout(self.settings.webhook_timeout_s):
+                answer = await self.http.request(
                     method,
                     url,
                     params=params,
-                    data=None if payload is None else body.encode(),
                     headers=headers,
-                    allow_redirects=False,
-                ) as response,
-            ):
-                result.status = response.status
-                result.address = response.peer if isinstance(response, PeerResponse) else None
-                result.body, result.error = await _read_bounded(response, limit)
+                    body=body.encode(),
+                    limit=self.settings.webhook_max_answer_bytes,
+                )
+            result.status, result.address = answer.status, answer.peer
+            result.body, result.error = answer.body, answer.error
             if result.error is None:
-                if 200 <= response.status < 300:
+                if 200 <= answer.status < 300:
                     result.ok = True
-                elif response.status in (301, 302, 303, 307, 308):
+                elif answer.status in (301, 302, 303, 307, 308):
                     result.error = (
-                        f"redirect ({response.status} to "
-                        f"{response.headers.get('location', '?')!r}) refused: "
+                        f"redirect ({answer.status} to "
+                        f"{answer.headers.get('location', '?')!r}) refused: "
                         "webhooks are not followed; use the final URL in the manifest"
                     )
                 else:
-                    result.error = f"answered HTTP {response.status}"
+                    result.error = f"answered HTTP {answer.status}"
         except WebhookRefused as exc:
             result.error = f"refused: {exc}"
-        except aiohttp.ServerTimeoutError as exc:  # before TimeoutError: it is one
-            result.error = f"timed out ({type(exc).__name__})"
         except TimeoutError:
             result.error = f"no complete answer within {self.settings.webhook_timeout_s:g} s"
-        except aiohttp.ClientConnectorError as exc:
-            result.error = (
-                f"cannot connect to {exc.host}:{exc.port}: {exc.os_error.strerror or exc.os_error}"
-            )
-        except (aiohttp.ClientError, ValueError, OSError) as exc:
-            result.error = f"{type(exc).__name__}: {str(exc)[:300] or 'connection failed'}"
+        except HTTPError as exc:
+            result.error = str(exc)
         result.seconds = time.monotonic() - started
         return result
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.http.aclose()
