@@ -20,12 +20,14 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, ClassVar, Protocol
 
-from sqlalchemy import Connection, case, delete
+from sqlalchemy import Connection, bindparam, case, delete
 
 from nudge.proactive.sql import dialect_insert
 from nudge.store.db import Database
+from nudge.store.fast import Statement
 from nudge.store.models import RateClaim
 
 
@@ -67,6 +69,32 @@ class Claims(Protocol):
     async def aclose(self) -> None: ...
 
 
+@lru_cache(maxsize=2)
+def _claim_statement(dialect: str) -> Statement:
+    """The claim as one upsert, built once per database (``ON CONFLICT`` is spelled per dialect)."""
+    stmt = dialect_insert(dialect)(RateClaim).values(
+        key=bindparam("key"), until=bindparam("until"), token=bindparam("token")
+    )
+    free = RateClaim.until <= bindparam("now")
+    # Taken over only when expired; either way the row comes back: whose it is, until when.
+    return Statement(
+        stmt.on_conflict_do_update(
+            index_elements=[RateClaim.key],
+            set_={
+                "until": case((free, stmt.excluded.until), else_=RateClaim.until),
+                "token": case((free, stmt.excluded.token), else_=RateClaim.token),
+            },
+        ).returning(RateClaim.token, RateClaim.until)
+    )
+
+
+_RELEASE_SQL = Statement(
+    delete(RateClaim).where(
+        RateClaim.key == bindparam("key"), RateClaim.token == bindparam("token")
+    )
+)
+
+
 class SqlClaims:
     """One ``INSERT … ON CONFLICT DO UPDATE`` that takes the row over only when it expired and
     returns its holder: atomic on SQLite (writes are serialised) and on PostgreSQL (the
@@ -82,18 +110,8 @@ class SqlClaims:
 
         def work(conn: Connection) -> ClaimResult:
             now = time.time()
-            insert = dialect_insert(conn)
-            stmt = insert(RateClaim).values(key=key, until=now + ttl_s, token=token)
-            free = RateClaim.until <= now
-            # Taken over only when expired; either way the row comes back: whose it is, until when.
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[RateClaim.key],
-                set_={
-                    "until": case((free, stmt.excluded.until), else_=RateClaim.until),
-                    "token": case((free, stmt.excluded.token), else_=RateClaim.token),
-                },
-            ).returning(RateClaim.token, RateClaim.until)
-            holder, until = conn.execute(stmt).one()
+            params = {"key": key, "until": now + ttl_s, "token": token, "now": now}
+            ((holder, until),) = _claim_statement(conn.dialect.name).rows(conn, params)
             if holder == token:
                 return ClaimResult(Claim(key, token), then=then(conn) if then else None)
             return ClaimResult(None, max(until - now, 0.0))
@@ -103,9 +121,7 @@ class SqlClaims:
 
     async def release(self, claim: Claim) -> None:
         def work(conn: Connection) -> None:
-            conn.execute(
-                delete(RateClaim).where(RateClaim.key == claim.key, RateClaim.token == claim.token)
-            )
+            _RELEASE_SQL.run(conn, {"key": claim.key, "token": claim.token})
 
         await self.db.run_in_transaction(work, on_loop=True)
 

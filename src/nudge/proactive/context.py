@@ -19,9 +19,10 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, select, text
+from sqlalchemy import Connection, Float, String, bindparam, select, text
 
 from nudge.proactive.ingest import speaker_label
+from nudge.store.fast import Statement
 from nudge.store.models import ChatMessage, Segment, User, UserFact
 
 MAX_CHARS = {"user_name": 200, "user_facts": 4000, "user_context": 6000, "user_chat": 4000}
@@ -57,15 +58,48 @@ def keywords(transcript: str, limit: int = KEYWORDS) -> list[str]:
     return sorted(counts, key=lambda w: (-counts[w], -last_seen[w]))[:limit]
 
 
+# The reads of a won claim, built once (they run in the claim's transaction on the event loop).
+_LIVE_SEGMENTS = Statement(
+    select(Segment.text, Segment.speaker, Segment.is_user)
+    .where(Segment.conversation_id == bindparam("sid"))
+    .order_by(Segment.id.desc())
+    .limit(LIVE_SEGMENTS)
+)
+_USER_NAME = Statement(select(User.name).where(User.uid == bindparam("uid")))
+_USER_FACTS = Statement(
+    select(UserFact.text).where(UserFact.uid == bindparam("uid")).order_by(UserFact.id)
+)
+_CHAT = Statement(
+    select(ChatMessage.sender, ChatMessage.text)
+    .where(ChatMessage.uid == bindparam("uid"), ChatMessage.app_id == bindparam("app_id"))
+    .order_by(ChatMessage.id.desc())
+    .limit(CHAT_MESSAGES)
+)
+_RELATED = {
+    "postgresql": Statement(
+        text(
+            "SELECT c.id, c.title, c.overview, c.started_at, "
+            "ts_headline('english', c.transcript, q, 'MaxWords=35, MinWords=12') AS snippet "
+            "FROM conversations c, websearch_to_tsquery('english', :q) q "
+            "WHERE c.uid = :uid AND c.id != :sid AND c.search @@ q "
+            "ORDER BY ts_rank(c.search, q) DESC LIMIT :n"
+        ).columns(id=String, title=String, overview=String, started_at=Float, snippet=String)
+    ),
+    "sqlite": Statement(
+        text(
+            "SELECT c.id, c.title, c.overview, c.started_at, "
+            "snippet(conversations_fts, 2, '', '', '…', 32) AS snippet "
+            "FROM conversations_fts JOIN conversations c ON c.rowid = conversations_fts.rowid "
+            "WHERE conversations_fts MATCH :q AND c.uid = :uid AND c.id != :sid "
+            "ORDER BY bm25(conversations_fts) LIMIT :n"
+        ).columns(id=String, title=String, overview=String, started_at=Float, snippet=String)
+    ),
+}
+
+
 def live_segments(conn: Connection, session_id: str) -> list[Any]:
     """The session's last segments, oldest first."""
-    rows = conn.execute(
-        select(Segment.text, Segment.speaker, Segment.is_user)
-        .where(Segment.conversation_id == session_id)
-        .order_by(Segment.id.desc())
-        .limit(LIVE_SEGMENTS)
-    ).all()
-    return list(reversed(rows))
+    return list(reversed(_LIVE_SEGMENTS.rows(conn, {"sid": session_id})))
 
 
 def related_conversations(
@@ -74,26 +108,10 @@ def related_conversations(
     """The user's past conversations that best match ``words`` (full-text, best first)."""
     if not words:
         return []
-    params: dict[str, Any] = {"uid": uid, "sid": exclude_id, "n": limit}
-    if conn.dialect.name == "postgresql":
-        params["q"] = " or ".join(words)
-        sql = text(
-            "SELECT c.id, c.title, c.overview, c.started_at, "
-            "ts_headline('english', c.transcript, q, 'MaxWords=35, MinWords=12') AS snippet "
-            "FROM conversations c, websearch_to_tsquery('english', :q) q "
-            "WHERE c.uid = :uid AND c.id != :sid AND c.search @@ q "
-            "ORDER BY ts_rank(c.search, q) DESC LIMIT :n"
-        )
-    else:
-        params["q"] = " OR ".join(f'"{w}"' for w in words)
-        sql = text(
-            "SELECT c.id, c.title, c.overview, c.started_at, "
-            "snippet(conversations_fts, 2, '', '', '…', 32) AS snippet "
-            "FROM conversations_fts JOIN conversations c ON c.rowid = conversations_fts.rowid "
-            "WHERE conversations_fts MATCH :q AND c.uid = :uid AND c.id != :sid "
-            "ORDER BY bm25(conversations_fts) LIMIT :n"
-        )
-    rows = conn.execute(sql, params).all()
+    postgres = conn.dialect.name == "postgresql"
+    query = " or ".join(words) if postgres else " OR ".join(f'"{w}"' for w in words)
+    params = {"uid": uid, "sid": exclude_id, "n": limit, "q": query}
+    rows = _RELATED["postgresql" if postgres else "sqlite"].rows(conn, params)
     return [
         {
             "id": r.id,
@@ -127,12 +145,7 @@ def user_context(conn: Connection, uid: str, session_id: str) -> tuple[str, list
 
 def user_chat(conn: Connection, uid: str, app_id: str) -> str:
     """The last messages between the user and this app, oldest first (as in the app's chat)."""
-    rows = conn.execute(
-        select(ChatMessage.sender, ChatMessage.text)
-        .where(ChatMessage.uid == uid, ChatMessage.app_id == app_id)
-        .order_by(ChatMessage.id.desc())
-        .limit(CHAT_MESSAGES)
-    ).all()
+    rows = _CHAT.rows(conn, {"uid": uid, "app_id": app_id})
     return "\n".join(f"{'User' if m.sender == 'user' else 'App'}: {m.text}" for m in reversed(rows))
 
 
@@ -144,12 +157,11 @@ def build_context(
     notes: dict[str, Any] = {}
     for scope in scopes:
         if scope == "user_name":
-            values[scope] = conn.scalar(select(User.name).where(User.uid == uid)) or ""
+            names = _USER_NAME.rows(conn, {"uid": uid})
+            values[scope] = (names[0].name if names else None) or ""
         elif scope == "user_facts":
-            facts = conn.scalars(
-                select(UserFact.text).where(UserFact.uid == uid).order_by(UserFact.id)
-            )
-            values[scope] = "; ".join(f.strip().rstrip(";") for f in facts)
+            facts = _USER_FACTS.rows(conn, {"uid": uid})
+            values[scope] = "; ".join(f.text.strip().rstrip(";") for f in facts)
         elif scope == "user_context":
             values[scope], notes["related_conversations"] = user_context(conn, uid, session_id)
         elif scope == "user_chat":

@@ -35,6 +35,7 @@ from nudge.proactive.traces import TraceRecorder, prune_traces, save_traces
 from nudge.proactive.webhooks import WebhookClient, WebhookResult, WebhookTarget
 from nudge.store.batch import BatchWriter
 from nudge.store.db import Database
+from nudge.store.fast import Statement
 from nudge.store.models import App, Conversation, Install, Segment
 
 log = logging.getLogger("nudge.dispatcher")
@@ -84,7 +85,7 @@ _BECAME_DUE = case(
     (Conversation.flush_lease_until > Conversation.flush_due_at, Conversation.flush_lease_until),
     else_=Conversation.flush_due_at,
 )
-_NEW_SEGMENTS = (
+_NEW_SEGMENTS = Statement(
     select(Segment)
     .join(Conversation, Conversation.id == Segment.conversation_id)
     .where(
@@ -93,12 +94,12 @@ _NEW_SEGMENTS = (
     )
     .order_by(Segment.id)
 )
-_MARK_SENT = (
+_MARK_SENT = Statement(
     update(Conversation)
     .where(Conversation.id == bindparam("cid"))
     .values(flushed_upto=bindparam("upto"), flush_lease_until=bindparam("gate"))
 )
-_INSTALLED_APPS = (
+_INSTALLED_APPS = Statement(
     select(
         Install.uid,
         Install.scopes,
@@ -115,7 +116,7 @@ _INSTALLED_APPS = (
 
 
 @lru_cache(maxsize=8)
-def _claim_statement(postgres: bool, by_id: bool, limit: int) -> Any:
+def _claim_statement(postgres: bool, by_id: bool, limit: int) -> Statement:
     """Claim due sessions: an UPDATE of the rows picked by a (locking, on PostgreSQL) subquery."""
     pick = select(Conversation.id).where(_DUE)
     if by_id:
@@ -128,7 +129,7 @@ def _claim_statement(postgres: bool, by_id: bool, limit: int) -> Any:
         chosen: Any = Conversation.id == picked.c.id
     else:
         chosen = and_(Conversation.id.in_(pick.scalar_subquery()), _DUE)
-    return (
+    return Statement(
         update(Conversation)
         .where(chosen)
         .values(
@@ -160,14 +161,14 @@ def claim_flushes(
     """Claim due sessions (among ``session_ids`` when given), read their new segments and mark
     them sent, in the caller's transaction."""
     claim = _claim_statement(conn.dialect.name == "postgresql", session_ids is not None, limit)
-    claimed = conn.execute(claim, {"now": now, "sids": session_ids or []}).all()
+    claimed = claim.rows(conn, {"now": now, "sids": session_ids or []})
     if not claimed:
         return []
     flushes = {
         r.id: Flush(r.id, r.uid, gate=next_gate(r.flush_lease_until, r.started_at, interval_s))
         for r in claimed
     }
-    rows = conn.execute(_NEW_SEGMENTS, {"ids": list(flushes)}).all()
+    rows = _NEW_SEGMENTS.rows(conn, {"ids": list(flushes)})
     upto = {r.id: r.flushed_upto for r in claimed}
     for s in rows:
         flush = flushes[s.conversation_id]
@@ -175,16 +176,15 @@ def claim_flushes(
         flush.first_at = s.created_at if flush.first_at is None else flush.first_at
         flush.last_at = s.created_at
         upto[s.conversation_id] = s.id
-    conn.execute(
-        _MARK_SENT,
-        [{"cid": r.id, "upto": upto[r.id], "gate": flushes[r.id].gate} for r in claimed],
+    _MARK_SENT.run_many(
+        conn, [{"cid": r.id, "upto": upto[r.id], "gate": flushes[r.id].gate} for r in claimed]
     )
     for r in claimed:
         if r.status == "finished":  # it was "finishing": this is its last flush
             conv = conn.execute(select(Conversation).where(Conversation.id == r.id)).one()
             segments = conversation_segments(conn, r.id)
             flushes[r.id].conversation = conversation_json(conv, segments)
-    apps = conn.execute(_INSTALLED_APPS, {"uids": list({f.uid for f in flushes.values()})})
+    apps = _INSTALLED_APPS.rows(conn, {"uids": list({f.uid for f in flushes.values()})})
     by_uid: dict[str, list[AppTarget]] = defaultdict(list)
     for row in apps:
         target = AppTarget.from_row(row)

@@ -21,13 +21,14 @@ from functools import partial
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 
 from nudge.core.errors import Conflict, Invalid, NotFound, NudgeError
 from nudge.core.users import user_token_refusal
 from nudge.proactive.sql import dialect_insert
 from nudge.store.batch import RequestBatcher
 from nudge.store.db import Database
+from nudge.store.fast import Statement, insert_statement
 from nudge.store.models import Conversation, Segment, User
 
 log = logging.getLogger("nudge.ingest")
@@ -92,7 +93,7 @@ def transcript_line(text: str, speaker: str, is_user: bool) -> str:
 # ``(id, uid) IN (...)``, which SQLite answers by scanning every conversation ever stored. The
 # extra combinations it allows (a session id sent by a user who does not own it, in the same batch
 # as its owner) at most schedule a flush of the owner's live session, which finds nothing new.
-_SCHEDULE = (
+_SCHEDULE = Statement(
     update(Conversation)
     .where(
         Conversation.id.in_(bindparam("ids", expanding=True)),
@@ -102,7 +103,20 @@ _SCHEDULE = (
     .values(flush_due_at=func.coalesce(Conversation.flush_due_at, bindparam("now")))
     .returning(Conversation.id, Conversation.uid)
 )
-_INSERT_SEGMENTS = insert(Segment)
+_INSERT_SEGMENTS = insert_statement(
+    Segment,
+    [
+        "conversation_id",
+        "uid",
+        "text",
+        "speaker",
+        "speaker_id",
+        "is_user",
+        "start",
+        "end",
+        "created_at",
+    ],
+)
 
 
 @dataclass(frozen=True)
@@ -211,8 +225,8 @@ def ingest_batch(
 def _store(conn: Connection, requests: list[IngestRequest]) -> list[dict[str, Any] | NudgeError]:
     now = time.time()
     pairs = list(dict.fromkeys((r.session_id, r.uid) for r in requests))  # in request order
-    scheduled = conn.execute(
-        _SCHEDULE,
+    scheduled = _SCHEDULE.rows(
+        conn,
         {
             "ids": list({sid for sid, _ in pairs}),
             "uids": list({uid for _, uid in pairs}),
@@ -239,7 +253,7 @@ def _store(conn: Connection, requests: list[IngestRequest]) -> list[dict[str, An
         for s in r.segments
     ]
     if rows:
-        conn.execute(_INSERT_SEGMENTS, rows)
+        _INSERT_SEGMENTS.run_many(conn, rows)
     return [
         refused.get((r.session_id, r.uid))
         or {"session_id": r.session_id, "accepted": len(r.segments)}

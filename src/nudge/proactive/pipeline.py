@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from nudge.config import Settings
 from nudge.core.acceptor import Acceptor
@@ -33,6 +33,7 @@ from nudge.proactive.claims import Claims
 from nudge.proactive.context import build_context
 from nudge.proactive.filler import fill, placeholders
 from nudge.proactive.traces import TraceRecorder, bounded
+from nudge.store.fast import Statement
 from nudge.store.models import Install
 
 log = logging.getLogger("nudge.proactive")
@@ -156,16 +157,22 @@ def decide_scopes(
     return decisions, [name for name, why in decisions.items() if why == "filled"]
 
 
+_INSTALL_SCOPES = Statement(
+    select(Install.scopes).where(
+        Install.uid == bindparam("uid"), Install.app_id == bindparam("app_id")
+    )
+)
+
+
 def read_inputs(
     conn: Connection, *, app: AppTarget, uid: str, session_id: str, answer: Answer
 ) -> tuple[AppTarget, dict[str, str], dict[str, Any]] | None:
     """The app with the user's grants as they are now, and the context values for the scopes
     that count and that the prompt uses (step 5); None when the app is no longer installed."""
-    granted = conn.scalar(
-        select(Install.scopes).where(Install.uid == uid, Install.app_id == app.app_id)
-    )
-    if granted is None:
+    installed = _INSTALL_SCOPES.rows(conn, {"uid": uid, "app_id": app.app_id})
+    if not installed:
         return None
+    granted = installed[0].scopes
     if tuple(granted) != app.granted:
         app = replace(app, granted=tuple(granted))
     prompt = answer.prompt or ""

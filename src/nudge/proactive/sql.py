@@ -8,6 +8,7 @@ from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite
 
 
-def dialect_insert(conn: Connection) -> Any:
-    """``insert`` with ``on_conflict_do_*`` for the connection's database."""
-    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+def dialect_insert(conn: Connection | str) -> Any:
+    """``insert`` with ``on_conflict_do_*`` for the connection's database (or dialect name)."""
+    name = conn if isinstance(conn, str) else conn.dialect.name
+    return postgresql.insert if name == "postgresql" else sqlite.insert

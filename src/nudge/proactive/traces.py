@@ -12,11 +12,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nudge.core.errors import NotFound
 from nudge.ids import new_id
+from nudge.store.fast import insert_statement
 from nudge.store.models import Delivery, Trace
 
 OUTCOMES = {
@@ -70,9 +71,13 @@ class TraceRecorder:
         }
 
 
+_INSERT = insert_statement(
+    Trace, ["id", "app_id", "uid", "session_id", "kind", "created_at", "detail", "notification_id"]
+)
+
+
 def save_traces(conn: Connection, traces: list[TraceRecorder]) -> None:
-    if traces:
-        conn.execute(insert(Trace), [t.row() for t in traces])
+    _INSERT.run_many(conn, [t.row() for t in traces])
 
 
 def prune_traces(conn: Connection, older_than: float) -> int:
