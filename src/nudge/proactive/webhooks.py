@@ -305,15 +305,15 @@ class WebhookClient:
         result = WebhookResult(ok=False, message_id=message_id)
         started = time.monotonic()
         try:
-            async with asyncio.timeout(self.settings.webhook_timeout_s):
-                answer = await self.http.request(
-                    method,
-                    url,
-                    params=params,
-                    headers=headers,
-                    body=body.encode(),
-                    limit=self.settings.webhook_max_answer_bytes,
-                )
+            answer = await self.http.request(
+                method,
+                url,
+                params=params,
+                headers=headers,
+                body=body.encode(),
+                limit=self.settings.webhook_max_answer_bytes,
+                timeout_s=self.settings.webhook_timeout_s,
+            )
             result.status, result.address = answer.status, answer.peer
             result.body, result.error = answer.body, answer.error
             if result.error is None:
