@@ -5,13 +5,17 @@ replaced, A/B in one run.
         [--loop uvloop]
 
 A minimal keep-alive HTTP/1.1 app server (like bench/proactive.py's) runs in its own process and
-answers every call with ``{}``. Here, ``--concurrency`` tasks make ``--calls`` signed calls
-through ``WebhookClient.send`` (a small JSON body, as the dispatcher sends), first on warmed-up
-connections, once per transport per round, alternating. Printed per transport: calls/s and this
-process's CPU time per call (time.process_time: the server's CPU is not counted), the median
-over rounds, and the ratio. ``aiohttp`` is the previous client, kept here only as the reference:
-one ClientSession with the guarded resolver and socket factory, a response class that records
-the peer, and the bounded read.
+answers every call with ``{}``. Here, ``--concurrency`` tasks make ``--calls`` calls with a small
+signed JSON body (as the dispatcher sends) on warmed-up connections, per variant per round, the
+order reversed every other round:
+
+  send/<transport>  WebhookClient.send: signing, breaker, lane and the exchange;
+  bare/<transport>  the transport's request alone (headers signed once, beforehand).
+
+Printed: calls/s and this process's CPU time per call (time.process_time: the server's CPU is not
+counted), the medians over rounds, and the http1 / aiohttp ratios. ``aiohttp`` is the previous
+client, kept here only as the reference: one ClientSession with the guarded resolver and socket
+factory, a response class that records the peer, the bounded read, asyncio.timeout around it.
 """
 
 from __future__ import annotations
@@ -20,18 +24,20 @@ import argparse
 import asyncio
 import base64
 import ipaddress
+import json
 import socket
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import aiohttp
 from aiohappyeyeballs import AddrInfoType
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.connector import Connection
+from standardwebhooks import Webhook
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -44,9 +50,9 @@ from nudge.proactive.webhooks import (  # noqa: E402
     GuardedResolver,
     WebhookClient,
     WebhookRefused,
-    WebhookResult,
     WebhookTarget,
     address_refusal,
+    sign,
 )
 
 SECRET = "whsec_" + base64.b64encode(b"a-bench-signing-secret-24").decode()
@@ -196,37 +202,64 @@ class AiohttpWebhookClient(WebhookClient):
 # --- the measurement -----------------------------------------------------------------------
 
 
-async def run(client: WebhookClient, url: str, calls: int, concurrency: int) -> tuple[float, float]:
-    """``calls`` sends from ``concurrency`` tasks; returns (calls/s, CPU µs per call)."""
+Call = Callable[[], Awaitable[str | None]]  # one call; its error, or None
+
+
+def variants(clients: dict[str, WebhookClient], url: str) -> dict[str, Call]:
+    """Per transport: ``send`` (WebhookClient.send: signing, breaker, lane, the exchange) and
+    ``bare`` (the transport's request alone, with headers signed once)."""
     target = WebhookTarget("app_bench", SECRET)
+    params = {"session_id": "sess_bench", "uid": "u1"}
+    body = json.dumps(PAYLOAD, separators=(",", ":"))
+    headers = sign(Webhook(SECRET), "msg_bench", int(time.time()), body)
+    headers["content-type"] = "application/json"
+    found: dict[str, Call] = {}
+    for name, client in clients.items():
+
+        async def send(client: WebhookClient = client) -> str | None:
+            result = await client.send(target, "POST", url, params=params, payload=PAYLOAD)
+            return None if result.ok else result.error or "failed"
+
+        async def bare(client: WebhookClient = client) -> str | None:
+            answer = await client.http.request(
+                "POST",
+                url,
+                params=params,
+                headers=headers,
+                body=body.encode(),
+                limit=1_000_000,
+                timeout_s=15,
+            )
+            return None if answer.status == 200 else f"HTTP {answer.status}"
+
+        found[f"send/{name}"], found[f"bare/{name}"] = send, bare
+    return found
+
+
+async def run(call: Call, calls: int, concurrency: int) -> tuple[float, float]:
+    """``calls`` calls from ``concurrency`` tasks; returns (calls/s, CPU µs per call)."""
     left = calls
-    failures: list[WebhookResult] = []
+    failures: list[str] = []
 
     async def worker() -> None:
         nonlocal left
         while left > 0:
             left -= 1
-            result = await client.send(
-                target,
-                "POST",
-                url,
-                params={"session_id": "sess_bench", "uid": "u1"},
-                payload=PAYLOAD,
-            )
-            if not result.ok:
-                failures.append(result)
+            error = await call()
+            if error:
+                failures.append(error)
 
     wall, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     if failures:
-        raise SystemExit(f"{len(failures)} calls failed, e.g. {failures[0].error}")
+        raise SystemExit(f"{len(failures)} calls failed, e.g. {failures[0]}")
     return calls / wall, cpu / calls * 1e6
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=20_000, help="per transport per round")
+    parser.add_argument("--calls", type=int, default=20_000, help="per variant per round")
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
@@ -251,17 +284,17 @@ async def main() -> None:
         "http1": WebhookClient(settings),
         "aiohttp": AiohttpWebhookClient(settings),
     }
-    url = f"http://127.0.0.1:{port}/hook"
-    results: dict[str, list[tuple[float, float]]] = {name: [] for name in clients}
+    calls = variants(clients, f"http://127.0.0.1:{port}/hook")
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in calls}
     try:
-        for client in clients.values():  # warm-up: connections open, caches filled
-            await run(client, url, 2000, args.concurrency)
+        for call in calls.values():  # warm-up: connections open, caches filled
+            await run(call, 2000, args.concurrency)
         for n in range(args.rounds):
-            order = list(clients) if n % 2 == 0 else list(reversed(clients))
+            order = list(calls) if n % 2 == 0 else list(reversed(calls))
             for name in order:
-                rate, cpu_us = await run(clients[name], url, args.calls, args.concurrency)
+                rate, cpu_us = await run(calls[name], args.calls, args.concurrency)
                 results[name].append((rate, cpu_us))
-                print(f"round {n + 1}  {name:<8} {rate:8.0f} calls/s  {cpu_us:6.1f} µs CPU/call")
+                print(f"round {n + 1}  {name:<13} {rate:7.0f} calls/s  {cpu_us:6.1f} µs CPU/call")
     finally:
         for client in clients.values():
             await client.aclose()
@@ -270,9 +303,11 @@ async def main() -> None:
     median = {name: statistics.median(c for _, c in rows) for name, rows in results.items()}
     rates = {name: statistics.median(r for r, _ in rows) for name, rows in results.items()}
     print(f"\n{args.calls} calls x {args.rounds} rounds, {args.concurrency} at once, {args.loop}")
-    for name in clients:
-        print(f"{name:<8} median {rates[name]:8.0f} calls/s  {median[name]:6.1f} µs CPU/call")
-    print(f"http1 / aiohttp CPU per call: {median['http1'] / median['aiohttp']:.2f}")
+    for name in calls:
+        print(f"{name:<13} median {rates[name]:7.0f} calls/s  {median[name]:6.1f} µs CPU/call")
+    for kind in ("send", "bare"):
+        ratio = median[f"{kind}/http1"] / median[f"{kind}/aiohttp"]
+        print(f"{kind}: http1 / aiohttp CPU per call {ratio:.2f}")
 
 
 if __name__ == "__main__":

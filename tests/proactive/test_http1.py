@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uvloop
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -313,6 +314,27 @@ async def test_the_connected_peer_is_checked() -> None:
         await asyncio.sleep(0.05)
         assert server.requests == [] and server.closed == 1
         await http.aclose()
+
+
+def test_on_uvloop_as_nudge_serve_runs() -> None:
+    """uvloop's transports are not asyncio's classes: reuse, a hang and a refusal there too."""
+
+    async def scenario() -> None:
+        answers = {1: [ok(b"1")], 2: [ok(b"2")], 3: [b"HTTP/1.1 200 OK\r\n"]}
+        async with serve(lambda n, _: answers[n]) as server:
+            http = client()
+            url = f"http://127.0.0.1:{server.port}/"
+            for expected in (b"1", b"2"):
+                answer = await http.request("POST", url, body=b"{}", limit=100, timeout_s=5)
+                assert answer.body == expected
+            with pytest.raises(TimeoutError):
+                await http.request("POST", url, limit=100, timeout_s=0.2)
+            assert server.connections == 1
+            await http.aclose()
+        with pytest.raises(HTTPError, match="cannot connect to"):
+            await client().request("GET", f"http://127.0.0.1:{free_port()}/", limit=1, timeout_s=5)
+
+    uvloop.run(scenario())
 
 
 def self_signed(directory: Path, name: str) -> tuple[Path, Path]:

@@ -1,11 +1,14 @@
 """A minimal HTTP/1.1 keep-alive client for webhook calls: asyncio + httptools' C response parser.
 
-Why not httpx (DESIGN section 7 names it for outbound calls) or aiohttp: webhook calls are the
-hottest outbound path (three per transcript segment, hundreds a second), and a call's CPU is
-what limits a busy process. Measured (bench/webhooks.py, keep-alive, small JSON both ways),
-aiohttp's request machinery cost ~0.3-0.4 ms of CPU per call and httpx several times more; this
-client does the same exchange for a fraction of that (numbers in docs/proactive.md section 7).
-It is a deliberate exception, for this path only, and does only what webhooks need:
+Why not httpx, which DESIGN section 7 names for every outbound call, or aiohttp, which replaced
+it here before: webhook calls are the hottest outbound path (three per transcript segment,
+hundreds a second), and their CPU is what limits a busy process. An httpx request costs
+0.5-1 ms of CPU (docs/decisions.md). Measured with bench/webhooks.py (keep-alive, small signed
+JSON both ways, 50 calls at once, uvloop, interleaved rounds on a shared 2-core machine), the
+exchange alone costs ~25-55 µs of CPU here against ~200-245 µs through aiohttp (0.2x), and a
+whole ``WebhookClient.send`` (signing, breaker, lane included) ~95-120 µs against ~235-300 µs
+(0.4x). This is a deliberate, measured exception for this one path; it does only what webhooks
+need:
 
 - ``http``/``https`` URLs; GET, POST, PUT, PATCH, DELETE; a body of bytes; no redirects followed
   (a 3xx is returned like any other answer); answers with a length, chunked, or ended by close;
@@ -229,6 +232,7 @@ class HTTP1Client:
         self._targets: dict[str, _Target] = {}
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
+        self._closed = False  # after aclose: connections are closed, not pooled
 
     async def request(
         self,
@@ -328,7 +332,7 @@ class HTTP1Client:
 
     def _put_back(self, origin: tuple[str, str, int], connection: _Connection) -> None:
         idle = self._idle.setdefault(origin, [])
-        if not connection.reusable or len(idle) >= self.max_idle_per_origin:
+        if self._closed or not connection.reusable or len(idle) >= self.max_idle_per_origin:
             connection.close()
             return
         connection.idle_since = time.monotonic()
@@ -359,6 +363,7 @@ class HTTP1Client:
 
     async def aclose(self) -> None:
         """Close the idle connections (calls still running close theirs when they end)."""
+        self._closed = True
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
