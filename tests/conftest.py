@@ -7,6 +7,7 @@ import asyncio
 import os
 import secrets
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -322,8 +323,24 @@ async def live_url(settings: Settings, platform: Platform) -> AsyncIterator[str]
 
 @contextmanager
 def statements_run(conn: Connection) -> Iterator[list[tuple[str, Any]]]:
-    """The single-row SQL statements run on ``conn`` inside the block, to EXPLAIN afterwards."""
+    """The single-row SQL statements run on ``conn`` inside the block, to EXPLAIN afterwards.
+
+    On the ``sqlite3`` driver they are taken from SQLite itself (its trace callback, values
+    inlined), so the statements that ``nudge.store.fast`` runs on the driver are seen too."""
     seen: list[tuple[str, Any]] = []
+    raw = conn.connection.driver_connection
+    if isinstance(raw, sqlite3.Connection):
+
+        def trace(sql: str) -> None:
+            if sql.lstrip().split(None, 1)[0].upper() in ("SELECT", "UPDATE", "DELETE", "WITH"):
+                seen.append((sql, ()))
+
+        raw.set_trace_callback(trace)
+        try:
+            yield seen
+        finally:
+            raw.set_trace_callback(None)
+        return
 
     def record(_c: Any, _cursor: Any, sql: str, params: Any, _ctx: Any, many: bool) -> None:
         if not many:

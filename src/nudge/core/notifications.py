@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nudge.core.errors import Invalid, NotFound, NudgeError, RateLimited, Unauthorized
 from nudge.ids import id_floor, id_time, new_id
+from nudge.store.fast import Statement
 from nudge.store.models import (
     App,
     AppKey,
@@ -121,7 +122,9 @@ async def current_rate_limit(
     if not app_id or not uid:
         return RateLimit(limit, limit, 0)
     now = time.time()
-    rows = await conn.execute(_WINDOWS, {"uids": [uid], "since": id_floor("n", now - HOUR)})
+    rows = await conn.execute(
+        _WINDOWS.statement, {"uids": [uid], "since": id_floor("n", now - HOUR)}
+    )
     for row_app, _, used, oldest in cast(Any, rows):
         if row_app == app_id:
             reset = max(0, math.ceil(id_time(oldest) + HOUR - now))
@@ -146,7 +149,7 @@ class _PairState:
 # The apps, each with those of the batch's keys that are its own (one query where two would do:
 # each statement costs more in SQLAlchemy than in SQLite). Keys of other apps are looked up only
 # when a secret matched none.
-_APPS = (
+_APPS = Statement(
     select(App.id, App.name, App.direct_limit_per_hour, AppKey.key_hash, AppKey.revoked_at)
     .outerjoin(
         AppKey,
@@ -154,12 +157,14 @@ _APPS = (
     )
     .where(App.id.in_(bindparam("ids", expanding=True)))
 )
-_KEYS = select(AppKey.key_hash, AppKey.app_id, AppKey.revoked_at).where(
-    AppKey.key_hash.in_(bindparam("hashes", expanding=True))
+_KEYS = Statement(
+    select(AppKey.key_hash, AppKey.app_id, AppKey.revoked_at).where(
+        AppKey.key_hash.in_(bindparam("hashes", expanding=True))
+    )
 )
-_USERS = select(User.uid).where(User.uid.in_(bindparam("uids", expanding=True)))
+_USERS = Statement(select(User.uid).where(User.uid.in_(bindparam("uids", expanding=True))))
 # The installs, each with its user's devices: the targets of every accepted notification.
-_TARGETS = (
+_TARGETS_QUERY = (
     select(Install.app_id, Install.uid, Device.id.label("device_id"), Device.platform)
     .outerjoin(Device, Device.uid == Install.uid)
     .where(
@@ -167,22 +172,25 @@ _TARGETS = (
         Install.uid.in_(bindparam("uids", expanding=True)),
     )
 )
-_TARGETS_LOCKED = _TARGETS.with_for_update(of=Install)
-_BY_IDEMPOTENCY_KEY = select(
-    Notification.app_id, Notification.idempotency_key, Notification.id
-).where(
-    Notification.app_id.in_(bindparam("app_ids", expanding=True)),
-    Notification.idempotency_key.in_(bindparam("keys", expanding=True)),
+_TARGETS = Statement(_TARGETS_QUERY)
+_TARGETS_LOCKED = Statement(_TARGETS_QUERY.with_for_update(of=Install))
+_BY_IDEMPOTENCY_KEY = Statement(
+    select(Notification.app_id, Notification.idempotency_key, Notification.id).where(
+        Notification.app_id.in_(bindparam("app_ids", expanding=True)),
+        Notification.idempotency_key.in_(bindparam("keys", expanding=True)),
+    )
 )
-_RECENT = select(Notification.dedupe_hash, Notification.id).where(
-    Notification.dedupe_hash.in_(bindparam("digests", expanding=True)),
-    Notification.created_at > bindparam("since"),
+_RECENT = Statement(
+    select(Notification.dedupe_hash, Notification.id).where(
+        Notification.dedupe_hash.in_(bindparam("digests", expanding=True)),
+        Notification.created_at > bindparam("since"),
+    )
 )
 # The hourly window is counted on the inbox's index ``(uid, id, app_id, kind)`` alone: ids sort
 # by time (``nudge.ids``), so "since" is a range on the id. Its app is picked in Python: given an
 # ``app_id IN (...)`` term, SQLite (which has no statistics here) searches the app's idempotency
 # index instead, reading every row of the app.
-_WINDOWS = (
+_WINDOWS = Statement(
     select(Notification.app_id, Notification.uid, func.count(), func.min(Notification.id))
     .where(
         Notification.uid.in_(bindparam("uids", expanding=True)),
@@ -211,19 +219,19 @@ def accept_batch(
     hashes = {r.key_hash for r in requests if r.key_hash is not None}
     owners: dict[str, str | None] = {}  # key hash -> its app (None: revoked)
     apps: dict[str, Any] = {}
-    for r in conn.execute(_APPS, {"ids": list(app_ids), "hashes": list(hashes)}):
+    for r in _APPS.rows(conn, {"ids": list(app_ids), "hashes": list(hashes)}):
         apps[r.id] = r
         if r.key_hash is not None:
             owners[r.key_hash] = r.id if r.revoked_at is None else None
     if hashes - owners.keys():
-        for key in conn.execute(_KEYS, {"hashes": list(hashes - owners.keys())}):
+        for key in _KEYS.rows(conn, {"hashes": list(hashes - owners.keys())}):
             owners[key.key_hash] = key.app_id if key.revoked_at is None else None
     # On PostgreSQL the install rows are locked: sends to one (app, user) take turns, so the
     # hourly count below holds across processes.
     installed: set[tuple[str, str]] = set()
     devices: dict[str, dict[str, str]] = {}  # uid -> device id -> platform
     query = _TARGETS_LOCKED if lock_rows else _TARGETS
-    for target in conn.execute(query, {"app_ids": list(app_ids), "uids": list(uids)}):
+    for target in query.rows(conn, {"app_ids": list(app_ids), "uids": list(uids)}):
         installed.add((target.app_id, target.uid))
         if target.device_id is not None:
             devices.setdefault(target.uid, {})[target.device_id] = target.platform
@@ -231,31 +239,31 @@ def accept_batch(
     # An install implies its user (a foreign key): users are looked up only to tell an unknown
     # user from a missing install.
     unknown = {uid for _, uid in pairs - installed}
-    users = set(conn.execute(_USERS, {"uids": list(unknown)}).scalars()) if unknown else set()
+    users = {r.uid for r in _USERS.rows(conn, {"uids": list(unknown)})} if unknown else set()
 
     keys = {(r.app_id, r.idempotency_key) for r in requests if r.idempotency_key is not None}
     by_key: dict[tuple[str, str], str] = {}
     if keys:
-        rows = conn.execute(
-            _BY_IDEMPOTENCY_KEY,
+        rows = _BY_IDEMPOTENCY_KEY.rows(
+            conn,
             {"app_ids": list({a for a, _ in keys}), "keys": list({k for _, k in keys})},
         )
         by_key = {(r.app_id, r.idempotency_key): r.id for r in rows}
     digests = [dedupe_hash(r.app_id, r.uid, r.type, r.message) for r in requests]
     recent = {
         r.dedupe_hash: r.id
-        for r in conn.execute(
-            _RECENT, {"digests": list(set(digests)), "since": now - limits.dedupe_window_s}
+        for r in _RECENT.rows(
+            conn, {"digests": list(set(digests)), "since": now - limits.dedupe_window_s}
         )
     }
     direct_pairs = {(r.app_id, r.uid) for r in requests if r.kind == "direct"}
     windows: dict[tuple[str, str], _PairState] = {p: _PairState(0, None) for p in direct_pairs}
     if direct_pairs:
-        rows = conn.execute(
-            _WINDOWS,
+        rows = _WINDOWS.rows(
+            conn,
             {"uids": list({u for _, u in direct_pairs}), "since": id_floor("n", now - HOUR)},
         )
-        for app_id, uid, used, oldest in cast(Any, rows):
+        for app_id, uid, used, oldest in rows:
             if (app_id, uid) in windows:
                 windows[(app_id, uid)] = _PairState(int(used), id_time(oldest))
     duplicates_of: set[str] = set()

@@ -21,6 +21,7 @@ from sqlalchemy import Connection, and_, bindparam, delete, or_, select, union_a
 from nudge.delivery.backoff import retry_delay
 from nudge.delivery.providers.base import Outcome, PushMessage, SendResult, Target
 from nudge.store.db import Database
+from nudge.store.fast import Statement
 from nudge.store.models import Delivery, Device, Notification
 
 DUE_STATES = ("queued", "retrying")
@@ -63,7 +64,7 @@ _PICKED = (
     .with_for_update(skip_locked=True)
     .cte("picked")
 )
-_CLAIM_POSTGRES = _TAKE.where(Delivery.id == _PICKED.c.id).returning(Delivery.id)
+_CLAIM_POSTGRES = Statement(_TAKE.where(Delivery.id == _PICKED.c.id).returning(Delivery.id))
 
 
 def _first(condition: Any) -> Any:
@@ -84,8 +85,10 @@ _CANDIDATES = union_all(select(_first(_WAITING)), select(_first(_LAPSED))).subqu
 _PICK_SQLITE = (
     select(_CANDIDATES.c.id).order_by(_CANDIDATES.c.next_attempt_at).limit(bindparam("pick"))
 )
-_CLAIM_SQLITE = _TAKE.where(Delivery.id.in_(_PICK_SQLITE.scalar_subquery())).returning(Delivery.id)
-_CLAIMED = (
+_CLAIM_SQLITE = Statement(
+    _TAKE.where(Delivery.id.in_(_PICK_SQLITE.scalar_subquery())).returning(Delivery.id)
+)
+_CLAIMED = Statement(
     select(
         Delivery.id,
         Delivery.provider,
@@ -109,7 +112,7 @@ _CLAIMED = (
     .where(Delivery.id.in_(bindparam("ids", expanding=True)))
 )
 _HELD = and_(Delivery.claimed_by == bindparam("worker"), Delivery.state == "sending")
-_DELIVERED = (
+_DELIVERED = Statement(
     update(Delivery)
     .where(Delivery.id.in_(bindparam("ids", expanding=True)), _HELD)
     .values(
@@ -132,10 +135,10 @@ async def claim(db: Database, worker_id: str, limit: int, lease_s: float) -> lis
     def work(conn: Connection) -> list[Job]:
         now = time.time()
         params = {"t_now": now, "t_lease": now + lease_s, "worker": worker_id, "pick": limit}
-        claimed = conn.execute(statement, params).scalars().all()
+        claimed = [r.id for r in statement.rows(conn, params)]
         if not claimed:
             return []
-        return [_job(r) for r in conn.execute(_CLAIMED, {"ids": claimed})]
+        return [_job(r) for r in _CLAIMED.rows(conn, {"ids": claimed})]
 
     # Short and bounded (one claim, one read of at most ``limit`` rows): on the event loop when
     # SQLite's write lock is free (see Database.run_in_transaction).
@@ -180,8 +183,8 @@ async def record(
         delivered = [job.delivery_id for job, r in results if r.outcome is Outcome.DELIVERED]
         for start in range(0, len(delivered), 500):
             params = {"ids": delivered[start : start + 500], "worker": worker_id, "t_now": now}
-            done = conn.execute(_DELIVERED, params)
-            states.update(dict.fromkeys(done.scalars(), "delivered"))
+            done = _DELIVERED.rows(conn, params)
+            states.update(dict.fromkeys((r.id for r in done), "delivered"))
         for job, result in results:
             if result.outcome is Outcome.DELIVERED:
                 continue

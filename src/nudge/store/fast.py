@@ -86,20 +86,20 @@ class Statement:
         compiled: Any = cast(Any, self.statement).compile(dialect=dialect)
         if compiled.literal_execute_params or dialect.paramstyle != "qmark":
             raise ValueError(f"Statement cannot run on the driver: {self.statement}")
-        expanding = frozenset(p.key for p in compiled.post_compile_params)
+        parts = tuple(_POSTCOMPILE.split(compiled.string))
         columns = compiled._result_columns or []
         keys = [c.keyname for c in columns]
         if len(set(keys)) != len(keys):
             raise ValueError(f"Statement: result columns must have distinct names: {keys}")
         self._compiled = _Compiled(
-            sql_parts=tuple(_POSTCOMPILE.split(compiled.string)),
+            sql_parts=parts,
             names=tuple(compiled.positiontup or ()),
             defaults={
                 name: bind.effective_value
                 for name, bind in compiled.binds.items()
                 if bind.value is not None or not bind.required
             },
-            expanding=expanding,
+            expanding=frozenset(parts[1::2]),
             bind=dict(compiled._bind_processors),
             row=namedtuple("Row", keys, rename=True) if keys else None,  # type: ignore[misc]
             results=tuple(c.type._cached_result_processor(dialect, None) for c in columns),
@@ -107,7 +107,7 @@ class Statement:
         return self._compiled
 
     def _sql_for(self, compiled: _Compiled, params: Mapping[str, Any]) -> str:
-        lengths = tuple(len(params[name]) for name in compiled.sql_parts[1::2])
+        lengths = tuple(len(_value(compiled, params, name)) for name in compiled.sql_parts[1::2])
         sql = self._sql.get(lengths)
         if sql is None:
             parts = list(compiled.sql_parts)
@@ -124,13 +124,17 @@ class Statement:
     def _values(compiled: _Compiled, params: Mapping[str, Any]) -> list[Any]:
         values: list[Any] = []
         for name in compiled.names:
-            value = params[name] if name in params else compiled.defaults[name]
+            value = _value(compiled, params, name)
             process = compiled.bind.get(name)
             if name in compiled.expanding:
                 values.extend(value if process is None else [process(v) for v in value])
             else:
                 values.append(value if process is None or value is None else process(value))
         return values
+
+
+def _value(compiled: _Compiled, params: Mapping[str, Any], name: str) -> Any:
+    return params[name] if name in params else compiled.defaults[name]
 
 
 def insert_statement(model: Any, columns: Iterable[str]) -> Statement:
