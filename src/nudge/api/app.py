@@ -12,6 +12,7 @@ from nudge import __version__
 from nudge.api import apps, console, direct, health, proactive, users
 from nudge.api.direct_route import DirectNotificationRoute, add_openapi_entry
 from nudge.api.errors import install_error_handlers
+from nudge.api.proactive import FastSegments
 from nudge.config import Settings
 from nudge.platform import Platform
 
@@ -56,6 +57,7 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
     for module in (health, *api):
         app.include_router(module.router)
     if api:
+        app.add_middleware(FastSegments)
         app.add_middleware(DirectNotificationRoute)
         add_openapi_entry(app)
     return app

@@ -20,7 +20,7 @@ from starlette.routing import get_route_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nudge.api.asgi import first_headers, respond_json
-from nudge.api.errors import DATABASE_UNAVAILABLE, is_database_outage
+from nudge.api.errors import respond_database_outage
 from nudge.core.direct import DirectSend, refusal, send_direct
 from nudge.core.errors import Invalid, NudgeError
 from nudge.platform import Platform
@@ -88,9 +88,7 @@ class DirectNotificationRoute:
             await respond_json(send, exc.status_code, {"detail": exc.detail}, exc.headers)
             return
         except DBAPIError as exc:
-            if not is_database_outage(exc, PATH):
-                raise  # ServerErrorMiddleware logs it and answers 500
-            await respond_json(send, *DATABASE_UNAVAILABLE)
+            await respond_database_outage(send, exc, PATH)
             return
         await respond_json(send, 200, accepted.body(), rate.headers())
 

@@ -10,7 +10,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
+from nudge.api.asgi import respond_json
 from nudge.core.errors import NudgeError
 
 log = logging.getLogger("nudge.api")
@@ -40,6 +42,14 @@ def is_database_outage(exc: DBAPIError, path: str) -> bool:
         return False
     log.warning("database unavailable", extra={"path": path, "error": str(exc.orig)})
     return True
+
+
+async def respond_database_outage(send: Send, exc: DBAPIError, path: str) -> None:
+    """For the plain-ASGI routes: a database outage answers 503; anything else is re-raised
+    (ServerErrorMiddleware logs it and answers 500)."""
+    if not is_database_outage(exc, path):
+        raise exc
+    await respond_json(send, *DATABASE_UNAVAILABLE)
 
 
 def install_error_handlers(app: FastAPI) -> None:
