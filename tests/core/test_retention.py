@@ -78,3 +78,28 @@ async def test_housekeeper_prunes_and_stops_promptly(db: Database) -> None:
     assert await pruned()
     keeper.stop()
     await asyncio.wait_for(task, 2)  # not the hour-long interval
+
+
+async def test_old_traces_go_in_chunks(db: Database) -> None:
+    from functools import partial
+
+    from nudge.core.retention import prune_in_chunks
+    from nudge.proactive.traces import TraceRecorder, prune_traces, save_traces
+    from nudge.store.models import Trace
+
+    def record(n: int) -> list[TraceRecorder]:
+        return [TraceRecorder(db.app_id, "u1", "s1", "transcript_processed") for _ in range(n)]  # type: ignore[attr-defined]
+
+    await db.run_in_transaction(partial(save_traces, traces=record(5)))
+    await asyncio.sleep(0.01)  # ids have millisecond resolution
+    cutoff = time.time()
+    await asyncio.sleep(0.01)
+    kept = record(2)
+    await db.run_in_transaction(partial(save_traces, traces=kept))
+
+    prune = partial(prune_traces, older_than=cutoff)
+    assert await prune_in_chunks(db, prune, chunk=2) == 5  # three chunks
+    async with db.read() as conn:
+        left = set((await conn.execute(select(Trace.id))).scalars())
+    assert left == {t.id for t in kept}
+    assert await prune_in_chunks(db, prune) == 0

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from functools import partial
+from typing import Protocol
 
 from sqlalchemy import Connection, delete, select
 
@@ -43,16 +44,24 @@ def prune_chunk(conn: Connection, older_than: float, limit: int) -> int:
     return len(ids)
 
 
-async def prune_notifications(db: Database, older_than: float, *, chunk: int = CHUNK) -> int:
-    """Delete every notification made before ``older_than``; returns how many."""
+class Prune(Protocol):
+    def __call__(self, conn: Connection, *, limit: int) -> int: ...
+
+
+async def prune_in_chunks(db: Database, prune: Prune, chunk: int = CHUNK) -> int:
+    """Run ``prune(conn, limit=chunk)`` (it deletes up to ``chunk`` rows), one short transaction
+    after another, until a chunk comes back short; returns how many rows went."""
     total = 0
     while True:
-        removed = await db.run_in_transaction(
-            partial(prune_chunk, older_than=older_than, limit=chunk)
-        )
+        removed = await db.run_in_transaction(partial(prune, limit=chunk))
         total += removed
         if removed < chunk:
             return total
+
+
+async def prune_notifications(db: Database, older_than: float, *, chunk: int = CHUNK) -> int:
+    """Delete every notification made before ``older_than``; returns how many."""
+    return await prune_in_chunks(db, partial(prune_chunk, older_than=older_than), chunk)
 
 
 class Housekeeper:

@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, case, func, or_, select, update
 
 from nudge.config import Settings
+from nudge.core.retention import prune_in_chunks
 from nudge.metrics import Metrics
 from nudge.proactive.ingest import conversation_json, conversation_segments, segment_json
 from nudge.proactive.pipeline import AppTarget, Pipeline
@@ -43,6 +44,7 @@ log = logging.getLogger("nudge.dispatcher")
 REALTIME = "transcript_processed"
 INGEST_BATCH = 256  # sessions per ingestion batch (and so per claim-on-ingest)
 MEMORY = "memory_creation"
+TRACE_BATCH = 256  # traces per INSERT (the batch writer's transactions stay short)
 
 
 @dataclass
@@ -390,7 +392,7 @@ class Dispatcher:
 
     async def _write_traces(self) -> None:
         while self._traces:
-            batch, self._traces = self._traces, []
+            batch, self._traces = self._traces[:TRACE_BATCH], self._traces[TRACE_BATCH:]
             try:
                 await self.writer.run(partial(save_traces, traces=batch))
             except Exception:
@@ -446,7 +448,8 @@ class Dispatcher:
         self._last_prune = now
         self._gates = {sid: gate for sid, gate in self._gates.items() if gate > now}
         cutoff = now - self.settings.trace_retention_s
-        removed = await self.writer.run(lambda conn: prune_traces(conn, cutoff))
+        # Not through the batch writer: short transactions of their own, in the database's thread.
+        removed = await prune_in_chunks(self.db, partial(prune_traces, older_than=cutoff))
         if removed:
             log.info("old traces removed", extra={"count": removed})
 

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nudge.core.errors import NotFound
-from nudge.ids import new_id
+from nudge.ids import id_floor, new_id
 from nudge.store.fast import insert_statement
 from nudge.store.models import Delivery, Trace
 
@@ -80,9 +80,17 @@ def save_traces(conn: Connection, traces: list[TraceRecorder]) -> None:
     _INSERT.run_many(conn, [t.row() for t in traces])
 
 
-def prune_traces(conn: Connection, older_than: float) -> int:
-    result = conn.execute(delete(Trace).where(Trace.created_at < older_than))
-    return int(result.rowcount or 0)
+def prune_traces(conn: Connection, older_than: float, limit: int) -> int:
+    """Delete up to ``limit`` of the oldest traces made before ``older_than`` (ids sort by time:
+    a range on the primary key, not a scan)."""
+    oldest = (
+        select(Trace.id)
+        .where(Trace.id < id_floor("tr", older_than))
+        .order_by(Trace.id)
+        .limit(limit)
+        .scalar_subquery()
+    )
+    return int(conn.execute(delete(Trace).where(Trace.id.in_(oldest))).rowcount or 0)
 
 
 def _trace_json(row: Any, deliveries: list[dict[str, Any]]) -> dict[str, Any]:

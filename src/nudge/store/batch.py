@@ -7,9 +7,11 @@ refusal (a ``NudgeError``) in one does not disturb the others; any other error f
 (its transaction rolls back) and :class:`RequestBatcher` retries its requests one by one, so one
 bad request cannot fail its neighbours.
 
-Works are synchronous (``Callable[[Connection], T]``): a whole batch runs in one
-:meth:`Database.run_in_transaction` call, one trip to the database's thread, instead of several
-round trips between the event loop and aiosqlite's thread for every statement.
+Works are synchronous (``Callable[[Connection], T]``) and short: a whole batch runs in one
+:meth:`Database.run_in_transaction` call, on SQLite on the event loop when the write lock is free
+(``on_loop``). Run in SQLite's thread instead, a batch held the process's write lock while it
+competed with the event loop for the GIL, and the claims, acceptances and deliveries behind it
+waited (200 live sessions: delivery p99 17.7 -> 11-12 ms). Long work (pruning) does not belong here.
 """
 
 from __future__ import annotations
@@ -149,4 +151,4 @@ class BatchWriter:
                     outcomes.append(_Outcome(False, exc))
             return outcomes
 
-        return await self.db.run_in_transaction(run_all)  # returns once committed
+        return await self.db.run_in_transaction(run_all, on_loop=True)  # returns once committed
