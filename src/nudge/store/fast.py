@@ -16,12 +16,14 @@ Rows come back as named tuples (``row.id``, ``row[0]``), like SQLAlchemy's rows.
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import Connection, bindparam, insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Executable
 
 _POSTCOMPILE = re.compile(r"__\[POSTCOMPILE_(\w+)\]")
@@ -51,8 +53,8 @@ class Statement:
         if not _on_driver(conn):
             return list(conn.execute(self.statement, params or {}).all())
         compiled = self._compile(conn)
-        cursor = _driver(conn).execute(*self._bound(compiled, params or {}))
-        raw = cursor.fetchall()
+        sql, values = self._bound(compiled, params or {})
+        raw = _execute(conn, sql, values).fetchall()
         if compiled.row is None:
             return raw
         if any(compiled.results):
@@ -66,7 +68,7 @@ class Statement:
         """Execute a write; returns the number of rows it changed."""
         if not _on_driver(conn):
             return int(conn.execute(self.statement, params or {}).rowcount or 0)
-        return int(_driver(conn).execute(*self._bound(self._compile(conn), params or {})).rowcount)
+        return int(_execute(conn, *self._bound(self._compile(conn), params or {})).rowcount)
 
     def run_many(self, conn: Connection, params: Sequence[Mapping[str, Any]]) -> None:
         """Execute a write once per parameter set (``executemany``); no expanding lists."""
@@ -77,7 +79,7 @@ class Statement:
             return
         compiled = self._compile(conn)
         sql = self._sql_for(compiled, {})
-        _driver(conn).executemany(sql, [self._values(compiled, p) for p in params])
+        _execute(conn, sql, [self._values(compiled, p) for p in params], many=True)
 
     def _compile(self, conn: Connection) -> _Compiled:
         if self._compiled is not None:
@@ -147,6 +149,12 @@ def _on_driver(conn: Connection) -> bool:
     return conn.dialect.driver == "pysqlite"
 
 
-def _driver(conn: Connection) -> Any:
-    """The ``sqlite3`` connection under a SQLAlchemy connection (in its transaction)."""
-    return conn.connection.driver_connection
+def _execute(conn: Connection, sql: str, values: list[Any], *, many: bool = False) -> Any:
+    """Run on the ``sqlite3`` connection under ``conn`` (in its transaction). Its errors are
+    raised as SQLAlchemy's (``OperationalError`` etc.), as ``conn.execute`` would: the API
+    answers a database outage with a 503."""
+    raw: Any = conn.connection.driver_connection
+    try:
+        return raw.executemany(sql, values) if many else raw.execute(sql, values)
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(sql, values, exc, sqlite3.Error) from exc
