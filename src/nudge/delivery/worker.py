@@ -25,8 +25,8 @@ log = logging.getLogger("nudge.delivery")
 
 RECORD_BATCH = 1000  # results per transaction at most
 ALERT_LOG_INTERVAL_S = 60.0  # one "provider alert" log line per provider per minute
-CLAIM_GAP_S = 0.05  # after wake-ups, claim at most this often on average (see _gather_work)
-CLAIM_BURST = 4  # ... but this many claims may follow wake-ups at once after a quiet spell
+CLAIM_GAP_S = 0.02  # after wake-ups, claim at most this often on average (see _gather_work)
+CLAIM_BURST = 8  # ... but this many claims may follow wake-ups at once after a quiet spell
 
 
 class DeliveryWorker:
@@ -104,7 +104,10 @@ class DeliveryWorker:
         transactions (most finding nothing) into fewer, fuller ones, one per ``CLAIM_GAP_S``,
         for at most that delay. Credit (a token bucket) builds up while wake-ups are rarer than
         that, so sparse bursts (a few notifications within milliseconds, as the proactive
-        pipeline accepts them) are claimed without waiting."""
+        pipeline accepts them) are claimed without waiting. At one claim per 50 ms the credit ran
+        out at 200 live sessions (15 notifications/s in clusters, ~20 wake-ups/s) and the top
+        percent of notifications waited the whole gap (added p99 21-63 ms); at 20 ms it never
+        runs out there (added p99 14-15 ms)."""
         now = time.monotonic()
         credit = min(CLAIM_BURST, self._claim_credit + (now - self._credit_at) / CLAIM_GAP_S)
         self._credit_at = now
