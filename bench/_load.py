@@ -77,16 +77,19 @@ def direct_request(app_id: str, secret: str, uid: str, message: str) -> bytes:
     ).encode()
 
 
-async def _read_response(reader: asyncio.StreamReader) -> int:
+async def read_message(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """One HTTP/1.1 message with a content-length (or none): its head and its body."""
     head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
     length = 0
     for line in head.split(b"\r\n"):
         if line[:15].lower() == b"content-length:":
             length = int(line[15:])
-    if length:
-        await reader.readexactly(length)
-    return status
+    return head, await reader.readexactly(length) if length else b""
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    head, _ = await read_message(reader)
+    return int(head.split(b" ", 2)[1])
 
 
 async def run_load(

@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _load import _read_response, cpu_seconds, free_port, start_server  # noqa: E402
+from _load import _read_response, cpu_seconds, free_port, read_message, start_server  # noqa: E402
 
 ADMIN = "bench-admin"
 TRIGGER = b"what do you think"
@@ -61,12 +61,7 @@ async def _serve_app(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
     """Like the seed docs' example: a prompt when the transcript asks for advice, else nothing."""
     try:
         while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            body = await reader.readexactly(length) if length else b""
+            _, body = await read_message(reader)
             writer.write(PROMPT_ANSWER if TRIGGER in body.lower() else EMPTY_ANSWER)
     except (asyncio.IncompleteReadError, ConnectionError):
         writer.close()

@@ -41,7 +41,7 @@ from standardwebhooks import Webhook
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _load import free_port  # noqa: E402
+from _load import free_port, read_message  # noqa: E402
 
 from nudge import __version__  # noqa: E402
 from nudge.config import Settings  # noqa: E402
@@ -69,13 +69,7 @@ ANSWER = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 
 async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            if length:
-                await reader.readexactly(length)
+            await read_message(reader)
             writer.write(ANSWER)
     except (asyncio.IncompleteReadError, ConnectionError):
         writer.close()

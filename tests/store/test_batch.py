@@ -20,14 +20,6 @@ from nudge.store.migrate import upgrade
 from nudge.store.models import Notification, User
 
 
-@pytest.fixture
-async def db(database_url: str) -> Database:
-    await upgrade(database_url)
-    database = Database(database_url)
-    yield database  # type: ignore[misc]
-    await database.close()
-
-
 async def test_a_request_that_breaks_its_batch_fails_alone() -> None:
     seen: list[list[int]] = []
 

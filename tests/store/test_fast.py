@@ -10,17 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from nudge.store.db import Database
 from nudge.store.fast import Statement, insert_statement
-from nudge.store.migrate import upgrade
 from nudge.store.models import Install, User
-
-
-@pytest.fixture
-async def db(database_url: str) -> Database:
-    await upgrade(database_url)
-    database = Database(database_url)
-    yield database  # type: ignore[misc]
-    await database.close()
-
 
 ADD_USER = insert_statement(User, ["uid", "name", "token_hash", "created_at"])
 ADD_INSTALL = insert_statement(Install, ["uid", "app_id", "scopes", "installed_at"])

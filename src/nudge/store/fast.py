@@ -27,6 +27,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Executable
 
 _POSTCOMPILE = re.compile(r"__\[POSTCOMPILE_(\w+)\]")
+SQL_CACHE = 1024  # rendered SQL strings kept per statement (one per combination of list lengths)
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,8 @@ class Statement:
             for i, n in enumerate(lengths):
                 # An empty list matches nothing, as SQLAlchemy renders it.
                 parts[2 * i + 1] = ", ".join("?" * n) if n else "SELECT 1 WHERE 1 != 1"
+            if len(self._sql) >= SQL_CACHE:  # many combinations of list lengths: start over
+                self._sql.clear()
             sql = self._sql[lengths] = "".join(parts)
         return sql
 
@@ -131,7 +134,7 @@ class Statement:
             if name in compiled.expanding:
                 values.extend(value if process is None else [process(v) for v in value])
             else:
-                values.append(value if process is None or value is None else process(value))
+                values.append(value if process is None else process(value))
         return values
 
 
