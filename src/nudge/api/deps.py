@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from nudge.core.apps import parse_bearer
+from nudge.core.apps import is_admin_token, parse_bearer
 from nudge.core.errors import Unauthorized
 from nudge.core.users import authenticate_user
 from nudge.platform import Platform
@@ -26,7 +25,7 @@ async def require_admin(
     platform: PlatformDep, authorization: Annotated[str | None, Header()] = None
 ) -> None:
     token = parse_bearer(authorization)
-    if not hmac.compare_digest(token.encode(), platform.admin_token.encode()):
+    if not is_admin_token(token, platform.admin_token):
         raise Unauthorized("this call needs the admin token (NUDGE_ADMIN_TOKEN)")
 
 

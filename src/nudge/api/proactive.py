@@ -10,7 +10,6 @@ else is handed, body and all, to the typed route, which answers it (errors inclu
 
 from __future__ import annotations
 
-import hmac
 import json
 import re
 from typing import Annotated, Any
@@ -25,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from nudge.api.asgi import first_headers, respond_json
 from nudge.api.deps import AdminDep, PlatformDep, UserDep
 from nudge.api.errors import describe_validation, respond_database_outage
-from nudge.core.apps import authenticate_app, get_app, parse_bearer
+from nudge.core.apps import authenticate_app, get_app, is_admin_token, parse_bearer
 from nudge.core.errors import NudgeError, Unavailable
 from nudge.core.users import authenticate_user
 from nudge.ids import hash_secret
@@ -129,7 +128,7 @@ class FastSegments:
             segments = ingest.SegmentsIn.model_validate_json(body).segments
         except (NudgeError, ValidationError):
             return None
-        if hmac.compare_digest(token.encode(), admin_token.encode()):
+        if is_admin_token(token, admin_token):
             return segments, None
         return segments, hash_secret(token)
 
@@ -244,7 +243,7 @@ async def require_app_developer(
 ) -> None:
     """The admin token, or a live app secret of this app."""
     token = parse_bearer(authorization)
-    if hmac.compare_digest(token.encode(), platform.admin_token.encode()):
+    if is_admin_token(token, platform.admin_token):
         return
     async with platform.db.read() as conn:
         await authenticate_app(conn, authorization, app_id)

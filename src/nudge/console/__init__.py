@@ -7,14 +7,13 @@ answer what the API has no call for: who a token belongs to, and the list of use
 
 from __future__ import annotations
 
-import hmac
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from nudge.core.apps import app_for_secret, parse_bearer
+from nudge.core.apps import app_for_secret, is_admin_token, parse_bearer
 from nudge.core.errors import Unauthorized
 from nudge.ids import APP_SECRET_RE, hash_secret
 from nudge.store.models import User
@@ -41,7 +40,7 @@ async def whoami(
 ) -> dict[str, Any]:
     """``{"role": "admin"}``, ``{"role": "user", "uid"}`` or ``{"role": "app", "app_id"}``."""
     token = parse_bearer(authorization)
-    if hmac.compare_digest(token.encode(), admin_token.encode()):
+    if is_admin_token(token, admin_token):
         return {"role": "admin"}
     if APP_SECRET_RE.match(token):
         return {"role": "app", "app_id": await app_for_secret(conn, authorization)}

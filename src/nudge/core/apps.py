@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -151,6 +152,11 @@ def parse_bearer(authorization: str | None) -> str:
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("malformed Authorization header: expected 'Bearer <app secret>'")
     return token
+
+
+def is_admin_token(token: str, admin_token: str) -> bool:
+    """Compared in constant time: how long a wrong token took must not tell how close it was."""
+    return hmac.compare_digest(token.encode(), admin_token.encode())
 
 
 async def app_for_secret(conn: AsyncConnection, authorization: str | None) -> str:

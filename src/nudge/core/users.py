@@ -13,7 +13,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from nudge.core.apps import AppRecord, get_app, parse_bearer
+from nudge.core.apps import AppRecord, get_app, is_admin_token, parse_bearer
 from nudge.core.errors import Conflict, Forbidden, Invalid, NotFound, NudgeError, Unauthorized
 from nudge.core.manifest import SCOPES
 from nudge.ids import hash_secret, new_id, new_user_token
@@ -150,7 +150,7 @@ async def authenticate_user(
 ) -> None:
     """Admin token, or this user's own token; 401/403 otherwise."""
     token = parse_bearer(authorization)
-    if token == admin_token:
+    if is_admin_token(token, admin_token):
         return
     owner = await conn.scalar(select(User.uid).where(User.token_hash == hash_secret(token)))
     refusal = user_token_refusal(owner, uid)
