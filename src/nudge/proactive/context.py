@@ -75,6 +75,13 @@ _CHAT = Statement(
     .order_by(ChatMessage.id.desc())
     .limit(CHAT_MESSAGES)
 )
+_RELATED_COLUMNS = {
+    "id": String,
+    "title": String,
+    "overview": String,
+    "started_at": Float,
+    "snippet": String,
+}
 _RELATED = {
     "postgresql": Statement(
         text(
@@ -83,7 +90,7 @@ _RELATED = {
             "FROM conversations c, websearch_to_tsquery('english', :q) q "
             "WHERE c.uid = :uid AND c.id != :sid AND c.search @@ q "
             "ORDER BY ts_rank(c.search, q) DESC LIMIT :n"
-        ).columns(id=String, title=String, overview=String, started_at=Float, snippet=String)
+        ).columns(**_RELATED_COLUMNS)
     ),
     "sqlite": Statement(
         text(
@@ -92,7 +99,7 @@ _RELATED = {
             "FROM conversations_fts JOIN conversations c ON c.rowid = conversations_fts.rowid "
             "WHERE conversations_fts MATCH :q AND c.uid = :uid AND c.id != :sid "
             "ORDER BY bm25(conversations_fts) LIMIT :n"
-        ).columns(id=String, title=String, overview=String, started_at=Float, snippet=String)
+        ).columns(**_RELATED_COLUMNS)
     ),
 }
 

@@ -118,6 +118,12 @@ _INSERT_SEGMENTS = insert_statement(
     ],
 )
 
+_TOKEN_OWNERS = Statement(
+    select(User.token_hash, User.uid).where(
+        User.token_hash.in_(bindparam("hashes", expanding=True))
+    )
+)
+
 
 @dataclass(frozen=True)
 class IngestRequest:
@@ -132,8 +138,8 @@ def _token_refusals(conn: Connection, requests: list[IngestRequest]) -> dict[int
     hashes = {r.token_hash for r in requests if r.token_hash is not None}
     if not hashes:
         return {}
-    found = conn.execute(select(User.token_hash, User.uid).where(User.token_hash.in_(hashes)))
-    owners = {token_hash: uid for token_hash, uid in found}
+    found = _TOKEN_OWNERS.rows(conn, {"hashes": list(hashes)})
+    owners = {r.token_hash: r.uid for r in found}
     refused: dict[int, NudgeError] = {}
     for i, r in enumerate(requests):
         if r.token_hash is not None:

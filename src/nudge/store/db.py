@@ -9,9 +9,10 @@ PostgreSQL uses one engine.
 On SQLite it runs on the synchronous driver in one trip to a thread of its own: through aiosqlite
 every statement costs four round trips between the event loop and aiosqlite's thread (cursor,
 execute, fetch, close), which made them most of the CPU of accepting a batch of notifications.
-Short, bounded work (the acceptance batch) may run on the event loop itself (``on_loop``).
-That synchronous connection never checkpoints the WAL as it commits (that copies pages and
-fsyncs); a separate connection does it in the thread every few commits.
+Short, bounded work (acceptance, delivery claims, ingestion, proactive claims, the batch writer)
+may run on the event loop itself (``on_loop``). That synchronous connection never checkpoints the
+WAL as it commits (that copies pages and fsyncs); a separate connection does it in the thread
+every few commits.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ class _UseThread(Exception):
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
-    # Let SQLAlchemy's "begin" event emit BEGIN itself (the pysqlite driver's own is deferred).
+    # The driver's own BEGIN is deferred: ours is sent by the "begin" event of the async engines
+    # and by Database._transaction on the synchronous connection.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")  # first: the next one may wait
