@@ -11,6 +11,25 @@ SCOPES = ("user_name", "user_facts", "user_context", "user_chat")
 Scope = Literal["user_name", "user_facts", "user_context", "user_chat"]
 Capability = Literal["chat", "memories", "external_integration", "proactive_notification"]
 Trigger = Literal["transcript_processed", "memory_creation"]
+# Omi's integration actions (``external_integration.actions``): its ActionType names, plus the
+# aliases its gates also accept (``create_memories`` and ``read_facts``). ``read_tasks`` is
+# accepted so that Omi manifests load; Nudge has no tasks endpoint for it to open.
+Action = Literal[
+    "create_conversation",
+    "create_memories",
+    "create_facts",
+    "read_memories",
+    "read_facts",
+    "read_conversations",
+    "read_tasks",
+]
+# What each endpoint checks, and the action names that grant it (as Omi's app_can_* gates).
+ACTION_GRANTS: dict[str, tuple[str, ...]] = {
+    "create_conversation": ("create_conversation",),
+    "create_memories": ("create_memories", "create_facts"),
+    "read_memories": ("read_memories", "read_facts"),
+    "read_conversations": ("read_conversations",),
+}
 
 
 def _http_url(value: str) -> str:
@@ -28,19 +47,40 @@ class AuthStep(BaseModel):
     _check_url = field_validator("url")(_http_url)
 
 
-class ExternalIntegration(BaseModel):
+class IntegrationAction(BaseModel):
+    """One entry of ``external_integration.actions``, Omi's shape: ``{"action": NAME}``."""
+
     model_config = ConfigDict(extra="ignore")
-    triggers_on: Trigger
-    webhook_url: str
+    action: Action
+
+
+class ExternalIntegration(BaseModel):
+    """Webhooks (``triggers_on`` + ``webhook_url``), the integration API (``actions``), or both:
+    an app that only imports data needs no webhook."""
+
+    model_config = ConfigDict(extra="ignore")
+    triggers_on: Trigger | None = None
+    webhook_url: str | None = None
     setup_completed_url: str | None = None
     auth_steps: list[AuthStep] = Field(default_factory=list, max_length=20)
+    actions: list[IntegrationAction] = Field(default_factory=list, max_length=20)
 
-    _check_webhook = field_validator("webhook_url")(_http_url)
-
-    @field_validator("setup_completed_url")
+    @field_validator("webhook_url", "setup_completed_url")
     @classmethod
-    def _check_setup(cls, value: str | None) -> str | None:
+    def _check_url(cls, value: str | None) -> str | None:
         return None if value is None else _http_url(value)
+
+    @model_validator(mode="after")
+    def _webhook_or_actions(self) -> ExternalIntegration:
+        if (self.triggers_on is None) != (self.webhook_url is None):
+            missing = "webhook_url" if self.webhook_url is None else "triggers_on"
+            raise ValueError(f"{missing}: triggers_on and webhook_url go together (the webhook)")
+        if self.triggers_on is None and not self.actions:
+            raise ValueError(
+                "external_integration: needs triggers_on and webhook_url (webhooks), "
+                "or actions (the integration API), or both"
+            )
+        return self
 
 
 class ProactiveNotification(BaseModel):
@@ -82,12 +122,26 @@ class Manifest(BaseModel):
                     "proactive_notification: required when capabilities include "
                     "'proactive_notification'"
                 )
-            if "external_integration" not in caps or self.external_integration is None:
+            integration = self.external_integration
+            if "external_integration" not in caps or integration is None:
                 raise ValueError(
                     "capabilities: 'proactive_notification' needs 'external_integration' "
                     "(the webhook that receives transcripts)"
                 )
+            if integration.webhook_url is None:
+                raise ValueError(
+                    "external_integration: 'proactive_notification' needs a webhook "
+                    "(triggers_on and webhook_url)"
+                )
         return self
+
+    def allows(self, action: str) -> bool:
+        """Omi's gate: the manifest lists an action that grants ``action`` (see ACTION_GRANTS).
+        Like Omi, only ``external_integration.actions`` counts, not ``capabilities``."""
+        if self.external_integration is None:
+            return False
+        listed = {a.action for a in self.external_integration.actions}
+        return any(name in listed for name in ACTION_GRANTS[action])
 
     @property
     def proactive_scopes(self) -> list[str]:
