@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection, bindparam, func, select, update
 
 from nudge.core.errors import Conflict, Invalid, NotFound, NudgeError
@@ -30,30 +30,23 @@ from nudge.store.batch import RequestBatcher
 from nudge.store.db import Database
 from nudge.store.fast import Statement, insert_statement
 from nudge.store.models import Conversation, Segment, User
+from nudge.text import Line, Text
 
 log = logging.getLogger("nudge.ingest")
 
 SESSION_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 
 
-def _no_nul(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
-
-
 class SegmentIn(BaseModel):
     """One transcript segment, as Omi sends them (unknown fields are ignored)."""
 
     model_config = ConfigDict(extra="ignore")
-    text: str = Field(min_length=1, max_length=20_000)
-    speaker: str = Field(default="SPEAKER_00", min_length=1, max_length=64)
+    text: Text = Field(min_length=1, max_length=20_000)
+    speaker: Line = Field(default="SPEAKER_00", min_length=1, max_length=64)
     speaker_id: int | None = Field(default=None, ge=0, le=10_000)
     is_user: bool = False
     start: float = Field(default=0.0, ge=0, le=1e9)
     end: float = Field(default=0.0, ge=0, le=1e9)
-
-    _check_text = field_validator("text", "speaker")(_no_nul)
 
     def speaker_number(self) -> int:
         if self.speaker_id is not None:
@@ -71,8 +64,8 @@ class FinishIn(BaseModel):
     """Optional structured summary; without it a title and overview are taken from the text."""
 
     model_config = ConfigDict(extra="forbid")
-    title: str | None = Field(default=None, max_length=500)
-    overview: str | None = Field(default=None, max_length=10_000)
+    title: Line | None = Field(default=None, max_length=500)
+    overview: Text | None = Field(default=None, max_length=10_000)
 
 
 def check_session_id(session_id: str) -> str:
@@ -190,6 +183,7 @@ def _new_conversation(session_id: str, uid: str, now: float) -> dict[str, Any]:
     return {
         "id": session_id,
         "uid": uid,
+        "session_id": session_id,
         "status": "live",
         "title": "",
         "overview": "",

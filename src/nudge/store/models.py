@@ -56,11 +56,17 @@ class User(Base):
 
 
 class UserFact(Base):
+    """A fact about the user (Omi's "memory"): what ``{{user_facts}}`` reads."""
+
     __tablename__ = "user_facts"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     uid: Mapped[str] = mapped_column(ForeignKey("users.uid", ondelete="CASCADE"), index=True)
     text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[float] = mapped_column(Float)
+    # The app that imported it through the integration API; None: added on the platform API
+    # (migration 0005).
+    app_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    tags: Mapped[list[Any]] = mapped_column(JSON, default=list)
 
 
 class Install(Base):
@@ -145,7 +151,13 @@ class ChatMessage(Base):
 
 
 class Conversation(Base):
-    """A live or finished session; ``transcript`` is the full text used for retrieval."""
+    """A conversation, live or finished, in the shape of Omi's (migration 0004).
+
+    ``id`` is the conversation's own id; ``session_id`` is the id the client streams it under
+    (Omi's clients reuse theirs, the uid, for every conversation): at most one live conversation
+    per ``(uid, session_id)``, and a segment after it finished opens a new one. Imported
+    conversations have no session. ``transcript`` is the full text used for retrieval.
+    """
 
     __tablename__ = "conversations"
     __table_args__ = (
@@ -157,16 +169,49 @@ class Conversation(Base):
             sqlite_where=text("flush_due_at IS NOT NULL"),
             postgresql_where=text("flush_due_at IS NOT NULL"),
         ),
+        # The live conversation of a session; the conflict target when one is opened.
+        Index(
+            "uq_conversations_live_session",
+            "uid",
+            "session_id",
+            unique=True,
+            sqlite_where=text("status = 'live'"),
+            postgresql_where=text("status = 'live'"),
+        ),
+        # Only live conversations that end by themselves after a silence.
+        Index(
+            "ix_conversations_silence_due",
+            "silence_due_at",
+            sqlite_where=text("silence_due_at IS NOT NULL"),
+            postgresql_where=text("silence_due_at IS NOT NULL"),
+        ),
     )
-    id: Mapped[str] = mapped_column(String(128), primary_key=True)  # the session_id
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
     uid: Mapped[str] = mapped_column(ForeignKey("users.uid", ondelete="CASCADE"))
-    status: Mapped[str] = mapped_column(String(20), default="live")  # live | finished
+    session_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # live | finishing (its last flush and memory webhooks are due) | finished
+    status: Mapped[str] = mapped_column(String(20), default="live")
+    source: Mapped[str] = mapped_column(String(40), default="omi")  # Omi's ConversationSource
+    language: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    geolocation: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    external_data: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    discarded: Mapped[bool] = mapped_column(Boolean, default=False)
+    app_id: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the importing app
+    # Omi's ``structured``.
     title: Mapped[str] = mapped_column(Text, default="")
     overview: Mapped[str] = mapped_column(Text, default="")
+    emoji: Mapped[str] = mapped_column(String(32), default="🧠")
+    category: Mapped[str] = mapped_column(String(40), default="other")
+    action_items: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    events: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # Title and overview are plain fallbacks the LLM may replace when the conversation finishes.
+    summary_pending: Mapped[bool] = mapped_column(Boolean, default=False)
     transcript: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[float] = mapped_column(Float)
     started_at: Mapped[float] = mapped_column(Float)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # When a live conversation ends by itself (no segment for NUDGE_CONVERSATION_SILENCE_S).
+    silence_due_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     # Webhook flushing: segments with id > flushed_upto are still to be sent.
     flushed_upto: Mapped[int] = mapped_column(Integer, default=0)
     flush_due_at: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -197,6 +242,7 @@ class Trace(Base):
     app_id: Mapped[str] = mapped_column(String(64))
     uid: Mapped[str] = mapped_column(String(128))
     session_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    conversation_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     kind: Mapped[str] = mapped_column(String(40))  # transcript_processed | memory_creation | ...
     created_at: Mapped[float] = mapped_column(Float)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -210,3 +256,12 @@ class RateClaim(Base):
     key: Mapped[str] = mapped_column(String(300), primary_key=True)
     until: Mapped[float] = mapped_column(Float)
     token: Mapped[str] = mapped_column(String(64))
+
+
+class RateCounter(Base):
+    """A fixed-window request count (the integration API's limits, migration 0005)."""
+
+    __tablename__ = "rate_counters"
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    window_end: Mapped[float] = mapped_column(Float)
+    count: Mapped[int] = mapped_column(Integer)
