@@ -1,0 +1,126 @@
+"""Hostile text: refused once where it comes in, and never able to break a read.
+
+Two kinds of character are refused in every string a request brings (path and query parameters,
+JSON fields and keys, headers kept as data), with a 422 that names the field:
+
+- NUL: PostgreSQL cannot store it in text.
+- A lone surrogate (half of a UTF-16 pair, which a JSON ``\\ud800`` escape can carry): UTF-8 cannot
+  encode it, so neither SQLite's driver nor an answer could take it.
+
+Single-line fields (ids, names, types, URLs, tokens) also refuse the other C0 control characters
+and DEL; free text (messages, facts, transcripts) keeps its newlines and tabs.
+
+Rows stored before these checks are still read: :func:`json_text` and :func:`json_bytes` put
+U+FFFD where a lone surrogate would make the encoding fail, and models validated from stored rows
+skip the checks (``context=STORED``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, ValidationInfo
+
+from nudge.core.errors import Invalid
+
+_TEXT = re.compile("[\x00\ud800-\udfff]")
+_LINE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+# Validation context for models read back from the database: what is stored is shown as it is.
+STORED = {"stored": True}
+
+
+def text_problem(value: str, *, line: bool = False) -> str | None:
+    """What is wrong with ``value`` (None: nothing). ``line``: a one-line field (an id, name,
+    type, URL or token), where control characters make no sense either."""
+    found = (_LINE if line else _TEXT).search(value)
+    if found is None:
+        return None
+    char = found.group()
+    if char == "\x00":
+        return "must not contain NUL characters"
+    if _SURROGATE.match(char):
+        return "must not contain lone surrogates (an unpaired \\ud800-\\udfff): send valid Unicode"
+    return f"must be one line of text without control characters (found U+{ord(char):04X})"
+
+
+def check_text(value: str, field: str, *, line: bool = False) -> str:
+    """``value``, or a 422 naming ``field``."""
+    problem = text_problem(value, line=line)
+    if problem is not None:
+        raise Invalid(f"{field}: {problem}")
+    return value
+
+
+def json_problem(value: Any, path: str = "") -> str | None:
+    """The first bad string (key or value) in a decoded JSON value, as ``path: problem``;
+    None if there is none."""
+    children: list[tuple[str, Any]]
+    if isinstance(value, str):
+        problem = text_problem(value)
+        return f"{path}: {problem}" if problem and path else problem
+    if isinstance(value, dict):
+        children = [(str(key), item) for key, item in value.items()]
+        for key, _ in children:
+            problem = text_problem(key)
+            if problem is not None:
+                return f"{path}: a key {problem}" if path else f"a key {problem}"
+    elif isinstance(value, list):
+        children = [(str(index), item) for index, item in enumerate(value)]
+    else:
+        return None
+    for key, item in children:
+        problem = json_problem(item, f"{path}.{key}" if path else key)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _checker(line: bool) -> AfterValidator:
+    def check(value: str, info: ValidationInfo) -> str:
+        if info.context is not None and info.context.get("stored"):
+            return value
+        problem = text_problem(value, line=line)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    return AfterValidator(check)
+
+
+def _check_json(value: Any, info: ValidationInfo) -> Any:
+    if info.context is not None and info.context.get("stored"):
+        return value
+    problem = json_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+# Pydantic field types: free text (newlines and tabs allowed), one line, free-form JSON.
+Text = Annotated[str, _checker(line=False)]
+Line = Annotated[str, _checker(line=True)]
+JsonObject = Annotated[dict[str, Any], AfterValidator(_check_json)]
+
+
+def _scrub(text: str) -> str:
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def json_text(value: Any) -> str:
+    """Compact JSON that UTF-8 can always encode (see the module docstring)."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return _scrub(text) if _SURROGATE.search(text) else text
+
+
+def json_bytes(value: Any) -> bytes:
+    """Compact JSON in UTF-8, as Starlette's ``JSONResponse`` renders it (no NaN); a lone
+    surrogate becomes U+FFFD instead of failing the answer."""
+    text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return _scrub(text).encode()
