@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     # Retention: notifications (with their deliveries) older than this are deleted; 0 keeps them
     notification_retention_s: float = 90 * 24 * 3600.0
 
+    # Omi's integration API: imports per app per user per hour (Omi's own limits)
+    integration_conversations_per_hour: int = 10
+    integration_memories_per_hour: int = 60
+
     # Direct notifications
     direct_limit_per_hour: int = 10
     message_max_chars: int = 2000

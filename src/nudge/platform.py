@@ -11,6 +11,7 @@ from typing import Any
 
 from nudge.config import Settings
 from nudge.core.acceptor import Acceptor
+from nudge.core.integrations.limits import Counters, build_counters
 from nudge.core.notifications import Limits
 from nudge.core.retention import Housekeeper
 from nudge.delivery.bus import build_bus
@@ -57,6 +58,7 @@ class Platform:
     writer: BatchWriter
     acceptor: Acceptor
     admin_token: str
+    counters: Counters  # the integration API's request windows
     providers: dict[str, Provider] = field(default_factory=dict)
     unconfigured: dict[str, str] = field(default_factory=dict)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -90,6 +92,7 @@ class Platform:
             writer=writer,
             acceptor=Acceptor(db, limits, lock_rows=db.is_postgres),
             admin_token=resolve_admin_token(settings),
+            counters=build_counters(settings.redis_url, db),
         )
         platform.writer.start()
         platform.acceptor.start()
@@ -172,7 +175,7 @@ class Platform:
         await self.writer.aclose()
         for provider in self.providers.values():
             await provider.aclose()
-        for part in (self.webhooks, self.llm, self.claims):
+        for part in (self.webhooks, self.llm, self.claims, self.counters):
             if part is not None:
                 await part.aclose()
         await self.bus.aclose()

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from nudge import __version__
-from nudge.api import apps, console, direct, health, proactive, users
+from nudge.api import apps, console, direct, health, integrations, proactive, users
 from nudge.api.direct_route import DirectNotificationRoute, add_openapi_entry
 from nudge.api.errors import install_error_handlers
 from nudge.api.proactive import FastSegments
@@ -53,7 +53,9 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
     )
     install_error_handlers(app)
     # A worker process serves only /healthz, /readyz and /metrics (probes and Prometheus).
-    api = () if settings.role == "worker" else (direct, apps, users, proactive, console)
+    api = (
+        () if settings.role == "worker" else (direct, apps, users, proactive, console, integrations)
+    )
     for module in (health, *api):
         app.include_router(module.router)
     if api:

@@ -1,0 +1,95 @@
+"""Omi's integration API (DESIGN section 9): the routes; the work is in
+:mod:`nudge.core.integrations`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from nudge.api.deps import PlatformDep
+from nudge.core.integrations import memories
+from nudge.core.integrations.notification import NotificationV1, send_notification_v1
+
+router = APIRouter(tags=["integration API"])
+
+Authorization = Annotated[str | None, Header(description="Bearer <app secret>")]
+Uid = Annotated[str, Query(min_length=1, max_length=128, description="The user")]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+Offset = Annotated[int, Query(ge=0)]
+
+_CREATE: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or malformed Authorization header"},
+    403: {"description": "Invalid key, app not enabled by the user, or action not in the manifest"},
+    404: {"description": "Unknown app"},
+    422: {"description": "A missing or invalid field"},
+    429: {"description": "Hourly limit for this app and user reached; see Retry-After"},
+}
+_READ: dict[int | str, dict[str, Any]] = {code: text for code, text in _CREATE.items() if code != 429}
+
+
+@router.post(
+    "/v2/integrations/{app_id}/user/memories",
+    summary="Import memories (facts about the user): explicit, or found in a text",
+    responses=_CREATE,
+)
+@router.post(
+    "/v2/integrations/{app_id}/user/facts",
+    summary="Import memories (Omi's older name of the same endpoint)",
+    responses=_CREATE,
+)
+async def create_memories(
+    app_id: str,
+    uid: Uid,
+    body: memories.CreateMemories,
+    platform: PlatformDep,
+    response: Response,
+    authorization: Authorization = None,
+) -> memories.MemoriesResponse:
+    stored, rate = await memories.import_memories(platform, authorization, app_id, uid, body)
+    response.headers.update(rate.headers())
+    return memories.MemoriesResponse(memories=stored)
+
+
+@router.get(
+    "/v2/integrations/{app_id}/memories",
+    summary="The user's memories, newest first",
+    responses=_READ,
+    response_model_exclude_none=True,
+)
+async def list_memories(
+    app_id: str,
+    uid: Uid,
+    platform: PlatformDep,
+    limit: Limit = 100,
+    offset: Offset = 0,
+    authorization: Authorization = None,
+) -> memories.MemoriesResponse:
+    found = await memories.read_memories(platform, authorization, app_id, uid, limit, offset)
+    return memories.MemoriesResponse(memories=found)
+
+
+class NotificationAccepted(BaseModel):
+    status: str
+    notification_id: str
+    devices: int
+    duplicate: bool | None = None
+
+
+@router.post(
+    "/v1/integrations/notification",
+    summary="Send a notification (Omi's older direct endpoint: aid, uid, message in the body)",
+    response_model=NotificationAccepted,
+    response_model_exclude_none=True,
+    responses=_CREATE,
+)
+async def notification_v1(
+    body: NotificationV1,
+    platform: PlatformDep,
+    authorization: Authorization = None,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> JSONResponse:
+    accepted, rate = await send_notification_v1(platform, authorization, idempotency_key, body)
+    return JSONResponse(accepted.body(), headers=rate.headers())

@@ -1,0 +1,58 @@
+"""Who may call the integration API, answered as Omi answers.
+
+Omi checks, in order: the ``Authorization: Bearer`` header (401 when missing or malformed), the
+key against the app in the path (403), the app itself (404), that the user enabled the app (403),
+and that the manifest lists the action (403). Here the app is looked up before its key so that an
+unknown app is a 404 (in Omi the key check fails first, which makes its 404 unreachable).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from nudge.core.apps import AppRecord, app_for_secret, get_app, parse_bearer
+from nudge.core.errors import Forbidden, Invalid, Unauthorized
+from nudge.store.models import Install
+
+# What each gate lets an app do, for the 403 that says which action to list.
+_DOING = {
+    "create_conversation": "create conversations",
+    "create_memories": "create memories",
+    "read_memories": "read memories",
+    "read_conversations": "read conversations",
+}
+
+
+async def authorize(
+    conn: AsyncConnection,
+    authorization: str | None,
+    app_id: str,
+    uid: str,
+    action: str | None,
+) -> AppRecord:
+    """The app, once its secret, the user's install and (unless None) ``action`` are checked."""
+    parse_bearer(authorization)
+    app = await get_app(conn, app_id)
+    try:
+        owner = await app_for_secret(conn, authorization)
+    except Unauthorized as exc:
+        raise Forbidden(f"invalid API key: {exc.detail}") from None
+    if owner != app_id:
+        raise Forbidden(f"invalid API key: this app secret belongs to another app, not {app_id!r}")
+    if not uid.strip():
+        raise Invalid("uid: required and must not be empty")
+    installed = await conn.scalar(
+        select(Install.app_id).where(Install.uid == uid, Install.app_id == app_id)
+    )
+    if installed is None:
+        raise Forbidden(
+            f"app {app_id!r} is not enabled for user {uid!r}: the user installs it first "
+            f"(POST /v1/users/{{uid}}/apps/{{app_id}})"
+        )
+    if action is not None and not app.manifest.allows(action):
+        raise Forbidden(
+            f"app does not have the capability to {_DOING[action]}: list "
+            f'{{"action": "{action}"}} in its manifest\'s external_integration.actions'
+        )
+    return app

@@ -1,0 +1,143 @@
+"""Omi's limits on the integration API: a fixed window of N requests per app and user.
+
+Omi counts creates per ``app_id:uid`` in Redis (``INCR``, the window's expiry set by its first
+request): 10 conversation imports and 60 memory imports an hour. Reads are not limited. Here the
+count lives in the ``rate_counters`` table (one upsert) or, with ``NUDGE_REDIS_URL``, in Redis as
+Omi keeps it, so every process shares it either way. Like Omi, a refused request still counts.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import ClassVar, Protocol
+
+from sqlalchemy import Connection, bindparam, case
+
+from nudge.config import Settings
+from nudge.core.errors import RateLimited
+from nudge.core.notifications import RateLimit
+from nudge.proactive.sql import dialect_insert
+from nudge.store.db import Database
+from nudge.store.fast import Statement
+from nudge.store.models import RateCounter
+
+WINDOW_S = 3600.0
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str  # Omi's policy name, also the counter's key prefix
+    limit: int  # requests per app and user per window
+
+
+def conversations_policy(settings: Settings) -> Policy:
+    return Policy("integration:conversations", settings.integration_conversations_per_hour)
+
+
+def memories_policy(settings: Settings) -> Policy:
+    return Policy("integration:memories", settings.integration_memories_per_hour)
+
+
+@dataclass(frozen=True)
+class Hit:
+    count: int  # requests in the window, this one included
+    reset_s: float  # until the window ends
+
+
+class Counters(Protocol):
+    backend: ClassVar[str]
+
+    async def hit(self, key: str, window_s: float) -> Hit:
+        """Count one request under ``key`` in its current window."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+@lru_cache(maxsize=2)
+def _hit_statement(dialect: str) -> Statement:
+    """One upsert: a new window when the last one ended, else one more in it; returns both."""
+    stmt = dialect_insert(dialect)(RateCounter).values(
+        key=bindparam("key"), window_end=bindparam("window_end"), count=1
+    )
+    ended = RateCounter.window_end <= bindparam("now")
+    return Statement(
+        stmt.on_conflict_do_update(
+            index_elements=[RateCounter.key],
+            set_={
+                "count": case((ended, 1), else_=RateCounter.count + 1),
+                "window_end": case((ended, stmt.excluded.window_end), else_=RateCounter.window_end),
+            },
+        ).returning(RateCounter.count, RateCounter.window_end)
+    )
+
+
+class SqlCounters:
+    backend: ClassVar[str] = "sql"
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def hit(self, key: str, window_s: float) -> Hit:
+        def work(conn: Connection) -> Hit:
+            now = time.time()
+            params = {"key": key, "window_end": now + window_s, "now": now}
+            ((count, window_end),) = _hit_statement(conn.dialect.name).rows(conn, params)
+            return Hit(int(count), max(window_end - now, 0.0))
+
+        hit: Hit = await self.db.run_in_transaction(work, on_loop=True)
+        return hit
+
+    async def aclose(self) -> None:
+        return None
+
+
+# INCR, and the expiry on the window's first request (Omi's script does the same, atomically).
+_HIT = """
+local count = redis.call('incr', KEYS[1])
+if count == 1 then redis.call('pexpire', KEYS[1], ARGV[1]) end
+return {count, redis.call('pttl', KEYS[1])}
+"""
+
+
+class RedisCounters:
+    backend: ClassVar[str] = "redis"
+
+    def __init__(self, url: str, *, prefix: str = "nudge:limit:") -> None:
+        import redis.asyncio as redis
+
+        self.redis = redis.from_url(url)
+        self.prefix = prefix
+        self._hit = self.redis.register_script(_HIT)
+
+    async def hit(self, key: str, window_s: float) -> Hit:
+        count, left_ms = await self._hit(
+            keys=[self.prefix + key], args=[max(math.ceil(window_s * 1000), 1)]
+        )
+        return Hit(int(count), max(int(left_ms), 0) / 1000)
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
+
+
+def build_counters(redis_url: str | None, db: Database) -> Counters:
+    """Redis when configured (it holds the other shared limits too), else the database."""
+    return RedisCounters(redis_url) if redis_url else SqlCounters(db)
+
+
+async def take(counters: Counters, policy: Policy, app_id: str, uid: str) -> RateLimit:
+    """Count a request of ``app_id`` for ``uid``; the window's state for the headers, or 429."""
+    hit = await counters.hit(f"{policy.name}:{app_id}:{uid}", WINDOW_S)
+    reset = max(math.ceil(hit.reset_s), 1)
+    rate = RateLimit(policy.limit, max(policy.limit - hit.count, 0), reset)
+    if hit.count > policy.limit:
+        raise RateLimited(
+            f"rate limited: at most {policy.limit} requests per user per hour for this app "
+            f"({policy.name}); retry in {reset} s",
+            retry_after=reset,
+            headers=rate.headers(),
+        )
+    return rate

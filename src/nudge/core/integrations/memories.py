@@ -1,0 +1,240 @@
+"""Memories (Omi's name for facts about the user) imported and read by apps.
+
+An app sends either explicit memories (``{"memories": [{"content", "tags"}]}``) or a ``text`` to
+take them from. Omi asks its LLM for the facts in a text; here the configured LLM is asked the
+same, and what it answers is kept only as lines that are about the text (each must share a
+content word with it: a small model that drifts into advice or invents things is not believed).
+When the LLM fails, or none of its lines pass, the text's own sentences are the facts: the
+import still lands, and nothing the user did not say is stored.
+
+Every memory is a row of ``user_facts``, so what apps import is in ``{{user_facts}}`` from the
+next proactive notification on. A memory the user already has (the same text) is not stored
+twice: Omi keys a memory by its content, so a repeated import changes nothing there either.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from nudge.core.errors import Invalid, NudgeError
+from nudge.core.integrations.access import authorize
+from nudge.core.integrations.limits import memories_policy, take
+from nudge.core.notifications import RateLimit
+from nudge.llm import LLM, LLMError, build_llm
+from nudge.platform import Platform
+from nudge.proactive.context import keywords
+from nudge.store.models import UserFact
+
+log = logging.getLogger("nudge.integrations")
+
+FACT_MAX_CHARS = 2000  # as the platform API's facts
+TEXT_MAX_CHARS = 50_000
+MAX_MEMORIES = 100  # per request (Omi's batch endpoint takes 100)
+MAX_EXTRACTED = 20
+_MIN_FACT_CHARS = 8
+_MIN_SENTENCE_WORDS = 3
+
+EXTRACT_SYSTEM = (
+    "You read a text a user shared and list the facts it states about the user: who they are, "
+    "what they like, do, plan or need. One fact per line, each a short sentence in the third "
+    "person (for example: User is vegetarian.). Only what the text says; no advice, no "
+    "commentary. If the text states no fact about the user, answer only: NONE"
+)
+
+_LIST_MARKER = re.compile(r"^\s*(?:[-*•·]+|\d{1,2}[.)])\s*")
+_SENTENCE = re.compile(r"[^.!?\n]+[.!?]*")
+
+
+class MemoryIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    content: str = Field(min_length=1, max_length=FACT_MAX_CHARS)
+    tags: list[str] | None = Field(default=None, max_length=20)
+
+    @model_validator(mode="after")
+    def _clean(self) -> MemoryIn:
+        if not self.content.strip():
+            raise ValueError("content: must not be blank")
+        for tag in self.tags or ():
+            if not tag.strip() or len(tag) > 64:
+                raise ValueError("tags: each tag must be 1 to 64 characters")
+        return self
+
+
+class CreateMemories(BaseModel):
+    """Omi's ``ExternalIntegrationCreateMemory``."""
+
+    model_config = ConfigDict(extra="ignore")
+    text: str | None = Field(default=None, max_length=TEXT_MAX_CHARS)
+    text_source: Literal["email", "social_post", "other"] = "other"
+    text_source_spec: str | None = Field(default=None, max_length=200)
+    memories: list[MemoryIn] | None = Field(default=None, max_length=MAX_MEMORIES)
+
+
+class MemoryItem(BaseModel):
+    """Omi's ``MemoryItem`` (its ``MemoryDB`` fields that mean something here)."""
+
+    id: str
+    uid: str
+    content: str
+    category: str = Field(description="always 'system': facts about the user")
+    visibility: str = "private"
+    tags: list[str]
+    created_at: datetime
+    updated_at: datetime
+    manually_added: bool = Field(description="added on the platform API, not by an app")
+    reviewed: bool
+    edited: bool = False
+    app_id: str | None = Field(default=None, description="the app that imported it")
+
+    @classmethod
+    def from_row(cls, row: Any) -> MemoryItem:
+        created = datetime.fromtimestamp(row.created_at, tz=UTC)
+        manual = row.app_id is None
+        return cls(
+            id=str(row.id),
+            uid=row.uid,
+            content=row.text,
+            category="system",
+            tags=list(row.tags or []),
+            created_at=created,
+            updated_at=created,
+            manually_added=manual,
+            reviewed=manual,
+            app_id=row.app_id,
+        )
+
+
+class MemoriesResponse(BaseModel):
+    memories: list[MemoryItem]
+
+
+def _about(line: str, words: set[str]) -> bool:
+    return bool(words.intersection(keywords(line, limit=100)))
+
+
+def parse_extraction(output: str, source_text: str) -> list[str]:
+    """The LLM's facts that are about ``source_text``, cleaned, without repeats."""
+    words = set(keywords(source_text, limit=10_000))
+    facts: list[str] = []
+    for raw in output.splitlines():
+        line = _LIST_MARKER.sub("", raw).strip().strip("\"'“”").strip()
+        if line.upper().rstrip(".") == "NONE" or not _MIN_FACT_CHARS <= len(line) <= 500:
+            continue
+        if _about(line, words) and line not in facts:
+            facts.append(line)
+    return facts[:MAX_EXTRACTED]
+
+
+def sentences(text: str) -> list[str]:
+    """The fallback: each sentence of a few words or more is a fact."""
+    found: list[str] = []
+    for match in _SENTENCE.finditer(text):
+        sentence = " ".join(match.group().split())
+        if len(sentence.split()) >= _MIN_SENTENCE_WORDS and sentence not in found:
+            found.append(sentence[:FACT_MAX_CHARS])
+    return found[:MAX_EXTRACTED]
+
+
+async def extract(llm: LLM | None, text: str, source: str) -> tuple[list[str], str]:
+    """The facts in ``text`` and how they were found: ``llm`` or ``sentences``."""
+    if llm is not None:
+        try:
+            generation = await llm.generate(EXTRACT_SYSTEM, f"Source: {source}\n\nText:\n{text}")
+        except LLMError as exc:
+            log.warning("memory extraction fell back to sentences", extra={"error": str(exc)})
+        else:
+            facts = parse_extraction(generation.text, text)
+            if facts:
+                return facts, "llm"
+    return sentences(text), "sentences"
+
+
+async def store_memories(
+    conn: AsyncConnection, uid: str, app_id: str, memories: list[tuple[str, list[str]]]
+) -> list[MemoryItem]:
+    """Insert the ``(content, tags)`` pairs the user does not have yet; returns those stored."""
+    have = set(
+        await conn.scalars(
+            select(UserFact.text).where(
+                UserFact.uid == uid, UserFact.text.in_({text for text, _ in memories})
+            )
+        )
+    )
+    now = time.time()
+    rows: list[dict[str, Any]] = []
+    for text, tags in memories:
+        if text not in have:
+            have.add(text)
+            rows.append(
+                {"uid": uid, "text": text, "created_at": now, "app_id": app_id, "tags": tags}
+            )
+    if not rows:
+        return []
+    stored = await conn.execute(
+        insert(UserFact).returning(UserFact, sort_by_parameter_order=True), rows
+    )
+    return [MemoryItem.from_row(r) for r in stored]
+
+
+def extraction_llm(platform: Platform) -> LLM | None:
+    """The platform's LLM. A process that does not dispatch (``--role api``) builds it on first
+    use; one that cannot be built means the sentences fallback."""
+    if platform.llm is None:
+        try:
+            platform.llm = build_llm(platform.settings)
+        except LLMError as exc:
+            log.warning("no LLM for memory extraction", extra={"error": str(exc)})
+            return None
+    return platform.llm
+
+
+async def import_memories(
+    platform: Platform, authorization: str | None, app_id: str, uid: str, body: CreateMemories
+) -> tuple[list[MemoryItem], RateLimit]:
+    """``POST /v2/integrations/{app_id}/user/memories``: explicit memories as given, then those
+    found in ``text``; returns those stored and the request window."""
+    async with platform.db.read() as conn:
+        await authorize(conn, authorization, app_id, uid, "create_memories")
+    rate = await take(platform.counters, memories_policy(platform.settings), app_id, uid)
+    try:
+        pairs = [(m.content.strip(), list(m.tags or [])) for m in body.memories or ()]
+        text = (body.text or "").strip()
+        if not text and not pairs:
+            raise Invalid("text or memories: either text or explicit memories are required")
+        if text:
+            source = body.text_source_spec or body.text_source
+            facts, how = await extract(extraction_llm(platform), text, source)
+            log.info(
+                "memories extracted", extra={"app_id": app_id, "count": len(facts), "how": how}
+            )
+            pairs.extend((fact, []) for fact in facts)
+        async with platform.db.begin() as conn:
+            return await store_memories(conn, uid, app_id, pairs), rate
+    except NudgeError as exc:
+        exc.headers.update(rate.headers())
+        raise
+
+
+async def read_memories(
+    platform: Platform, authorization: str | None, app_id: str, uid: str, limit: int, offset: int
+) -> list[MemoryItem]:
+    """``GET /v2/integrations/{app_id}/memories``: the user's memories, newest first (every
+    app's and the platform's, as Omi lists them all)."""
+    async with platform.db.read() as conn:
+        await authorize(conn, authorization, app_id, uid, "read_memories")
+        rows = await conn.execute(
+            select(UserFact)
+            .where(UserFact.uid == uid)
+            .order_by(UserFact.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        return [MemoryItem.from_row(r) for r in rows]

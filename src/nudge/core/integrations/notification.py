@@ -1,0 +1,44 @@
+"""``POST /v1/integrations/notification``: Omi's older direct endpoint, as an alias of the direct
+API. Omi reads the app, user and text from the JSON body (``aid``, ``uid``, ``message``) and
+answers as its integration endpoints do (a bad key or an app the user has not enabled is a 403);
+once those checks pass, the notification is the direct API's, with its hourly window."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from nudge.core.direct import DirectSend, refusal, send_direct
+from nudge.core.errors import NudgeError
+from nudge.core.integrations.access import authorize
+from nudge.core.notifications import Accepted, RateLimit
+from nudge.platform import Platform
+
+
+class NotificationV1(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    aid: str = Field(min_length=1, max_length=64, description="The sending app's id")
+    uid: str = Field(min_length=1, max_length=128, description="The user")
+    message: str = Field(description="The notification text")
+
+
+async def send_notification_v1(
+    platform: Platform,
+    authorization: str | None,
+    idempotency_key: str | None,
+    body: NotificationV1,
+) -> tuple[Accepted, RateLimit]:
+    try:
+        async with platform.db.read() as conn:
+            await authorize(conn, authorization, body.aid, body.uid, None)
+        return await send_direct(
+            platform,
+            DirectSend(
+                authorization=authorization,
+                app_id=body.aid,
+                uid=body.uid,
+                message=body.message,
+                idempotency_key=idempotency_key,
+            ),
+        )
+    except NudgeError as exc:
+        raise await refusal(platform, exc, body.aid, body.uid) from None

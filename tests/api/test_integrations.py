@@ -1,0 +1,388 @@
+"""Omi's integration API: every endpoint's answers, the action gates, the limits (SQLite and
+PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from nudge.llm import LLMError
+from nudge.llm.fake import FakeLLM
+from nudge.platform import Platform
+from tests.conftest import make_settings
+from tests.proactive.helpers import api_client, create_app, create_user, install
+
+ALL_ACTIONS = ["create_conversation", "create_memories", "read_memories", "read_conversations"]
+
+
+def importer(actions: list[str], name: str = "Importer") -> dict[str, Any]:
+    return {
+        "name": name,
+        "capabilities": ["external_integration"],
+        "external_integration": {"actions": [{"action": a} for a in actions]},
+    }
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+@dataclass
+class Env:
+    client: httpx.AsyncClient
+    platform: Platform
+    app_id: str
+    secret: str
+    uid: str = "ana"
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        uid: str | None = None,
+        secret: str | None = None,
+        headers: dict[str, str] | None = None,
+        app_id: str | None = None,
+        **kw: Any,
+    ) -> httpx.Response:
+        """An app's call: its secret (or ``headers``, which may leave Authorization out)."""
+        params = {"uid": uid or self.uid, **kw.pop("params", {})}
+        request = self.client.build_request(
+            method,
+            path.format(app=app_id or self.app_id),
+            params=params,
+            headers=headers if headers is not None else bearer(secret or self.secret),
+            **kw,
+        )
+        if headers is not None and "Authorization" not in headers:
+            del request.headers["Authorization"]  # the client's default is the admin token
+        return await self.client.send(request)
+
+
+@pytest.fixture
+async def env(tmp_path: Path, database_url: str) -> AsyncIterator[Env]:
+    settings = make_settings(
+        tmp_path,
+        database_url=database_url,
+        integration_memories_per_hour=4,
+        integration_conversations_per_hour=3,
+    )
+    platform = await Platform.start(settings)
+    try:
+        async with api_client(platform) as client:
+            app = await create_app(client, importer(ALL_ACTIONS))
+            await create_user(client, "ana", facts=["Likes tea"])
+            await install(client, "ana", app["app_id"], [])
+            yield Env(client, platform, app["app_id"], app["app_secret"])
+    finally:
+        await platform.close()
+
+
+def scripted_llm(env: Env) -> FakeLLM:
+    llm = env.platform.llm
+    assert isinstance(llm, FakeLLM)
+    return llm
+
+
+MEMORIES = "/v2/integrations/{app}/user/memories"
+
+
+async def test_explicit_memories_are_stored_listed_and_are_user_facts(env: Env) -> None:
+    r = await env.call(
+        "POST",
+        MEMORIES,
+        json={
+            "memories": [
+                {"content": "User is allergic to peanuts", "tags": ["health"]},
+                {"content": "User's mother's birthday is on August 15th"},
+            ],
+            "text_source": "other",
+        },
+    )
+    assert r.status_code == 200, r.text
+    stored = r.json()["memories"]
+    assert [m["content"] for m in stored] == [
+        "User is allergic to peanuts",
+        "User's mother's birthday is on August 15th",
+    ]
+    assert stored[0]["tags"] == ["health"] and stored[1]["tags"] == []
+    assert {m["app_id"] for m in stored} == {env.app_id}
+    assert not any(m["manually_added"] for m in stored)
+    assert r.headers["X-RateLimit-Limit"] == "4"
+    assert r.headers["X-RateLimit-Remaining"] == "3"
+    assert 0 < int(r.headers["X-RateLimit-Reset"]) <= 3600
+
+    listed = await env.call("GET", "/v2/integrations/{app}/memories")
+    assert listed.status_code == 200, listed.text
+    items = listed.json()["memories"]
+    # Newest first, every memory of the user: the platform's own fact too (manually added).
+    assert [m["content"] for m in items][-1] == "Likes tea"
+    assert items[-1]["manually_added"] is True and "app_id" not in items[-1]
+    assert {m["content"] for m in items[:2]} == {m["content"] for m in stored}
+    assert items[0]["created_at"].endswith("Z")
+    page = await env.call(
+        "GET", "/v2/integrations/{app}/memories", params={"limit": 1, "offset": 2}
+    )
+    assert [m["content"] for m in page.json()["memories"]] == ["Likes tea"]
+
+    facts = (await env.client.get("/v1/users/ana/facts")).json()["facts"]
+    assert "User is allergic to peanuts" in facts
+
+
+async def test_a_repeated_memory_is_not_stored_twice(env: Env) -> None:
+    body = {"memories": [{"content": "User is vegetarian"}, {"content": "User is vegetarian"}]}
+    first = await env.call("POST", MEMORIES, json=body)
+    assert [m["content"] for m in first.json()["memories"]] == ["User is vegetarian"]
+    again = await env.call("POST", "/v2/integrations/{app}/user/facts", json=body)
+    assert again.status_code == 200 and again.json()["memories"] == []
+    facts = (await env.client.get("/v1/users/ana/facts")).json()["facts"]
+    assert facts.count("User is vegetarian") == 1
+
+
+async def test_text_is_turned_into_memories_by_the_llm(env: Env) -> None:
+    llm = scripted_llm(env)
+    llm.reply = lambda system, prompt: (
+        "- User flies to Paris on May 15th.\n"
+        "2. User stays at Hotel de Paris.\n"
+        "You should pack light and enjoy the trip!\n"  # not about the text: dropped
+    )
+    r = await env.call(
+        "POST",
+        MEMORIES,
+        json={
+            "text": "Your flight to Paris is confirmed for May 15th. Hotel de Paris: May 16-20.",
+            "text_source": "email",
+            "text_source_spec": "travel_confirmation",
+        },
+    )
+    assert r.status_code == 200, r.text
+    assert [m["content"] for m in r.json()["memories"]] == [
+        "User flies to Paris on May 15th.",
+        "User stays at Hotel de Paris.",
+    ]
+    system, prompt = llm.calls[-1]
+    assert "travel_confirmation" in prompt and "Hotel de Paris" in prompt
+    assert "facts" in system
+
+
+async def test_text_falls_back_to_its_sentences_when_the_llm_fails(env: Env) -> None:
+    def broken(system: str, prompt: str) -> str:
+        raise LLMError("model server down")
+
+    scripted_llm(env).reply = broken
+    r = await env.call(
+        "POST",
+        MEMORIES,
+        json={"text": "I moved to Lisbon last year. Ok. My sister Eva lives in Porto!"},
+    )
+    assert r.status_code == 200, r.text
+    assert [m["content"] for m in r.json()["memories"]] == [
+        "I moved to Lisbon last year.",
+        "My sister Eva lives in Porto!",
+    ]
+
+
+async def test_text_falls_back_when_the_llm_says_nothing_about_it(env: Env) -> None:
+    scripted_llm(env).reply = lambda system, prompt: "NONE"
+    r = await env.call("POST", MEMORIES, json={"text": "The user runs every morning at seven."})
+    assert [m["content"] for m in r.json()["memories"]] == ["The user runs every morning at seven."]
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ({}, "text or memories"),
+        ({"text": "   ", "memories": []}, "text or memories"),
+        ({"memories": [{"content": "x" * 2001}]}, "memories.0.content"),
+        ({"memories": [{"content": "   "}]}, "content"),
+        ({"memories": [{"content": "ok fact", "tags": ["x" * 65]}]}, "tags"),
+        ({"text": "hi", "text_source": "fax"}, "text_source"),
+        ({"memories": "User is tall"}, "memories"),
+    ],
+)
+async def test_bad_memory_bodies_are_422_naming_the_field(
+    env: Env, body: dict[str, Any], named: str
+) -> None:
+    r = await env.call("POST", MEMORIES, json=body)
+    assert r.status_code == 422, r.text
+    assert named in r.json()["detail"]
+    facts = (await env.client.get("/v1/users/ana/facts")).json()["facts"]
+    assert facts == ["Likes tea"]
+
+
+async def test_memory_imports_are_limited_per_hour_with_retry_after(env: Env) -> None:
+    for n in range(4):
+        r = await env.call("POST", MEMORIES, json={"memories": [{"content": f"Fact number {n}"}]})
+        assert r.status_code == 200, r.text
+        assert r.headers["X-RateLimit-Remaining"] == str(3 - n)
+    r = await env.call("POST", MEMORIES, json={"memories": [{"content": "One too many"}]})
+    assert r.status_code == 429, r.text
+    assert 0 < int(r.headers["Retry-After"]) <= 3600
+    assert r.headers["X-RateLimit-Remaining"] == "0"
+    assert "at most 4" in r.json()["detail"]
+    # Per app and user: another user of the same app is not limited, reads are not limited.
+    await create_user(env.client, "ben")
+    await install(env.client, "ben", env.app_id, [])
+    other = await env.call(
+        "POST", MEMORIES, uid="ben", json={"memories": [{"content": "Ben fact"}]}
+    )
+    assert other.status_code == 200
+    assert (await env.call("GET", "/v2/integrations/{app}/memories")).status_code == 200
+    facts = (await env.client.get("/v1/users/ana/facts")).json()["facts"]
+    assert "One too many" not in facts
+
+
+READS_AND_WRITES = [
+    ("POST", MEMORIES, {"json": {"memories": [{"content": "User likes jazz"}]}}),
+    ("GET", "/v2/integrations/{app}/memories", {}),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "kw"), READS_AND_WRITES)
+async def test_who_may_call(env: Env, method: str, path: str, kw: dict[str, Any]) -> None:
+    async def status(**call: Any) -> tuple[int, str]:
+        r = await env.call(method, path, **call, **kw)
+        return r.status_code, r.json().get("detail", "")
+
+    code, detail = await status(headers={})
+    assert code == 401 and "Authorization" in detail
+    code, detail = await status(headers={"Authorization": "Basic abc"})
+    assert code == 401
+    code, detail = await status(secret="sk_" + "0" * 32)
+    assert code == 403 and "invalid API key" in detail
+    code, detail = await status(secret="not-a-key")
+    assert code == 403
+    code, detail = await status(app_id="app_nope")
+    assert code == 404 and "app_nope" in detail
+    other = await create_app(env.client, importer(ALL_ACTIONS, "Other"))
+    code, detail = await status(secret=other["app_secret"])
+    assert code == 403 and "another app" in detail
+    code, detail = await status(uid="nobody")
+    assert code == 403 and "not enabled" in detail
+    await create_user(env.client, "ben")
+    code, detail = await status(uid="ben")
+    assert code == 403 and "not enabled" in detail
+    key = (await env.client.post(f"/v1/apps/{env.app_id}/keys")).json()
+    assert (await status(secret=key["app_secret"]))[0] == 200
+    await env.client.delete(f"/v1/apps/{env.app_id}/keys/{key['key_id']}")
+    code, detail = await status(secret=key["app_secret"])
+    assert code == 403 and "revoked" in detail
+
+
+async def test_uid_is_required(env: Env) -> None:
+    request = env.client.build_request(
+        "GET", f"/v2/integrations/{env.app_id}/memories", headers=bearer(env.secret)
+    )
+    r = await env.client.send(request)
+    assert r.status_code == 422 and "uid" in r.json()["detail"]
+    r = await env.call("GET", "/v2/integrations/{app}/memories", uid=" ")
+    assert r.status_code == 422 and "uid" in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [({"limit": 0}, "limit"), ({"limit": 1001}, "limit"), ({"offset": -1}, "offset")],
+)
+async def test_bad_pages_are_422(env: Env, params: dict[str, Any], named: str) -> None:
+    r = await env.call("GET", "/v2/integrations/{app}/memories", params=params)
+    assert r.status_code == 422 and named in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("actions", "allowed"),
+    [
+        (["create_memories"], {"create_memories"}),
+        (["create_facts"], {"create_memories"}),
+        (["read_memories"], {"read_memories"}),
+        (["read_facts"], {"read_memories"}),
+        (["read_tasks"], set()),
+        (["create_conversation", "read_conversations"], set()),
+    ],
+)
+async def test_each_endpoint_is_gated_by_its_action(
+    env: Env, actions: list[str], allowed: set[str]
+) -> None:
+    app = await create_app(env.client, importer(actions, "Gated"))
+    await install(env.client, env.uid, app["app_id"], [])
+    calls = {
+        "create_memories": ("POST", MEMORIES, {"json": {"memories": [{"content": "User sings"}]}}),
+        "read_memories": ("GET", "/v2/integrations/{app}/memories", {}),
+    }
+    for gate, (method, path, kw) in calls.items():
+        r = await env.call(method, path, app_id=app["app_id"], secret=app["app_secret"], **kw)
+        if gate in allowed:
+            assert r.status_code == 200, (gate, r.text)
+        else:
+            assert r.status_code == 403, (gate, r.text)
+            assert f'{{"action": "{gate}"}}' in r.json()["detail"]
+
+
+V1 = "/v1/integrations/notification"
+
+
+async def test_v1_notification_is_the_direct_api_with_omis_body(env: Env) -> None:
+    body = {"aid": env.app_id, "uid": env.uid, "message": "Your import is done"}
+    r = await env.call(
+        "POST", V1, json=body, headers={**bearer(env.secret), "Idempotency-Key": "k1"}
+    )
+    assert r.status_code == 200, r.text
+    sent = r.json()
+    assert sent["status"] == "ok" and sent["devices"] == 0
+    assert r.headers["X-RateLimit-Remaining"] == "9"
+    again = await env.call(
+        "POST", V1, json=body, headers={**bearer(env.secret), "Idempotency-Key": "k1"}
+    )
+    assert again.json()["notification_id"] == sent["notification_id"]
+    inbox = (await env.client.get(f"/v1/users/{env.uid}/notifications")).json()["items"]
+    assert [n["body"] for n in inbox] == ["Your import is done"]
+    assert inbox[0]["title"] == "Importer says"
+
+
+async def test_v1_notification_answers_as_omis_integration_endpoints(env: Env) -> None:
+    def body(**kw: Any) -> dict[str, Any]:
+        return {"aid": env.app_id, "uid": env.uid, "message": "Hi there", **kw}
+
+    r = await env.call("POST", V1, json=body(), headers={})
+    assert r.status_code == 401
+    r = await env.call("POST", V1, json=body(), secret="sk_" + "1" * 32)
+    assert r.status_code == 403 and "invalid API key" in r.json()["detail"]
+    r = await env.call("POST", V1, json=body(aid="app_nope"))
+    assert r.status_code == 404
+    r = await env.call("POST", V1, json=body(uid="nobody"))
+    assert r.status_code == 403 and "not enabled" in r.json()["detail"]
+    for missing in ("aid", "uid", "message"):
+        partial = {k: v for k, v in body().items() if k != missing}
+        r = await env.call("POST", V1, json=partial)
+        assert r.status_code == 422 and missing in r.json()["detail"], r.text
+    r = await env.call("POST", V1, json=body(message="x" * 2001))
+    assert r.status_code == 422 and "X-RateLimit-Limit" in r.headers
+    assert (await env.client.get(f"/v1/users/{env.uid}/notifications")).json()["items"] == []
+
+
+async def test_v1_notification_shares_the_direct_hourly_window(env: Env) -> None:
+    r = await env.client.post(
+        "/v1/apps",
+        json={"manifest": importer(["read_memories"], "Chatty"), "direct_limit_per_hour": 2},
+    )
+    app = r.json()
+    await install(env.client, env.uid, app["app_id"], [])
+    direct = await env.call(
+        "POST",
+        "/v2/integrations/{app}/notification",
+        app_id=app["app_id"],
+        secret=app["app_secret"],
+        params={"message": "First"},
+    )
+    assert direct.status_code == 200, direct.text
+    body = {"aid": app["app_id"], "uid": env.uid, "message": "Second"}
+    assert (await env.call("POST", V1, json=body, secret=app["app_secret"])).status_code == 200
+    body["message"] = "Third"
+    r = await env.call("POST", V1, json=body, secret=app["app_secret"])
+    assert r.status_code == 429, r.text
+    assert int(r.headers["Retry-After"]) > 0 and r.headers["X-RateLimit-Remaining"] == "0"
