@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     apns_topic: str | None = None
     vapid_private_key: str | None = None
     vapid_subject: str | None = None
+    # Web Push endpoint hosts allowed (each also allows its subdomains; "*.x": subdomains only;
+    # "*": any host). Checked when a device is registered and at every send.
+    webpush_allowed_hosts: str = (
+        "fcm.googleapis.com,android.googleapis.com,push.services.mozilla.com,"
+        "web.push.apple.com,*.notify.windows.com"
+    )
 
     # Webhooks and proactive pipeline
     allow_private_webhooks: bool = False

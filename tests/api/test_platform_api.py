@@ -230,7 +230,10 @@ async def test_devices(client: httpx.AsyncClient, world: World) -> None:
     assert a.status_code == 201
     again = await client.post(base, json={"platform": "fcm", "token": "fcm-token-1"})
     assert again.json()["id"] == a.json()["id"] and again.json()["created"] is False
-    sub = {"endpoint": "https://push.example/abc", "keys": {"p256dh": "BKey", "auth": "auth"}}
+    sub = {
+        "endpoint": "https://fcm.googleapis.com/fcm/send/abc",
+        "keys": {"p256dh": "BKey", "auth": "auth"},
+    }
     assert (
         await client.post(base, json={"platform": "webpush", "subscription": sub})
     ).status_code == 201

@@ -12,6 +12,7 @@ from nudge.core import apps, users
 from nudge.core.manifest import Manifest
 from nudge.core.notifications import Limits, NotificationRequest, accept_batch
 from nudge.core.retention import Housekeeper, prune_notifications
+from nudge.net.guard import HostAllowList
 from nudge.store.db import Database
 from nudge.store.migrate import upgrade
 from nudge.store.models import ChatMessage, Delivery, Notification
@@ -25,7 +26,12 @@ async def db(database_url: str) -> Database:
         app = await apps.create_app(conn, Manifest(name="Old"))
         await users.create_user(conn, users.NewUser(uid="u1", name="Ana"))
         await users.install_app(conn, "u1", app["app_id"], [])
-        await users.add_device(conn, "u1", users.NewDevice(platform="log", token="device-1"))
+        await users.add_device(
+            conn,
+            "u1",
+            users.NewDevice(platform="log", token="device-1"),
+            webpush_hosts=HostAllowList.parse("*"),
+        )
     database.app_id = app["app_id"]  # type: ignore[attr-defined]
     yield database  # type: ignore[misc]
     await database.close()

@@ -23,6 +23,7 @@ from tests.fakes.apns import FakeApns
 from tests.fakes.asgi import serve
 from tests.fakes.fcm import FakeFcm
 from tests.fakes.webpush import FakePushService, b64url, public_bytes
+from tests.net.conftest import listener  # noqa: F401 -- the fixture, for the Web Push guard tests
 
 VAPID_SUBJECT = "mailto:ops@nudge.example"
 
@@ -108,6 +109,7 @@ def settings(
         **fcm_settings(fcm, tmp_path),
         **apns_settings(apns, tmp_path),
         **vapid_settings(vapid_key),
+        webpush_allowed_hosts="127.0.0.1",  # the fake push service
         delivery_base_backoff_s=0.05,
         delivery_max_backoff_s=0.2,
     )

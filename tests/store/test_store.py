@@ -17,6 +17,7 @@ from nudge.delivery import queue
 from nudge.delivery.providers.base import Outcome, SendResult
 from nudge.delivery.queue import RetryPolicy
 from nudge.ids import hash_secret
+from nudge.net.guard import HostAllowList
 from nudge.store.db import Database
 from nudge.store.migrate import upgrade
 from nudge.store.models import Delivery, Device, Notification
@@ -40,7 +41,12 @@ async def seed(db: Database) -> tuple[str, str]:
         await users.create_user(conn, users.NewUser(uid="u1", name="Ana"))
         await users.create_user(conn, users.NewUser(uid="u2", name="Bob"))
         await users.install_app(conn, "u1", app["app_id"], [])
-        await users.add_device(conn, "u1", users.NewDevice(platform="log", token="device-token-1"))
+        await users.add_device(
+            conn,
+            "u1",
+            users.NewDevice(platform="log", token="device-token-1"),
+            webpush_hosts=HostAllowList.parse("*"),
+        )
     return app["app_id"], app["app_secret"]
 
 

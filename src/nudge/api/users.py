@@ -12,6 +12,7 @@ from sse_starlette.sse import EventSourceResponse
 from nudge.api.deps import AdminDep, PlatformDep, UserDep
 from nudge.core import notifications, users
 from nudge.core.apps import get_app
+from nudge.net.guard import HostAllowList
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
 
@@ -86,7 +87,12 @@ async def uninstall(uid: str, app_id: str, platform: PlatformDep) -> None:
 )
 async def add_device(uid: str, body: users.NewDevice, platform: PlatformDep) -> dict[str, Any]:
     async with platform.db.begin() as conn:
-        return await users.add_device(conn, uid, body)
+        return await users.add_device(
+            conn,
+            uid,
+            body,
+            webpush_hosts=HostAllowList.parse(platform.settings.webpush_allowed_hosts),
+        )
 
 
 @router.get("/{uid}/devices", dependencies=[UserDep], summary="The user's devices")

@@ -7,6 +7,7 @@ import re
 import time
 from collections.abc import Sequence
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import delete, insert, select
@@ -17,6 +18,7 @@ from nudge.core.apps import AppRecord, get_app, is_admin_token, parse_bearer
 from nudge.core.errors import Conflict, Forbidden, Invalid, NotFound, NudgeError, Unauthorized
 from nudge.core.manifest import SCOPES
 from nudge.ids import hash_secret, new_id, new_user_token
+from nudge.net.guard import HostAllowList
 from nudge.proactive.webhooks import WebhookClient, WebhookTarget
 from nudge.store.models import Device, Install, User, UserFact
 
@@ -220,8 +222,19 @@ async def list_installs(conn: AsyncConnection, uid: str) -> list[dict[str, Any]]
     return [{"app_id": r.app_id, "scopes": r.scopes, "installed_at": r.installed_at} for r in rows]
 
 
-async def add_device(conn: AsyncConnection, uid: str, new: NewDevice) -> dict[str, Any]:
-    """Register a device; registering the same token again returns the existing device."""
+async def add_device(
+    conn: AsyncConnection, uid: str, new: NewDevice, *, webpush_hosts: HostAllowList
+) -> dict[str, Any]:
+    """Register a device; registering the same token again returns the existing device. A Web
+    Push endpoint's host must be on ``webpush_hosts`` (checked again at every send)."""
+    if new.platform == "webpush":
+        try:
+            host = urlsplit(new.token or "").hostname or ""
+        except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+            raise Invalid(f"subscription.endpoint: not a valid URL ({exc})") from None
+        refusal = webpush_hosts.refusal(host)
+        if refusal is not None:
+            raise Invalid(f"subscription.endpoint: {refusal} (NUDGE_WEBPUSH_ALLOWED_HOSTS)")
     await get_user(conn, uid)
     assert new.token is not None
     existing = (

@@ -2,12 +2,10 @@
 
 - Signed per Standard Webhooks: ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature``
   (``v1,`` + base64 HMAC-SHA256 of ``id.timestamp.body`` under the app's ``whsec_`` secret).
-- SSRF: the host is resolved once, when a connection is opened, by :class:`GuardedResolver`;
-  every address it resolves to is checked and the connection goes to the checked address, whose
-  connected peer is checked once more (this also covers IP-literal URLs). URL, ``Host``, TLS SNI
-  and certificate checks keep the real host name, and nothing resolves it a second time, so there
-  is no DNS-rebinding window. Private, loopback, link-local and other non-global targets are
-  refused unless ``NUDGE_ALLOW_PRIVATE_WEBHOOKS=1``.
+- SSRF: the host is resolved once, when a connection is opened, by the outbound-address guard
+  (:mod:`nudge.net.guard`, which says what is refused); the connection goes to a checked address
+  and its peer is checked once more. URL, ``Host``, TLS SNI and certificate checks keep the real
+  host name, and nothing resolves it a second time, so there is no DNS-rebinding window.
 - Connect timeout 2 s, total 15 s (configurable), no redirects, every 2xx is success, answers
   capped in size, and a circuit breaker per app: after N consecutive failures its calls are
   skipped for a cool-down, then one trial call decides. Each app has its own lane (at most
@@ -20,12 +18,10 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
-import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -35,93 +31,10 @@ from standardwebhooks import Webhook
 from nudge import __version__
 from nudge.config import Settings
 from nudge.ids import new_id
+from nudge.net.guard import AddressRefused, GuardedResolver
 from nudge.proactive.http1 import HTTP1Client, HTTPError
 
 log = logging.getLogger("nudge.webhooks")
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-class WebhookRefused(Exception):
-    """The target is not allowed (private address, unresolvable host); the message says why."""
-
-
-def address_refusal(ip: IPAddress, allow_private: bool) -> str | None:
-    """Why connecting to ``ip`` is refused, or None when it is allowed."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip.is_unspecified or ip.is_multicast:
-        return f"{ip} is not a unicast address"
-    if allow_private or ip.is_global:
-        return None
-    kind = (
-        "loopback"
-        if ip.is_loopback
-        else "link-local"
-        if ip.is_link_local
-        else "private"
-        if ip.is_private
-        else "non-public"
-    )
-    return (
-        f"{ip} is a {kind} address; webhooks must reach public hosts "
-        "(set NUDGE_ALLOW_PRIVATE_WEBHOOKS=1 to allow private targets in development)"
-    )
-
-
-async def system_resolve(host: str, port: int) -> list[str]:
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [str(info[4][0]) for info in infos]
-
-
-class GuardedResolver:
-    """Resolve, check every answer, hand back only the checked address: the HTTP client connects
-    to it and does not resolve again."""
-
-    def __init__(
-        self,
-        allow_private: bool,
-        *,
-        cache_ttl_s: float = 30.0,
-        resolve: Callable[[str, int], Awaitable[list[str]]] | None = None,
-    ) -> None:
-        self.allow_private = allow_private
-        self.cache_ttl_s = cache_ttl_s
-        self._resolve = resolve or system_resolve
-        self._cache: dict[tuple[str, int], tuple[float, str]] = {}
-
-    async def checked_address(self, host: str, port: int) -> str:
-        """The address to connect to for ``host``; raises :class:`WebhookRefused`."""
-        now = time.monotonic()
-        cached = self._cache.get((host, port))
-        if cached and cached[0] > now:
-            return cached[1]
-        try:
-            addresses: list[IPAddress] = [ipaddress.ip_address(host)]
-        except ValueError:
-            try:
-                found = await self._resolve(host, port)
-            except OSError as exc:
-                raise WebhookRefused(f"cannot resolve {host}: {exc.strerror or exc}") from None
-            addresses = list(dict.fromkeys(ipaddress.ip_address(a) for a in found))
-        if not addresses:
-            raise WebhookRefused(f"{host} resolves to no address")
-        # Every address must pass: a name that mixes public and private answers is refused.
-        for ip in addresses:
-            reason = address_refusal(ip, self.allow_private)
-            if reason:
-                raise WebhookRefused(f"{host} refused: {reason}")
-        chosen = str(addresses[0])
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[(host, port)] = (now + self.cache_ttl_s, chosen)
-        return chosen
-
-    def check_peer(self, ip: str) -> None:
-        """The last gate, on the peer actually connected to; raises :class:`WebhookRefused`."""
-        reason = address_refusal(ipaddress.ip_address(ip), self.allow_private)
-        if reason:
-            raise WebhookRefused(reason)
 
 
 @dataclass
@@ -327,7 +240,7 @@ class WebhookClient:
                     )
                 else:
                     result.error = f"answered HTTP {answer.status}"
-        except WebhookRefused as exc:
+        except AddressRefused as exc:
             result.error = f"refused: {exc}"
         except TimeoutError:
             result.error = f"no complete answer within {self.settings.webhook_timeout_s:g} s"

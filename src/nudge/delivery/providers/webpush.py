@@ -3,13 +3,21 @@
 The payload is encrypted to the subscription's keys with pywebpush's encoder (http_ece) and sent
 over the provider's own connections (``NUDGE_PUSH_HTTP_TRANSPORT``, see ``providers.http``). The
 VAPID JWT is signed by py_vapid, one per push-service origin, and reused for 12 of its 24 hours.
+
+The endpoint is whatever the browser (or whoever registered the device) said, so it is guarded:
+its host must be on ``NUDGE_WEBPUSH_ALLOWED_HOSTS`` (the big push services by default) and the
+connection goes only to addresses the outbound-address guard checked (:mod:`nudge.net.guard`).
+A refused endpoint fails its delivery at once, with the reason, and keeps the device: the refusal
+is about our configuration or the network, not the subscription (an operator may widen the list).
+An endpoint the HTTP client cannot use at all (a malformed URL) removes the device, like a
+non-http(s) endpoint or unusable keys.
 """
 
 from __future__ import annotations
 
 import binascii
-import ipaddress
 import os
+import re
 import time
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -39,6 +47,13 @@ from nudge.delivery.providers.payload import (
     string_data,
     topic,
 )
+from nudge.net.guard import (
+    AddressRefused,
+    GuardedResolver,
+    HostAllowList,
+    NotResolved,
+    literal_address,
+)
 
 # A push service must take 4096 bytes of body; aes128gcm adds an 86-byte header, a 16-byte tag
 # and a 1-byte padding delimiter, which leaves 3993 bytes of plaintext (RFC 8291 section 4).
@@ -46,10 +61,8 @@ PLAINTEXT_LIMIT = 3993
 VAPID_LIFETIME_S = 24 * 3600.0  # RFC 8292: no more than 24 hours
 VAPID_REUSE_S = 12 * 3600.0
 CONNECTIONS = 64  # to all push services together (a few origins: FCM, Mozilla, Apple)
-
-
-class PrivateEndpoint(Exception):
-    """The endpoint is a private or loopback address and those are not allowed."""
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+HOST_NAME = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}\.?")  # as urlsplit gives it: lower case
 
 
 class VapidSigner:
@@ -98,14 +111,9 @@ def payload_size(m: PushMessage) -> int:
     return len(compact_json(_payload(m)))
 
 
-def is_private_host(host: str) -> bool:
-    if host.lower() in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return not address.is_global
+def refused(exc: AddressRefused) -> SendResult:
+    """A guard refusal fails the delivery at once; the device stays (see the module docstring)."""
+    return SendResult(Outcome.FAILED, f"Web Push endpoint refused: {exc}")
 
 
 class WebPushProvider:
@@ -117,15 +125,21 @@ class WebPushProvider:
         http: Connections,
         *,
         max_age_s: float,
-        allow_private: bool,
+        guard: GuardedResolver,
+        allowed_hosts: HostAllowList,
     ) -> None:
         self.signer = signer
         self.http = http
         self.max_age_s = max_age_s
-        self.allow_private = allow_private
+        self.guard = guard  # also the one inside ``http``
+        self.allowed_hosts = allowed_hosts
 
     @classmethod
-    def from_deps(cls, deps: ProviderDeps) -> WebPushProvider:
+    def from_deps(
+        cls, deps: ProviderDeps, *, guard: GuardedResolver | None = None
+    ) -> WebPushProvider:
+        """From settings; ``guard`` replaces the outbound-address guard (tests resolve names
+        their own way through it)."""
         s = deps.settings
         if not s.vapid_private_key or not s.vapid_subject:
             raise ProviderNotConfigured(
@@ -139,51 +153,68 @@ class WebPushProvider:
             raise ProviderNotConfigured(
                 f"NUDGE_VAPID_SUBJECT={s.vapid_subject!r}: use a mailto: address or an https: URL"
             ) from None
+        guard = guard or GuardedResolver(s.allow_private_webhooks)
         return cls(
             signer,
-            open_connections(s, CONNECTIONS),
+            open_connections(s, CONNECTIONS, guard=guard),
             max_age_s=s.delivery_max_age_s,
-            allow_private=s.allow_private_webhooks,
+            guard=guard,
+            allowed_hosts=HostAllowList.parse(s.webpush_allowed_hosts),
         )
 
     def request(
         self, message: PushMessage, subscription: dict[str, Any]
     ) -> tuple[str, dict[str, str], bytes]:
-        """The endpoint, headers and encrypted body; raises ValueError for unusable keys."""
+        """The endpoint, headers and encrypted body. Raises ValueError for an unusable endpoint
+        or keys, :class:`AddressRefused` for an endpoint host that is not allowed or an address
+        literal that the guard refuses (whichever transport would carry it)."""
         endpoint = str(subscription.get("endpoint", ""))
         parts = urlsplit(endpoint)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"the endpoint {endpoint!r} is not an http(s) URL")
-        if not self.allow_private and is_private_host(parts.hostname):
-            raise PrivateEndpoint(
-                f"the endpoint host {parts.hostname} is private or loopback "
-                "(set NUDGE_ALLOW_PRIVATE_WEBHOOKS=1 to allow it in development)"
-            )
+        if parts.port == 0:  # reading the port raises ValueError when it is out of range
+            raise ValueError(f"the endpoint {endpoint!r} has port 0")
+        if not HOST_NAME.fullmatch(parts.hostname) and literal_address(parts.hostname) is None:
+            raise ValueError(f"the endpoint host {parts.hostname[:100]!r} is not a valid host name")
+        refusal = self.allowed_hosts.refusal(parts.hostname)
+        if refusal is not None:
+            raise AddressRefused(f"{refusal}: see NUDGE_WEBPUSH_ALLOWED_HOSTS")
+        self.guard.check_literal(parts.hostname)
         m = fit(message, payload_size, PLAINTEXT_LIMIT)
         try:
             body = WebPusher(subscription).encode(compact_json(_payload(m)), "aes128gcm")["body"]
         except (WebPushException, ValueError, TypeError, binascii.Error) as exc:
             raise ValueError(f"the subscription's keys are unusable: {exc}") from None
         origin = f"{parts.scheme}://{parts.netloc}"
+        try:
+            authorization = self.signer.header(origin)
+        except VapidException as exc:  # py_vapid takes no IPv6 literal as an audience
+            raise ValueError(f"no VAPID signature can name the origin {origin}: {exc}") from None
         headers = {
             "TTL": str(remaining_ttl(m, self.max_age_s)),
             "Urgency": "high",
             "Topic": topic(m.collapse_key),
             "Content-Encoding": "aes128gcm",
             "Content-Type": "application/octet-stream",
-            "Authorization": self.signer.header(origin),
+            "Authorization": authorization,
         }
         return endpoint, headers, bytes(body)
 
     async def send(self, message: PushMessage, target: Target) -> SendResult:
         try:
             endpoint, headers, body = self.request(message, target.subscription or {})
-        except PrivateEndpoint as exc:
-            return SendResult(Outcome.FAILED, str(exc))
+        except AddressRefused as exc:
+            return refused(exc)
         except ValueError as exc:  # this subscription can never be delivered to
             return SendResult(Outcome.TOKEN_INVALID, str(exc))
         try:
             response = await self.http.post(endpoint, content=body, headers=headers)
+        except NotResolved as exc:  # DNS may answer later
+            return unreachable("Web Push service", exc)
+        except AddressRefused as exc:
+            return refused(exc)
+        except httpx.InvalidURL as exc:
+            return SendResult(Outcome.TOKEN_INVALID, f"the endpoint is not a usable URL: {exc}")
         except httpx.HTTPError as exc:
             return unreachable("Web Push service", exc)
         return classify(response)
