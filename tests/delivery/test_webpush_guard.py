@@ -14,25 +14,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from nudge.config import Settings
 from nudge.delivery.providers.base import Outcome, ProviderDeps, SendResult, Target
 from nudge.delivery.providers.webpush import WebPushProvider
-from nudge.net.guard import GuardedResolver, system_resolve
+from nudge.net.guard import GuardedResolver
 from tests.conftest import make_world
 from tests.delivery.conftest import push_message, vapid_public
 from tests.delivery.test_delivery_flow import add_device, notify, running, settled
 from tests.fakes.webpush import FakePushService
-from tests.net.conftest import Listener
-
-ANSWERS = {
-    "rebind.example": ["127.0.0.1"],
-    "nat64.example": ["64:ff9b::7f00:1"],
-    "fcm.googleapis.com": ["127.0.0.1"],  # an allowed name whose DNS points here
-}
-
-
-async def resolve(host: str, port: int) -> list[str]:
-    """DNS, with public-looking names pointing at this machine."""
-    if host == "gone.example":
-        raise OSError(-2, "Name or service not known")
-    return ANSWERS[host] if host in ANSWERS else await system_resolve(host, port)
+from tests.net.conftest import REFUSED_FORMS, Listener, resolve
 
 
 async def send(
@@ -59,22 +46,7 @@ def keys(push_service: FakePushService, vapid_key: ec.EllipticCurvePrivateKey) -
     return dict(push_service.subscribe(vapid_public(vapid_key)).info()["keys"])
 
 
-FORMS = [
-    "localhost",
-    "rebind.example",
-    "nat64.example",
-    "0x7f.1",
-    "127.1",
-    "2130706433",
-    "0177.0.0.1",
-    "[::ffff:127.0.0.1]",
-    "[::127.0.0.1]",
-    "[64:ff9b::7f00:1]",
-    "[2002:7f00:1::]",
-]
-
-
-@pytest.mark.parametrize("host", FORMS)
+@pytest.mark.parametrize("host", REFUSED_FORMS)
 async def test_refused_forms_fail_at_once_without_a_connection(
     deps: ProviderDeps, keys: dict[str, str], listener: Listener, host: str
 ) -> None:

@@ -8,6 +8,37 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from nudge.net.guard import system_resolve
+
+# Host forms that reach (or would reach) this machine; every guarded call must refuse them.
+REFUSED_FORMS = [
+    "localhost",
+    "rebind.example",  # a name resolving to 127.0.0.1 (see ``resolve``)
+    "nat64.example",  # a name resolving to a NAT64 form of it
+    "0x7f.1",
+    "127.1",
+    "2130706433",
+    "0177.0.0.1",
+    "[::ffff:127.0.0.1]",
+    "[::127.0.0.1]",
+    "[64:ff9b::7f00:1]",
+    "[2002:7f00:1::]",
+]
+
+ANSWERS = {
+    "rebind.example": ["127.0.0.1"],
+    "nat64.example": ["64:ff9b::7f00:1"],
+    "fcm.googleapis.com": ["127.0.0.1"],  # an allowed push service whose DNS points here
+}
+
+
+async def resolve(host: str, port: int) -> list[str]:
+    """DNS, except that the names in ``ANSWERS`` point at this machine and ``gone.example``
+    does not resolve."""
+    if host == "gone.example":
+        raise OSError(-2, "Name or service not known")
+    return ANSWERS[host] if host in ANSWERS else await system_resolve(host, port)
+
 
 class Listener:
     def __init__(self) -> None:

@@ -15,11 +15,10 @@ from nudge.net.guard import (
     NotResolved,
     address_refusal,
     literal_address,
-    system_resolve,
 )
 from nudge.proactive.webhooks import WebhookClient, WebhookTarget
 from tests.conftest import make_settings
-from tests.net.conftest import Listener
+from tests.net.conftest import REFUSED_FORMS, Listener, resolve
 
 PUBLIC = [
     "93.184.216.34",
@@ -147,35 +146,12 @@ def test_host_allow_list() -> None:
 SECRET = "whsec_dGhpcy1pcy1hLXRlc3Qtc2lnbmluZy1zZWNyZXQ="
 
 
-async def to_loopback(host: str, port: int) -> list[str]:
-    """DNS, with two public-looking names pointing at this machine."""
-    fake = {"rebind.example": ["127.0.0.1"], "nat64.example": ["64:ff9b::7f00:1"]}
-    return fake[host] if host in fake else await system_resolve(host, port)
-
-
-WEBHOOK_FORMS = [
-    "localhost",
-    "rebind.example",  # a name resolving to 127.0.0.1
-    "nat64.example",  # a name resolving to a NAT64 form of it
-    "0x7f.1",
-    "127.1",
-    "2130706433",
-    "0177.0.0.1",
-    "[::ffff:127.0.0.1]",
-    "[::127.0.0.1]",
-    "[64:ff9b::7f00:1]",
-    "[2002:7f00:1::]",
-    "[64:ff9b:1::7f00:1]",
-    "[fec0::1]",
-]
-
-
-@pytest.mark.parametrize("host", WEBHOOK_FORMS)
+@pytest.mark.parametrize("host", [*REFUSED_FORMS, "[64:ff9b:1::7f00:1]", "[fec0::1]"])
 async def test_webhooks_and_setup_checks_never_connect_to_refused_forms(
     tmp_path: Path, listener: Listener, host: str
 ) -> None:
     settings = make_settings(tmp_path, allow_private_webhooks=False)
-    webhooks = WebhookClient(settings, resolver=GuardedResolver(False, resolve=to_loopback))
+    webhooks = WebhookClient(settings, resolver=GuardedResolver(False, resolve=resolve))
     try:
         url = f"http://{host}:{listener.port}/setup"
         result = await webhooks.send(
