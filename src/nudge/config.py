@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     # Webhooks and proactive pipeline
     allow_private_webhooks: bool = False
     proactive_interval_s: float = 30.0
+    # A live conversation ends by itself after this long without a segment (0: only on finish).
+    conversation_silence_s: float = 120.0
+    # {"message"} answers of realtime and memory webhooks per user per app per hour (0: no cap).
+    # Not the direct API's cap, as in Omi; a guard against a runaway app.
+    webhook_message_limit_per_hour: int = 600
     webhook_flush_interval_s: float = 1.0
     webhook_disable_after_s: float = 3600.0
     webhook_connect_timeout_s: float = 2.0

@@ -83,7 +83,11 @@ class Platform:
         )
         bus = build_bus(settings)
         writer = BatchWriter(db)
-        limits = Limits(settings.direct_limit_per_hour, settings.dedupe_window_s)
+        limits = Limits(
+            settings.direct_limit_per_hour,
+            settings.dedupe_window_s,
+            message_per_hour=settings.webhook_message_limit_per_hour,
+        )
         platform = cls(
             settings=settings,
             db=db,
@@ -105,7 +109,9 @@ class Platform:
                 platform.tasks.append(
                     asyncio.create_task(platform.housekeeper.run(), name="nudge-retention")
                 )
-        platform.ingestor = Ingestor(db, platform.dispatcher, INGEST_BATCH)
+        platform.ingestor = Ingestor(
+            db, platform.dispatcher, INGEST_BATCH, silence_s=settings.conversation_silence_s
+        )
         platform.ingestor.start()
         return platform
 

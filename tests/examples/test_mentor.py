@@ -14,10 +14,16 @@ from examples.mentor.app import PROMPT, create_app
 
 from tests.examples.conftest import ROOT, SECRET, example, realtime_call, run_example
 
-MENTOR_ANSWER = {
-    "session_id": "abc123",
-    "notification": {"prompt": PROMPT, "params": ["user_name", "user_facts", "user_context"]},
-}
+
+def mentor_answer(discussion: str) -> dict[str, object]:
+    """The mentor's answer when ``discussion`` was said: its prompt and the transcript."""
+    return {
+        "session_id": "abc123",
+        "notification": {
+            "prompt": PROMPT + discussion,
+            "params": ["user_name", "user_facts", "user_context"],
+        },
+    }
 
 
 @pytest.fixture
@@ -28,7 +34,8 @@ async def mentor() -> AsyncIterator[httpx.AsyncClient]:
 
 async def test_trigger_phrase_returns_the_mentor_prompt(mentor: httpx.AsyncClient) -> None:
     r = await realtime_call(mentor, "abc123", "What do you think about this approach?")
-    assert r.status_code == 200 and r.json() == MENTOR_ANSWER
+    assert r.status_code == 200
+    assert r.json() == mentor_answer("What do you think about this approach?")
     for placeholder in ("{{user_name}}", "{{user_facts}}", "{{user_context}}"):
         assert placeholder in r.json()["notification"]["prompt"]
 
@@ -40,7 +47,7 @@ async def test_other_talk_returns_nothing_and_old_words_do_not_retrigger(
     asked = await realtime_call(mentor, "abc123", "Any advice", "on how to plan it?")
     after = await realtime_call(mentor, "abc123", "Okay, let's do that.")
     assert quiet.json() == {"session_id": "abc123"}
-    assert asked.json() == MENTOR_ANSWER
+    assert asked.json() == mentor_answer("We should ship on Friday. Any advice on how to plan it?")
     assert after.json() == {"session_id": "abc123"}
 
 
@@ -66,7 +73,7 @@ async def test_runs_as_a_program(tmp_path: Path) -> None:
         async with httpx.AsyncClient(base_url=url) as http:
             r = await realtime_call(http, "abc123", "what do you think?")
             health = await http.get("/healthz")
-    assert r.json() == MENTOR_ANSWER
+    assert r.json() == mentor_answer("what do you think?")
     assert health.json() == {"status": "ok", "sessions": 1}
 
 

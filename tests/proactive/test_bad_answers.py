@@ -108,6 +108,12 @@ async def test_bad_answers_are_traced_and_isolated(
     async with ServeASGI(scripted_app(release)) as served:
         await create_user(client, "ana", "Ana", ["Likes tea"])
         await create_user(client, "bo", "Bo")
+        # Past conversations, before any app is installed: {{user_context}} brings them back.
+        await post_segments(client, "ana", "ana-0", "The garden needs new soil.")
+        await post_segments(client, "bo", "bo-0", "Bo booked a hotel in Lisbon.")
+        for uid, session in (("ana", "ana-0"), ("bo", "bo-0")):
+            r = await client.post(f"/v1/users/{uid}/sessions/{session}/finish")
+            assert r.status_code == 200, r.text
         apps: dict[str, str] = {}
         for case in [*CASES, "good", "unknown-params"]:
             body = manifest(case, f"{served.url}/{case}", scopes=["user_name", "user_context"])
@@ -115,7 +121,7 @@ async def test_bad_answers_are_traced_and_isolated(
             await install(client, "ana", apps[case], ["user_name", "user_context"])
         await install(client, "bo", apps["good"], ["user_name"])
         await post_segments(client, "ana", "ana-1", "We talked about the garden today.")
-        await post_segments(client, "bo", "bo-1", "Bo is planning a trip to Lisbon.")
+        await post_segments(client, "bo", "bo-1", "Bo is planning a trip to Lisbon again.")
 
         for case, (_, outcome, words) in CASES.items():
             (trace,) = await wait_traces(client, apps[case], 1)

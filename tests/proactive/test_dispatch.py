@@ -77,7 +77,7 @@ async def test_each_segment_once_with_several_dispatchers(
     @api.post("/hook")
     async def hook(request: Request) -> dict[str, Any]:
         body = await request.json()
-        received[body["session_id"]].extend(s["text"] for s in body["segments"])
+        received[body["conversation_id"]].extend(s["text"] for s in body["segments"])
         return {}
 
     settings = make_settings(tmp_path, database_url=database_url, dispatcher_poll_interval_s=0.05)
@@ -92,19 +92,23 @@ async def test_each_segment_once_with_several_dispatchers(
             sessions = [f"s{i}" for i in range(12)]
             expected = {s: [f"{s} part {n}" for n in range(5)] for s in sessions}
 
+            conversations: dict[str, str] = {}  # session -> its conversation
+
             async def talk(i: int, session: str) -> None:
                 for text in expected[session]:
-                    await post_segments(clients[i % 3], "ana", session, text)
+                    stored = await post_segments(clients[i % 3], "ana", session, text)
+                    conversations.setdefault(session, stored["conversation_id"])
+                    assert stored["conversation_id"] == conversations[session]
                     await asyncio.sleep(0.03)
 
             await asyncio.gather(*(talk(i, s) for i, s in enumerate(sessions)))
 
             async def done() -> bool:
-                return all(len(received[s]) >= 5 for s in sessions)
+                return all(len(received[conversations[s]]) >= 5 for s in sessions)
 
             await wait_for(done, timeout=30)
             await asyncio.sleep(0.5)
-        assert dict(received) == expected
+        assert dict(received) == {conversations[s]: texts for s, texts in expected.items()}
     finally:
         for client in clients:
             await client.aclose()

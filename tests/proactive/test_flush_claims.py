@@ -1,6 +1,6 @@
-"""A dispatcher's claim takes at most ``limit`` due sessions, also on PostgreSQL with many due
+"""A dispatcher's claim takes at most ``limit`` due conversations, also on PostgreSQL with many due
 rows (where ``IN (… FOR UPDATE SKIP LOCKED LIMIT n)`` can be re-run per row and take them all), and
-two claimers never share a session."""
+two claimers never share a conversation."""
 
 from __future__ import annotations
 
@@ -26,8 +26,9 @@ async def test_a_flush_claim_takes_at_most_its_limit(database_url: str) -> None:
                 insert(Conversation),
                 [
                     {
-                        "id": f"s{i}",
+                        "id": f"c{i}",
                         "uid": "ana",
+                        "session_id": f"s{i}",
                         "status": "live",
                         "created_at": now,
                         "started_at": now,
@@ -41,7 +42,7 @@ async def test_a_flush_claim_takes_at_most_its_limit(database_url: str) -> None:
                 insert(Segment),
                 [
                     {
-                        "conversation_id": f"s{i}",
+                        "conversation_id": f"c{i}",
                         "uid": "ana",
                         "text": f"hello {i}",
                         "created_at": now,
@@ -54,7 +55,8 @@ async def test_a_flush_claim_takes_at_most_its_limit(database_url: str) -> None:
         async with db.begin() as conn:
             second = await conn.run_sync(claim_flushes, time.time(), limit=20, interval_s=1.0)
         assert len(first) == len(second) == 20
-        assert not {f.session_id for f in first} & {f.session_id for f in second}
+        assert not {f.conversation_id for f in first} & {f.conversation_id for f in second}
+        assert {f.session_id for f in first} == {f"s{f.conversation_id[1:]}" for f in first}
         assert all(len(f.segments) == 1 for f in first + second)
     finally:
         await db.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,8 +16,9 @@ from sqlalchemy import func, select
 
 from nudge.platform import Platform
 from nudge.store.models import Conversation, Segment
-from tests.conftest import ServeASGI, World, wait_for
+from tests.conftest import ServeASGI, World, make_settings, wait_for
 from tests.proactive.helpers import (
+    api_client,
     create_app,
     create_user,
     install,
@@ -76,17 +78,18 @@ async def test_ingest_refusals(client: httpx.AsyncClient, world: World, platform
         f"{base}/s1/segments", json=body, headers={"Authorization": "Bearer ut_wrong"}
     )
     assert r.status_code == 401
+    # Session ids belong to their user: two users may stream under the same one.
     await create_user(client, "other", "Other")
-    r = await client.post("/v1/users/other/sessions/s1/segments", json=body)
-    assert r.status_code == 202
-    r = await client.post(f"{base}/s1/segments", json=body)
-    assert r.status_code == 409 and "another user" in r.json()["detail"]
+    theirs = await client.post("/v1/users/other/sessions/s1/segments", json=body)
+    mine = await client.post(f"{base}/s1/segments", json=body)
+    assert theirs.status_code == mine.status_code == 202
+    assert theirs.json()["conversation_id"] != mine.json()["conversation_id"]
     # The user's own token works; another user's token does not.
-    mine = {"Authorization": f"Bearer {world.user_token}"}
-    assert (await client.post(f"{base}/s2/segments", json=body, headers=mine)).status_code == 202
-    r = await client.post("/v1/users/other/sessions/s3/segments", json=body, headers=mine)
+    own = {"Authorization": f"Bearer {world.user_token}"}
+    assert (await client.post(f"{base}/s2/segments", json=body, headers=own)).status_code == 202
+    r = await client.post("/v1/users/other/sessions/s3/segments", json=body, headers=own)
     assert r.status_code == 403
-    assert await counts(platform) == (2, 2)
+    assert await counts(platform) == (3, 3)
 
 
 @pytest.mark.parametrize(
@@ -155,12 +158,15 @@ async def test_finish_sends_memory_and_the_last_segments(
         await create_user(client, "ana")
         for app in (realtime, memory):
             await install(client, "ana", app["app_id"], [])
-        await post_segments(client, "ana", "conv-1", "We should book the venue.")
+        first = await post_segments(client, "ana", "conv-1", "We should book the venue.")
+        cid = first["conversation_id"]
         await wait_for(lambda: asyncio.sleep(0, result=len(calls) >= 1))
-        await post_segments(client, "ana", "conv-1", "And send invitations by Friday.")
+        again = await post_segments(client, "ana", "conv-1", "And send invitations by Friday.")
+        assert again["conversation_id"] == cid
         r = await client.post("/v1/users/ana/sessions/conv-1/finish", json={"title": "Party plan"})
         assert r.status_code == 200, r.text
         finished = r.json()
+        assert finished["id"] == cid and finished["session_id"] == "conv-1"
         assert finished["structured"]["title"] == "Party plan"
         assert finished["structured"]["overview"].startswith("We should book the venue.")
         assert [s["text"] for s in finished["transcript_segments"]] == [
@@ -174,7 +180,9 @@ async def test_finish_sends_memory_and_the_last_segments(
             "We should book the venue.",
             "And send invitations by Friday.",
         ]
-        assert live[0]["query"] == {"session_id": "conv-1", "uid": "ana"}
+        # As Omi's backend: the session id is the uid, in the query and the body.
+        assert live[0]["query"] == {"session_id": "ana", "uid": "ana"}
+        assert live[0]["session_id"] == "ana" and live[0]["conversation_id"] == cid
         assert set(live[0]["segments"][0]) == {
             "text",
             "speaker",
@@ -184,30 +192,39 @@ async def test_finish_sends_memory_and_the_last_segments(
             "end",
         }
         assert mem["query"] == {"uid": "ana"}
-        assert mem["id"] == "conv-1" and mem["structured"]["title"] == "Party plan"
+        assert mem["id"] == cid and mem["structured"]["title"] == "Party plan"
+        assert mem["status"] == "completed" and mem["discarded"] is False
         assert mem["finished_at"] and mem["started_at"] and mem["created_at"]
         assert len(mem["transcript_segments"]) == 2
         (trace,) = await wait_traces(client, memory["app_id"], 1)
         assert trace["kind"] == "memory_creation" and trace["outcome"] == "no_action"
+        assert trace["conversation_id"] == cid and trace["session_id"] == "conv-1"
 
         session = (await client.get("/v1/users/ana/sessions/conv-1")).json()
-        assert session["status"] == "finished"
+        assert session["id"] == cid and session["status"] == "completed"
         r = await client.post("/v1/users/ana/sessions/conv-1/finish")
-        assert r.status_code == 409
-        r = await client.post(
-            "/v1/users/ana/sessions/conv-1/segments", json={"segments": [seg("late")]}
-        )
-        assert r.status_code == 409 and "finished" in r.json()["detail"]
+        assert r.status_code == 409 and "no live conversation" in r.json()["detail"]
         assert (await client.post("/v1/users/ana/sessions/nope/finish")).status_code == 404
         await asyncio.sleep(0.3)
         assert len(calls) == 3  # memory_creation went out once
+
+        # The session id is reused, as Omi's clients do: a new conversation opens.
+        later = await post_segments(client, "ana", "conv-1", "Next day: the venue confirmed.")
+        assert later["conversation_id"] != cid
+        await wait_for(lambda: asyncio.sleep(0, result=len(calls) >= 4))
+        assert calls[3]["conversation_id"] == later["conversation_id"]
+        assert calls[3]["session_id"] == "ana"
+        session = (await client.get("/v1/users/ana/sessions/conv-1")).json()
+        assert session["id"] == later["conversation_id"] and session["status"] == "in_progress"
 
 
 async def test_websocket_listen(live_url: str, client: httpx.AsyncClient, world: World) -> None:
     ws_url = live_url.replace("http://", "ws://") + f"/v1/users/{world.uid}/listen"
     async with websockets.connect(f"{ws_url}?session_id=ws-1&token={world.user_token}") as ws:
         await ws.send(json.dumps([seg("first words"), seg("second words")]))
-        assert json.loads(await ws.recv()) == {"session_id": "ws-1", "accepted": 2}
+        stored = json.loads(await ws.recv())
+        assert stored["session_id"] == "ws-1" and stored["accepted"] == 2
+        assert stored["conversation_id"]
         await ws.send(json.dumps({"segments": [seg("third")]}))
         assert json.loads(await ws.recv())["accepted"] == 1
         await ws.send(json.dumps(seg("fourth")))
@@ -261,9 +278,9 @@ async def test_concurrent_requests_in_one_batch_get_their_own_answers(
 ) -> None:
     await create_user(client, "a")
     await create_user(client, "b")
-    await post_segments(client, "a", "done", "old talk")
+    done = await post_segments(client, "a", "done", "old talk")
     assert (await client.post("/v1/users/a/sessions/done/finish")).status_code == 200
-    await post_segments(client, "a", "mine", "first")
+    mine = await post_segments(client, "a", "mine", "first")
 
     def post(uid: str, sid: str, text: str) -> Any:
         return client.post(
@@ -271,23 +288,27 @@ async def test_concurrent_requests_in_one_batch_get_their_own_answers(
         )
 
     answers = await asyncio.gather(
-        post("a", "mine", "second"),  # live session: stored
+        post("a", "mine", "second"),  # live conversation: stored in it
         post("nobody", "x1", "hi"),  # unknown user: 404
-        post("b", "mine", "intruder"),  # another user's session: 409
-        post("a", "done", "late"),  # finished: 409
-        post("a", "new-1", "hello"),  # new session: created
+        post("b", "mine", "b's own"),  # b's own session of the same name
+        post("a", "done", "late"),  # its conversation finished: a new one opens
+        post("a", "new-1", "hello"),  # new session
         post("b", "new-2", "hey"),  # new session for b
-        post("a", "new-2", "race"),  # same new id, other user, same batch: one wins
+        post("a", "new-2", "race"),  # the same new id for another user, same batch
+        post("a", "new-1", "again"),  # the same new session twice in one batch
     )
     codes = [r.status_code for r in answers]
-    assert codes[:5] == [202, 404, 409, 409, 202], [r.text for r in answers]
-    assert sorted(codes[5:]) == [202, 409]
-    assert "another user" in answers[2].json()["detail"]
-    assert "finished" in answers[3].json()["detail"]
-    mine = (await client.get("/v1/users/a/sessions/mine")).json()
-    assert [s["text"] for s in mine["transcript_segments"]] == ["first", "second"]
-    assert (await client.get("/v1/users/a/sessions/new-1")).json()["status"] == "live"
-    assert await counts(platform) == (4, 5)  # done, mine (2), new-1, new-2
+    assert codes == [202, 404, 202, 202, 202, 202, 202, 202], [r.text for r in answers]
+    ids = [r.json().get("conversation_id") for r in answers]
+    assert ids[0] == mine["conversation_id"]
+    assert ids[3] != done["conversation_id"]
+    assert ids[4] == ids[7] and ids[5] != ids[6]
+    assert len({ids[0], ids[2], ids[3], ids[4], ids[5], ids[6]}) == 6
+    session = (await client.get("/v1/users/a/sessions/mine")).json()
+    assert [s["text"] for s in session["transcript_segments"]] == ["first", "second"]
+    assert (await client.get("/v1/users/a/sessions/new-1")).json()["status"] == "in_progress"
+    # done (finished and new), mine (a and b), new-1, new-2 (a and b)
+    assert await counts(platform) == (7, 9)
 
 
 async def _add_users(conn: Any, *uids: str) -> None:
@@ -301,7 +322,7 @@ async def _add_users(conn: Any, *uids: str) -> None:
 
 async def test_ingest_batch_answers_each_request(tmp_path: Any, database_url: str) -> None:
     """One batch holding every case, on SQLite and PostgreSQL."""
-    from nudge.core.errors import Conflict, Forbidden, NotFound, Unauthorized
+    from nudge.core.errors import Forbidden, NotFound, Unauthorized
     from nudge.proactive.ingest import IngestRequest, SegmentIn, ingest_batch
     from nudge.store.db import Database
     from nudge.store.migrate import upgrade
@@ -311,10 +332,13 @@ async def test_ingest_batch_answers_each_request(tmp_path: Any, database_url: st
     try:
         async with db.begin() as conn:
             await _add_users(conn, "a", "b")
-            await conn.run_sync(ingest_batch, [IngestRequest("a", "done", [SegmentIn(text="old")])])
+            (old,) = await conn.run_sync(
+                ingest_batch, [IngestRequest("a", "done", [SegmentIn(text="old")])]
+            )
+            assert isinstance(old, dict)
             await conn.execute(
                 Conversation.__table__.update()
-                .where(Conversation.id == "done")
+                .where(Conversation.id == old["conversation_id"])
                 .values(status="finished")
             )
 
@@ -328,24 +352,27 @@ async def test_ingest_batch_answers_each_request(tmp_path: Any, database_url: st
                     req("a", "s1", "one", "two"),
                     req("ghost", "s2", "boo"),
                     req("a", "done", "late"),
-                    req("b", "s1", "intruder"),
+                    req("b", "s1", "bee one"),
                     req("a", "s1", "three"),
                     req("b", "s3", "bee"),
                 ],
             )
-        assert results[0] == {"session_id": "s1", "accepted": 2}
         assert isinstance(results[1], NotFound)
-        assert isinstance(results[2], Conflict) and "finished" in results[2].detail
-        assert isinstance(results[3], Conflict) and "another user" in results[3].detail
-        assert results[4] == {"session_id": "s1", "accepted": 1}
-        assert results[5] == {"session_id": "s3", "accepted": 1}
-        # s1 is now a's live session: b still cannot write to it, even in a's batch.
+        ok = [r for r in results if isinstance(r, dict)]
+        assert [(r["session_id"], r["accepted"]) for r in ok] == [
+            ("s1", 2),
+            ("done", 1),
+            ("s1", 1),
+            ("s1", 1),
+            ("s3", 1),
+        ]
+        a_s1, late, b_s1, a_s1_again, b_s3 = (r["conversation_id"] for r in ok)
+        assert a_s1 == a_s1_again and len({a_s1, late, b_s1, b_s3, old["conversation_id"]}) == 5
         async with db.begin() as conn:
             again = await conn.run_sync(
-                ingest_batch, [req("a", "s1", "four"), req("b", "s1", "nope")]
+                ingest_batch, [req("a", "s1", "four"), req("b", "s1", "bee two")]
             )
-        assert again[0] == {"session_id": "s1", "accepted": 1}
-        assert isinstance(again[1], Conflict) and "another user" in again[1].detail
+        assert [r["conversation_id"] for r in again if isinstance(r, dict)] == [a_s1, b_s1]
         # User tokens checked in the batch (the test users' token hashes are their uids).
         async with db.begin() as conn:
             checked = await conn.run_sync(
@@ -357,16 +384,40 @@ async def test_ingest_batch_answers_each_request(tmp_path: Any, database_url: st
                 ],
             )
         assert isinstance(checked[0], Forbidden) and isinstance(checked[1], Unauthorized)
-        assert checked[2] == {"session_id": "s1", "accepted": 1}
+        assert isinstance(checked[2], dict) and checked[2]["conversation_id"] == a_s1
         async with db.read() as conn:
             texts = (
                 await conn.execute(
-                    select(Segment.text).where(Segment.conversation_id == "s1").order_by(Segment.id)
+                    select(Segment.text).where(Segment.conversation_id == a_s1).order_by(Segment.id)
                 )
             ).scalars()
             assert list(texts) == ["one", "two", "three", "four", "seven"]
     finally:
         await db.close()
+
+
+async def test_two_processes_opening_one_session_share_its_conversation(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The first segments of one session, stored at once by two platforms on one database, land
+    in one conversation (the live-session index decides; the loser joins it)."""
+    platforms = [
+        await Platform.start(make_settings(tmp_path, database_url=database_url)) for _ in range(2)
+    ]
+    clients = [api_client(p) for p in platforms]
+    try:
+        await create_user(clients[0], "ana")
+        for round_ in range(5):
+            sid = f"race-{round_}"
+            answers = await asyncio.gather(
+                *(post_segments(c, "ana", sid, f"hello from {i}") for i, c in enumerate(clients))
+            )
+            assert answers[0]["conversation_id"] == answers[1]["conversation_id"], answers
+    finally:
+        for client in clients:
+            await client.aclose()
+        for p in platforms:
+            await p.close()
 
 
 async def test_ingest_searches_indexes_on_sqlite(tmp_path: Any) -> None:

@@ -148,7 +148,8 @@ async def post_segments(
 @router.post(
     "/v1/users/{uid}/sessions/{session_id}/finish",
     dependencies=[UserDep],
-    summary="End a session: last segments and memory_creation webhooks go out",
+    summary="End the session's live conversation: last segments and memory_creation webhooks "
+    "go out; the next segment starts a new conversation",
 )
 async def finish(
     uid: str,
@@ -161,20 +162,21 @@ async def finish(
         lambda conn: ingest.finish_conversation(conn, uid, session_id, summary)
     )
     if platform.dispatcher is not None:
-        platform.dispatcher.wake(session_id)
+        platform.dispatcher.wake(result["id"])
     return result
 
 
 @router.get(
     "/v1/users/{uid}/sessions/{session_id}",
     dependencies=[UserDep],
-    summary="A session: its segments, status and summary",
+    summary="The session's live (or else latest) conversation, in Omi's shape",
 )
 async def get_session(uid: str, session_id: str, platform: PlatformDep) -> dict[str, Any]:
     async with platform.db.read() as conn:
-        conv = await conn.run_sync(ingest.get_conversation, uid, session_id)
-        segments = await conn.run_sync(ingest.conversation_segments, session_id)
-    return ingest.conversation_json(conv, segments) | {"status": conv.status}
+        result: dict[str, Any] = await conn.run_sync(
+            ingest.session_conversation, uid, session_id
+        )
+    return result
 
 
 def _parse_ws_message(raw: str) -> list[ingest.SegmentIn]:
@@ -263,13 +265,20 @@ async def list_traces(
     limit: int = Query(50, ge=1, le=200),
     cursor: str | None = Query(None, max_length=100),
     session_id: str | None = Query(None, max_length=128),
+    conversation_id: str | None = Query(None, max_length=128),
     uid: str | None = Query(None, max_length=128),
 ) -> dict[str, Any]:
     async with platform.db.read() as conn:
         app = await get_app(conn, app_id)
         failing_since = await conn.scalar(select(App.webhook_failing_since).where(App.id == app_id))
         page = await traces.list_traces(
-            conn, app_id, limit=limit, cursor=cursor, session_id=session_id, uid=uid
+            conn,
+            app_id,
+            limit=limit,
+            cursor=cursor,
+            session_id=session_id,
+            conversation_id=conversation_id,
+            uid=uid,
         )
     page["app"] = {
         "status": app.status,

@@ -46,7 +46,7 @@ class NotificationRequest:
     app_id: str
     uid: str
     message: str
-    kind: str = "direct"  # direct | proactive
+    kind: str = "direct"  # direct | proactive | message (a webhook's {"message"} answer)
     type: str = ""
     data: dict[str, str] = field(default_factory=dict)
     idempotency_key: str | None = None
@@ -109,6 +109,9 @@ def validate_message(message: str | None, max_chars: int, field_name: str = "mes
 class Limits:
     default_per_hour: int
     dedupe_window_s: float
+    # Webhooks' {"message"} answers, per user per app per hour (0: no cap). Omi counts them
+    # against nothing; the direct cap is the REST endpoint's alone.
+    message_per_hour: int = 0
 
 
 async def current_rate_limit(
@@ -123,7 +126,7 @@ async def current_rate_limit(
         return RateLimit(limit, limit, 0)
     now = time.time()
     rows = await conn.execute(
-        _WINDOWS.statement, {"uids": [uid], "since": id_floor("n", now - HOUR)}
+        _WINDOWS["direct"].statement, {"uids": [uid], "since": id_floor("n", now - HOUR)}
     )
     for row_app, _, used, oldest in cast(Any, rows):
         if row_app == app_id:
@@ -190,15 +193,27 @@ _RECENT = Statement(
 # by time (``nudge.ids``), so "since" is a range on the id. Its app is picked in Python: given an
 # ``app_id IN (...)`` term, SQLite (which has no statistics here) searches the app's idempotency
 # index instead, reading every row of the app.
-_WINDOWS = Statement(
-    select(Notification.app_id, Notification.uid, func.count(), func.min(Notification.id))
-    .where(
-        Notification.uid.in_(bindparam("uids", expanding=True)),
-        Notification.id > bindparam("since"),
-        Notification.kind == "direct",
+def _window_statement(kind: str) -> Statement:
+    return Statement(
+        select(Notification.app_id, Notification.uid, func.count(), func.min(Notification.id))
+        .where(
+            Notification.uid.in_(bindparam("uids", expanding=True)),
+            Notification.id > bindparam("since"),
+            Notification.kind == kind,
+        )
+        .group_by(Notification.app_id, Notification.uid)
     )
-    .group_by(Notification.app_id, Notification.uid)
-)
+
+
+# The kinds with an hourly window, each counted on its own.
+_WINDOWS = {"direct": _window_statement("direct"), "message": _window_statement("message")}
+
+
+def _hourly_limit(request: NotificationRequest, app: Any, limits: Limits) -> int:
+    """The request's hourly cap; 0: none."""
+    if request.kind == "direct":
+        return int(app.direct_limit_per_hour or limits.default_per_hour)
+    return limits.message_per_hour if request.kind == "message" else 0
 
 
 def accept_batch(
@@ -256,16 +271,22 @@ def accept_batch(
             conn, {"digests": list(set(digests)), "since": now - limits.dedupe_window_s}
         )
     }
-    direct_pairs = {(r.app_id, r.uid) for r in requests if r.kind == "direct"}
-    windows: dict[tuple[str, str], _PairState] = {p: _PairState(0, None) for p in direct_pairs}
-    if direct_pairs:
-        rows = _WINDOWS.rows(
+    windows: dict[tuple[str, str, str], _PairState] = {
+        (r.kind, r.app_id, r.uid): _PairState(0, None)
+        for r in requests
+        if r.kind == "direct" or (r.kind == "message" and limits.message_per_hour > 0)
+    }
+    for kind in {k for k, _, _ in windows}:
+        rows = _WINDOWS[kind].rows(
             conn,
-            {"uids": list({u for _, u in direct_pairs}), "since": id_floor("n", now - HOUR)},
+            {
+                "uids": list({u for k, _, u in windows if k == kind}),
+                "since": id_floor("n", now - HOUR),
+            },
         )
         for app_id, uid, used, oldest in rows:
-            if (app_id, uid) in windows:
-                windows[(app_id, uid)] = _PairState(int(used), id_time(oldest))
+            if (kind, app_id, uid) in windows:
+                windows[(kind, app_id, uid)] = _PairState(int(used), id_time(oldest))
     duplicates_of: set[str] = set()
 
     results: list[Accepted | NudgeError] = []
@@ -307,15 +328,16 @@ def accept_batch(
             continue
 
         rate: RateLimit | None = None
-        if request.kind == "direct":
-            limit = app.direct_limit_per_hour or limits.default_per_hour
-            window = windows[(request.app_id, request.uid)]
+        window = windows.get((request.kind, request.app_id, request.uid))
+        if window is not None:
+            limit = _hourly_limit(request, app, limits)
             if window.used >= limit:
                 reset = max(1, math.ceil((window.oldest or now) + HOUR - now))
                 rate = RateLimit(limit=limit, remaining=0, reset=reset)
+                what = "notifications" if request.kind == "direct" else "webhook message answers"
                 results.append(
                     RateLimited(
-                        f"rate limited: at most {limit} notifications per user per hour for this "
+                        f"rate limited: at most {limit} {what} per user per hour for this "
                         f"app; retry in {reset} s",
                         retry_after=reset,
                         headers=rate.headers(),

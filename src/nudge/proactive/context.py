@@ -2,9 +2,14 @@
 
 - ``user_name``: the display name.
 - ``user_facts``: the user's facts, joined into one line.
-- ``user_context``: the live session's recent transcript, plus the most relevant past
-  conversations found by full-text search on words of that transcript (SQLite FTS5 table
-  ``conversations_fts`` / PostgreSQL ``search`` tsvector column).
+- ``user_context``: the user's past conversations relevant to the live one, as Omi fills it (not
+  the live transcript: the app has it already). Found by full-text search (SQLite FTS5 table
+  ``conversations_fts`` / PostgreSQL ``search`` tsvector column) on the words of the answer's
+  ``notification.context.question`` when it has one, else on the live conversation's most
+  frequent words; ``notification.context.filters`` (``people``, ``topics``, ``entities``: a
+  conversation must mention one of them, as Omi's metadata filter; ``dates``: it must have started
+  on one of those days) narrow it. When nothing matches and no filter is set, the most recent
+  conversations are given (Omi's vector search always returns its nearest ones).
 - ``user_chat``: the last 10 messages between the user and this app.
 
 Each value is bounded so that a long history cannot crowd out the app's prompt. The reads are
@@ -17,17 +22,20 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Float, String, bindparam, select, text
+from sqlalchemy import JSON, Connection, Float, String, bindparam, select, text
 
-from nudge.proactive.ingest import speaker_label
+from nudge.proactive.conversation import DEFAULT_CATEGORY
 from nudge.store.fast import Statement
 from nudge.store.models import ChatMessage, Segment, User, UserFact
 
 MAX_CHARS = {"user_name": 200, "user_facts": 4000, "user_context": 6000, "user_chat": 4000}
 LIVE_SEGMENTS = 30
-RELATED = 3
+RELATED = 5  # past conversations, as many as Omi's retrieval gives
 CHAT_MESSAGES = 10
 KEYWORDS = 12
 
@@ -60,8 +68,8 @@ def keywords(transcript: str, limit: int = KEYWORDS) -> list[str]:
 
 # The reads of a won claim, built once (they run in the claim's transaction on the event loop).
 _LIVE_SEGMENTS = Statement(
-    select(Segment.text, Segment.speaker, Segment.is_user)
-    .where(Segment.conversation_id == bindparam("sid"))
+    select(Segment.text)
+    .where(Segment.conversation_id == bindparam("cid"))
     .order_by(Segment.id.desc())
     .limit(LIVE_SEGMENTS)
 )
@@ -75,79 +83,262 @@ _CHAT = Statement(
     .order_by(ChatMessage.id.desc())
     .limit(CHAT_MESSAGES)
 )
-_RELATED_COLUMNS = {
+
+_PAST_COLUMNS = {
     "id": String,
     "title": String,
     "overview": String,
+    "category": String,
+    "action_items": JSON,
+    "events": JSON,
+    "created_at": Float,
     "started_at": Float,
     "snippet": String,
 }
-_RELATED = {
-    "postgresql": Statement(
-        text(
-            "SELECT c.id, c.title, c.overview, c.started_at, "
-            "ts_headline('english', c.transcript, q, 'MaxWords=35, MinWords=12') AS snippet "
-            "FROM conversations c, websearch_to_tsquery('english', :q) q "
-            "WHERE c.uid = :uid AND c.id != :sid AND c.search @@ q "
-            "ORDER BY ts_rank(c.search, q) DESC LIMIT :n"
-        ).columns(**_RELATED_COLUMNS)
-    ),
-    "sqlite": Statement(
-        text(
-            "SELECT c.id, c.title, c.overview, c.started_at, "
-            "snippet(conversations_fts, 2, '', '', '…', 32) AS snippet "
-            "FROM conversations_fts JOIN conversations c ON c.rowid = conversations_fts.rowid "
-            "WHERE conversations_fts MATCH :q AND c.uid = :uid AND c.id != :sid "
-            "ORDER BY bm25(conversations_fts) LIMIT :n"
-        ).columns(**_RELATED_COLUMNS)
-    ),
-}
+_SELECT = "SELECT c.id, c.title, c.overview, c.category, c.action_items, c.events, c.created_at, "
+# Past conversations only: the user's, not the live one, ended, not discarded, in the date range.
+_PAST = (
+    "c.uid = :uid AND c.id != :cid AND c.status != 'live' AND NOT c.discarded "
+    "AND c.started_at >= :since AND c.started_at < :until"
+)
+_SEARCH_SQLITE = (
+    f"{_SELECT}c.started_at, snippet(conversations_fts, 2, '', '', '…', 32) AS snippet "
+    "FROM conversations_fts JOIN conversations c ON c.rowid = conversations_fts.rowid "
+    f"WHERE conversations_fts MATCH :q AND {_PAST} ORDER BY bm25(conversations_fts) LIMIT :n"
+)
+_RECENT = Statement(
+    text(
+        f"{_SELECT}c.started_at, '' AS snippet FROM conversations c WHERE {_PAST} "
+        "ORDER BY c.created_at DESC LIMIT :n"
+    ).columns(**_PAST_COLUMNS)
+)
 
 
-def live_segments(conn: Connection, session_id: str) -> list[Any]:
-    """The session's last segments, oldest first."""
-    return list(reversed(_LIVE_SEGMENTS.rows(conn, {"sid": session_id})))
+@lru_cache(maxsize=4)
+def _search(postgres: bool, required: bool) -> Statement:
+    """Full-text search of past conversations. On SQLite one FTS5 query string carries every
+    term; on PostgreSQL the required terms (``:req``) and the ranking terms (``:q``) are two
+    ``websearch_to_tsquery``, joined by ``&&``."""
+    if not postgres:
+        return Statement(text(_SEARCH_SQLITE).columns(**_PAST_COLUMNS))
+    query = "websearch_to_tsquery('english', :q)"
+    if required:
+        query = f"websearch_to_tsquery('english', :req) && {query}"
+    return Statement(
+        text(
+            f"{_SELECT}c.started_at, "
+            "ts_headline('english', c.transcript, w.q, 'MaxWords=35, MinWords=12') AS snippet "
+            f"FROM conversations c, (SELECT {query} AS q) w WHERE c.search @@ w.q AND {_PAST} "
+            "ORDER BY ts_rank(c.search, w.q) DESC LIMIT :n"
+        ).columns(**_PAST_COLUMNS)
+    )
+
+
+@dataclass(frozen=True)
+class Steering:
+    """An answer's ``notification.context``: what to look for in the past conversations."""
+
+    question: str = ""
+    people: tuple[str, ...] = ()
+    topics: tuple[str, ...] = ()
+    entities: tuple[str, ...] = ()
+    dates: tuple[date, ...] = ()
+    ignored_dates: tuple[str, ...] = ()  # not dates: left out, as Omi ignores the filter
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        """A conversation must mention one of these (Omi: people OR topics OR entities)."""
+        return tuple(dict.fromkeys((*self.people, *self.topics, *self.entities)))
+
+
+STEERING_ITEMS = 20  # per filter; the rest are ignored
+STEERING_CHARS = 200  # per item
+QUESTION_CHARS = 2000
+
+
+def _strings(value: Any, path: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{path}: must be a list of strings")
+    items = (" ".join(v.split())[:STEERING_CHARS] for v in value[:STEERING_ITEMS])
+    return tuple(dict.fromkeys(v for v in items if v))
+
+
+def _day(value: str) -> date | None:
+    try:
+        return datetime.fromisoformat(value.strip().replace("Z", "+00:00")).date()
+    except ValueError:
+        return None
+
+
+def parse_steering(value: Any) -> Steering | None:
+    """``notification.context`` as Omi's apps send it; raises ``ValueError`` naming the field."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError("notification.context: must be an object with 'question' and 'filters'")
+    question = value.get("question") or ""
+    if not isinstance(question, str):
+        raise ValueError("notification.context.question: must be a string")
+    filters = value.get("filters") or {}
+    if not isinstance(filters, dict):
+        raise ValueError(
+            "notification.context.filters: must be an object (people, topics, entities, dates)"
+        )
+    path = "notification.context.filters"
+    raw_dates = _strings(filters.get("dates"), f"{path}.dates")
+    days = {d: _day(d) for d in raw_dates}
+    return Steering(
+        question=question.strip()[:QUESTION_CHARS],
+        people=_strings(filters.get("people"), f"{path}.people"),
+        topics=_strings(filters.get("topics"), f"{path}.topics"),
+        entities=_strings(filters.get("entities"), f"{path}.entities"),
+        dates=tuple(dict.fromkeys(d for d in days.values() if d is not None)),
+        ignored_dates=tuple(raw for raw, d in days.items() if d is None),
+    )
+
+
+def live_words(conn: Connection, conversation_id: str) -> list[str]:
+    """The live conversation's most frequent content words (of its last segments)."""
+    rows = _LIVE_SEGMENTS.rows(conn, {"cid": conversation_id})
+    return keywords(" ".join(r.text for r in rows))
+
+
+def _fts_query(terms: Iterable[str]) -> str:
+    """FTS5: each term a quoted phrase, any of them."""
+    return " OR ".join('"{}"'.format(t.replace('"', '""')) for t in terms)
+
+
+def _web_query(terms: Iterable[str]) -> str:
+    """PostgreSQL ``websearch_to_tsquery``: each term a quoted phrase, any of them."""
+    return " or ".join('"{}"'.format(t.replace('"', " ")) for t in terms)
+
+
+def _past_json(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "title": row.title,
+        "overview": row.overview,
+        "category": row.category or DEFAULT_CATEGORY,
+        "action_items": row.action_items or [],
+        "events": row.events or [],
+        "created_at": row.created_at,
+        "started_at": row.started_at,
+        "snippet": re.sub(r"\s+", " ", row.snippet or "").strip(),
+    }
+
+
+def _day_range(days: tuple[date, ...]) -> tuple[float, float]:
+    if not days:
+        return 0.0, 1e12
+    start = datetime.combine(min(days), datetime.min.time(), tzinfo=UTC)
+    end = datetime.combine(max(days) + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+    return start.timestamp(), end.timestamp()
+
+
+def _on_days(found: list[dict[str, Any]], days: tuple[date, ...]) -> list[dict[str, Any]]:
+    if not days:
+        return found
+    return [r for r in found if datetime.fromtimestamp(r["started_at"], UTC).date() in days]
 
 
 def related_conversations(
-    conn: Connection, uid: str, exclude_id: str, words: list[str], limit: int = RELATED
+    conn: Connection,
+    uid: str,
+    exclude_id: str,
+    words: list[str],
+    *,
+    required: tuple[str, ...] = (),
+    days: tuple[date, ...] = (),
+    limit: int = RELATED,
 ) -> list[dict[str, Any]]:
-    """The user's past conversations that best match ``words`` (full-text, best first)."""
-    if not words:
+    """The user's past conversations that best match ``words`` (full-text, best first). With
+    ``required``, only those mentioning one of them (ranked by ``words`` where any match, then
+    the others); with ``days``, only those started on one of those days (UTC)."""
+    if not words and not required:
         return []
     postgres = conn.dialect.name == "postgresql"
-    query = " or ".join(words) if postgres else " OR ".join(f'"{w}"' for w in words)
-    params = {"uid": uid, "sid": exclude_id, "n": limit, "q": query}
-    rows = _RELATED["postgresql" if postgres else "sqlite"].rows(conn, params)
-    return [
-        {
-            "id": r.id,
-            "title": r.title,
-            "overview": r.overview,
-            "started_at": r.started_at,
-            "snippet": re.sub(r"\s+", " ", r.snippet or "").strip(),
-        }
-        for r in rows
-    ]
+    since, until = _day_range(days)
+    fetch = limit * 8 if days else limit  # the range is narrowed to the exact days below
+    params: dict[str, Any] = {"uid": uid, "cid": exclude_id, "n": fetch, "since": since}
+    params["until"] = until
+    found: list[dict[str, Any]] = []
+    if words:
+        if postgres:
+            params |= {"q": _web_query(words), "req": _web_query(required)}
+        else:
+            ranked = _fts_query(words)
+            params["q"] = f"({_fts_query(required)}) AND ({ranked})" if required else ranked
+        rows = _search(postgres, bool(required)).rows(conn, params)
+        found = _on_days([_past_json(r) for r in rows], days)
+    if required and len(found) < limit:
+        params["q"] = _web_query(required) if postgres else _fts_query(required)
+        seen = {r["id"] for r in found}
+        rows = _search(postgres, False).rows(conn, params)
+        found += [r for r in _on_days([_past_json(r) for r in rows], days) if r["id"] not in seen]
+    return found[:limit]
 
 
-def user_context(conn: Connection, uid: str, session_id: str) -> tuple[str, list[str]]:
-    """The text for ``{{user_context}}`` and the ids of the past conversations it includes."""
-    segments = live_segments(conn, session_id)
-    words = keywords(" ".join(s.text for s in segments))  # the words said, not speaker labels
-    related = related_conversations(conn, uid, session_id, words)
+def recent_conversations(
+    conn: Connection,
+    uid: str,
+    exclude_id: str,
+    *,
+    days: tuple[date, ...] = (),
+    limit: int = RELATED,
+) -> list[dict[str, Any]]:
+    """The user's most recent past conversations (on ``days``, when given)."""
+    since, until = _day_range(days)
+    params = {"uid": uid, "cid": exclude_id, "since": since, "until": until}
+    rows = _RECENT.rows(conn, params | {"n": limit * 8 if days else limit})
+    return _on_days([_past_json(r) for r in rows], days)[:limit]
+
+
+def _render(past: list[dict[str, Any]]) -> str:
+    """As Omi writes conversations into a prompt: numbered, dated, titled, summarised."""
     parts = []
-    if segments:
-        live = "\n".join(f"{speaker_label(s.speaker, s.is_user)}: {s.text}" for s in segments)
-        parts.append("Current conversation:\n" + live)
-    if related:
-        lines = []
-        for r in related:
-            title = r["title"] or "Conversation"
-            body = r["overview"] or r["snippet"]
-            lines.append(f"- {title}: {_bound(body, 600)}" if body != title else f"- {title}")
-        parts.append("Related past conversations:\n" + "\n".join(lines))
-    return "\n\n".join(parts), [r["id"] for r in related]
+    for i, r in enumerate(past, 1):
+        when = datetime.fromtimestamp(r["created_at"], UTC).strftime("%d %b %Y at %H:%M UTC")
+        lines = [f"Conversation #{i}", f"{when} ({r['category'].capitalize()})"]
+        title = r["title"] or "Conversation"
+        lines.append(title)
+        body = r["overview"] or r["snippet"]
+        if body and body != title:
+            lines.append(_bound(body, 600))
+        items = [a.get("description") for a in r["action_items"] if isinstance(a, dict)]
+        if any(items):
+            lines += ["Action Items:", *(f"- {d}" for d in items if d)]
+        events = [e.get("title") for e in r["events"] if isinstance(e, dict)]
+        if any(events):
+            lines += ["Events:", *(f"- {t}" for t in events if t)]
+        parts.append("\n".join(lines))
+    return "\n\n---------------------\n\n".join(parts)
+
+
+def user_context(
+    conn: Connection, uid: str, conversation_id: str, steering: Steering | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The text for ``{{user_context}}`` and, for the trace, how it was found."""
+    steering = steering or Steering()
+    source = "question" if steering.question else "live conversation"
+    words = keywords(steering.question) if steering.question else live_words(conn, conversation_id)
+    required, days = steering.required, steering.dates
+    past = related_conversations(conn, uid, conversation_id, words, required=required, days=days)
+    fallback = not past and not required
+    if fallback:
+        past = recent_conversations(conn, uid, conversation_id, days=days)
+    notes: dict[str, Any] = {
+        "words_from": source,
+        "words": words,
+        "required": list(required),
+        "dates": [d.isoformat() for d in days],
+        "found_by": "most recent" if fallback else "full-text search",
+    }
+    if steering.ignored_dates:
+        notes["ignored_dates"] = list(steering.ignored_dates)
+    notes["conversations"] = [r["id"] for r in past]
+    return _render(past), notes
 
 
 def user_chat(conn: Connection, uid: str, app_id: str) -> str:
@@ -157,9 +348,16 @@ def user_chat(conn: Connection, uid: str, app_id: str) -> str:
 
 
 def build_context(
-    conn: Connection, *, uid: str, app_id: str, session_id: str, scopes: Iterable[str]
+    conn: Connection,
+    *,
+    uid: str,
+    app_id: str,
+    conversation_id: str,
+    scopes: Iterable[str],
+    steering: Steering | None = None,
 ) -> tuple[dict[str, str], dict[str, Any]]:
-    """Values for the given scopes, and notes for the trace (e.g. which conversations were used)."""
+    """Values for the given scopes, and notes for the trace (how ``{{user_context}}`` was
+    found, under ``user_context``)."""
     values: dict[str, str] = {}
     notes: dict[str, Any] = {}
     for scope in scopes:
@@ -170,7 +368,7 @@ def build_context(
             facts = _USER_FACTS.rows(conn, {"uid": uid})
             values[scope] = "; ".join(f.text.strip().rstrip(";") for f in facts)
         elif scope == "user_context":
-            values[scope], notes["related_conversations"] = user_context(conn, uid, session_id)
+            values[scope], notes[scope] = user_context(conn, uid, conversation_id, steering)
         elif scope == "user_chat":
             values[scope] = user_chat(conn, uid, app_id)
     bounded = {k: _bound(v, MAX_CHARS[k]) for k, v in values.items()}

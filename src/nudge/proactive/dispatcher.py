@@ -1,13 +1,17 @@
-"""The webhook dispatcher (DESIGN section 2): flush each session's new segments to its apps.
+"""The webhook dispatcher (DESIGN section 2): flush each conversation's new segments to its apps.
 
-Per session, at most once per ``NUDGE_WEBHOOK_FLUSH_INTERVAL_S``, the segments that arrived since
-the last call go to every installed, active app with ``triggers_on: transcript_processed``,
-concurrently. A finished session's last flush also sends ``memory_creation`` webhooks.
+Per conversation, at most once per ``NUDGE_WEBHOOK_FLUSH_INTERVAL_S``, the segments that arrived
+since the last call go to every installed, active app with ``triggers_on: transcript_processed``,
+concurrently, as Omi sends them: ``POST {url}?session_id=UID&uid=UID`` with ``{"session_id": UID,
+"conversation_id", "segments"}``. A finished conversation's last flush also sends the
+``memory_creation`` webhooks (after the LLM wrote its title and overview, when it has to).
+Conversations silent for ``NUDGE_CONVERSATION_SILENCE_S`` are ended here too
+(:func:`nudge.proactive.ingest.finish_silent`, claimed like flushes).
 
 Claiming is one conditional UPDATE on ``conversations`` (``flush_due_at`` reached and the
 ``flush_lease_until`` gate open; ``FOR UPDATE SKIP LOCKED`` on PostgreSQL), in the same
 transaction that reads the new segments and advances ``flushed_upto``: with any number of
-processes, each segment is sent once. The gate is the start of the session's next one-second
+processes, each segment is sent once. The gate is the start of the conversation's next one-second
 window (see :func:`next_gate`). Calls are made after the commit: a crash mid-call loses that call
 (the transcript is stored), never duplicates one.
 """
@@ -30,8 +34,11 @@ from sqlalchemy import Connection, and_, bindparam, case, func, or_, select, upd
 from nudge.config import Settings
 from nudge.core.retention import prune_in_chunks
 from nudge.metrics import Metrics
-from nudge.proactive.ingest import conversation_json, conversation_segments, segment_json
+from nudge.proactive.conversation import conversation_json
+from nudge.proactive.ingest import conversation_segments, finish_silent, segment_json
 from nudge.proactive.pipeline import AppTarget, Pipeline
+from nudge.proactive.sql import claimable
+from nudge.proactive.summary import summarize, transcript_text
 from nudge.proactive.traces import TraceRecorder, prune_traces, save_traces
 from nudge.proactive.webhooks import WebhookClient, WebhookResult, WebhookTarget
 from nudge.store.batch import BatchWriter
@@ -42,29 +49,31 @@ from nudge.store.models import App, Conversation, Install, Segment
 log = logging.getLogger("nudge.dispatcher")
 
 REALTIME = "transcript_processed"
-INGEST_BATCH = 256  # sessions per ingestion batch (and so per claim-on-ingest)
+INGEST_BATCH = 256  # requests per ingestion batch (and so conversations per claim-on-ingest)
 MEMORY = "memory_creation"
 TRACE_BATCH = 256  # traces per INSERT (the batch writer's transactions stay short)
 
 
 @dataclass
 class Flush:
-    """One claimed session: the segments to send and, when it just finished, its object."""
+    """One claimed conversation: the segments to send and, when it just finished, its object."""
 
-    session_id: str
+    conversation_id: str
     uid: str
+    session_id: str | None  # the client's, for traces (webhooks carry the uid, as Omi's)
     segments: list[dict[str, Any]] = field(default_factory=list)
     first_at: float | None = None  # ingest time of the oldest segment sent
     last_at: float | None = None
-    conversation: dict[str, Any] | None = None  # set when the session just finished
+    conversation: dict[str, Any] | None = None  # set when the conversation just finished
+    summary_pending: bool = False  # ... and the LLM is to write its title and overview
     gate: float = 0.0  # when its next window opens
     apps: list[AppTarget] = field(default_factory=list)
 
 
 def next_gate(became_due: float, started_at: float, interval_s: float) -> float:
-    """When the session's next call may go out: the start of the next flush window.
+    """When the conversation's next call may go out: the start of the next flush window.
 
-    Windows are ``interval_s`` long and centred on multiples of the interval after the session
+    Windows are ``interval_s`` long and centred on multiples of the interval after the conversation
     started; each window holds at most one call. A segment arriving in a window whose call was
     made waits for the next window. Unlike "one interval after the last call", fixed windows do
     not drift: a steady segment-a-second stream keeps getting one call per segment however its
@@ -119,21 +128,15 @@ _INSTALLED_APPS = Statement(
 
 @lru_cache(maxsize=8)
 def _claim_statement(postgres: bool, by_id: bool, limit: int) -> Statement:
-    """Claim due sessions: an UPDATE of the rows picked by a (locking, on PostgreSQL) subquery."""
+    """Claim due conversations: an UPDATE of the rows picked by a (locking, on PostgreSQL)
+    subquery."""
     pick = select(Conversation.id).where(_DUE)
     if by_id:
-        pick = pick.where(Conversation.id.in_(bindparam("sids", expanding=True)))
+        pick = pick.where(Conversation.id.in_(bindparam("cids", expanding=True)))
     pick = pick.order_by(Conversation.flush_due_at).limit(limit)
-    if postgres:
-        # A locking CTE runs once; as ``IN (subquery)`` PostgreSQL may re-run the subquery per row
-        # and claim far more than ``limit`` (the same trap as the delivery claim, see queue.py).
-        picked = pick.with_for_update(skip_locked=True).cte("picked")
-        chosen: Any = Conversation.id == picked.c.id
-    else:
-        chosen = and_(Conversation.id.in_(pick.scalar_subquery()), _DUE)
     return Statement(
         update(Conversation)
-        .where(chosen)
+        .where(claimable(Conversation.id, pick, _DUE, postgres))
         .values(
             flush_lease_until=_BECAME_DUE,  # the window's gate is set once segments are read
             flush_due_at=None,
@@ -144,7 +147,9 @@ def _claim_statement(postgres: bool, by_id: bool, limit: int) -> Statement:
         .returning(
             Conversation.id,
             Conversation.uid,
+            Conversation.session_id,
             Conversation.status,
+            Conversation.summary_pending,
             Conversation.flushed_upto,
             Conversation.started_at,
             Conversation.flush_lease_until,
@@ -158,16 +163,22 @@ def claim_flushes(
     *,
     limit: int,
     interval_s: float,
-    session_ids: list[str] | None = None,
+    conversation_ids: list[str] | None = None,
 ) -> list[Flush]:
-    """Claim due sessions (among ``session_ids`` when given), read their new segments and mark
-    them sent, in the caller's transaction."""
-    claim = _claim_statement(conn.dialect.name == "postgresql", session_ids is not None, limit)
-    claimed = claim.rows(conn, {"now": now, "sids": session_ids or []})
+    """Claim due conversations (among ``conversation_ids`` when given), read their new segments
+    and mark them sent, in the caller's transaction."""
+    by_id = conversation_ids is not None
+    claim = _claim_statement(conn.dialect.name == "postgresql", by_id, limit)
+    claimed = claim.rows(conn, {"now": now, "cids": conversation_ids or []})
     if not claimed:
         return []
     flushes = {
-        r.id: Flush(r.id, r.uid, gate=next_gate(r.flush_lease_until, r.started_at, interval_s))
+        r.id: Flush(
+            r.id,
+            r.uid,
+            r.session_id,
+            gate=next_gate(r.flush_lease_until, r.started_at, interval_s),
+        )
         for r in claimed
     }
     rows = _NEW_SEGMENTS.rows(conn, {"ids": list(flushes)})
@@ -186,6 +197,7 @@ def claim_flushes(
             conv = conn.execute(select(Conversation).where(Conversation.id == r.id)).one()
             segments = conversation_segments(conn, r.id)
             flushes[r.id].conversation = conversation_json(conv, segments)
+            flushes[r.id].summary_pending = bool(r.summary_pending)
     apps = _INSTALLED_APPS.rows(conn, {"uids": list({f.uid for f in flushes.values()})})
     by_uid: dict[str, list[AppTarget]] = defaultdict(list)
     for row in apps:
@@ -228,13 +240,14 @@ class Dispatcher:
         self._last_prune = 0.0
         self._traces: list[TraceRecorder] = []
         self._trace_writer: asyncio.Task[None] | None = None
-        self._gates: dict[str, float] = {}  # session -> its next window, from our own claims
+        self._gates: dict[str, float] = {}  # conversation -> its next window, from our claims
         self._timers: list[float] = []  # heap of window openings to look at
 
-    def wake(self, session_id: str | None = None) -> None:
-        """New segments (or a finished session) in this process. A session whose current window
-        already had its call is looked at when its next window opens; anything else at once."""
-        gate = self._gates.get(session_id) if session_id is not None else None
+    def wake(self, conversation_id: str | None = None) -> None:
+        """New segments (or a finished conversation) in this process. A conversation whose
+        current window already had its call is looked at when its next window opens; anything
+        else at once."""
+        gate = self._gates.get(conversation_id) if conversation_id is not None else None
         if gate is not None and gate > time.time():
             heapq.heappush(self._timers, gate)
         else:
@@ -265,7 +278,7 @@ class Dispatcher:
         return due
 
     async def _sleep(self) -> None:
-        """Until woken, a window opens for a session waiting here, or the poll interval (which
+        """Until woken, a window opens for a conversation waiting here, or the poll interval (which
         finds segments stored by other processes) is up."""
         if self._timer_due():
             return
@@ -280,60 +293,117 @@ class Dispatcher:
         self._timer_due()
 
     async def step(self) -> int:
-        """Claim due sessions and start their calls; returns how many sessions were claimed."""
+        """End silent conversations, claim due ones and start their calls; returns how many
+        conversations were claimed."""
         self._wake.clear()
         if len(self._in_flight) >= self.max_in_flight:
             log.warning("webhook calls backlogged", extra={"in_flight": len(self._in_flight)})
             await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
         now = time.time()
-        interval = self.settings.webhook_flush_interval_s
-        flushes = await self.writer.run(
-            lambda conn: claim_flushes(conn, now, limit=self.batch_size, interval_s=interval)
-        )
+        flushes = await self.writer.run(partial(self._claim, now=now))
         self.start(flushes)
         await self._maybe_prune(now)
         return len(flushes)
 
-    def claim_now(self, conn: Connection, session_ids: list[str]) -> list[Flush]:
-        """Inside the transaction that stored segments: flush the sessions whose window is open
-        right there (saves a round through the dispatcher loop). Hand the result to
+    def _claim(self, conn: Connection, now: float) -> list[Flush]:
+        silence_s = self.settings.conversation_silence_s
+        if silence_s > 0:
+            ended = finish_silent(conn, now, silence_s=silence_s, limit=self.batch_size)
+            if ended:
+                log.info("silent conversations ended", extra={"count": len(ended)})
+        interval = self.settings.webhook_flush_interval_s
+        return claim_flushes(conn, now, limit=self.batch_size, interval_s=interval)
+
+    def claim_now(self, conn: Connection, conversation_ids: list[str]) -> list[Flush]:
+        """Inside the transaction that stored segments: flush the conversations whose window is
+        open right there (saves a round through the dispatcher loop). Hand the result to
         :meth:`start` after the commit; the others get a timer from :meth:`wake`."""
         now = time.time()
-        open_now = [sid for sid in session_ids if self._gates.get(sid, 0.0) <= now]
+        open_now = [cid for cid in conversation_ids if self._gates.get(cid, 0.0) <= now]
         if not open_now:
             return []
         interval = self.settings.webhook_flush_interval_s
         return claim_flushes(
-            conn, now, limit=INGEST_BATCH, interval_s=interval, session_ids=open_now
+            conn, now, limit=INGEST_BATCH, interval_s=interval, conversation_ids=open_now
         )
 
     def start(self, flushes: list[Flush]) -> None:
         """Start the calls of claimed flushes (after their transaction committed)."""
         for flush in flushes:
-            self._gates[flush.session_id] = flush.gate
-            for app in flush.apps:
-                if flush.segments and app.triggers_on == REALTIME:
-                    self._spawn(self.call_realtime(app, flush))
-                if flush.conversation is not None and app.triggers_on == MEMORY:
-                    self._spawn(self.call_memory(app, flush))
+            self._gates[flush.conversation_id] = flush.gate
+            if flush.segments:
+                for app in flush.apps:
+                    if app.triggers_on == REALTIME:
+                        self._spawn(self.call_realtime(app, flush))
+            if flush.conversation is not None:
+                memory = [app for app in flush.apps if app.triggers_on == MEMORY]
+                if memory or flush.summary_pending:
+                    self._spawn(self.conversation_finished(flush, memory))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
 
+    def _trace(self, app: AppTarget, flush: Flush, kind: str) -> TraceRecorder:
+        return TraceRecorder(
+            app.app_id, flush.uid, flush.session_id, kind, conversation_id=flush.conversation_id
+        )
+
     async def call_realtime(self, app: AppTarget, flush: Flush) -> None:
-        payload = {"session_id": flush.session_id, "segments": flush.segments}
-        params = {"session_id": flush.session_id, "uid": flush.uid}
-        trace = TraceRecorder(app.app_id, flush.uid, flush.session_id, REALTIME)
+        # As Omi's backend: the session id is the uid (apps keep state per user across
+        # conversations); the conversation id tells conversations apart.
+        payload = {
+            "session_id": flush.uid,
+            "conversation_id": flush.conversation_id,
+            "segments": flush.segments,
+        }
+        params = {"session_id": flush.uid, "uid": flush.uid}
+        trace = self._trace(app, flush, REALTIME)
         trace.detail["timing"] = {
             "segments_first_at": flush.first_at,
             "segments_last_at": flush.last_at,
         }
         await self._call(app, flush, params, payload, trace)
 
+    async def conversation_finished(self, flush: Flush, memory: list[AppTarget]) -> None:
+        """Write the LLM's title and overview when it has to, then call the memory apps."""
+        conversation = flush.conversation
+        assert conversation is not None
+        if flush.summary_pending:
+            try:
+                await self._summarize(flush.conversation_id, conversation)
+            except Exception:  # the plain title and overview stay; the webhooks still go
+                log.exception(
+                    "conversation summary failed",
+                    extra={"conversation_id": flush.conversation_id},
+                )
+        if conversation["discarded"]:  # as Omi: no memory webhooks for a discarded one
+            return
+        await asyncio.gather(*(self.call_memory(app, flush) for app in memory))
+
+    async def _summarize(self, conversation_id: str, conversation: dict[str, Any]) -> None:
+        structured = conversation["structured"]
+        text = transcript_text(conversation["transcript_segments"])
+        summary = await summarize(self.pipeline.llm, text)
+        values: dict[str, Any] = {"summary_pending": False}
+        if summary is not None:
+            values |= {
+                "title": summary.title,
+                "overview": summary.overview,
+                "category": summary.category,
+            }
+            structured.update(
+                title=summary.title, overview=summary.overview, category=summary.category
+            )
+        await self.writer.run(
+            lambda conn: conn.execute(
+                update(Conversation).where(Conversation.id == conversation_id).values(values)
+            )
+        )
+
     async def call_memory(self, app: AppTarget, flush: Flush) -> None:
-        trace = TraceRecorder(app.app_id, flush.uid, flush.session_id, MEMORY)
+        trace = self._trace(app, flush, MEMORY)
         await self._call(app, flush, {"uid": flush.uid}, flush.conversation, trace)
 
     async def _call(
@@ -374,14 +444,16 @@ class Dispatcher:
                 self.metrics.webhook_calls.labels("ok" if result.ok else "failed").inc()
                 await self._record_health(app, result)
                 if result.ok:
-                    await self.pipeline.handle(app, flush.uid, flush.session_id, result.body, trace)
+                    await self.pipeline.handle(
+                        app, flush.uid, flush.conversation_id, result.body, trace
+                    )
                 else:
                     trace.outcome("webhook_failed", result.error)
             self._save_trace(trace)
         except Exception:
             log.exception(
                 "webhook call handling failed",
-                extra={"app_id": app.app_id, "session_id": flush.session_id},
+                extra={"app_id": app.app_id, "conversation_id": flush.conversation_id},
             )
 
     def _save_trace(self, trace: TraceRecorder) -> None:
@@ -446,7 +518,7 @@ class Dispatcher:
         if now - self._last_prune < 300:
             return
         self._last_prune = now
-        self._gates = {sid: gate for sid, gate in self._gates.items() if gate > now}
+        self._gates = {cid: gate for cid, gate in self._gates.items() if gate > now}
         cutoff = now - self.settings.trace_retention_s
         # Not through the batch writer: short transactions of their own, in the database's thread.
         removed = await prune_in_chunks(self.db, partial(prune_traces, older_than=cutoff))

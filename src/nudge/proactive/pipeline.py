@@ -1,13 +1,16 @@
 """What Nudge does with an app's answer (DESIGN sections 2 and 3), every step written to the trace.
 
-``{"session_id", "notification": {"prompt", "params"}}`` runs the proactive pipeline:
+``{"session_id", "notification": {"prompt", "params", "context"?}}`` runs the proactive pipeline:
 1. capability ``proactive_notification`` and a live install; 2. prompt of 5 to 128,000 chars;
 3. scopes that count = params ∩ manifest scopes ∩ granted; 4. the atomic 30 s claim;
-5. context for those scopes; 6. plain ``{{ name }}`` filling; 7. the LLM under the platform system
-prompt, output cleaned, under 5 chars = stay quiet (claim given back); 8. delivery as
-"<App name> says", stored in the app's chat.
-``{"message": "..."}`` (over 5 chars) is a direct notification from the app.
-Anything else is no action, or an invalid answer recorded in the trace.
+5. context for those scopes (``context`` steers ``{{user_context}}``); 6. plain ``{{ name }}``
+filling; 7. the LLM under the platform system prompt, output cleaned, under 5 chars = stay quiet
+(claim given back); 8. delivery as "<App name> says", stored in the app's chat.
+``{"message": "..."}`` is a notification from the app, sent as Omi sends it: over 5 chars from a
+realtime webhook, any from a memory-creation one, and not counted against the direct API's hourly
+cap (the 60 s duplicate window holds, and ``NUDGE_WEBHOOK_MESSAGE_LIMIT_PER_HOUR`` guards against
+a runaway app). An empty message is no action. An answer with both gets both, each outcome in the
+trace. Anything else is no action, or an invalid answer recorded in the trace.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from nudge.delivery.events import EventBus
 from nudge.llm import LLM, LLMError, clean_output
 from nudge.metrics import Metrics
 from nudge.proactive.claims import Claims
-from nudge.proactive.context import build_context
+from nudge.proactive.context import Steering, build_context, parse_steering
 from nudge.proactive.filler import fill, placeholders
 from nudge.proactive.traces import TraceRecorder, bounded
 from nudge.store.fast import Statement
@@ -40,7 +43,8 @@ log = logging.getLogger("nudge.proactive")
 
 PROMPT_MIN, PROMPT_MAX = 5, 128_000
 QUIET_BELOW = 5  # output shorter than this means "nothing to say"
-MESSAGE_MIN = 6  # {"message"} answers must be over 5 chars (as in Omi)
+MESSAGE_MIN = 6  # realtime {"message"} answers must be over 5 chars (as in Omi)
+MEMORY_CREATION = "memory_creation"  # a trace kind: memory-creation messages may be shorter
 NOTIFICATION_MAX_CHARS = 300
 
 SYSTEM_PROMPT = (
@@ -93,7 +97,8 @@ class AppTarget:
 class Answer:
     prompt: str | None = None
     params: list[str] = field(default_factory=list)
-    message: str | None = None
+    steering: Steering | None = None  # notification.context
+    message: str | None = None  # None also for an empty one: no action
     error: str | None = None  # the answer broke a rule; nothing is done
 
     @property
@@ -122,12 +127,16 @@ def parse_answer(body: bytes) -> Answer:
             return Answer(error="notification.prompt: must be a string")
         if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
             return Answer(error="notification.params: must be a list of scope names (strings)")
+        try:
+            out.steering = parse_steering(note.get("context"))
+        except ValueError as exc:
+            return Answer(error=str(exc))
         out.prompt, out.params = prompt, list(dict.fromkeys(params))
     message = data.get("message")
     if message is not None:
         if not isinstance(message, str):
             return Answer(error="message: must be a string")
-        out.message = message
+        out.message = message if message.strip() else None
     return out
 
 
@@ -165,7 +174,7 @@ _INSTALL_SCOPES = Statement(
 
 
 def read_inputs(
-    conn: Connection, *, app: AppTarget, uid: str, session_id: str, answer: Answer
+    conn: Connection, *, app: AppTarget, uid: str, conversation_id: str, answer: Answer
 ) -> tuple[AppTarget, dict[str, str], dict[str, Any]] | None:
     """The app with the user's grants as they are now, and the context values for the scopes
     that count and that the prompt uses (step 5); None when the app is no longer installed."""
@@ -179,7 +188,12 @@ def read_inputs(
     _, effective = decide_scopes(app, answer.params, prompt)
     wanted = [s for s in placeholders(prompt) if s in effective]
     values, notes = build_context(
-        conn, uid=uid, app_id=app.app_id, session_id=session_id, scopes=wanted
+        conn,
+        uid=uid,
+        app_id=app.app_id,
+        conversation_id=conversation_id,
+        scopes=wanted,
+        steering=answer.steering,
     )
     return app, values, notes
 
@@ -203,7 +217,12 @@ class Pipeline:
         self.metrics = metrics
 
     async def handle(
-        self, app: AppTarget, uid: str, session_id: str | None, body: bytes, trace: TraceRecorder
+        self,
+        app: AppTarget,
+        uid: str,
+        conversation_id: str | None,
+        body: bytes,
+        trace: TraceRecorder,
     ) -> None:
         """Act on one 2xx answer. Every outcome lands in ``trace``; nothing raises."""
         answer = parse_answer(body)
@@ -215,14 +234,17 @@ class Pipeline:
             trace.detail["answer"] = {"kind": "none"}
             trace.outcome("no_action")
             return
+        both = answer.prompt is not None and answer.message is not None
         trace.detail["answer"] = {
             "kind": "proactive" if answer.prompt is not None else "message",
-            "also_message": answer.prompt is not None and answer.message is not None,
+            "also_message": both,
         }
         try:
             if answer.prompt is not None:
-                await self.proactive(app, uid, session_id, answer, trace)
+                trace.step = "proactive" if both else None
+                await self.proactive(app, uid, conversation_id, answer, trace)
             if answer.message is not None:
+                trace.step = "message" if both else None
                 await self.message(app, uid, answer.message, trace)
         except Exception as exc:  # a bug here must not stop the dispatcher; the trace says so
             log.exception("pipeline failed", extra={"app_id": app.app_id, "uid": uid})
@@ -232,7 +254,7 @@ class Pipeline:
         self,
         app: AppTarget,
         uid: str,
-        session_id: str | None,
+        conversation_id: str | None,
         answer: Answer,
         trace: TraceRecorder,
     ) -> None:
@@ -260,7 +282,9 @@ class Pipeline:
         # 4. The claim: at most one proactive notification per user per app per interval.
         key = f"proactive:{app.app_id}:{uid}"
         # Won, it brings the install as it is now and the context (one trip with the claim).
-        reads = partial(read_inputs, app=app, uid=uid, session_id=session_id or "", answer=answer)
+        reads = partial(
+            read_inputs, app=app, uid=uid, conversation_id=conversation_id or "", answer=answer
+        )
         claimed = await self.claims.claim(key, self.settings.proactive_interval_s, reads)
         trace.detail["rate_limit"] = {
             "key": key,
@@ -349,8 +373,9 @@ class Pipeline:
         return await self._accept(app, uid, text, "proactive", trace)
 
     async def message(self, app: AppTarget, uid: str, message: str, trace: TraceRecorder) -> None:
-        """``{"message": ...}``: a direct notification from the app (hourly limit applies)."""
-        if len(message.strip()) < MESSAGE_MIN:
+        """``{"message": ...}``: a notification from the app, as Omi sends one (see the module
+        docstring): kind ``message``, not counted against the direct API's hourly cap."""
+        if trace.kind != MEMORY_CREATION and len(message.strip()) < MESSAGE_MIN:
             trace.outcome("message_refused", "message: must be over 5 characters; ignored")
             return
         try:
@@ -358,7 +383,7 @@ class Pipeline:
         except NudgeError as exc:
             trace.outcome("message_refused", exc.detail)
             return
-        await self._accept(app, uid, text, "direct", trace)
+        await self._accept(app, uid, text, "message", trace)
 
     async def _accept(
         self, app: AppTarget, uid: str, text: str, kind: str, trace: TraceRecorder
@@ -367,12 +392,11 @@ class Pipeline:
         try:
             accepted = await self.acceptor.accept(request)
         except NudgeError as exc:
-            trace.outcome("message_refused" if kind == "direct" else "not_allowed", exc.detail)
+            trace.outcome("message_refused" if kind == "message" else "not_allowed", exc.detail)
             return False
         self.metrics.accepted.labels(kind).inc()
         await self.bus.wake_workers()
-        trace.notification_id = accepted.notification_id
-        trace.detail["notification"] = {
+        note = {
             "id": accepted.notification_id,
             "kind": kind,
             "title": f"{app.name} says",
@@ -380,6 +404,11 @@ class Pipeline:
             "devices": accepted.devices,
             "duplicate": accepted.duplicate,
         }
+        if trace.notification_id is None:  # the first one (an answer may send two)
+            trace.notification_id = accepted.notification_id
+            trace.detail["notification"] = note
+        else:
+            trace.detail["also_notification"] = note
         trace.detail.setdefault("timing", {})["accepted_at"] = time.time()
         trace.outcome("notified" if kind == "proactive" else "message_sent")
         return True

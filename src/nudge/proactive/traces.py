@@ -2,8 +2,12 @@
 decision the pipeline took (scopes, rate limit, prompt, LLM output, notification, deliveries).
 
 ``detail`` keys (each present when that step ran): ``request``, ``response``, ``answer``,
-``scopes``, ``rate_limit``, ``context``, ``prompt``, ``llm``, ``notification``, ``timing``.
-``outcome`` is one of :data:`OUTCOMES`; ``error`` says what went wrong, in words.
+``scopes``, ``rate_limit``, ``context``, ``prompt``, ``llm``, ``notification`` (and
+``also_notification`` when an answer sent two), ``timing``.
+``outcome`` is one of :data:`OUTCOMES`; ``error`` says what went wrong, in words. An answer that
+asks for a proactive notification and carries a ``message`` has two: ``outcomes`` lists each
+(``step``: ``proactive`` or ``message``), and ``outcome`` is the first that sent something, else
+the first.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from nudge.store.fast import insert_statement
 from nudge.store.models import Delivery, Trace
 
 OUTCOMES = {
-    "no_action": "the app answered without asking for a notification",
+    "no_action": "the app answered without asking for a notification (or with an empty message)",
     "notified": "a notification was generated and queued",
     "quiet": "the model's output was under 5 characters: nothing sent",
     "rate_limited": "a proactive notification went out in the last interval: nothing sent",
@@ -34,6 +38,7 @@ OUTCOMES = {
     "circuit_open": "calls to this app are paused after repeated failures (first skipped call)",
     "internal_error": "a platform bug stopped the pipeline (logged): nothing sent",
 }
+SENT = {"notified", "message_sent"}
 TEXT_LIMIT = 20_000
 
 
@@ -47,13 +52,23 @@ class TraceRecorder:
     uid: str
     session_id: str | None
     kind: str  # transcript_processed | memory_creation
+    conversation_id: str | None = None
     id: str = field(default_factory=lambda: new_id("tr"))
     created_at: float = field(default_factory=time.time)
     detail: dict[str, Any] = field(default_factory=dict)
     notification_id: str | None = None
+    step: str | None = None  # proactive | message, when the answer asks for both
 
     def outcome(self, outcome: str, error: str | None = None) -> None:
+        """Record what happened; while ``step`` is set, one of several outcomes of the same
+        answer (see the module docstring)."""
         assert outcome in OUTCOMES, outcome
+        if self.step is not None:
+            entry = {"step": self.step, "outcome": outcome} | ({"error": error} if error else {})
+            self.detail.setdefault("outcomes", []).append(entry)
+            if "outcome" in self.detail and (self.detail["outcome"] in SENT or outcome not in SENT):
+                return
+            self.detail.pop("error", None)
         self.detail["outcome"] = outcome
         if error:
             self.detail["error"] = error
@@ -64,6 +79,7 @@ class TraceRecorder:
             "app_id": self.app_id,
             "uid": self.uid,
             "session_id": self.session_id,
+            "conversation_id": self.conversation_id,
             "kind": self.kind,
             "created_at": self.created_at,
             "detail": self.detail,
@@ -72,7 +88,18 @@ class TraceRecorder:
 
 
 _INSERT = insert_statement(
-    Trace, ["id", "app_id", "uid", "session_id", "kind", "created_at", "detail", "notification_id"]
+    Trace,
+    [
+        "id",
+        "app_id",
+        "uid",
+        "session_id",
+        "conversation_id",
+        "kind",
+        "created_at",
+        "detail",
+        "notification_id",
+    ],
 )
 
 
@@ -100,6 +127,7 @@ def _trace_json(row: Any, deliveries: list[dict[str, Any]]) -> dict[str, Any]:
         "app_id": row.app_id,
         "uid": row.uid,
         "session_id": row.session_id,
+        "conversation_id": row.conversation_id,
         "kind": row.kind,
         "created_at": row.created_at,
         "outcome": detail.pop("outcome", None),
@@ -144,6 +172,7 @@ async def list_traces(
     limit: int = 50,
     cursor: str | None = None,
     session_id: str | None = None,
+    conversation_id: str | None = None,
     uid: str | None = None,
 ) -> dict[str, Any]:
     """Newest first; ``cursor`` is the last id of the previous page."""
@@ -152,6 +181,8 @@ async def list_traces(
         q = q.where(Trace.id < cursor)
     if session_id:
         q = q.where(Trace.session_id == session_id)
+    if conversation_id:
+        q = q.where(Trace.conversation_id == conversation_id)
     if uid:
         q = q.where(Trace.uid == uid)
     rows = (await conn.execute(q.order_by(Trace.id.desc()).limit(limit + 1))).all()

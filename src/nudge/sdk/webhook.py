@@ -4,15 +4,17 @@
 
 - verifies every call's Standard Webhooks signature (``webhook-id``, ``webhook-timestamp``,
   ``webhook-signature`` with the app's ``whsec_`` secret; stale or future timestamps are refused),
-- accumulates transcript segments per session in bounded memory (LRU, idle expiry, a cap per
-  session) and hands the app only the segments it has not processed yet, with the earlier ones as
-  context, so old text never triggers twice,
+- accumulates transcript segments per conversation in bounded memory (LRU, idle expiry, a cap
+  per conversation) and hands the app only the segments it has not processed yet, with the earlier
+  ones as context, so old text never triggers twice. As Omi's backend, the platform sends the uid
+  as ``session_id`` and tells conversations apart by ``conversation_id``,
 - answers a repeated ``webhook-id`` (a platform retry) with the first answer instead of processing
   the segments again,
 - turns the app's ``Answer`` into the wire format: ``{"session_id", "notification": {"prompt",
   "params"}}``, ``{"session_id", "message"}`` or ``{"session_id"}``.
 
-Memory-creation calls (``POST {url}?uid=U`` with the finished conversation) get the same checks.
+Memory-creation calls (``POST {url}?uid=U`` with the finished conversation, in the shape of Omi's
+``Conversation``) get the same checks; :class:`Conversation` parses every field of it.
 """
 
 from __future__ import annotations
@@ -105,26 +107,69 @@ class Segment(BaseModel):
 
 class TranscriptPayload(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    session_id: str = Field(min_length=1, max_length=200)
+    session_id: str = Field(min_length=1, max_length=200)  # the uid, as Omi sends it
+    conversation_id: str | None = Field(default=None, max_length=200)
     segments: list[Segment] = Field(default_factory=list, max_length=2_000)
 
 
+class TranscriptSegment(Segment):
+    """A segment of a finished conversation (Omi's ``TranscriptSegment``)."""
+
+    id: str | None = None
+    person_id: str | None = None
+    translations: list[dict[str, Any]] | None = Field(default_factory=list)
+
+
 class Structured(BaseModel):
+    """Omi's ``Structured``: what the platform's LLM (or the client) wrote about it."""
+
     model_config = ConfigDict(extra="allow")
     title: str = ""
     overview: str = ""
+    emoji: str = "🧠"
+    category: str = "other"
+    action_items: list[dict[str, Any]] = Field(default_factory=list)
+    events: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class Geolocation(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    latitude: float
+    longitude: float
+    address: str | None = None
+    google_place_id: str | None = None
+    location_type: str | None = None
 
 
 class Conversation(BaseModel):
-    """The finished conversation a memory-creation webhook receives."""
+    """The finished conversation a memory-creation webhook receives: Omi's ``Conversation``,
+    every field with Omi's types (times as ISO 8601 strings, parsed to ``datetime``)."""
 
     model_config = ConfigDict(extra="allow")
     id: str = Field(min_length=1, max_length=200)
-    created_at: str | float | None = None
-    started_at: str | float | None = None
-    finished_at: str | float | None = None
-    transcript_segments: list[Segment] = Field(default_factory=list, max_length=100_000)
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    source: str | None = "omi"
+    language: str | None = None
     structured: Structured = Field(default_factory=Structured)
+    transcript_segments: list[TranscriptSegment] = Field(default_factory=list, max_length=100_000)
+    transcript_segments_compressed: bool | None = False
+    geolocation: Geolocation | None = None
+    photos: list[dict[str, Any]] = Field(default_factory=list)
+    audio_files: list[dict[str, Any]] = Field(default_factory=list)
+    apps_results: list[dict[str, Any]] = Field(default_factory=list)
+    plugins_results: list[dict[str, Any]] = Field(default_factory=list)
+    suggested_summarization_apps: list[str] = Field(default_factory=list)
+    external_data: dict[str, Any] | None = None
+    app_id: str | None = None
+    discarded: bool = False
+    deleted: bool = False
+    visibility: str = "private"
+    starred: bool = False
+    status: str | None = "completed"
+    is_locked: bool = False
 
 
 def _normalize(text: str) -> str:
@@ -138,12 +183,14 @@ def _join(segments: Iterable[Segment]) -> str:
 
 @dataclass(frozen=True)
 class TranscriptEvent:
-    """A realtime call, as the app sees it: the new segments and the earlier ones as context."""
+    """A realtime call, as the app sees it: the new segments and the earlier ones of the same
+    conversation as context."""
 
     uid: str
-    session_id: str
+    session_id: str  # the uid, as Omi's backend sends it
     segments: tuple[Segment, ...]  # not processed before
     context: tuple[Segment, ...]  # processed on earlier calls (most recent ones, bounded)
+    conversation_id: str | None = None
 
     @property
     def text(self) -> str:
@@ -265,9 +312,10 @@ class _Session:
 
 
 class SessionStore:
-    """Segments per (uid, session_id), bounded: at most ``max_sessions`` sessions (the least
-    recently active is dropped), each keeping at most ``max_segments`` unprocessed segments and as
-    many processed ones as context; a session idle for ``ttl_s`` is forgotten."""
+    """Segments per (uid, conversation) (``conversation_id``, or ``session_id`` from platforms
+    that send none), bounded: at most ``max_sessions`` of them (the least recently active is
+    dropped), each keeping at most ``max_segments`` unprocessed segments and as many processed
+    ones as context; one idle for ``ttl_s`` is forgotten."""
 
     def __init__(
         self,
@@ -406,7 +454,8 @@ class WebhookKit:
         return result
 
     async def handle_transcript(self, request: Request) -> JSONResponse:
-        """``POST {webhook_url}?session_id=S&uid=U`` with ``{"session_id", "segments"}``."""
+        """``POST {webhook_url}?session_id=S&uid=U`` with ``{"session_id", "conversation_id",
+        "segments"}``."""
         if self.on_transcript is None:
             return _Refused(404, "this app takes no transcripts").response()
         try:
@@ -418,7 +467,7 @@ class WebhookKit:
             return refused.response()
 
         sid = payload.session_id
-        session = self.sessions.session(uid, sid)
+        session = self.sessions.session(uid, payload.conversation_id or sid)
         async with session.lock:
             replay = msg_id in self._answers
             first = self._answers.get(msg_id)
@@ -430,7 +479,13 @@ class WebhookKit:
             if not session.pending:
                 return JSONResponse({"session_id": sid})
             taken = len(session.pending)
-            event = TranscriptEvent(uid, sid, tuple(session.pending), tuple(session.context))
+            event = TranscriptEvent(
+                uid,
+                sid,
+                tuple(session.pending),
+                tuple(session.context),
+                payload.conversation_id,
+            )
             try:
                 answer = await self._call(self.on_transcript, event)
             except Exception as exc:
