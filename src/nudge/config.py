@@ -27,6 +27,17 @@ class Settings(BaseSettings):
 
     # Auth
     admin_token: str | None = None
+    # Refused credentials (401/403) per client address: this many within the window -> 429
+    auth_failure_limit: int = Field(default=20, ge=1)
+    auth_failure_window_s: float = Field(default=60.0, gt=0)
+
+    # Request limits (docs/security.md): sizes in bytes, times from the connection or request
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_query_bytes: int = Field(default=32_768, ge=1024)
+    max_header_bytes: int = Field(default=65_536, ge=4096)  # request line and headers
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    max_connections: int = Field(default=1000, ge=1)  # per process; more are answered 503
 
     # LLM
     llm_provider: Literal["embedded", "openai", "fake"] = "embedded"

@@ -12,6 +12,7 @@ from nudge import __version__
 from nudge.api import apps, console, direct, health, integrations, proactive, users
 from nudge.api.direct_route import DirectNotificationRoute, add_openapi_entry
 from nudge.api.errors import install_error_handlers
+from nudge.api.guard import RequestGuard
 from nudge.api.proactive import FastSegments
 from nudge.config import Settings
 from nudge.platform import Platform
@@ -62,4 +63,6 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
         app.add_middleware(FastSegments)
         app.add_middleware(DirectNotificationRoute)
         add_openapi_entry(app)
+    # Outermost (added last): sizes and refused credentials are checked before anything else.
+    app.add_middleware(RequestGuard, settings=settings)
     return app

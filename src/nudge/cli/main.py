@@ -74,6 +74,7 @@ def serve(
     import uvicorn
 
     from nudge.api.app import create_app
+    from nudge.api.protocol import server_options
     from nudge.logs import setup_logging
 
     if role not in (None, "api", "worker", "all"):
@@ -88,6 +89,7 @@ def serve(
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
+        **server_options(settings),
     )
 
 

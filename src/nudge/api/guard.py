@@ -1,0 +1,169 @@
+"""The outermost ASGI middleware: bounded requests and failed-authentication throttling.
+
+Ahead of everything else (FastAPI's routes and the two plain-ASGI routes), before any credential
+is looked at, each HTTP request is checked for:
+
+- a query string over ``NUDGE_MAX_QUERY_BYTES``: 414;
+- a body over ``NUDGE_MAX_BODY_BYTES``: 413, from ``Content-Length`` before a byte of it is read,
+  or, without one (chunked), as soon as the bytes read so far pass the limit;
+- a client address with too many refused credentials (:mod:`nudge.api.throttle`): 429.
+
+Answers 401 and 403 are counted as refused credentials on their way out (a WebSocket closed
+with 1008 too). What the server protocol bounds (the size of the request head, how long head
+and body may take, connections per process) is in :mod:`nudge.api.protocol`. Per request this
+costs a look at the headers and one wrapped ``send``; see docs/security.md.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from nudge.api.asgi import respond_json
+from nudge.api.throttle import AuthFailures, client_key
+from nudge.config import Settings
+
+log = logging.getLogger("nudge.api")
+
+REFUSED_CREDENTIAL = (401, 403)
+# What the app receives once the guard has answered for it: the request is over.
+_DISCONNECT: Message = {"type": "http.disconnect"}
+
+
+def _has_credential(scope: Scope) -> bool:
+    if any(name == b"authorization" for name, _ in scope["headers"]):
+        return True
+    return scope["type"] == "websocket" and b"token=" in scope["query_string"]
+
+
+def _client(scope: Scope) -> str:
+    client = scope.get("client")
+    return client_key(client[0] if client else "")
+
+
+class _Exchange:
+    """One request whose body length is not known up front: its body is counted as the app
+    reads it; over the limit, the guard answers 413 and the app's own answer is dropped."""
+
+    __slots__ = ("guard", "scope", "receive", "send", "seen", "started", "answered")
+
+    def __init__(self, guard: RequestGuard, scope: Scope, receive: Receive, send: Send) -> None:
+        self.guard = guard
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+        self.seen = 0
+        self.started = False
+        self.answered = False
+
+    async def counted_receive(self) -> Message:
+        if self.answered:
+            return _DISCONNECT
+        message = await self.receive()
+        self.seen += len(message.get("body", b""))
+        if self.seen <= self.guard.max_body:
+            return message
+        if not self.started:
+            self.answered = True
+            await self.guard.too_large(self.send)
+        return _DISCONNECT
+
+    async def observed_send(self, message: Message) -> None:
+        if self.answered:
+            return
+        if message["type"] == "http.response.start":
+            self.started = True
+            if message["status"] in REFUSED_CREDENTIAL:
+                self.guard.count_failure(self.scope)
+        await self.send(message)
+
+
+class RequestGuard:
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.max_body = settings.max_body_bytes
+        self.max_query = settings.max_query_bytes
+        self.failures = AuthFailures(settings.auth_failure_limit, settings.auth_failure_window_s)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    def _blocked(self, scope: Scope) -> int:
+        """Seconds the client must wait before presenting a credential (0: none)."""
+        if not self.failures or not _has_credential(scope):
+            return 0
+        return self.failures.retry_after(_client(scope))
+
+    def count_failure(self, scope: Scope) -> None:
+        key = _client(scope)
+        if self.failures.failed(key):
+            log.warning(
+                "refused credentials: address blocked",
+                extra={
+                    "client": key,
+                    "failures": self.failures.limit,
+                    "window_s": self.failures.window_s,
+                },
+            )
+
+    async def too_large(self, send: Send) -> None:
+        detail = (
+            f"request body: over {self.max_body} bytes (NUDGE_MAX_BODY_BYTES); "
+            "send fewer items per request"
+        )
+        await respond_json(send, 413, {"detail": detail}, {})
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if len(scope["query_string"]) > self.max_query:
+            detail = (
+                f"query string: over {self.max_query} bytes (NUDGE_MAX_QUERY_BYTES); "
+                "send long text in a JSON body"
+            )
+            await respond_json(send, 414, {"detail": detail}, {})
+            return
+        wait = self._blocked(scope)
+        if wait:
+            detail = f"too many refused credentials from this address: retry in {wait} s"
+            await respond_json(send, 429, {"detail": detail}, {"Retry-After": str(wait)})
+            return
+        length = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                length = value
+                break
+        if length is None:
+            exchange = _Exchange(self, scope, receive, send)
+            await self.app(scope, exchange.counted_receive, exchange.observed_send)
+            return
+        if int(length) > self.max_body:  # digits: the server refuses any other Content-Length
+            await self.too_large(send)
+            return
+
+        # The server holds the body to its Content-Length: only the answer is watched.
+        async def observed(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] in (
+                REFUSED_CREDENTIAL
+            ):
+                self.count_failure(scope)
+            await send(message)
+
+        await self.app(scope, receive, observed)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._blocked(scope):
+            await send({"type": "websocket.close", "code": 1008})
+            return
+
+        async def observed(message: Message) -> None:
+            if message["type"] == "websocket.close" and message.get("code") == 1008:
+                self.count_failure(scope)
+            await send(message)
+
+        await self.app(scope, receive, observed)
