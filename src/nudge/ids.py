@@ -12,6 +12,7 @@ import secrets
 import time
 
 APP_SECRET_RE = re.compile(r"^sk_[0-9a-f]{32}$")
+USER_TOKEN_RE = re.compile(r"^ut_[0-9a-f]{48}$")  # what new_user_token makes
 
 
 def new_id(prefix: str) -> str:

@@ -29,6 +29,9 @@ _TEXT = re.compile("[\x00\ud800-\udfff]")
 _LINE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
+LONE_SURROGATE = (
+    "must not contain lone surrogates (an unpaired \\ud800-\\udfff): send valid Unicode"
+)
 # Validation context for models read back from the database: what is stored is shown as it is.
 STORED = {"stored": True}
 
@@ -43,7 +46,7 @@ def text_problem(value: str, *, line: bool = False) -> str | None:
     if char == "\x00":
         return "must not contain NUL characters"
     if _SURROGATE.match(char):
-        return "must not contain lone surrogates (an unpaired \\ud800-\\udfff): send valid Unicode"
+        return LONE_SURROGATE
     return f"must be one line of text without control characters (found U+{ord(char):04X})"
 
 

@@ -1,11 +1,22 @@
-"""Small helpers for the routes served as plain ASGI (the direct route, the segments POST)."""
+"""JSON answers that stored text cannot break, and small helpers for the routes served as plain
+ASGI (the direct route, the segments POST)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from fastapi.responses import JSONResponse
 from starlette.types import Scope, Send
+
+from nudge.text import json_bytes
+
+
+class SafeJSONResponse(JSONResponse):
+    """Starlette's ``JSONResponse`` (the same bytes), except that a lone surrogate in a row
+    stored before the edge checks becomes U+FFFD instead of a 500 (see ``nudge.text``)."""
+
+    def render(self, content: Any) -> bytes:
+        return json_bytes(content)
 
 
 def first_headers(scope: Scope, *names: bytes) -> list[str | None]:
@@ -20,8 +31,8 @@ def first_headers(scope: Scope, *names: bytes) -> list[str | None]:
 async def respond_json(
     send: Send, status: int, content: dict[str, Any], headers: dict[str, str]
 ) -> None:
-    """Answer with JSON: the same bytes as Starlette's ``JSONResponse``."""
-    body = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    """Answer with JSON: the same bytes as :class:`SafeJSONResponse`."""
+    body = json_bytes(content)
     raw = [
         (b"content-length", str(len(body)).encode()),
         (b"content-type", b"application/json"),

@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
+from starlette.requests import HTTPConnection
 
 from nudge.core.apps import is_admin_token, parse_bearer
 from nudge.core.errors import Unauthorized
 from nudge.core.users import authenticate_user
 from nudge.platform import Platform
+from nudge.text import check_text
 
 
 async def get_platform(request: Request) -> Platform:
@@ -19,6 +21,19 @@ async def get_platform(request: Request) -> Platform:
 
 
 PlatformDep = Annotated[Platform, Depends(get_platform)]
+
+
+async def check_parameters(connection: HTTPConnection) -> None:
+    """Every route's path parameters (ids: one line of text) and query parameters (no NUL, no
+    lone surrogate), before anything is looked up with them (see ``nudge.text``). The WebSocket
+    endpoint checks its own, to answer on the socket."""
+    if connection.scope["type"] != "http":
+        return
+    for name, value in connection.path_params.items():
+        check_text(value, name, line=True)
+    for name, value in connection.query_params.multi_items():
+        check_text(name, "query parameter name")
+        check_text(value, name)
 
 
 async def require_admin(
@@ -37,5 +52,6 @@ async def require_user(
         await authenticate_user(conn, authorization, uid, platform.admin_token)
 
 
+ParametersDep = Depends(check_parameters)
 AdminDep = Depends(require_admin)
 UserDep = Depends(require_user)

@@ -16,16 +16,17 @@ from nudge.core.apps import authenticate_app
 from nudge.core.direct import DirectSend, refusal, send_direct
 from nudge.core.errors import Invalid, NudgeError
 from nudge.core.notifications import notification_status
+from nudge.text import Line, Text
 
 router = APIRouter(tags=["app API"])
 
 
 class SendBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    user_id: str = Field(min_length=1, max_length=128)
-    type: str = Field(default="", max_length=64)
-    message: str
-    data: dict[str, str] = Field(default_factory=dict, max_length=20)
+    user_id: Line = Field(min_length=1, max_length=128)
+    type: Line = Field(default="", max_length=64)
+    message: str  # checked by send_direct, as the direct route's
+    data: dict[Line, Text] = Field(default_factory=dict, max_length=20)
 
 
 @router.post(

@@ -7,13 +7,13 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Send
 
-from nudge.api.asgi import respond_json
+from nudge.api.asgi import SafeJSONResponse, respond_json
 from nudge.core.errors import NudgeError
+from nudge.text import LONE_SURROGATE
 
 log = logging.getLogger("nudge.api")
 
@@ -24,6 +24,8 @@ def describe_validation(errors: list[Any]) -> str:
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
         where = ".".join(loc) or "request"
         msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        if err.get("type") == "string_unicode":  # pydantic's words for a lone surrogate
+            msg = LONE_SURROGATE
         parts.append(f"{where}: {msg}")
     return "; ".join(parts) or "invalid request"
 
@@ -54,13 +56,13 @@ async def respond_database_outage(send: Send, exc: DBAPIError, path: str) -> Non
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NudgeError)
-    async def _nudge_error(_: Request, exc: NudgeError) -> JSONResponse:
-        return JSONResponse(
+    async def _nudge_error(_: Request, exc: NudgeError) -> SafeJSONResponse:
+        return SafeJSONResponse(
             {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> SafeJSONResponse:
         detail = describe_validation(list(exc.errors()))
         headers: dict[str, str] = {}
         if request.url.path == "/api/notifications/send":
@@ -69,29 +71,29 @@ def install_error_handlers(app: FastAPI) -> None:
 
             rate = await current_rate_limit(request.app.state.platform, None, None)
             headers = rate.headers()
-        return JSONResponse({"detail": detail}, status_code=422, headers=headers)
+        return SafeJSONResponse({"detail": detail}, status_code=422, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(_: Request, exc: StarletteHTTPException) -> SafeJSONResponse:
         if exc.status_code == 400 and "parsing the body" in str(exc.detail):
             # FastAPI answers an undecodable body with 400; DESIGN puts bad encoding under 422.
-            return JSONResponse(
+            return SafeJSONResponse(
                 {"detail": "body: not valid JSON in UTF-8; send a JSON object"}, status_code=422
             )
-        return JSONResponse(
+        return SafeJSONResponse(
             {"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
         )
 
     @app.exception_handler(DBAPIError)
-    async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
+    async def _database(request: Request, exc: DBAPIError) -> SafeJSONResponse:
         if not is_database_outage(exc, request.url.path):
             return await _unexpected(request, exc)
         status, content, headers = DATABASE_UNAVAILABLE
-        return JSONResponse(content, status_code=status, headers=headers)
+        return SafeJSONResponse(content, status_code=status, headers=headers)
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> SafeJSONResponse:
         log.exception("unhandled error", extra={"path": request.url.path})
-        return JSONResponse(
+        return SafeJSONResponse(
             {"detail": "internal error; it has been logged. Retry with backoff."}, status_code=500
         )

@@ -1,11 +1,12 @@
 """Live transcripts in (POST and WebSocket), finishing sessions, and traces for app developers.
 
 The segments POST is the hottest route of live sessions (one a second per session). Its plain
-case (a Bearer token, a valid session id, a JSON body that validates) is answered by
-:class:`FastSegments`, an ASGI middleware ahead of FastAPI's router: no routing or dependency
-solving, the body validated straight from its bytes, a user token checked inside the ingestion
-batch (one query for the batch) and the admin token without touching the database. Anything
-else is handed, body and all, to the typed route, which answers it (errors included) as before.
+case (the admin token or one shaped like a user token, a uid and session id of plain text, a JSON
+body that validates) is answered by :class:`FastSegments`, an ASGI middleware ahead of FastAPI's
+router: no routing or dependency solving, the body validated straight from its bytes, a user token
+checked inside the ingestion batch (one query for the batch) and the admin token without touching
+the database. Anything else is handed, body and all, to the typed route, which answers it (errors
+included) as before.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ from nudge.api.deps import AdminDep, PlatformDep, UserDep
 from nudge.api.errors import describe_validation, respond_database_outage
 from nudge.core.apps import authenticate_app, get_app, is_admin_token, parse_bearer
 from nudge.core.errors import NudgeError, Unavailable
-from nudge.core.users import authenticate_user
-from nudge.ids import hash_secret
+from nudge.core.users import authenticate_user, user_token_hash
 from nudge.platform import Platform
 from nudge.proactive import ingest, traces
 from nudge.store.models import App
+from nudge.text import check_text, text_problem
 
 router = APIRouter(tags=["proactive"])
 
@@ -96,7 +97,7 @@ class FastSegments:
         body = await _body(receive)
         platform: Platform = scope["app"].state.platform
         uid, session_id = match[1], match[2]
-        plain = self._plain(scope, body, session_id, platform.admin_token)
+        plain = self._plain(scope, body, uid, session_id, platform.admin_token)
         if plain is None:
             await self.app(scope, _replay(body), send)
             return
@@ -113,7 +114,7 @@ class FastSegments:
 
     @staticmethod
     def _plain(
-        scope: Scope, body: bytes, session_id: str, admin_token: str
+        scope: Scope, body: bytes, uid: str, session_id: str, admin_token: str
     ) -> tuple[list[ingest.SegmentIn], str | None] | None:
         """The segments and the user token's hash (None for the admin token), or None when
         the request is anything but the plain case."""
@@ -121,16 +122,16 @@ class FastSegments:
         media_type = (content_type or "").split(";", 1)[0].strip().lower()
         if media_type != "application/json" or not body:
             return None
-        if not ingest.SESSION_RE.match(session_id):
+        if not ingest.SESSION_RE.match(session_id) or text_problem(uid, line=True):
             return None
         try:
             token = parse_bearer(authorization)
             segments = ingest.SegmentsIn.model_validate_json(body).segments
+            if is_admin_token(token, admin_token):
+                return segments, None
+            return segments, user_token_hash(token)
         except (NudgeError, ValidationError):
             return None
-        if is_admin_token(token, admin_token):
-            return segments, None
-        return segments, hash_secret(token)
 
 
 @router.post(
@@ -173,9 +174,7 @@ async def finish(
 )
 async def get_session(uid: str, session_id: str, platform: PlatformDep) -> dict[str, Any]:
     async with platform.db.read() as conn:
-        result: dict[str, Any] = await conn.run_sync(
-            ingest.session_conversation, uid, session_id
-        )
+        result: dict[str, Any] = await conn.run_sync(ingest.session_conversation, uid, session_id)
     return result
 
 
@@ -204,6 +203,7 @@ async def listen(websocket: WebSocket, uid: str, session_id: str = Query(...)) -
     token = websocket.query_params.get("token")
     authorization = websocket.headers.get("authorization") or (f"Bearer {token}" if token else None)
     try:
+        check_text(uid, "uid", line=True)
         ingest.check_session_id(session_id)
         async with platform.db.read() as conn:
             await authenticate_user(conn, authorization, uid, platform.admin_token)

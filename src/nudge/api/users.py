@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -13,6 +12,7 @@ from nudge.api.deps import AdminDep, PlatformDep, UserDep
 from nudge.core import notifications, users
 from nudge.core.apps import get_app
 from nudge.net.guard import HostAllowList
+from nudge.text import json_text
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
 
@@ -143,7 +143,7 @@ async def stream_notifications(uid: str, request: Request, platform: PlatformDep
                 yield {
                     "event": "notification",
                     "id": event.get("id", ""),
-                    "data": json.dumps(event),
+                    "data": json_text(event),
                 }
 
     return EventSourceResponse(events(), ping=15)

@@ -14,6 +14,7 @@ from nudge.core.errors import Invalid, NotFound, Unauthorized
 from nudge.core.manifest import Manifest
 from nudge.ids import APP_SECRET_RE, hash_secret, new_app_secret, new_id, new_webhook_secret
 from nudge.store.models import App, AppKey
+from nudge.text import STORED
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class AppRecord:
         return cls(
             id=row.id,
             name=row.name,
-            manifest=Manifest.model_validate(row.manifest),
+            manifest=Manifest.model_validate(row.manifest, context=STORED),
             webhook_secret=row.webhook_secret,
             direct_limit_per_hour=row.direct_limit_per_hour,
             status=row.status,

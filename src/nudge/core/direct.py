@@ -15,6 +15,7 @@ from nudge.core.notifications import (
 from nudge.core.notifications import current_rate_limit as window_state
 from nudge.ids import APP_SECRET_RE, hash_secret
 from nudge.platform import Platform
+from nudge.text import check_text
 
 
 @dataclass(frozen=True)
@@ -42,18 +43,23 @@ async def send_direct(platform: Platform, send: DirectSend) -> tuple[Accepted, R
     token = parse_bearer(send.authorization)
     if not APP_SECRET_RE.match(token):
         raise Unauthorized("malformed app secret: expected 'sk_' followed by 32 hex characters")
+    if send.app_id is not None:  # nothing can be looked up by an id that cannot be stored
+        check_text(send.app_id, "app_id", line=True)
     invalid: NudgeError | None = None
-    message = send.message or ""
+    message = ""
     try:
         if send.uid is None or not send.uid.strip():
             raise Invalid("uid: required and must not be empty")
+        check_text(send.uid, "uid", line=True)
         message = validate_message(send.message, settings.message_max_chars)
         _check_idempotency_key(send.idempotency_key)
     except NudgeError as exc:
         invalid = exc
     request = NotificationRequest(
         app_id=send.app_id or "",
-        uid=send.uid or "",
+        # A refused request is answered right after its secret is checked: its uid and message
+        # are neither looked up nor hashed.
+        uid="" if invalid else send.uid or "",
         message=message,
         kind="direct",
         type=send.type,

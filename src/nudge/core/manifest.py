@@ -7,6 +7,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from nudge.text import Line, Text
+
 SCOPES = ("user_name", "user_facts", "user_context", "user_chat")
 Scope = Literal["user_name", "user_facts", "user_context", "user_chat"]
 Capability = Literal["chat", "memories", "external_integration", "proactive_notification"]
@@ -41,8 +43,8 @@ def _http_url(value: str) -> str:
 
 class AuthStep(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    name: str = Field(min_length=1, max_length=200)
-    url: str
+    name: Line = Field(min_length=1, max_length=200)
+    url: Line
 
     _check_url = field_validator("url")(_http_url)
 
@@ -60,8 +62,8 @@ class ExternalIntegration(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     triggers_on: Trigger | None = None
-    webhook_url: str | None = None
-    setup_completed_url: str | None = None
+    webhook_url: Line | None = None
+    setup_completed_url: Line | None = None
     auth_steps: list[AuthStep] = Field(default_factory=list, max_length=20)
     actions: list[IntegrationAction] = Field(default_factory=list, max_length=20)
 
@@ -95,18 +97,18 @@ class ProactiveNotification(BaseModel):
 
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    name: str = Field(min_length=1, max_length=100)
-    description: str = Field(default="", max_length=5000)
+    name: Line = Field(min_length=1, max_length=100)
+    description: Text = Field(default="", max_length=5000)
     capabilities: list[Capability] = Field(default_factory=list)
     external_integration: ExternalIntegration | None = None
     proactive_notification: ProactiveNotification | None = None
 
     @field_validator("name")
     @classmethod
-    def _name_printable(cls, value: str) -> str:
+    def _name_not_blank(cls, value: str) -> str:
         value = value.strip()
-        if not value or any(ord(c) < 32 for c in value):
-            raise ValueError("must be non-empty printable text")
+        if not value:
+            raise ValueError("must not be blank")
         return value
 
     @model_validator(mode="after")

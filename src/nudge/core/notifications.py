@@ -37,6 +37,7 @@ from nudge.store.models import (
     Notification,
     User,
 )
+from nudge.text import check_text
 
 HOUR = 3600.0
 
@@ -98,8 +99,7 @@ def validate_message(message: str | None, max_chars: int, field_name: str = "mes
         raise Invalid(f"{field_name}: required")
     if not message.strip():
         raise Invalid(f"{field_name}: must not be empty")
-    if "\x00" in message:
-        raise Invalid(f"{field_name}: must not contain NUL characters")
+    check_text(message, field_name)
     if len(message) > max_chars:
         raise Invalid(f"{field_name}: {len(message)} characters is over the limit of {max_chars}")
     return message
@@ -189,6 +189,8 @@ _RECENT = Statement(
         Notification.created_at > bindparam("since"),
     )
 )
+
+
 # The hourly window is counted on the inbox's index ``(uid, id, app_id, kind)`` alone: ids sort
 # by time (``nudge.ids``), so "since" is a range on the id. Its app is picked in Python: given an
 # ``app_id IN (...)`` term, SQLite (which has no statistics here) searches the app's idempotency

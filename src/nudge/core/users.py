@@ -17,18 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from nudge.core.apps import AppRecord, get_app, is_admin_token, parse_bearer
 from nudge.core.errors import Conflict, Forbidden, Invalid, NotFound, NudgeError, Unauthorized
 from nudge.core.manifest import SCOPES
-from nudge.ids import hash_secret, new_id, new_user_token
+from nudge.ids import USER_TOKEN_RE, hash_secret, new_id, new_user_token
 from nudge.net.guard import HostAllowList
 from nudge.proactive.webhooks import WebhookClient, WebhookTarget
 from nudge.store.models import Device, Install, User, UserFact
+from nudge.text import JsonObject, Line, Text, text_problem
 
 UID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
-
-
-def _printable(value: str, field: str) -> str:
-    if "\x00" in value:
-        raise ValueError(f"{field} must not contain NUL characters")
-    return value
 
 
 class NewUser(BaseModel):
@@ -36,8 +31,8 @@ class NewUser(BaseModel):
     uid: str | None = Field(
         default=None, description="Your own id for the user; generated if absent"
     )
-    name: str = Field(min_length=1, max_length=200)
-    facts: list[str] = Field(default_factory=list, max_length=500)
+    name: Line = Field(min_length=1, max_length=200)
+    facts: list[Text] = Field(default_factory=list, max_length=500)
 
     @field_validator("uid")
     @classmethod
@@ -46,16 +41,10 @@ class NewUser(BaseModel):
             raise ValueError("must be 1-128 characters of letters, digits and _ . : @ -")
         return value
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        return _printable(value, "name")
-
     @field_validator("facts")
     @classmethod
     def _facts(cls, value: list[str]) -> list[str]:
         for fact in value:
-            _printable(fact, "facts")
             if not fact.strip() or len(fact) > 2000:
                 raise ValueError("each fact must be 1 to 2000 characters")
         return value
@@ -63,7 +52,7 @@ class NewUser(BaseModel):
 
 class NewFacts(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    facts: list[str] = Field(min_length=1, max_length=500)
+    facts: list[Text] = Field(min_length=1, max_length=500)
 
     _check = field_validator("facts")(NewUser._facts.__func__)  # type: ignore[attr-defined]
 
@@ -78,8 +67,8 @@ class NewInstall(BaseModel):
 class NewDevice(BaseModel):
     model_config = ConfigDict(extra="forbid")
     platform: Literal["fcm", "apns", "webpush", "log"]
-    token: str | None = Field(default=None, max_length=4096)
-    subscription: dict[str, Any] | None = None
+    token: Line | None = Field(default=None, max_length=4096)
+    subscription: JsonObject | None = None
 
     @model_validator(mode="after")
     def _target(self) -> NewDevice:
@@ -91,11 +80,14 @@ class NewDevice(BaseModel):
                 raise ValueError(
                     "subscription.endpoint: a Web Push subscription needs an http(s) endpoint"
                 )
+            problem = text_problem(endpoint, line=True)
+            if problem is not None:
+                raise ValueError(f"subscription.endpoint: {problem}")
             if not isinstance(keys.get("p256dh"), str) or not isinstance(keys.get("auth"), str):
                 raise ValueError("subscription.keys: needs 'p256dh' and 'auth' (base64url strings)")
             self.token = endpoint
         else:
-            if not self.token or not self.token.strip() or "\x00" in self.token:
+            if not self.token or not self.token.strip():
                 raise ValueError(f"token: required for platform {self.platform!r}")
             if self.platform == "apns" and not re.fullmatch(r"[0-9a-fA-F]{64,200}", self.token):
                 raise ValueError("token: an APNs device token is hex (64 characters or more)")
@@ -154,10 +146,20 @@ async def authenticate_user(
     token = parse_bearer(authorization)
     if is_admin_token(token, admin_token):
         return
-    owner = await conn.scalar(select(User.uid).where(User.token_hash == hash_secret(token)))
+    owner = await conn.scalar(select(User.uid).where(User.token_hash == user_token_hash(token)))
     refusal = user_token_refusal(owner, uid)
     if refusal is not None:
         raise refusal
+
+
+def user_token_hash(token: str) -> str:
+    """The stored hash of a user token; a 401 at once, with no lookup, for a token that is not
+    shaped like one (``ut_`` and 48 hex characters)."""
+    if not USER_TOKEN_RE.match(token):
+        raise Unauthorized(
+            "malformed token: expected the admin token or a user token ('ut_' and 48 hex digits)"
+        )
+    return hash_secret(token)
 
 
 def user_token_refusal(owner: str | None, uid: str) -> NudgeError | None:

@@ -37,6 +37,7 @@ from sqlalchemy.engine import make_url
 
 from nudge.config import Settings
 from nudge.delivery.events import EventBus, LocalEventBus
+from nudge.text import json_text
 
 log = logging.getLogger("nudge.bus")
 
@@ -248,7 +249,7 @@ class RedisEventBus(TransportBus):
     async def _send(self, events: list[tuple[str, Event]], wake: bool) -> None:
         pipe = self.redis.pipeline(transaction=False)
         for uid, event in events:
-            pipe.publish(self._channel(uid), json.dumps(event, separators=(",", ":")))
+            pipe.publish(self._channel(uid), json_text(event))
         if wake:
             pipe.publish(self.work_channel, b"")
         await pipe.execute()
@@ -340,7 +341,7 @@ def pg_payloads(uid: str, event: Event) -> list[str]:
 
     The uid comes first so a process can skip events of users it has no clients for without
     parsing them (a JSON string holds no raw newline, so the first one ends it)."""
-    whole = json.dumps(uid) + "\n" + json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+    whole = json.dumps(uid) + "\n" + json_text(event)
     raw = whole.encode()
     if len(raw) <= PG_PAYLOAD_BYTES:
         return [whole]
