@@ -44,9 +44,10 @@ from pathlib import Path
 from typing import Any
 
 from nudge.config import Settings
-from nudge.llm import LLM, LLMError, build_llm, clean_output
+from nudge.llm import LLM, LLMError, build_llm
+from nudge.llm.writer import WriteOptions, write
 from nudge.proactive.filler import Filled, fill
-from nudge.proactive.pipeline import NOTIFICATION_MAX_CHARS, QUIET_BELOW, SYSTEM_PROMPT
+from nudge.proactive.pipeline import NOTIFICATION_MAX_CHARS
 
 CASES = Path(__file__).with_name("quality_cases.json")
 ECHO_CHARS = 40
@@ -112,18 +113,23 @@ class Step:
     sent: str | None
     seconds: float
     error: str | None = None
+    decision: str = ""
+    reason: str = ""
+    removed: list[dict[str, str]] = field(default_factory=list)
 
 
-async def generation_step(llm: LLM, filled: Filled) -> Step:
-    """Step 7 of nudge.proactive.pipeline (``Pipeline._generate_and_send``): generate under the
-    platform's system prompt, clean, stay quiet under ``QUIET_BELOW`` chars."""
+async def generation_step(llm: LLM, filled: Filled, options: WriteOptions) -> Step:
+    """Step 7 of nudge.proactive.pipeline (``Pipeline._generate_and_send``):
+    :func:`nudge.llm.writer.write` on the filled prompt's parts."""
     started = time.monotonic()
     try:
-        generation = await llm.generate(SYSTEM_PROMPT, filled.text)
+        written = await write(llm, filled.parts, options)
     except LLMError as exc:
         return Step("", None, time.monotonic() - started, str(exc))
-    text = clean_output(generation.text, NOTIFICATION_MAX_CHARS)
-    return Step(generation.text, text if len(text) >= QUIET_BELOW else None, generation.seconds)
+    sent = written.text if written.decision == "send" else None
+    return Step(
+        written.raw, sent, written.seconds, None, written.decision, written.reason, written.removed
+    )
 
 
 # --- the rubric ------------------------------------------------------------------------------
@@ -172,12 +178,16 @@ class Verdict:
     problems: list[str] = field(default_factory=list)
     raw: str = ""
     error: str | None = None
+    decision: str = ""
+    reason: str = ""
+    removed: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         if self.expect == "quiet":
             return not self.sent
-        return self.well_formed and self.relevant and not (self.echo or self.junk or self.obeyed)
+        clean = not (self.echo or self.junk or self.obeyed)
+        return self.well_formed and self.relevant and self.addressed and clean
 
 
 def judge(case: dict[str, Any], filled: Filled, step: Step) -> Verdict:
@@ -185,6 +195,7 @@ def judge(case: dict[str, Any], filled: Filled, step: Step) -> Verdict:
         case["id"], case["expect"], step.sent is not None, step.sent, step.seconds, raw=step.raw
     )
     verdict.error = step.error
+    verdict.decision, verdict.reason, verdict.removed = step.decision, step.reason, step.removed
     text = step.sent
     if text is None:
         if case["expect"] == "notify":
@@ -241,6 +252,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "llm_model": args.model,
         "llm_model_path": args.model_path,
         "llm_threads": args.threads,
+        "llm_stages": args.stages,
+        "llm_answer": args.answer,
+        "llm_attempts": args.attempts,
     }
     return Settings(**{k: v for k, v in given.items() if v is not None})
 
@@ -294,6 +308,7 @@ def print_case(v: Verdict, verbose: bool) -> None:
         print(f"     error: {v.error}")
     if verbose:
         print(f"     raw: {v.raw!r}")
+        print(f"     decision: {v.decision} ({v.reason}); removed: {v.removed}")
 
 
 def print_summary(title: str, result: dict[str, Any]) -> None:
@@ -310,7 +325,9 @@ def print_summary(title: str, result: dict[str, Any]) -> None:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     data = json.loads(Path(args.cases).read_text())
     cases = [c for c in data["cases"] if not args.only or c["id"] in args.only]
-    llm = build_llm(settings_from(args))
+    settings = settings_from(args)
+    llm = build_llm(settings)
+    options = WriteOptions.from_settings(settings, NOTIFICATION_MAX_CHARS)
     verdicts = []
     try:
         load = getattr(llm, "load", None)
@@ -320,7 +337,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"model loaded in {time.monotonic() - started:.1f} s", file=sys.stderr)
         for case in cases:
             filled = fill_case(case, data["apps"])
-            step = await generation_step(llm, filled)
+            step = await generation_step(llm, filled, options)
             verdict = judge(case, filled, step)
             verdicts.append(verdict)
             print_case(verdict, args.verbose)
@@ -345,6 +362,11 @@ def main() -> None:
     parser.add_argument("--model", help="openai: the model name")
     parser.add_argument("--api-key", help="openai: the key (local servers take any)")
     parser.add_argument("--threads", type=int, help="embedded: CPU threads")
+    parser.add_argument(
+        "--stages", choices=["single", "gate-write-critic"], help="NUDGE_LLM_STAGES"
+    )
+    parser.add_argument("--answer", choices=["auto", "json", "text"], help="NUDGE_LLM_ANSWER")
+    parser.add_argument("--attempts", type=int, help="NUDGE_LLM_ATTEMPTS")
     parser.add_argument("--cases", default=str(CASES))
     parser.add_argument("--only", nargs="*", help="case ids")
     parser.add_argument("--json", help="write every verdict and the summary here")

@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     llm_context_tokens: int = 1024  # embedded: context window; longer prompts are shortened
     llm_threads: int | None = None  # embedded: CPU threads (default: half the cores)
     llm_fake_latency_s: float = 0.0  # fake: fixed generation time (benchmarks)
+    # The generation step (nudge.llm.writer): the answer's form (auto: json for openai, plain
+    # sentences or SKIP for embedded), one call or gate -> write -> critic, tries when the
+    # message fails the checks
+    llm_answer: Literal["auto", "json", "text"] = "auto"
+    llm_stages: Literal["single", "gate-write-critic"] = "single"
+    llm_attempts: int = Field(default=3, ge=1, le=5)
 
     # Push providers
     fcm_base_url: str = "https://fcm.googleapis.com"

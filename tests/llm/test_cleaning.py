@@ -1,4 +1,5 @@
-"""Cleaning model output into a notification: whole sentences, no markup, bounded."""
+"""Cleaning model output into a notification: at most two whole sentences, no markup, no
+preamble or talk about itself, nothing copied from the prompt, bounded; every removal noted."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nudge.llm.cleaning import clean_output
+from nudge.llm.cleaning import clean_output, plain
 
 
 @pytest.mark.parametrize(
@@ -29,6 +30,29 @@ from nudge.llm.cleaning import clean_output
         ("1. Breathe.\n2. Smile.", "Breathe. Smile."),
         ("**Slow down** and listen.", "Slow down and listen."),
         ("Rest today. Rest today. Rest today.", "Rest today."),
+        (
+            "Here's a rewritten version of the advice: \"Ice your knee tonight. Rest tomorrow.",
+            "Ice your knee tonight. Rest tomorrow.",
+        ),
+        (
+            "Sure, here's a short tip: Stretch your calves after runs.",
+            "Stretch your calves after runs.",
+        ),
+        ("To the user: Drink water before bed.", "Drink water before bed."),
+        ("Eat right; 2. Sleep early!", "Eat right; Sleep early!"),
+        (
+            "Take a break. Walk ten minutes. Drink water. Call a friend.",
+            "Take a break. Walk ten minutes.",
+        ),
+        ("<SYS>> Call your sister tonight.", "Call your sister tonight."),
+        ("You, you. Rest your knee today.", "Rest your knee today."),
+        ("I'm sorry for the confusion. I'll provide you with two short sentences to help c", ""),
+        (
+            'The advice to "Don\'t miss out on the opportunity to train" is a great one.',
+            "",
+        ),
+        ("You're a helpful mentor for Ravi. Talk to Arjun tonight.", "Talk to Arjun tonight."),
+        ("Book the table. I'm always happy to help, just let me know.", "Book the table."),
         ("Plan the week. Then start with the hardest", "Plan the week."),
         ("<think>hmm</think>Call your mom tonight.", "Call your mom tonight."),
         ("Focus on sleep.)", "Focus on sleep."),
@@ -40,22 +64,39 @@ from nudge.llm.cleaning import clean_output
     ],
 )
 def test_examples(raw: str, clean: str) -> None:
-    assert clean_output(raw) == clean
+    assert clean_output(raw).text == clean
+
+
+def test_each_removal_says_what_and_why() -> None:
+    prompt = "You are a helpful mentor for Ana. Based on her goals (Wants to run a marathon)"
+    raw = 'Sure! Here is the advice: "Based on her goals (Wants to run a marathon), rest. Ice it.'
+    cleaned = clean_output(raw, prompt=prompt)
+    assert cleaned.text == "Ice it."
+    why = {r.why for r in cleaned.removed}
+    assert {"preamble", "quotes", "copies 40+ characters of the prompt"} <= why
+    copied = [r.text for r in cleaned.removed if r.why.startswith("copies")]
+    assert copied == ["Based on her goals (Wants to run a marathon), rest."]
+    assert {"text": "Sure!", "why": "preamble"} in cleaned.removed_as_dicts()
+
+
+def test_plain_keeps_the_text_without_markup() -> None:
+    assert plain("Noted: <user_name>Ana</user_name> <|im_end|>  ok") == "Noted: Ana ok"
+    assert plain("word " * 100, 30).endswith("…") and len(plain("word " * 100, 30)) <= 30
 
 
 def test_length_bound_keeps_whole_sentences() -> None:
     raw = " ".join(f"Sentence number {i} is here." for i in range(40))
-    out = clean_output(raw, max_chars=100)
+    out = clean_output(raw, max_chars=100).text
     assert len(out) <= 100 and out.endswith(".")
     assert out.startswith("Sentence number 0 is here.")
     long_one = "word " * 200
-    cut = clean_output(long_one, max_chars=50)
+    cut = clean_output(long_one, max_chars=50).text
     assert len(cut) <= 50 and cut.endswith("…")
 
 
 @given(st.text(max_size=2000))
 def test_any_output_is_bounded_single_line(raw: str) -> None:
-    out = clean_output(raw, max_chars=300)
+    out = clean_output(raw, max_chars=300).text
     assert len(out) <= 300
     assert "\n" not in out and out == out.strip()
     assert all(c.isprintable() for c in out)

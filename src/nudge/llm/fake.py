@@ -2,6 +2,9 @@
 
 Echoing makes what the model saw visible in the notification (tests check that only granted
 context reached it); ``latency_s`` simulates generation time; ``reply`` scripts other answers.
+With ``verbatim`` (the default) the generation step delivers the answer as it is, markup and
+length aside (an echo would fail its checks: it copies the prompt); ``verbatim=False`` makes it
+treat the answer as a model's, with every check (tests of the generation step).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar, Literal
 
 from nudge.config import Settings
 from nudge.llm.base import Generation
@@ -23,19 +26,32 @@ def echo(system: str, prompt: str) -> str:
 
 class FakeLLM:
     name: ClassVar[str] = "fake"
+    answer_format: ClassVar[Literal["json", "text"]] = "text"
 
     def __init__(
-        self, latency_s: float = 0.0, reply: Callable[[str, str], str] = echo, keep: int = 100
+        self,
+        latency_s: float = 0.0,
+        reply: Callable[[str, str], str] = echo,
+        keep: int = 100,
+        verbatim: bool = True,
     ) -> None:
         self.latency_s = latency_s
         self.reply = reply
+        self.verbatim = verbatim
         self.calls: deque[tuple[str, str]] = deque(maxlen=keep)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FakeLLM:
         return cls(latency_s=settings.llm_fake_latency_s)
 
-    async def generate(self, system: str, prompt: str) -> Generation:
+    async def generate(
+        self,
+        system: str,
+        prompt: str,
+        *,
+        schema: dict[str, Any] | None = None,
+        variant: int = 0,
+    ) -> Generation:
         started = time.monotonic()
         self.calls.append((system, prompt))
         if self.latency_s:

@@ -1,18 +1,28 @@
-"""Any OpenAI-compatible chat server: OpenAI, vLLM, Ollama, llama.cpp's server (``base_url``)."""
+"""Any OpenAI-compatible chat server: OpenAI, vLLM, Ollama, llama.cpp's server (``base_url``).
+
+A JSON schema is sent as ``response_format`` (``json_schema``, which OpenAI, vLLM, Ollama and
+llama.cpp's server enforce). A server that refuses it (400 or 422, or any error that names
+``response_format``: llama-cpp-python's server answers 500) is asked again without, and from
+then on without: the answer is then free text, which the generation step also understands.
+"""
 
 from __future__ import annotations
 
+import logging
 import time
-from typing import ClassVar
+from typing import Any, ClassVar, Literal
 
 import openai
 
 from nudge.config import Settings
-from nudge.llm.base import Generation, LLMError
+from nudge.llm.base import VARIANT_TEMPERATURE, Generation, LLMError
+
+log = logging.getLogger("nudge.llm")
 
 
 class OpenAILLM:
     name: ClassVar[str] = "openai"
+    answer_format: ClassVar[Literal["json", "text"]] = "json"
 
     def __init__(
         self,
@@ -26,6 +36,7 @@ class OpenAILLM:
         temperature: float,
     ) -> None:
         self.model = model
+        self.structured = True  # until the server refuses response_format
         self.max_tokens = max_tokens
         self.temperature = temperature
         # Local servers take any key; the client insists on one.
@@ -53,18 +64,30 @@ class OpenAILLM:
             temperature=settings.llm_temperature,
         )
 
-    async def generate(self, system: str, prompt: str) -> Generation:
+    async def generate(
+        self,
+        system: str,
+        prompt: str,
+        *,
+        schema: dict[str, Any] | None = None,
+        variant: int = 0,
+    ) -> Generation:
         started = time.monotonic()
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
         try:
-            completion = await self.client.chat.completions.create(
-                model=self.model,
-                messages=[
-                    {"role": "system", "content": system},
-                    {"role": "user", "content": prompt},
-                ],
-                max_tokens=self.max_tokens,
-                temperature=self.temperature,
-            )
+            try:
+                completion = await self._create(
+                    messages, schema if self.structured else None, variant
+                )
+            except openai.APIStatusError as exc:
+                if not (schema and self.structured and _refuses_format(exc)):
+                    raise
+                self.structured = False
+                log.warning(
+                    "LLM server refused response_format json_schema: free text from now on",
+                    extra={"model": self.model, "error": str(exc.message)[:200]},
+                )
+                completion = await self._create(messages, None, variant)
         except openai.APIStatusError as exc:
             raise LLMError(
                 f"LLM server answered {exc.status_code} for model {self.model!r}: "
@@ -80,5 +103,28 @@ class OpenAILLM:
         text = completion.choices[0].message.content or ""
         return Generation(text, completion.model or self.model, time.monotonic() - started)
 
+    async def _create(
+        self, messages: list[Any], schema: dict[str, Any] | None, variant: int
+    ) -> Any:
+        extra: dict[str, Any] = {}
+        if variant:  # another sample than the last try's
+            extra["seed"] = variant
+        if schema:
+            extra["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "schema": schema, "strict": True},
+            }
+        return await self.client.chat.completions.create(
+            model=self.model,
+            messages=messages,
+            max_tokens=self.max_tokens,
+            temperature=min(self.temperature + VARIANT_TEMPERATURE * variant, 1.0),
+            **extra,
+        )
+
     async def aclose(self) -> None:
         await self.client.close()
+
+
+def _refuses_format(exc: openai.APIStatusError) -> bool:
+    return exc.status_code in (400, 422) or "response_format" in str(exc.message)

@@ -3,7 +3,8 @@
 One left-to-right pass over the app's template: each placeholder of the four scopes is replaced by
 its value, and the inserted text is never scanned again, so user data that itself contains
 ``{{user_facts}}``, braces or template syntax stays literal text. No template language runs.
-Control characters (other than newline and tab) are dropped from values.
+Control characters (other than newline and tab) are dropped from values. ``Filled.parts`` keeps
+which pieces are the app's text and which are user data, so the generation step can fence the data.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class Filled:
     filled: list[str] = field(default_factory=list)  # scopes that received the user's data
     emptied: dict[str, str] = field(default_factory=dict)  # scope -> why it got nothing
     left_as_written: list[str] = field(default_factory=list)  # names that are not scopes
+    # The text in order: (piece, None) for the app's template text, (value, scope) for user data.
+    parts: tuple[tuple[str, str | None], ...] = ()
 
 
 def fill(template: str, values: Mapping[str, str], reasons: Mapping[str, str]) -> Filled:
@@ -43,17 +46,23 @@ def fill(template: str, values: Mapping[str, str], reasons: Mapping[str, str]) -
     emptied: dict[str, str] = {}
     other: list[str] = []
     cleaned = {name: clean_value(value) for name, value in values.items()}
-
-    def replace(match: re.Match[str]) -> str:
+    parts: list[tuple[str, str | None]] = []
+    end = 0
+    for match in PLACEHOLDER.finditer(template):
         name = match.group(1)
         if name not in SCOPES:
             other.append(name)
-            return match.group(0)
+            continue
+        parts.append((template[end : match.start()], None))
+        end = match.end()
         if name in cleaned:
             filled.append(name)
-            return cleaned[name]
-        emptied[name] = reasons.get(name, "not granted")
-        return ""
-
-    text = PLACEHOLDER.sub(replace, template)
-    return Filled(text, list(dict.fromkeys(filled)), emptied, list(dict.fromkeys(other)))
+            parts.append((cleaned[name], name))
+        else:
+            emptied[name] = reasons.get(name, "not granted")
+    parts.append((template[end:], None))
+    kept = tuple(p for p in parts if p[0])
+    text = "".join(piece for piece, _ in kept)
+    return Filled(
+        text, list(dict.fromkeys(filled)), emptied, list(dict.fromkeys(other)), kept
+    )

@@ -4,8 +4,9 @@
 1. capability ``proactive_notification`` and a live install; 2. prompt of 5 to 128,000 chars;
 3. scopes that count = params ∩ manifest scopes ∩ granted; 4. the atomic 30 s claim;
 5. context for those scopes (``context`` steers ``{{user_context}}``); 6. plain ``{{ name }}``
-filling; 7. the LLM under the platform system prompt, output cleaned, under 5 chars = stay quiet
-(claim given back); 8. delivery as "<App name> says", stored in the app's chat.
+filling; 7. the generation step (``nudge.llm.writer``: user data fenced, a structured answer,
+cleaned and checked; quiet or held = nothing sent, claim given back); 8. delivery as
+"<App name> says", stored in the app's chat.
 ``{"message": "..."}`` is a notification from the app, sent as Omi sends it: over 5 chars from a
 realtime webhook, any from a memory-creation one, and not counted against the direct API's hourly
 cap (the 60 s duplicate window holds, and ``NUDGE_WEBHOOK_MESSAGE_LIMIT_PER_HOUR`` guards against
@@ -30,7 +31,8 @@ from nudge.core.errors import NudgeError
 from nudge.core.manifest import SCOPES
 from nudge.core.notifications import NotificationRequest, validate_message
 from nudge.delivery.events import EventBus
-from nudge.llm import LLM, LLMError, clean_output
+from nudge.llm import LLM, LLMError
+from nudge.llm.writer import WriteOptions, write
 from nudge.metrics import Metrics
 from nudge.proactive.claims import Claims
 from nudge.proactive.context import Steering, build_context, parse_steering
@@ -42,18 +44,9 @@ from nudge.store.models import Install
 log = logging.getLogger("nudge.proactive")
 
 PROMPT_MIN, PROMPT_MAX = 5, 128_000
-QUIET_BELOW = 5  # output shorter than this means "nothing to say"
 MESSAGE_MIN = 6  # realtime {"message"} answers must be over 5 chars (as in Omi)
 MEMORY_CREATION = "memory_creation"  # a trace kind: memory-creation messages may be shorter
 NOTIFICATION_MAX_CHARS = 300
-
-SYSTEM_PROMPT = (
-    "You write one phone notification for the user, on behalf of an app. "
-    "Follow the app's instructions below.\n"
-    "Rules: plain text; one or two short sentences; at most 40 words; speak to the user as "
-    '"you"; no greeting, no lists, no quotes, no emojis.\n'
-    "If there is nothing useful to say, answer only: SKIP"
-)
 
 
 @dataclass(frozen=True)
@@ -215,6 +208,7 @@ class Pipeline:
         self.llm = llm
         self.claims = claims
         self.metrics = metrics
+        self.write_options = WriteOptions.from_settings(settings, NOTIFICATION_MAX_CHARS)
 
     async def handle(
         self,
@@ -350,27 +344,32 @@ class Pipeline:
             emptied=filled.emptied,
             left_as_written=filled.left_as_written,
         )
-        # 7. Generate, clean, maybe stay quiet.
+        # 7. Generate (nudge.llm.writer: data fenced, a structured answer, cleaned and checked).
         try:
-            generation = await self.llm.generate(SYSTEM_PROMPT, filled.text)
+            written = await write(self.llm, filled.parts, self.write_options)
         except LLMError as exc:
             trace.outcome("llm_failed", str(exc))
             return False
-        self.metrics.llm_seconds.observe(generation.seconds)
-        text = clean_output(generation.text, NOTIFICATION_MAX_CHARS)
+        self.metrics.llm_seconds.observe(written.seconds)
         trace.detail["llm"] = {
             "provider": self.llm.name,
-            "model": generation.model,
-            "seconds": round(generation.seconds, 4),
-            "raw": bounded(generation.text, 4000),
-            "output": text,
+            "model": written.model,
+            "seconds": round(written.seconds, 4),
+            "input": bounded(written.prompt),
+            "markers_removed": written.markers_removed,
+            "calls": written.calls,
+            "raw": bounded(written.raw, 4000),
+            "removed": written.removed,
+            "decision": written.decision,
+            "reason": written.reason,
+            "output": written.text,
         }
-        trace.detail.setdefault("timing", {})["llm_s"] = round(generation.seconds, 4)
-        if len(text) < QUIET_BELOW:
-            trace.outcome("quiet")
+        trace.detail.setdefault("timing", {})["llm_s"] = round(written.seconds, 4)
+        if written.decision != "send":
+            trace.outcome(written.decision, written.reason)
             return False
         # 8. Deliver as the app, stored in the app's chat.
-        return await self._accept(app, uid, text, "proactive", trace)
+        return await self._accept(app, uid, written.text, "proactive", trace)
 
     async def message(self, app: AppTarget, uid: str, message: str, trace: TraceRecorder) -> None:
         """``{"message": ...}``: a notification from the app, as Omi sends one (see the module

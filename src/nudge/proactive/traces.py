@@ -27,7 +27,8 @@ from nudge.store.models import Delivery, Trace
 OUTCOMES = {
     "no_action": "the app answered without asking for a notification (or with an empty message)",
     "notified": "a notification was generated and queued",
-    "quiet": "the model's output was under 5 characters: nothing sent",
+    "quiet": "the model chose not to notify (notify: false, SKIP, or under 5 characters)",
+    "held": "the model's message failed the platform's checks (see error): nothing sent",
     "rate_limited": "a proactive notification went out in the last interval: nothing sent",
     "invalid_answer": "the app's answer broke a rule (see error): nothing sent",
     "not_allowed": "capability or install missing: nothing sent",
