@@ -7,6 +7,7 @@ spoken line, a past conversation) must never reach it as one.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shutil
@@ -201,3 +202,17 @@ async def test_model_path_setting(tmp_path: Path) -> None:
     bad = build_llm(make_settings(tmp_path, llm_provider="embedded", llm_model_path=str(broken)))
     with pytest.raises(LLMError, match="cannot load"):
         await bad.generate(SYSTEM, "hello")
+
+
+async def test_closing_waits_for_a_cancelled_generation() -> None:
+    """A caller cancelled mid-generation (a platform shutting down) cannot stop llama.cpp's
+    thread: ``aclose`` must wait for it instead of freeing the model under it (a crash)."""
+    llm = EmbeddedLLM(shipped(), context_tokens=384, max_tokens=60)
+    await llm.load()
+    task = asyncio.create_task(llm.generate(SYSTEM, PROMPT))
+    await asyncio.sleep(0.05)  # the generation is running in its thread
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await llm.aclose()  # returns once the thread is done; the process is still here
+    assert llm._model is None

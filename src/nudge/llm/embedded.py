@@ -183,7 +183,16 @@ class EmbeddedLLM:
     ) -> Generation:
         async with self._lock:
             started = time.monotonic()
-            text = await asyncio.to_thread(self._complete, system, prompt, schema, variant)
+            work = asyncio.ensure_future(
+                asyncio.to_thread(self._complete, system, prompt, schema, variant)
+            )
+            try:
+                text = await asyncio.shield(work)
+            except asyncio.CancelledError:
+                # A running generation cannot be stopped: the lock is held until its thread is
+                # done, so ``aclose`` never frees the model under it (llama.cpp would crash).
+                await asyncio.wait([work])
+                raise
             return Generation(text, self.model_path.name, time.monotonic() - started)
 
     async def load(self) -> None:
