@@ -143,6 +143,8 @@ def fence(parts: Sequence[tuple[str, str | None]]) -> tuple[str, dict[str, int]]
         value, n_tags = _FENCE_TAG.subn(" ", value)
         if n_turns + n_markers + n_tags:
             removed[scope] = removed.get(scope, 0) + n_turns + n_markers + n_tags
+        if n_turns + n_markers + n_tags:
+            value = re.sub(r"[ \t]{2,}", " ", value)
         out.append(f"<{scope}>{value.strip()}</{scope}>")
     return "".join(out), removed
 
