@@ -43,8 +43,9 @@ def _client(scope: Scope) -> str:
 
 
 class _Exchange:
-    """One request whose body length is not known up front: its body is counted as the app
-    reads it; over the limit, the guard answers 413 and the app's own answer is dropped."""
+    """One request: its answer is watched for refused credentials; a body whose length is not
+    known up front is counted as the app reads it, and over the limit the guard answers 413
+    and the app's own answer is dropped."""
 
     __slots__ = ("guard", "scope", "receive", "send", "seen", "started", "answered")
 
@@ -133,28 +134,17 @@ class RequestGuard:
             detail = f"too many refused credentials from this address: retry in {wait} s"
             await respond_json(send, 429, {"detail": detail}, {"Retry-After": str(wait)})
             return
-        length = None
+        exchange = _Exchange(self, scope, receive, send)
         for name, value in scope["headers"]:
             if name == b"content-length":
-                length = value
-                break
-        if length is None:
-            exchange = _Exchange(self, scope, receive, send)
-            await self.app(scope, exchange.counted_receive, exchange.observed_send)
-            return
-        if int(length) > self.max_body:  # digits: the server refuses any other Content-Length
-            await self.too_large(send)
-            return
-
-        # The server holds the body to its Content-Length: only the answer is watched.
-        async def observed(message: Message) -> None:
-            if message["type"] == "http.response.start" and message["status"] in (
-                REFUSED_CREDENTIAL
-            ):
-                self.count_failure(scope)
-            await send(message)
-
-        await self.app(scope, receive, observed)
+                # Digits (the server refuses any other Content-Length), and the server holds
+                # the body to it: only the answer needs watching.
+                if int(value) > self.max_body:
+                    await self.too_large(send)
+                    return
+                await self.app(scope, receive, exchange.observed_send)
+                return
+        await self.app(scope, exchange.counted_receive, exchange.observed_send)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._blocked(scope):
