@@ -14,18 +14,11 @@ import pytest
 from nudge.llm import LLMError
 from nudge.llm.fake import FakeLLM
 from nudge.platform import Platform
+from tests.api.integration_helpers import importer
 from tests.conftest import make_settings
 from tests.proactive.helpers import api_client, create_app, create_user, install
 
 ALL_ACTIONS = ["create_conversation", "create_memories", "read_memories", "read_conversations"]
-
-
-def importer(actions: list[str], name: str = "Importer") -> dict[str, Any]:
-    return {
-        "name": name,
-        "capabilities": ["external_integration"],
-        "external_integration": {"actions": [{"action": a} for a in actions]},
-    }
 
 
 def bearer(secret: str) -> dict[str, str]:
@@ -76,7 +69,7 @@ async def env(tmp_path: Path, database_url: str) -> AsyncIterator[Env]:
     platform = await Platform.start(settings)
     try:
         async with api_client(platform) as client:
-            app = await create_app(client, importer(ALL_ACTIONS))
+            app = await create_app(client, importer(ALL_ACTIONS, "Importer"))
             await create_user(client, "ana", facts=["Likes tea"])
             await install(client, "ana", app["app_id"], [])
             yield Env(client, platform, app["app_id"], app["app_secret"])
@@ -91,6 +84,9 @@ def scripted_llm(env: Env) -> FakeLLM:
 
 
 MEMORIES = "/v2/integrations/{app}/user/memories"
+CONVERSATIONS = "/v2/integrations/{app}/user/conversations"
+LIST = "/v2/integrations/{app}/conversations"
+SEARCH = "/v2/integrations/{app}/search/conversations"
 
 
 async def test_explicit_memories_are_stored_listed_and_are_user_facts(env: Env) -> None:
@@ -241,6 +237,9 @@ async def test_memory_imports_are_limited_per_hour_with_retry_after(env: Env) ->
 READS_AND_WRITES = [
     ("POST", MEMORIES, {"json": {"memories": [{"content": "User likes jazz"}]}}),
     ("GET", "/v2/integrations/{app}/memories", {}),
+    ("POST", CONVERSATIONS, {"json": {"text": "Ana: I like jazz"}}),
+    ("GET", LIST, {}),
+    ("POST", SEARCH, {"json": {"query": "jazz"}}),
 ]
 
 
@@ -302,7 +301,12 @@ async def test_bad_pages_are_422(env: Env, params: dict[str, Any], named: str) -
         (["read_memories"], {"read_memories"}),
         (["read_facts"], {"read_memories"}),
         (["read_tasks"], set()),
-        (["create_conversation", "read_conversations"], set()),
+        (["create_conversation"], {"create_conversation"}),
+        (["read_conversations"], {"read_conversations"}),
+        (
+            ["create_conversation", "read_conversations"],
+            {"create_conversation", "read_conversations"},
+        ),
     ],
 )
 async def test_each_endpoint_is_gated_by_its_action(
@@ -313,14 +317,18 @@ async def test_each_endpoint_is_gated_by_its_action(
     calls = {
         "create_memories": ("POST", MEMORIES, {"json": {"memories": [{"content": "User sings"}]}}),
         "read_memories": ("GET", "/v2/integrations/{app}/memories", {}),
+        "create_conversation": ("POST", CONVERSATIONS, {"json": {"text": "Ana: hello there"}}),
+        "read_conversations": ("GET", "/v2/integrations/{app}/conversations", {}),
+        "search": ("POST", SEARCH, {"json": {"query": "hello"}}),
     }
     for gate, (method, path, kw) in calls.items():
         r = await env.call(method, path, app_id=app["app_id"], secret=app["app_secret"], **kw)
-        if gate in allowed:
+        needs = "read_conversations" if gate == "search" else gate
+        if needs in allowed:
             assert r.status_code == 200, (gate, r.text)
         else:
             assert r.status_code == 403, (gate, r.text)
-            assert f'{{"action": "{gate}"}}' in r.json()["detail"]
+            assert f'{{"action": "{needs}"}}' in r.json()["detail"]
 
 
 V1 = "/v1/integrations/notification"
@@ -386,3 +394,189 @@ async def test_v1_notification_shares_the_direct_hourly_window(env: Env) -> None
     r = await env.call("POST", V1, json=body, secret=app["app_secret"])
     assert r.status_code == 429, r.text
     assert int(r.headers["Retry-After"]) > 0 and r.headers["X-RateLimit-Remaining"] == "0"
+
+
+# --- Conversations --------------------------------------------------------------------------
+
+
+async def import_text(env: Env, text: str, **fields: Any) -> dict[str, Any]:
+    r = await env.call("POST", CONVERSATIONS, json={"text": text, **fields})
+    assert r.status_code == 200, r.text
+    conversation: dict[str, Any] = r.json()["conversation"]
+    return conversation
+
+
+async def test_an_imported_conversation_is_stored_as_omi_keeps_it(env: Env) -> None:
+    r = await env.call(
+        "POST",
+        CONVERSATIONS,
+        json={
+            "text": "John: Hi Sarah, how was your weekend?\n\nSarah: Great! I went hiking.",
+            "text_source": "audio_transcript",
+            "text_source_spec": "phone_call",
+            "started_at": "2024-07-21T22:34:43.384323+00:00",
+            "geolocation": {"latitude": 37.7749, "longitude": -122.4194},
+        },
+    )
+    assert r.status_code == 200, r.text
+    assert r.headers["X-RateLimit-Limit"] == "3" and r.headers["X-RateLimit-Remaining"] == "2"
+    conv = r.json()["conversation"]
+    assert conv["source"] == "external_integration" and conv["app_id"] == env.app_id
+    assert conv["created_at"] == conv["started_at"] == "2024-07-21T22:34:43.384323Z"
+    assert conv["finished_at"] == "2024-07-21T22:39:43.384323Z"  # Omi: started_at + 5 minutes
+    assert conv["language"] == "en" and conv["discarded"] is False
+    assert conv["geolocation"] == {"latitude": 37.7749, "longitude": -122.4194}
+    assert conv["structured"]["title"] == "John: Hi Sarah, how was your weekend?"
+    assert conv["transcript_segments"] == []
+    data = conv["external_data"]
+    assert data["text"].startswith("John: Hi Sarah") and data["text_source_spec"] == "phone_call"
+    assert data["source"] == "external_integration" and data["app_id"] == env.app_id
+
+    listed = (await env.call("GET", LIST)).json()["conversations"]
+    assert [c["id"] for c in listed] == [conv["id"]]
+
+
+async def test_segments_are_kept_and_listed_up_to_the_limit(env: Env) -> None:
+    segments = [
+        {
+            "text": f"line {n}",
+            "speaker": f"SPEAKER_0{n % 2}",
+            "is_user": n % 2 == 0,
+            "start": float(n),
+            "end": n + 0.5,
+        }
+        for n in range(5)
+    ]
+    conv = (
+        await env.call(
+            "POST",
+            CONVERSATIONS,
+            json={
+                "transcript_segments": segments,
+                "started_at": "2024-03-01T10:00:00Z",
+                "finished_at": "2024-03-01T10:20:00Z",
+                "language": "pt",
+            },
+        )
+    ).json()["conversation"]
+    assert [s["text"] for s in conv["transcript_segments"]] == [f"line {n}" for n in range(5)]
+    assert conv["transcript_segments"][1] == {
+        "text": "line 1",
+        "speaker": "SPEAKER_01",
+        "speaker_id": 1,
+        "is_user": False,
+        "start": 1.0,
+        "end": 1.5,
+    }
+    assert conv["language"] == "pt" and conv["finished_at"] == "2024-03-01T10:20:00Z"
+    for limit, expected in ((2, 2), (-1, 5), (0, 0)):
+        listed = await env.call("GET", LIST, params={"max_transcript_segments": limit})
+        (item,) = listed.json()["conversations"]
+        assert len(item.get("transcript_segments", [])) == expected
+
+
+async def test_listing_filters_and_pages(env: Env) -> None:
+    for day in ("2024-01-05", "2024-02-10", "2024-03-15"):
+        await import_text(env, f"Notes from {day}", started_at=f"{day}T12:00:00Z")
+    # A live conversation of the user, streamed on the platform API: listed as in_progress.
+    r = await env.client.post(
+        "/v1/users/ana/sessions/s1/segments",
+        json={"segments": [{"text": "live talk", "speaker": "SPEAKER_00", "is_user": True}]},
+    )
+    assert r.status_code == 202, r.text
+
+    async def titles(**params: Any) -> list[str]:
+        r = await env.call("GET", LIST, params=params)
+        assert r.status_code == 200, r.text
+        return [c["structured"]["title"] for c in r.json()["conversations"]]
+
+    everything = await titles()
+    assert everything[1:] == [
+        "Notes from 2024-03-15",
+        "Notes from 2024-02-10",
+        "Notes from 2024-01-05",
+    ]
+    assert await titles(statuses="in_progress") == [everything[0]]
+    # Imports are processing until the dispatcher sent their memory webhooks, then completed.
+    assert len(await titles(statuses=["processing", "completed"])) == 3
+    assert await titles(statuses="failed") == []
+    assert await titles(start_date="2024-02-10", end_date="2024-02-10") == ["Notes from 2024-02-10"]
+    assert await titles(end_date="2024-02-10T11:59:59Z") == ["Notes from 2024-01-05"]
+    assert await titles(limit=1, offset=2) == ["Notes from 2024-02-10"]
+    for field in ("start_date", "end_date"):
+        r = await env.call("GET", LIST, params={field: "yesterday"})
+        assert r.status_code == 422 and field in r.json()["detail"]
+
+
+async def test_search_finds_every_word_newest_first_with_pages(env: Env) -> None:
+    await import_text(
+        env, "We planned the marathon training in Lisbon", started_at="2024-01-01T08:00:00Z"
+    )
+    await import_text(env, "Marathon shoes were too small", started_at="2024-02-01T08:00:00Z")
+    await import_text(env, "Dinner with Eva", started_at="2024-03-01T08:00:00Z")
+
+    async def search(**body: Any) -> dict[str, Any]:
+        r = await env.call("POST", SEARCH, json=body)
+        assert r.status_code == 200, r.text
+        found: dict[str, Any] = r.json()
+        return found
+
+    found = await search(query="marathon")
+    assert [c["structured"]["title"] for c in found["conversations"]] == [
+        "Marathon shoes were too small",
+        "We planned the marathon training in Lisbon",
+    ]
+    assert (found["total_pages"], found["current_page"], found["per_page"]) == (1, 1, 10)
+    assert len((await search(query="marathon Lisbon"))["conversations"]) == 1
+    assert (await search(query="tennis"))["conversations"] == []
+    nothing = await search(query="  ")
+    assert nothing["conversations"] == [] and nothing["total_pages"] == 1
+    browse = await search(query="", start_date="2024-02-01", end_date="2024-03-31")
+    assert len(browse["conversations"]) == 2
+    paged = await search(query="marathon", per_page=1, page=2)
+    assert [c["structured"]["title"] for c in paged["conversations"]] == [
+        "We planned the marathon training in Lisbon"
+    ]
+    assert (paged["total_pages"], paged["current_page"], paged["per_page"]) == (2, 2, 1)
+    clamped = await search(query="marathon", per_page=100_000, page=-3)
+    assert (clamped["current_page"], clamped["per_page"]) == (1, 250)
+    r = await env.call("POST", SEARCH, json={"query": "x", "start_date": "2024-13-01"})
+    assert r.status_code == 422 and "start_date" in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ({}, "text or transcript_segments"),
+        ({"text": "   "}, "text or transcript_segments"),
+        ({"transcript_segments": []}, "text or transcript_segments"),
+        (
+            {
+                "text": "hi",
+                "started_at": "2024-01-02T00:00:00Z",
+                "finished_at": "2024-01-01T00:00:00Z",
+            },
+            "finished_at",
+        ),
+        ({"text": "hi", "geolocation": {"latitude": 100, "longitude": 0}}, "geolocation.latitude"),
+        ({"text": "hi", "text_source": "fax"}, "text_source"),
+        ({"text": "hi", "started_at": "last week"}, "started_at"),
+        ({"transcript_segments": [{"text": ""}]}, "transcript_segments.0.text"),
+        ({"text": "hi\x00"}, "text"),
+    ],
+)
+async def test_bad_conversation_bodies_are_422_naming_the_field(
+    env: Env, body: dict[str, Any], named: str
+) -> None:
+    r = await env.call("POST", CONVERSATIONS, json=body)
+    assert r.status_code == 422, r.text
+    assert named in r.json()["detail"]
+    assert (await env.call("GET", LIST)).json()["conversations"] == []
+
+
+async def test_conversation_imports_are_limited_per_hour(env: Env) -> None:
+    for n in range(3):
+        await import_text(env, f"Import number {n}")
+    r = await env.call("POST", CONVERSATIONS, json={"text": "One import too many"})
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) > 0
+    assert len((await env.call("GET", LIST)).json()["conversations"]) == 3

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -23,27 +21,11 @@ from nudge.sdk import (
     TransportError,
     ValidationError,
 )
-from tests.conftest import ADMIN, Server, World, free_port, make_world, start_server, wait_for
+from tests.conftest import Server, World, free_port, make_world, wait_for
 from tests.sdk.scripted import Reply, ScriptedServer
 
 FAST = RetryPolicy(base_delay_s=0.05, max_delay_s=0.2, total_timeout_s=20.0)
 OK = {"status": "ok", "notification_id": "n_scripted", "devices": 0}
-
-
-@pytest.fixture(scope="module")
-def nudge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One real platform for this module; every test makes its own app and user."""
-    server = start_server(Path(tmp_path_factory.mktemp("sdk")))
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-async def admin(nudge: Server) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=nudge.url, headers={"Authorization": f"Bearer {ADMIN}"}
-    ) as c:
-        yield c
 
 
 async def new_world(admin: httpx.AsyncClient, **app_extra: object) -> World:

@@ -6,10 +6,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import FileResponse
+from pydantic import BaseModel
 
 from nudge import console
-from nudge.api.deps import AdminDep, PlatformDep
+from nudge.api.deps import AdminDep, PlatformDep, UserDep
 from nudge.core.errors import NotFound
+from nudge.core.users import get_user
 
 router = APIRouter(tags=["console"])
 
@@ -54,3 +56,36 @@ async def whoami(
 async def users(platform: PlatformDep, limit: int = Query(200, ge=1, le=1000)) -> dict[str, Any]:
     async with platform.db.read() as conn:
         return {"users": await console.list_users(conn, limit)}
+
+
+class FactRow(BaseModel):
+    text: str
+    app_id: str | None  # the app that imported it; None: added on the platform API
+    created_at: float
+
+
+class ConversationRow(BaseModel):
+    id: str
+    title: str
+    source: str  # omi (streamed) | external_integration (imported by app_id)
+    app_id: str | None
+    status: str
+    started_at: float
+
+
+class Knowledge(BaseModel):
+    facts: list[FactRow]
+    conversations: list[ConversationRow]
+
+
+@router.get(
+    "/console/api/users/{uid}/knowledge",
+    dependencies=[UserDep],
+    summary="The user's newest facts and conversations (the console's user view)",
+)
+async def knowledge(
+    uid: str, platform: PlatformDep, limit: int = Query(50, ge=1, le=200)
+) -> Knowledge:
+    async with platform.db.read() as conn:
+        await get_user(conn, uid)
+        return Knowledge.model_validate(await console.user_knowledge(conn, uid, limit))

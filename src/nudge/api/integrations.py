@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from nudge.api.deps import PlatformDep
-from nudge.core.integrations import memories
+from nudge.core.integrations import conversations, memories
 from nudge.core.integrations.notification import NotificationV1, send_notification_v1
 
 router = APIRouter(tags=["integration API"])
@@ -18,7 +18,10 @@ router = APIRouter(tags=["integration API"])
 Authorization = Annotated[str | None, Header(description="Bearer <app secret>")]
 Uid = Annotated[str, Query(min_length=1, max_length=128, description="The user")]
 Limit = Annotated[int, Query(ge=1, le=1000)]
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[int, Query(ge=0, le=1_000_000_000)]  # a database takes 64-bit offsets at most
+MaxSegments = Annotated[
+    int, Query(ge=-1, le=1000, description="Segments per conversation at most; -1: all")
+]
 
 _CREATE: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or malformed Authorization header"},
@@ -27,7 +30,82 @@ _CREATE: dict[int | str, dict[str, Any]] = {
     422: {"description": "A missing or invalid field"},
     429: {"description": "Hourly limit for this app and user reached; see Retry-After"},
 }
-_READ: dict[int | str, dict[str, Any]] = {code: text for code, text in _CREATE.items() if code != 429}
+_READ: dict[int | str, dict[str, Any]] = {
+    code: text for code, text in _CREATE.items() if code != 429
+}
+
+
+@router.post(
+    "/v2/integrations/{app_id}/user/conversations",
+    summary="Import a finished conversation (text or transcript segments)",
+    responses=_CREATE,
+    response_model_exclude_none=True,
+)
+async def create_conversation(
+    app_id: str,
+    uid: Uid,
+    body: conversations.CreateConversation,
+    platform: PlatformDep,
+    response: Response,
+    authorization: Authorization = None,
+) -> conversations.ConversationCreated:
+    item, rate = await conversations.import_conversation(platform, authorization, app_id, uid, body)
+    response.headers.update(rate.headers())
+    return conversations.ConversationCreated(conversation=item)
+
+
+@router.get(
+    "/v2/integrations/{app_id}/conversations",
+    summary="The user's conversations, newest first",
+    responses=_READ,
+    response_model_exclude_none=True,
+)
+async def list_conversations(
+    app_id: str,
+    uid: Uid,
+    platform: PlatformDep,
+    limit: Limit = 100,
+    offset: Offset = 0,
+    include_discarded: bool = False,
+    statuses: Annotated[list[str], Query(max_length=10)] = [],  # noqa: B006 (FastAPI copies it)
+    start_date: Annotated[str | None, Query(max_length=40)] = None,
+    end_date: Annotated[str | None, Query(max_length=40)] = None,
+    max_transcript_segments: MaxSegments = 100,
+    authorization: Authorization = None,
+) -> conversations.ConversationsResponse:
+    found = await conversations.read_conversations(
+        platform,
+        authorization,
+        app_id,
+        uid,
+        limit=limit,
+        offset=offset,
+        include_discarded=include_discarded,
+        statuses=statuses,
+        start_date=start_date,
+        end_date=end_date,
+        max_segments=max_transcript_segments,
+    )
+    return conversations.ConversationsResponse(conversations=found)
+
+
+@router.post(
+    "/v2/integrations/{app_id}/search/conversations",
+    summary="Full-text search of the user's conversations",
+    responses=_READ,
+    response_model_exclude_none=True,
+)
+async def search_conversations(
+    app_id: str,
+    uid: Uid,
+    body: conversations.SearchRequest,
+    platform: PlatformDep,
+    max_transcript_segments: MaxSegments = 100,
+    authorization: Authorization = None,
+) -> conversations.SearchConversationsResponse:
+    return await conversations.search_conversations(
+        platform, authorization, app_id, uid, body, max_transcript_segments
+    )
 
 
 @router.post(

@@ -217,6 +217,42 @@ def users_install(
     emit(run_with_db(load_settings(), lambda c: install_app(c, uid, app_id, scope), write=True))
 
 
+@users_cli.command("facts")
+def users_facts(
+    uid: str = typer.Argument(..., help="The user."),
+    limit: int = typer.Option(100, min=1, max=1000, help="How many, newest first."),
+) -> None:
+    """A user's facts (Omi's memories), newest first; those apps imported name their app."""
+    from nudge.core.integrations.memories import memories_of
+    from nudge.core.users import get_user
+
+    async def work(conn: Any) -> list[dict[str, Any]]:
+        await get_user(conn, uid)
+        found = await memories_of(conn, uid, limit=limit)
+        return [m.model_dump(mode="json", exclude_none=True) for m in found]
+
+    emit(run_with_db(load_settings(), work, write=False))
+
+
+@users_cli.command("conversations")
+def users_conversations(
+    uid: str = typer.Argument(..., help="The user."),
+    limit: int = typer.Option(20, min=1, max=1000, help="How many, newest first."),
+    segments: int = typer.Option(0, min=-1, max=1000, help="Segments shown per conversation."),
+) -> None:
+    """A user's conversations, newest first, as Omi's integration API shows them (live and
+    imported ones too)."""
+    from nudge.core.integrations.conversations import conversations_of
+    from nudge.core.users import get_user
+
+    async def work(conn: Any) -> list[dict[str, Any]]:
+        await get_user(conn, uid)
+        found = await conversations_of(conn, uid, limit=limit, max_segments=segments)
+        return [c.model_dump(mode="json", exclude_none=True) for c in found]
+
+    emit(run_with_db(load_settings(), work, write=False))
+
+
 @cli.command("send")
 def send(
     app_id: str = typer.Argument(..., help="The sending app."),

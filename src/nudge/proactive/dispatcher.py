@@ -38,7 +38,7 @@ from nudge.proactive.conversation import conversation_json
 from nudge.proactive.ingest import conversation_segments, finish_silent, segment_json
 from nudge.proactive.pipeline import AppTarget, Pipeline
 from nudge.proactive.sql import claimable
-from nudge.proactive.summary import summarize, transcript_text
+from nudge.proactive.summary import TRANSCRIPT_MAX_CHARS, summarize, transcript_text
 from nudge.proactive.traces import TraceRecorder, prune_traces, save_traces
 from nudge.proactive.webhooks import WebhookClient, WebhookResult, WebhookTarget
 from nudge.store.batch import BatchWriter
@@ -380,11 +380,18 @@ class Dispatcher:
                 )
         if conversation["discarded"]:  # as Omi: no memory webhooks for a discarded one
             return
-        await asyncio.gather(*(self.call_memory(app, flush) for app in memory))
+        # An imported conversation goes to the other apps, not back to the app that sent it
+        # (Omi's backend calls that one too, which lets an app loop on its own imports).
+        others = [app for app in memory if app.app_id != conversation["app_id"]]
+        await asyncio.gather(*(self.call_memory(app, flush) for app in others))
 
     async def _summarize(self, conversation_id: str, conversation: dict[str, Any]) -> None:
         structured = conversation["structured"]
-        text = transcript_text(conversation["transcript_segments"])
+        # An import may be text alone (Omi's integration API keeps it in external_data).
+        imported = (conversation["external_data"] or {}).get("text") or ""
+        text = (
+            transcript_text(conversation["transcript_segments"]) or imported[:TRANSCRIPT_MAX_CHARS]
+        )
         summary = await summarize(self.pipeline.llm, text)
         values: dict[str, Any] = {"summary_pending": False}
         if summary is not None:

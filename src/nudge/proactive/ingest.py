@@ -74,6 +74,20 @@ class SegmentIn(BaseModel):
         digits = re.search(r"(\d+)$", self.speaker)
         return int(digits.group(1)) if digits else 0
 
+    def row(self, conversation_id: str, uid: str, now: float) -> dict[str, Any]:
+        """The ``segments`` row that stores it."""
+        return {
+            "conversation_id": conversation_id,
+            "uid": uid,
+            "text": self.text,
+            "speaker": self.speaker,
+            "speaker_id": self.speaker_number(),
+            "is_user": self.is_user,
+            "start": self.start,
+            "end": self.end,
+            "created_at": now,
+        }
+
 
 class SegmentsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -284,17 +298,7 @@ def _store(
         opened, refused = _open_conversations(conn, waiting, now, silent_at)
         live |= opened
     rows = [
-        {
-            "conversation_id": live[(r.session_id, r.uid)],
-            "uid": r.uid,
-            "text": s.text,
-            "speaker": s.speaker,
-            "speaker_id": s.speaker_number(),
-            "is_user": s.is_user,
-            "start": s.start,
-            "end": s.end,
-            "created_at": now,
-        }
+        s.row(live[(r.session_id, r.uid)], r.uid, now)
         for r in requests
         if (r.session_id, r.uid) in live
         for s in r.segments

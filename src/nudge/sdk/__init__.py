@@ -1,14 +1,18 @@
 """Nudge's Python SDK for app developers.
 
 - ``NudgeClient`` / ``AsyncNudgeClient``: send direct notifications and read their status, with
-  retries that never duplicate a send.
+  retries that never duplicate a send; Omi's integration API (import and read conversations and
+  memories).
 - ``nudge.sdk.webhook``: receive the platform's webhook calls (signature checks, segments per
   session, trigger phrases, answers).
 """
 
 from nudge.sdk.client import (
     AsyncNudgeClient,
+    Conversation,
+    ConversationPage,
     DeliveryState,
+    Memory,
     NotificationStatus,
     NudgeClient,
     RateLimitInfo,
@@ -20,6 +24,7 @@ from nudge.sdk.errors import (
     AuthenticationError,
     NotFoundError,
     NudgeError,
+    PermissionDeniedError,
     RateLimitError,
     ServerError,
     TransportError,
@@ -30,11 +35,15 @@ __all__ = [
     "APIError",
     "AsyncNudgeClient",
     "AuthenticationError",
+    "Conversation",
+    "ConversationPage",
     "DeliveryState",
+    "Memory",
     "NotFoundError",
     "NotificationStatus",
     "NudgeClient",
     "NudgeError",
+    "PermissionDeniedError",
     "RateLimitError",
     "RateLimitInfo",
     "RetryPolicy",

@@ -13,8 +13,9 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
@@ -149,6 +150,83 @@ class NotificationStatus:
         )
 
 
+def _time(value: Any) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(str(value))
+
+
+def _when(value: datetime | str | None) -> str | None:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+@dataclass(frozen=True)
+class Memory:
+    """A fact about the user (Omi's memory), from the integration API."""
+
+    id: str
+    content: str
+    tags: list[str]
+    created_at: datetime
+    app_id: str | None  # the app that imported it; None: added on the platform
+    manually_added: bool
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> Memory:
+        return cls(
+            id=str(body["id"]),
+            content=body["content"],
+            tags=list(body.get("tags") or []),
+            created_at=_time(body["created_at"]) or datetime.min,
+            app_id=body.get("app_id"),
+            manually_added=bool(body.get("manually_added", False)),
+        )
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A conversation in the shape of Omi's integration API (``data`` holds all of it)."""
+
+    id: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    source: str
+    status: str | None
+    title: str
+    overview: str
+    transcript_segments: list[dict[str, Any]]
+    external_data: dict[str, Any] | None
+    app_id: str | None
+    data: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> Conversation:
+        structured = body.get("structured") or {}
+        return cls(
+            id=str(body["id"]),
+            created_at=_time(body["created_at"]) or datetime.min,
+            started_at=_time(body.get("started_at")),
+            finished_at=_time(body.get("finished_at")),
+            source=str(body.get("source", "")),
+            status=body.get("status"),
+            title=str(structured.get("title", "")),
+            overview=str(structured.get("overview", "")),
+            transcript_segments=list(body.get("transcript_segments") or []),
+            external_data=body.get("external_data"),
+            app_id=body.get("app_id"),
+            data=dict(body),
+        )
+
+
+@dataclass(frozen=True)
+class ConversationPage:
+    """One page of a conversation search."""
+
+    conversations: list[Conversation]
+    current_page: int
+    total_pages: int
+    per_page: int
+
+
 def _detail(response: httpx.Response) -> str:
     try:
         body = response.json()
@@ -190,7 +268,13 @@ def _error(outcome: Outcome, attempts: int) -> NudgeError:
     )
 
 
-def _retryable(error: NudgeError) -> bool:
+def _retryable(error: NudgeError, outcome: Outcome, idempotent: bool) -> bool:
+    """429, 5xx and connection errors; for a call that is not idempotent (an import) only what
+    surely did nothing: a 429, or a connection that never opened."""
+    if not idempotent:
+        return isinstance(outcome, httpx.ConnectError) or (
+            isinstance(outcome, httpx.Response) and outcome.status_code == 429
+        )
     if isinstance(error, APIError):
         return error.status_code == 429 or error.status_code >= 500
     return isinstance(error, TransportError)
@@ -243,9 +327,10 @@ class _Plans(Generic[H]):
         method: str,
         path: str,
         *,
-        params: dict[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
         json: Any = None,
         idempotency_key: str | None = None,
+        idempotent: bool = True,
     ) -> Plan[tuple[httpx.Response, int]]:
         """Send until success, a final error, or the end of the time budget."""
         headers = {
@@ -271,7 +356,7 @@ class _Plans(Generic[H]):
             if isinstance(outcome, httpx.Response) and outcome.is_success:
                 return outcome, attempt
             error = _error(outcome, attempt)
-            if not _retryable(error) or attempt >= self.retry.max_attempts:
+            if not _retryable(error, outcome, idempotent) or attempt >= self.retry.max_attempts:
                 raise error
             retry_after = error.retry_after if isinstance(error, APIError) else None
             wait = self.retry.delay(attempt, retry_after)
@@ -332,6 +417,135 @@ class _Plans(Generic[H]):
         response, _ = yield from self._exchange("GET", path)
         return NotificationStatus.from_json(_json(response, "deliveries"))
 
+    # --- Omi's integration API ----------------------------------------------------------------
+
+    def _integration(self, path: str) -> str:
+        return f"/v2/integrations/{quote(self.app_id, safe='')}/{path}"
+
+    def _create_conversation(
+        self,
+        uid: str,
+        text: str | None,
+        transcript_segments: Sequence[Mapping[str, Any]] | None,
+        started_at: datetime | str | None,
+        finished_at: datetime | str | None,
+        language: str | None,
+        geolocation: Mapping[str, Any] | None,
+        text_source: str,
+        text_source_spec: str | None,
+    ) -> Plan[Conversation]:
+        body = {
+            "text": text,
+            "transcript_segments": None
+            if transcript_segments is None
+            else list(transcript_segments),
+            "started_at": _when(started_at),
+            "finished_at": _when(finished_at),
+            "language": language,
+            "geolocation": None if geolocation is None else dict(geolocation),
+            "text_source": text_source,
+            "text_source_spec": text_source_spec,
+        }
+        response, _ = yield from self._exchange(
+            "POST",
+            self._integration("user/conversations"),
+            params={"uid": uid},
+            json={k: v for k, v in body.items() if v is not None},
+            idempotent=False,
+        )
+        return Conversation.from_json(_json(response, "conversation")["conversation"])
+
+    def _create_memories(
+        self,
+        uid: str,
+        text: str | None,
+        memories: Sequence[str | Mapping[str, Any]] | None,
+        text_source: str,
+        text_source_spec: str | None,
+    ) -> Plan[list[Memory]]:
+        body: dict[str, Any] = {"text_source": text_source}
+        if text is not None:
+            body["text"] = text
+        if text_source_spec is not None:
+            body["text_source_spec"] = text_source_spec
+        if memories is not None:
+            body["memories"] = [{"content": m} if isinstance(m, str) else dict(m) for m in memories]
+        response, _ = yield from self._exchange(
+            "POST",
+            self._integration("user/memories"),
+            params={"uid": uid},
+            json=body,
+            idempotent=False,
+        )
+        return [Memory.from_json(m) for m in _json(response, "memories")["memories"]]
+
+    def _list_memories(self, uid: str, limit: int, offset: int) -> Plan[list[Memory]]:
+        params = {"uid": uid, "limit": limit, "offset": offset}
+        response, _ = yield from self._exchange("GET", self._integration("memories"), params=params)
+        return [Memory.from_json(m) for m in _json(response, "memories")["memories"]]
+
+    def _list_conversations(
+        self,
+        uid: str,
+        limit: int,
+        offset: int,
+        include_discarded: bool,
+        statuses: Sequence[str] | None,
+        start_date: datetime | str | None,
+        end_date: datetime | str | None,
+        max_transcript_segments: int,
+    ) -> Plan[list[Conversation]]:
+        params = {
+            "uid": uid,
+            "limit": limit,
+            "offset": offset,
+            "include_discarded": str(include_discarded).lower(),
+            "statuses": list(statuses or []),
+            "start_date": _when(start_date),
+            "end_date": _when(end_date),
+            "max_transcript_segments": max_transcript_segments,
+        }
+        response, _ = yield from self._exchange(
+            "GET",
+            self._integration("conversations"),
+            params={k: v for k, v in params.items() if v is not None},
+        )
+        found = _json(response, "conversations")["conversations"]
+        return [Conversation.from_json(c) for c in found]
+
+    def _search_conversations(
+        self,
+        uid: str,
+        query: str,
+        page: int,
+        per_page: int,
+        include_discarded: bool,
+        start_date: datetime | str | None,
+        end_date: datetime | str | None,
+        max_transcript_segments: int,
+    ) -> Plan[ConversationPage]:
+        body = {
+            "query": query,
+            "page": page,
+            "per_page": per_page,
+            "include_discarded": include_discarded,
+            "start_date": _when(start_date),
+            "end_date": _when(end_date),
+        }
+        response, _ = yield from self._exchange(
+            "POST",
+            self._integration("search/conversations"),
+            params={"uid": uid, "max_transcript_segments": max_transcript_segments},
+            json={k: v for k, v in body.items() if v is not None},
+        )
+        found = _json(response, "conversations")
+        return ConversationPage(
+            conversations=[Conversation.from_json(c) for c in found["conversations"]],
+            current_page=int(found.get("current_page", page)),
+            total_pages=int(found.get("total_pages", page)),
+            per_page=int(found.get("per_page", per_page)),
+        )
+
 
 class NudgeClient(_Plans[httpx.Client]):
     """Blocking client. Use as a context manager, or call ``close()``.
@@ -380,6 +594,104 @@ class NudgeClient(_Plans[httpx.Client]):
     def notification_status(self, notification_id: str) -> NotificationStatus:
         """A notification this app sent and the state of each of its deliveries."""
         return self._run(self._notification_status(notification_id))
+
+    def create_conversation(
+        self,
+        uid: str,
+        text: str | None = None,
+        *,
+        transcript_segments: Sequence[Mapping[str, Any]] | None = None,
+        started_at: datetime | str | None = None,
+        finished_at: datetime | str | None = None,
+        language: str | None = None,
+        geolocation: Mapping[str, Any] | None = None,
+        text_source: str = "audio_transcript",
+        text_source_spec: str | None = None,
+    ) -> Conversation:
+        """Import a finished conversation for ``uid`` (``text`` or ``transcript_segments``);
+        needs the ``create_conversation`` action. Retried only on 429 (it is not idempotent)."""
+        return self._run(
+            self._create_conversation(
+                uid,
+                text,
+                transcript_segments,
+                started_at,
+                finished_at,
+                language,
+                geolocation,
+                text_source,
+                text_source_spec,
+            )
+        )
+
+    def create_memories(
+        self,
+        uid: str,
+        *,
+        text: str | None = None,
+        memories: Sequence[str | Mapping[str, Any]] | None = None,
+        text_source: str = "other",
+        text_source_spec: str | None = None,
+    ) -> list[Memory]:
+        """Import memories for ``uid``: explicit ones (text, or ``{"content", "tags"}``) and
+        those found in ``text``; returns those stored. Needs ``create_memories``."""
+        return self._run(self._create_memories(uid, text, memories, text_source, text_source_spec))
+
+    def list_memories(self, uid: str, *, limit: int = 100, offset: int = 0) -> list[Memory]:
+        """The user's memories, newest first. Needs ``read_memories``."""
+        return self._run(self._list_memories(uid, limit, offset))
+
+    def list_conversations(
+        self,
+        uid: str,
+        *,
+        limit: int = 100,
+        offset: int = 0,
+        include_discarded: bool = False,
+        statuses: Sequence[str] | None = None,
+        start_date: datetime | str | None = None,
+        end_date: datetime | str | None = None,
+        max_transcript_segments: int = 100,
+    ) -> list[Conversation]:
+        """The user's conversations, newest first. Needs ``read_conversations``."""
+        return self._run(
+            self._list_conversations(
+                uid,
+                limit,
+                offset,
+                include_discarded,
+                statuses,
+                start_date,
+                end_date,
+                max_transcript_segments,
+            )
+        )
+
+    def search_conversations(
+        self,
+        uid: str,
+        query: str,
+        *,
+        page: int = 1,
+        per_page: int = 10,
+        include_discarded: bool = True,
+        start_date: datetime | str | None = None,
+        end_date: datetime | str | None = None,
+        max_transcript_segments: int = 100,
+    ) -> ConversationPage:
+        """Full-text search of the user's conversations. Needs ``read_conversations``."""
+        return self._run(
+            self._search_conversations(
+                uid,
+                query,
+                page,
+                per_page,
+                include_discarded,
+                start_date,
+                end_date,
+                max_transcript_segments,
+            )
+        )
 
     def close(self) -> None:
         if self._owns_http:
@@ -435,6 +747,106 @@ class AsyncNudgeClient(_Plans[httpx.AsyncClient]):
     async def notification_status(self, notification_id: str) -> NotificationStatus:
         """A notification this app sent and the state of each of its deliveries."""
         return await self._run(self._notification_status(notification_id))
+
+    async def create_conversation(
+        self,
+        uid: str,
+        text: str | None = None,
+        *,
+        transcript_segments: Sequence[Mapping[str, Any]] | None = None,
+        started_at: datetime | str | None = None,
+        finished_at: datetime | str | None = None,
+        language: str | None = None,
+        geolocation: Mapping[str, Any] | None = None,
+        text_source: str = "audio_transcript",
+        text_source_spec: str | None = None,
+    ) -> Conversation:
+        """Import a finished conversation for ``uid`` (``text`` or ``transcript_segments``);
+        needs the ``create_conversation`` action. Retried only on 429 (it is not idempotent)."""
+        return await self._run(
+            self._create_conversation(
+                uid,
+                text,
+                transcript_segments,
+                started_at,
+                finished_at,
+                language,
+                geolocation,
+                text_source,
+                text_source_spec,
+            )
+        )
+
+    async def create_memories(
+        self,
+        uid: str,
+        *,
+        text: str | None = None,
+        memories: Sequence[str | Mapping[str, Any]] | None = None,
+        text_source: str = "other",
+        text_source_spec: str | None = None,
+    ) -> list[Memory]:
+        """Import memories for ``uid``: explicit ones (text, or ``{"content", "tags"}``) and
+        those found in ``text``; returns those stored. Needs ``create_memories``."""
+        return await self._run(
+            self._create_memories(uid, text, memories, text_source, text_source_spec)
+        )
+
+    async def list_memories(self, uid: str, *, limit: int = 100, offset: int = 0) -> list[Memory]:
+        """The user's memories, newest first. Needs ``read_memories``."""
+        return await self._run(self._list_memories(uid, limit, offset))
+
+    async def list_conversations(
+        self,
+        uid: str,
+        *,
+        limit: int = 100,
+        offset: int = 0,
+        include_discarded: bool = False,
+        statuses: Sequence[str] | None = None,
+        start_date: datetime | str | None = None,
+        end_date: datetime | str | None = None,
+        max_transcript_segments: int = 100,
+    ) -> list[Conversation]:
+        """The user's conversations, newest first. Needs ``read_conversations``."""
+        return await self._run(
+            self._list_conversations(
+                uid,
+                limit,
+                offset,
+                include_discarded,
+                statuses,
+                start_date,
+                end_date,
+                max_transcript_segments,
+            )
+        )
+
+    async def search_conversations(
+        self,
+        uid: str,
+        query: str,
+        *,
+        page: int = 1,
+        per_page: int = 10,
+        include_discarded: bool = True,
+        start_date: datetime | str | None = None,
+        end_date: datetime | str | None = None,
+        max_transcript_segments: int = 100,
+    ) -> ConversationPage:
+        """Full-text search of the user's conversations. Needs ``read_conversations``."""
+        return await self._run(
+            self._search_conversations(
+                uid,
+                query,
+                page,
+                per_page,
+                include_discarded,
+                start_date,
+                end_date,
+                max_transcript_segments,
+            )
+        )
 
     async def aclose(self) -> None:
         if self._owns_http:

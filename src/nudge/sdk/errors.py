@@ -47,6 +47,11 @@ class AuthenticationError(APIError):
     """401: the app secret is missing, unknown, revoked, or belongs to another app."""
 
 
+class PermissionDeniedError(APIError):
+    """403 (integration API): the key is not this app's, the user has not enabled the app, or the
+    manifest does not list the action."""
+
+
 class NotFoundError(APIError):
     """404: the user is unknown or has not installed the app (or the notification is not yours)."""
 
@@ -65,6 +70,7 @@ class ServerError(APIError):
 
 _BY_STATUS: dict[int, type[APIError]] = {
     401: AuthenticationError,
+    403: PermissionDeniedError,
     404: NotFoundError,
     422: ValidationError,
     429: RateLimitError,

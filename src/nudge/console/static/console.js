@@ -215,6 +215,7 @@ async function selectUser(uid) {
   } catch (err) {
     toast(err.message);
   }
+  loadKnowledge();
   await syncFeed();
   openStream(uid);
 }
@@ -230,6 +231,36 @@ function pickApp(installed = []) {
   state.traceKey = "";
   state.openTraces.clear();
   refreshTraces();
+}
+
+// What the platform knows of the user: facts and conversations (imported ones name their app).
+function knownFrom(appId) {
+  if (!appId) return null;
+  const app = state.apps.get(appId);
+  return el("span", { class: "from", text: `from ${app ? app.name : appId}` });
+}
+
+async function loadKnowledge() {
+  const facts = $("known-facts");
+  const conversations = $("known-conversations");
+  facts.replaceChildren();
+  conversations.replaceChildren();
+  $("knowledge-count").textContent = "";
+  if (!state.uid || state.role === "app") return;
+  try {
+    const known = await api("GET", `/console/api/users/${enc(state.uid)}/knowledge`);
+    for (const f of known.facts) {
+      facts.append(el("li", {}, el("span", { text: f.text }), knownFrom(f.app_id)));
+    }
+    for (const c of known.conversations) {
+      const when = el("time", { class: "from", text: ago(c.started_at) });
+      conversations.append(el("li", { dataset: { id: c.id, source: c.source } },
+        el("span", { text: c.title || "(live)" }), when, knownFrom(c.app_id)));
+    }
+    $("knowledge-count").textContent = `${known.facts.length} facts · ${known.conversations.length} conversations`;
+  } catch (err) {
+    toast(err.message);
+  }
 }
 
 // --- The phone: inbox + live stream --------------------------------------------------------
@@ -497,6 +528,7 @@ async function finish() {
     newSession();
     $("sim-status").textContent = `Finished ${sid}. Type to start a new conversation.`;
     setTimeout(refreshTraces, 1200);
+    setTimeout(loadKnowledge, 1200);
   } catch (err) {
     $("sim-status").textContent = err.message;
   }

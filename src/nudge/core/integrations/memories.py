@@ -223,18 +223,25 @@ async def import_memories(
         raise
 
 
+async def memories_of(
+    conn: AsyncConnection, uid: str, *, limit: int, offset: int = 0
+) -> list[MemoryItem]:
+    """The user's memories, newest first (every app's and the platform's)."""
+    rows = await conn.execute(
+        select(UserFact)
+        .where(UserFact.uid == uid)
+        .order_by(UserFact.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return [MemoryItem.from_row(r) for r in rows]
+
+
 async def read_memories(
     platform: Platform, authorization: str | None, app_id: str, uid: str, limit: int, offset: int
 ) -> list[MemoryItem]:
-    """``GET /v2/integrations/{app_id}/memories``: the user's memories, newest first (every
-    app's and the platform's, as Omi lists them all)."""
+    """``GET /v2/integrations/{app_id}/memories``: all of the user's memories, as Omi lists
+    them to any app allowed to read them."""
     async with platform.db.read() as conn:
         await authorize(conn, authorization, app_id, uid, "read_memories")
-        rows = await conn.execute(
-            select(UserFact)
-            .where(UserFact.uid == uid)
-            .order_by(UserFact.id.desc())
-            .limit(limit)
-            .offset(offset)
-        )
-        return [MemoryItem.from_row(r) for r in rows]
+        return await memories_of(conn, uid, limit=limit, offset=offset)
