@@ -158,29 +158,36 @@ async def test_calls_are_the_platforms_and_the_prompt_is_filled(
         "simulate", "--webhook", url, "-t", str(talk), "--secret", SECRET, "--uid", "u-7",
         "--session-id", "s-1", "--user-name", "Bea", "--fact", "Likes tea", "--fact", "Runs",
         "--grant", "user_name", "--grant", "user_context", "--chat", "App: hello",
+        "--past", "We planned the spring race. Training starts in March.",
     )  # fmt: skip
     assert r.code == 0, r
-    # One signed call per segment, with the platform's query and body.
+    # One signed call per segment, with the platform's query and body: as Omi's backend, the
+    # session id is the uid, and the conversation has an id of its own.
     assert len(rec.calls) == 3
+    conversations = set()
     for i, (query, headers, body) in enumerate(rec.calls):
-        assert query == {"session_id": "s-1", "uid": "u-7"}
+        assert query == {"session_id": "u-7", "uid": "u-7"}
         assert headers["content-type"] == "application/json"
         Webhook(SECRET).verify(body, headers)  # raises on a bad signature
         payload = json.loads(body)
-        assert payload["session_id"] == "s-1"
+        assert payload["session_id"] == "u-7"
+        conversations.add(payload["conversation_id"])
         assert [set(s) for s in payload["segments"]] == [
             {"text", "speaker", "speaker_id", "is_user", "start", "end"}
         ]
         assert payload["segments"][0]["text"] == parse_transcript(TALK).segments[i].text
+    assert len(conversations) == 1
     # What the platform would do with each answer.
     assert "= no notification asked" in r.out
     assert "= message ignored: must be over 5 characters" in r.out
     assert "= proactive notification asked" in r.out
     assert "user_facts: not granted by the user" in r.out
     assert "user_chat: not listed in notification.params" in r.out
-    assert "Hi Bea. Facts: . Chat: . Now: Current conversation:" in r.out
-    assert "│ User: Slowly. What do you think I should change?" in r.out
-    assert "3 calls, 3 answered 2xx, 1 proactive notification asked, 0 direct messages" in r.out
+    # {{user_context}}: the past conversation given, as the platform writes it (not the talk).
+    assert "Hi Bea. Facts: . Chat: . Now: Conversation #1" in r.out
+    assert "│ We planned the spring race." in r.out
+    assert "What do you think I should change?" not in r.out.split("filled prompt")[-1]
+    assert "3 calls, 3 answered 2xx, 1 proactive notification asked, 0 message notif" in r.out
 
 
 async def test_the_mentor_example_accepts_the_calls(talk: Path) -> None:
@@ -194,9 +201,7 @@ async def test_the_mentor_example_accepts_the_calls(talk: Path) -> None:
         assert ok.code == 0, ok
         assert "(2 segments)" in ok.out and "(1 segment)" in ok.out
         assert "│ You are a helpful mentor for Ana." in ok.out
-        assert (
-            "│ Based on their goals (Wants to run a marathon) and the current discussion" in ok.out
-        )
+        assert "│ Based on their goals (Wants to run a marathon), what they talked about" in ok.out
         assert "2 calls, 2 answered 2xx, 1 proactive notification asked" in ok.out
         # Another secret: the app refuses every call, and the run says so and fails.
         other = "whsec_" + "b3RoZXItc2VjcmV0LW90aGVyLXNlY3JldA=="

@@ -331,6 +331,11 @@ def simulate(
     grant: list[str] = typer.Option(
         [], "--grant", help="--webhook: a scope the user granted (repeatable; default: all)."
     ),
+    past: list[str] = typer.Option(
+        [],
+        "--past",
+        help="--webhook: a past conversation {{user_context}} would bring back (repeatable).",
+    ),
     finish: bool = typer.Option(True, help="--platform: finish the session at the end."),
     wait: float = typer.Option(60.0, help="--platform: seconds to wait for the platform's calls."),
 ) -> None:
@@ -347,7 +352,7 @@ def simulate(
         play = sim.Play(loaded, session_id or sim.new_session_id(), batch, interval)
         if webhook is not None:
             granted = tuple(grant) or sim.SCOPES
-            user = sim.SampleUser(uid, user_name, tuple(fact), tuple(chat), granted)
+            user = sim.SampleUser(uid, user_name, tuple(fact), tuple(chat), granted, tuple(past))
             ok = asyncio.run(sim.run_webhook(play, out, url=webhook, secret=secret, user=user))
             raise typer.Exit(0 if ok else 1)
         assert platform is not None

@@ -1,12 +1,14 @@
 """``nudge simulate``: play a conversation to an app and show what happens at every step.
 
 - ``--webhook URL`` needs no platform. Each batch of segments is one call made by the platform's
-  own webhook client (``POST URL?session_id=S&uid=U``, body ``{"session_id", "segments"}``,
-  Standard Webhooks signature); the answer is read by the platform's own parser, and a proactive
-  answer's prompt is filled by the platform's own filler with sample user data (``--user-name``,
-  ``--fact``, ``--chat``) and the transcript so far as ``{{user_context}}``.
+  own webhook client, as Omi's backend makes it (``POST URL?session_id=UID&uid=UID``, body
+  ``{"session_id": UID, "conversation_id", "segments"}``, Standard Webhooks signature); the answer
+  is read by the platform's own parser, and a proactive answer's prompt is filled by the
+  platform's own filler with sample user data (``--user-name``, ``--fact``, ``--chat``, and
+  ``--past`` conversations as ``{{user_context}}``, written as the platform writes them).
 - ``--platform URL`` plays it through a running platform (``POST .../sessions/{sid}/segments``,
-  then ``.../finish``) and reads back what its dispatcher did from the app traces and the inbox.
+  then ``.../finish``) and reads back what its dispatcher did for that conversation from the app
+  traces and the inbox.
 
 Transcripts are ``Speaker: text`` lines (``#`` comments and blank lines are skipped) or JSON: a list
 of segments, ``{"segments": [...]}`` or an Omi conversation's ``{"transcript_segments": [...]}``.
@@ -33,9 +35,15 @@ from rich.text import Text
 from nudge.api.errors import describe_validation
 from nudge.config import Settings
 from nudge.core.manifest import SCOPES
-from nudge.proactive.context import LIVE_SEGMENTS
+from nudge.proactive.context import render_conversations
 from nudge.proactive.filler import fill, placeholders
-from nudge.proactive.ingest import SegmentIn, check_session_id, segment_json, transcript_line
+from nudge.proactive.ingest import (
+    SegmentIn,
+    check_session_id,
+    derive_summary,
+    new_conversation_id,
+    segment_json,
+)
 from nudge.proactive.pipeline import (
     MESSAGE_MIN,
     PROMPT_MAX,
@@ -234,15 +242,31 @@ class SampleUser:
     facts: tuple[str, ...] = ()
     chat: tuple[str, ...] = ()
     granted: tuple[str, ...] = SCOPES
+    past: tuple[str, ...] = ()  # past conversations, as {{user_context}} would bring them
 
-    def values(self, heard: Sequence[SegmentIn]) -> dict[str, str]:
-        """As the platform's context builder writes them (no past conversations here)."""
-        recent = heard[-LIVE_SEGMENTS:]
-        live = "".join(transcript_line(s.text, s.speaker, s.is_user) for s in recent).rstrip()
+    def values(self) -> dict[str, str]:
+        """As the platform's context builder writes them. ``{{user_context}}`` is past
+        conversations (the platform finds them by full-text search), never the live transcript,
+        which the app has already."""
+        now = time.time()
+        past = []
+        for i, text in enumerate(self.past):
+            title, overview = derive_summary([SegmentIn(text=text)])
+            past.append(
+                {
+                    "title": title,
+                    "overview": overview,
+                    "category": "other",
+                    "action_items": [],
+                    "events": [],
+                    "created_at": now - 86_400 * (i + 1),
+                    "snippet": "",
+                }
+            )
         return {
             "user_name": self.name,
             "user_facts": "; ".join(f.strip().rstrip(";") for f in self.facts),
-            "user_context": f"Current conversation:\n{live}" if live else "",
+            "user_context": render_conversations(past),
             "user_chat": "\n".join(self.chat),
         }
 
@@ -286,7 +310,7 @@ class WebhookPlayer:
         self.url, self.user = url, user
         self.proactive_interval_s = settings.proactive_interval_s
         self.out = out
-        self.heard: list[SegmentIn] = []
+        self.conversation_id = new_conversation_id()
         self.last_proactive_at: float | None = None
 
     async def play(self, play: Play) -> list[CallReport]:
@@ -303,9 +327,13 @@ class WebhookPlayer:
         return reports
 
     async def call(self, number: int, play: Play, chunk: list[SegmentIn]) -> CallReport:
-        self.heard.extend(chunk)
-        params = {"session_id": play.session_id, "uid": self.user.uid}
-        payload = {"session_id": play.session_id, "segments": [wire_segment(s) for s in chunk]}
+        # As Omi's backend (and the platform): the session id is the uid.
+        params = {"session_id": self.user.uid, "uid": self.user.uid}
+        payload = {
+            "session_id": self.user.uid,
+            "conversation_id": self.conversation_id,
+            "segments": [wire_segment(s) for s in chunk],
+        }
         query = "&".join(f"{k}={v}" for k, v in params.items())
         self.out.rule(f"call {number}", align="left", style="dim")
         say(
@@ -353,7 +381,7 @@ class WebhookPlayer:
                 say(self.out, ("= message ignored: ", "yellow"), "must be over 5 characters")
             else:
                 report.message = answer.message
-                say(self.out, ("= direct notification: ", "magenta"), answer.message)
+                say(self.out, ("= message notification: ", "magenta"), answer.message)
 
     def proactive(self, report: CallReport, prompt: str, params: list[str], clock: float) -> None:
         if not PROMPT_MIN <= len(prompt) <= PROMPT_MAX:
@@ -363,7 +391,7 @@ class WebhookPlayer:
             return
         decisions = scope_decisions(self.app, params, placeholders(prompt))
         effective = [name for name, why in decisions.items() if why == "filled"]
-        values = {k: v for k, v in self.user.values(self.heard).items() if k in effective}
+        values = {k: v for k, v in self.user.values().items() if k in effective}
         reasons = {name: why for name, why in decisions.items() if name in SCOPES}
         filled = fill(prompt, values, reasons)
         report.filled_prompt = filled.text
@@ -393,7 +421,8 @@ def summarize_calls(out: Console, reports: list[CallReport]) -> bool:
     say(
         out,
         f"{plural(len(reports), 'call')}, {len(reports) - failed} answered 2xx, "
-        f"{plural(asked, 'proactive notification')} asked, {plural(messages, 'direct message')}",
+        f"{plural(asked, 'proactive notification')} asked, "
+        f"{plural(messages, 'message notification')}",
     )
     return failed == 0
 
@@ -404,6 +433,7 @@ def summarize_calls(out: Console, reports: list[CallReport]) -> bool:
 @dataclass
 class PlatformRun:
     session_id: str
+    conversation_id: str | None = None  # the conversation the platform opened for the segments
     traces: list[dict[str, Any]] = field(default_factory=list)
     notifications: list[dict[str, Any]] = field(default_factory=list)  # new in the inbox
 
@@ -459,16 +489,18 @@ class PlatformPlayer:
         run = PlatformRun(play.session_id)
         base = f"/v1/users/{self.uid}/sessions/{play.session_id}"
         async for _, chunk in play.calls():
-            await self.api(
+            stored = await self.api(
                 "POST", f"{base}/segments", json={"segments": [wire_segment(s) for s in chunk]}
             )
+            run.conversation_id = run.conversation_id or stored["conversation_id"]
             say(self.out, ("→ ", "bold"), f"POST {base}/segments", ("  202", "green"))
             show_segments(self.out, play.transcript, chunk)
         if finish:
             await self.api("POST", f"{base}/finish")
             say(self.out, ("→ ", "bold"), f"POST {base}/finish", ("  done", "green"))
+        assert run.conversation_id is not None  # a transcript has at least one segment
         run.traces = await self.follow(
-            play.session_id, len(play.transcript.segments), finish, wait_s
+            run.conversation_id, len(play.transcript.segments), finish, wait_s
         )
         run.notifications = await self.inbox_since(started)
         return run
@@ -493,10 +525,10 @@ class PlatformPlayer:
         return True
 
     async def follow(
-        self, session_id: str, sent: int, finished: bool, wait_s: float
+        self, conversation_id: str, sent: int, finished: bool, wait_s: float
     ) -> list[dict[str, Any]]:
-        """Print each app's traces for this session as they appear, until every segment (and the
-        finished conversation) has been traced, or ``wait_s`` passes."""
+        """Print each app's traces for this conversation as they appear, until every segment
+        (and the finished conversation) has been traced, or ``wait_s`` passes."""
         seen: dict[str, dict[str, Any]] = {}
         done: set[str] = set()
         deadline = time.monotonic() + wait_s
@@ -508,7 +540,7 @@ class PlatformPlayer:
                     page = await self.api(
                         "GET",
                         f"/v1/apps/{app_id}/traces",
-                        params={"session_id": session_id, "limit": 200},
+                        params={"conversation_id": conversation_id, "limit": 200},
                     )
                     mine = list(reversed(page["items"]))  # oldest first
                     for trace in mine:

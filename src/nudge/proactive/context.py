@@ -295,7 +295,7 @@ def recent_conversations(
     return _on_days([_past_json(r) for r in rows], days)[:limit]
 
 
-def _render(past: list[dict[str, Any]]) -> str:
+def render_conversations(past: list[dict[str, Any]]) -> str:
     """As Omi writes conversations into a prompt: numbered, dated, titled, summarised."""
     parts = []
     for i, r in enumerate(past, 1):
@@ -338,7 +338,7 @@ def user_context(
     if steering.ignored_dates:
         notes["ignored_dates"] = list(steering.ignored_dates)
     notes["conversations"] = [r["id"] for r in past]
-    return _render(past), notes
+    return render_conversations(past), notes
 
 
 def user_chat(conn: Connection, uid: str, app_id: str) -> str:

@@ -47,7 +47,7 @@ def transcript_text(segments: Iterable[dict[str, Any]]) -> str:
 
 
 def _bounded(text: str, limit: int) -> str:
-    text = " ".join(text.split()).strip("\"'")
+    text = " ".join(text.split()).strip("*\"' ")
     return text if len(text) <= limit else text[: limit - 1].rsplit(" ", 1)[0] + "…"
 
 
@@ -63,7 +63,7 @@ def parse_summary(output: str) -> Summary | None:
     overview = _bounded(found.get("overview", ""), OVERVIEW_MAX_CHARS)
     if len(title) < 3 or len(overview) < 10:
         return None
-    category = found.get("category", "").strip(" .").lower()
+    category = found.get("category", "").strip(" .*\"'").lower()
     return Summary(title, overview, category if category in CATEGORIES else DEFAULT_CATEGORY)
 
 
