@@ -200,12 +200,23 @@ async def test_text_falls_back_when_the_llm_says_nothing_about_it(env: Env) -> N
         ({"memories": [{"content": "ok fact", "tags": ["x" * 65]}]}, "tags"),
         ({"text": "hi", "text_source": "fax"}, "text_source"),
         ({"memories": "User is tall"}, "memories"),
+        ({"memories": [{"content": "User is\u0000 tall"}]}, "memories.0.content"),
+        ({"memories": [{"content": "User is tall", "tags": ["a\nb"]}]}, "memories.0.tags.0"),
+        ('{"text": "\\ud800 text"}', "text"),  # a lone surrogate, as JSON can carry one
     ],
 )
 async def test_bad_memory_bodies_are_422_naming_the_field(
-    env: Env, body: dict[str, Any], named: str
+    env: Env, body: dict[str, Any] | str, named: str
 ) -> None:
-    r = await env.call("POST", MEMORIES, json=body)
+    if isinstance(body, str):
+        r = await env.call(
+            "POST",
+            MEMORIES,
+            content=body,
+            headers={**bearer(env.secret), "Content-Type": "application/json"},
+        )
+    else:
+        r = await env.call("POST", MEMORIES, json=body)
     assert r.status_code == 422, r.text
     assert named in r.json()["detail"]
     facts = (await env.client.get("/v1/users/ana/facts")).json()["facts"]
@@ -368,6 +379,8 @@ async def test_v1_notification_answers_as_omis_integration_endpoints(env: Env) -
         partial = {k: v for k, v in body().items() if k != missing}
         r = await env.call("POST", V1, json=partial)
         assert r.status_code == 422 and missing in r.json()["detail"], r.text
+    r = await env.call("POST", V1, json=body(uid="ana\u0000"))
+    assert r.status_code == 422 and "uid" in r.json()["detail"]
     r = await env.call("POST", V1, json=body(message="x" * 2001))
     assert r.status_code == 422 and "X-RateLimit-Limit" in r.headers
     assert (await env.client.get(f"/v1/users/{env.uid}/notifications")).json()["items"] == []

@@ -32,6 +32,7 @@ from nudge.llm import LLM, LLMError, build_llm
 from nudge.platform import Platform
 from nudge.proactive.context import keywords
 from nudge.store.models import UserFact
+from nudge.text import Line, Text
 
 log = logging.getLogger("nudge.integrations")
 
@@ -55,8 +56,8 @@ _SENTENCE = re.compile(r"[^.!?\n]+[.!?]*")
 
 class MemoryIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    content: str = Field(min_length=1, max_length=FACT_MAX_CHARS)
-    tags: list[str] | None = Field(default=None, max_length=20)
+    content: Text = Field(min_length=1, max_length=FACT_MAX_CHARS)
+    tags: list[Line] | None = Field(default=None, max_length=20)
 
     @model_validator(mode="after")
     def _clean(self) -> MemoryIn:
@@ -72,9 +73,9 @@ class CreateMemories(BaseModel):
     """Omi's ``ExternalIntegrationCreateMemory``."""
 
     model_config = ConfigDict(extra="ignore")
-    text: str | None = Field(default=None, max_length=TEXT_MAX_CHARS)
+    text: Text | None = Field(default=None, max_length=TEXT_MAX_CHARS)
     text_source: Literal["email", "social_post", "other"] = "other"
-    text_source_spec: str | None = Field(default=None, max_length=200)
+    text_source_spec: Line | None = Field(default=None, max_length=200)
     memories: list[MemoryIn] | None = Field(default=None, max_length=MAX_MEMORIES)
 
 

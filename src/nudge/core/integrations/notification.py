@@ -12,12 +12,13 @@ from nudge.core.errors import NudgeError
 from nudge.core.integrations.access import authorize
 from nudge.core.notifications import Accepted, RateLimit
 from nudge.platform import Platform
+from nudge.text import Line
 
 
 class NotificationV1(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    aid: str = Field(min_length=1, max_length=64, description="The sending app's id")
-    uid: str = Field(min_length=1, max_length=128, description="The user")
+    aid: Line = Field(min_length=1, max_length=64, description="The sending app's id")
+    uid: Line = Field(min_length=1, max_length=128, description="The user")
     message: str = Field(description="The notification text")
 
 
