@@ -421,8 +421,11 @@ async def test_two_processes_opening_one_session_share_its_conversation(
 
 
 async def test_ingest_searches_indexes_on_sqlite(tmp_path: Any) -> None:
-    """Scheduling flushes and opening sessions never scan every conversation ever stored."""
-    from nudge.proactive.ingest import IngestRequest, SegmentIn, ingest_batch
+    """Scheduling flushes, opening conversations and ending silent ones never scan every
+    conversation ever stored."""
+    import time
+
+    from nudge.proactive.ingest import IngestRequest, SegmentIn, finish_silent, ingest_batch
     from nudge.store.db import Database
     from nudge.store.migrate import upgrade
     from tests.conftest import sqlite_scans, statements_run
@@ -440,6 +443,11 @@ async def test_ingest_searches_indexes_on_sqlite(tmp_path: Any) -> None:
             with statements_run(conn.sync_connection) as statements:  # type: ignore[arg-type]
                 await conn.run_sync(ingest_batch, batch)  # opens the sessions
                 await conn.run_sync(ingest_batch, batch)  # schedules their flushes
+                later = time.time() + 1000  # both silent by then
+                ended = await conn.run_sync(
+                    lambda sync: finish_silent(sync, later, silence_s=120, limit=10)
+                )
+            assert len(ended) == 2
             assert await conn.run_sync(sqlite_scans, statements) == []
             assert len(statements) >= 3
     finally:

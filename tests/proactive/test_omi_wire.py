@@ -15,10 +15,13 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from sqlalchemy import insert
 
 from nudge.platform import Platform
+from nudge.proactive.ingest import new_conversation_id, queue_memory_webhooks
 from nudge.proactive.summary import parse_summary
 from nudge.sdk.webhook import Conversation as SdkConversation
+from nudge.store.models import Conversation, Segment
 from tests.conftest import ServeASGI, make_settings, wait_for
 from tests.llm.test_openai import protocol_fake
 from tests.proactive.helpers import (
@@ -355,3 +358,56 @@ async def test_answers_as_omi_treats_them(tmp_path: Path) -> None:
 async def _inbox_of(c: httpx.AsyncClient, uid: str, count: int) -> list[dict[str, Any]] | None:
     found = await inbox(c, uid)
     return found if len(found) >= count else None
+
+
+async def test_a_conversation_stored_whole_fires_the_memory_webhooks(
+    tmp_path: Path, database_url: str
+) -> None:
+    """``queue_memory_webhooks`` (Omi's integration API imports call it): the memory apps get the
+    stored conversation once, realtime apps are not called for its segments, and a discarded
+    one calls nobody."""
+    settings = make_settings(tmp_path, database_url=database_url, dispatcher_poll_interval_s=0.05)
+    platform = await Platform.start(settings)
+    calls: list[dict[str, Any]] = []
+    ids = [new_conversation_id(), new_conversation_id()]
+    try:
+        async with api_client(platform) as c, ServeASGI(scripted_app(calls, {})) as served:
+            await _memory_world(c, served.url)
+            live = await create_app(c, manifest("Live", f"{served.url}/live"))
+            await install(c, "ana", live["app_id"], [])
+            now = time.time()
+
+            def store(conn: Any) -> None:
+                for cid, discarded in zip(ids, (False, True)):
+                    conn.execute(
+                        insert(Conversation).values(
+                            id=cid,
+                            uid="ana",
+                            status="finished",
+                            source="external_integration",
+                            discarded=discarded,
+                            title="Imported",
+                            overview="Notes another app sent.",
+                            transcript="User: Imported words.\n",
+                            created_at=now,
+                            started_at=now - 60,
+                            finished_at=now,
+                        )
+                    )
+                    conn.execute(
+                        insert(Segment).values(
+                            conversation_id=cid, uid="ana", text="Imported words.", created_at=now
+                        )
+                    )
+                    queue_memory_webhooks(conn, cid)
+
+            await platform.db.run_in_transaction(store)
+            await wait_for(lambda: asyncio.sleep(0, result=memory_calls(calls)))
+            await asyncio.sleep(0.5)
+    finally:
+        await platform.close()
+    assert [call["name"] for call in calls] == ["memory"]  # once; no realtime call; not discarded
+    body = calls[0]["body"]
+    assert body["id"] == ids[0] and body["source"] == "external_integration"
+    assert [s["text"] for s in body["transcript_segments"]] == ["Imported words."]
+    assert conversation_problems(body) == []
