@@ -297,7 +297,12 @@ async def test_uid_is_required(env: Env) -> None:
 
 @pytest.mark.parametrize(
     ("params", "named"),
-    [({"limit": 0}, "limit"), ({"limit": 1001}, "limit"), ({"offset": -1}, "offset")],
+    [
+        ({"limit": 0}, "limit"),
+        ({"limit": 1001}, "limit"),
+        ({"offset": -1}, "offset"),
+        ({"offset": 10**30}, "offset"),
+    ],
 )
 async def test_bad_pages_are_422(env: Env, params: dict[str, Any], named: str) -> None:
     r = await env.call("GET", "/v2/integrations/{app}/memories", params=params)
@@ -553,6 +558,8 @@ async def test_search_finds_every_word_newest_first_with_pages(env: Env) -> None
     assert (paged["total_pages"], paged["current_page"], paged["per_page"]) == (2, 2, 1)
     clamped = await search(query="marathon", per_page=100_000, page=-3)
     assert (clamped["current_page"], clamped["per_page"]) == (1, 250)
+    far = await search(query="marathon", page=10**30)
+    assert far["conversations"] == [] and far["current_page"] == 1_000_000
     r = await env.call("POST", SEARCH, json={"query": "x", "start_date": "2024-13-01"})
     assert r.status_code == 422 and "start_date" in r.json()["detail"]
 
@@ -574,6 +581,8 @@ async def test_search_finds_every_word_newest_first_with_pages(env: Env) -> None
         ({"text": "hi", "geolocation": {"latitude": 100, "longitude": 0}}, "geolocation.latitude"),
         ({"text": "hi", "text_source": "fax"}, "text_source"),
         ({"text": "hi", "started_at": "last week"}, "started_at"),
+        ({"text": "hi", "started_at": "0001-01-01T00:00:00+01:00"}, "started_at"),
+        ({"text": "hi", "finished_at": "9999-12-31T23:59:59Z"}, "finished_at"),
         ({"transcript_segments": [{"text": ""}]}, "transcript_segments.0.text"),
         ({"text": "hi\x00"}, "text"),
     ],

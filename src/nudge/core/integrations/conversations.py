@@ -55,7 +55,11 @@ TEXT_MAX_CHARS = 100_000
 MAX_SEGMENTS = 5_000
 DEFAULT_LENGTH_S = 300.0  # Omi: finished_at defaults to started_at + 5 minutes
 SEARCH_MAX_WORDS = 20
+MAX_PAGE = 1_000_000  # Omi clamps only from below; a larger page would overflow the offset
 _WORD = re.compile(r"\w+")
+# The times an import may carry (their UNIX seconds render back as dates, with room for +5 min).
+_EARLIEST = datetime(1900, 1, 1, tzinfo=UTC).timestamp()
+_LATEST = datetime(2999, 12, 31, tzinfo=UTC).timestamp()
 _FROM_OMI_STATUS = {omi: ours for ours, omi in OMI_STATUS.items()}
 
 
@@ -82,6 +86,10 @@ class CreateConversation(BaseModel):
             raise ValueError(
                 "text or transcript_segments: the conversation's text or its segments are required"
             )
+        for name in ("started_at", "finished_at"):
+            value = getattr(self, name)
+            if value is not None and not _EARLIEST <= _ts(value) <= _LATEST:
+                raise ValueError(f"{name}: must be a time between the years 1900 and 2999")
         if self.started_at and self.finished_at and _ts(self.finished_at) < _ts(self.started_at):
             raise ValueError("finished_at: must not be before started_at")
         return self
@@ -406,7 +414,7 @@ async def search_conversations(
     max_segments: int,
 ) -> SearchConversationsResponse:
     """``POST /v2/integrations/{app_id}/search/conversations``: newest first, as Omi sorts."""
-    page = max(1, body.page or 1)
+    page = min(max(1, body.page or 1), MAX_PAGE)
     per_page = max(1, min(body.per_page or 10, 250))
     words = _WORD.findall(body.query.lower())[:SEARCH_MAX_WORDS]
     async with platform.db.read() as conn:
