@@ -591,8 +591,12 @@ function traceDetail(t) {
     prompt.push(el("h5", { text: "Template" }), pre(t.prompt.template || "", "template"));
     parts.push(section("Prompt", ...prompt));
   }
-  if (t.context && t.context.related_conversations && t.context.related_conversations.length) {
-    parts.push(section("Context", kv([["past conversations", t.context.related_conversations.join(", ")]])));
+  const found = t.context && t.context.user_context;
+  if (found && found.conversations && found.conversations.length) {
+    parts.push(section("Context", kv([
+      ["past conversations", found.conversations.join(", ")],
+      ["found by", `${found.found_by} (words from the ${found.words_from})`],
+    ])));
   }
   if (t.llm) {
     parts.push(section("LLM", kv([
