@@ -47,18 +47,24 @@ def test_demo_from_an_empty_folder_prints_a_generated_notification(tmp_path: Pat
     assert "Traceback" not in text
     # Progress while the model loads, then the whole path.
     assert re.search(r"model SmolLM2-135M-Instruct\S*\.gguf loaded in [\d.]+ s", text), text
-    assert "→ notified  (a notification was generated and queued)" in text
     assert "│ You are a helpful mentor for Ana." in text  # the filled prompt, from the trace
     assert "Wants to run a marathon in under four hours" in text
     assert "LLM embedded SmolLM2-135M-Instruct" in text
-    assert "delivery inbox: delivered" in text
-    assert "● Mentor says  [proactive]" in text
     assert "direct notification (SDK)" in text
     assert "Your long run is tomorrow at 7am: 18 km, easy pace." in text
-    # The generated text itself: the card holds the notification the model wrote.
     card = text.split("proactive notification ─")[1].split("╰")[0]
-    body = " ".join(line.strip("│ ") for line in card.splitlines()[2:])
-    assert len(body.strip()) >= 5 and "{{" not in body
+    body = " ".join(line.strip("│ ") for line in card.splitlines()[1:])
+    if "→ notified  (a notification was generated and queued)" in text:
+        # The card holds the notification the model wrote, which passed the checks.
+        assert "delivery inbox: delivered" in text and "● Mentor says  [proactive]" in text
+        assert len(body.strip()) >= 5 and "{{" not in body and "<user_" not in body
+        assert "Written by the embedded 135M model" in text
+    else:
+        # Held or quiet: the demo says so, shows what the model wrote and how to configure a
+        # stronger model, and still exits 0.
+        assert re.search(r"→ (held|quiet) ", text), text
+        assert "No proactive notification was sent" in body and "The model wrote:" in body
+        assert "NUDGE_LLM_PROVIDER=openai" in body and "decision: " in text
     # It ran on SQLite in ./nudge-data of the folder it was started in.
     assert (tmp_path / "nudge-data" / "nudge.db").is_file()
     assert (tmp_path / "nudge-data" / "admin-token").is_file()

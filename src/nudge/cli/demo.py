@@ -6,8 +6,9 @@
    runs it (``python -m examples.mentor.app``), register it, create a user with facts and install
    the app with its scopes.
 3. Play a short conversation with a trigger phrase through the platform (the player of
-   ``nudge simulate --platform``) and print each webhook call, the filled prompt, the generated
-   notification and its deliveries.
+   ``nudge simulate --platform``) and print each webhook call, the filled prompt, what the model
+   wrote and the notification with its deliveries; when the model's answer was held or quiet,
+   say why and how to configure a stronger model.
 4. Send a direct notification with the SDK client and print it.
 5. Exit 0, or with ``--keep`` stay up and print the console URL (with the admin token).
 
@@ -57,6 +58,18 @@ FACTS = [
     "Had knee surgery two years ago",
 ]
 SCOPES = ["user_name", "user_facts", "user_context"]
+SMALL_MODEL_NOTE = (
+    "Written by the embedded 135M model, which runs offline; for production use a stronger "
+    "one (NUDGE_LLM_PROVIDER=openai, docs/proactive.md)."
+)
+STRONGER_MODEL = (
+    "The embedded SmolLM2-135M runs anywhere but often writes nothing usable. For messages "
+    "people can use, point Nudge at a stronger model, e.g.:\n"
+    "  NUDGE_LLM_PROVIDER=openai NUDGE_LLM_BASE_URL=http://127.0.0.1:11434/v1 \\\n"
+    "  NUDGE_LLM_MODEL=qwen2.5:7b-instruct nudge demo        (Ollama)\n"
+    "  NUDGE_LLM_PROVIDER=openai NUDGE_LLM_API_KEY=sk-… NUDGE_LLM_MODEL=gpt-4o-mini nudge demo\n"
+    "(docs/proactive.md, section 5)"
+)
 DIRECT_MESSAGE = "Your long run is tomorrow at 7am: 18 km, easy pace."
 
 
@@ -249,8 +262,13 @@ async def run_demo(options: DemoOptions, out: Console | None = None) -> dict[str
         say(out, ("install ", "dim"), f"Ana ({uid}) granted Mentor {', '.join(SCOPES)}")
         trace = await _conversation(http, uid, created["app_id"], options.wait_s, out)
         direct = await _direct(base_url, created, uid, out)
-        note = trace["notification"]
-        out.print(_card("proactive notification", note["title"], note["body"]))
+        note = trace.get("notification")
+        if note:
+            out.print(_card("proactive notification", note["title"], note["body"]))
+            if settings.llm_provider == "embedded":
+                say(out, ("    ", "dim"), (SMALL_MODEL_NOTE, "dim"))
+        else:
+            out.print(_not_sent(trace))
         out.print(_card("direct notification (SDK)", direct["title"], direct["body"]))
         console_url = f"{base_url}/console?token={platform.admin_token}&uid={uid}"
         if options.keep:
@@ -268,7 +286,7 @@ async def run_demo(options: DemoOptions, out: Console | None = None) -> dict[str
         result = {
             "uid": uid,
             "app_id": created["app_id"],
-            "proactive": note,
+            "proactive": note,  # None when the model's answer was held or quiet
             "filled_prompt": trace["prompt"]["filled"],
             "direct": direct,
             "console": console_url,
@@ -286,13 +304,15 @@ async def _conversation(
     player = PlatformPlayer(http, uid=uid, out=out)
     await player.watch([app_id])
     run = await player.play(play, finish=True, wait_s=wait_s)
-    notified = [t for t in run.traces if t["outcome"] == "notified"]
-    if not notified:
-        outcomes = [t["outcome"] for t in run.traces] or ["no call traced"]
-        raise DemoError(
-            f"no proactive notification came out ({', '.join(outcomes)}); the traces above say why"
-        )
-    return notified[0]
+    # The notification, else the call whose model answer was held or quiet (the demo says why).
+    for wanted in (("notified",), ("held", "quiet")):
+        found = [t for t in run.traces if t["outcome"] in wanted]
+        if found:
+            return found[0]
+    outcomes = [t["outcome"] for t in run.traces] or ["no call traced"]
+    raise DemoError(
+        f"no proactive notification came out ({', '.join(outcomes)}); the traces above say why"
+    )
 
 
 async def _direct(base_url: str, app: dict[str, str], uid: str, out: Console) -> dict[str, Any]:
@@ -317,6 +337,23 @@ async def _ok(request: Any) -> dict[str, Any]:
         raise DemoError(f"{response.request.method} {response.request.url.path}: {response.text}")
     body: dict[str, Any] = response.json()
     return body
+
+
+def _not_sent(trace: dict[str, Any]) -> Panel:
+    """Why the model's answer was not sent, what it wrote, and how to use a stronger model."""
+    llm = trace.get("llm") or {}
+    why = "held: it failed the checks" if trace["outcome"] == "held" else "the model chose quiet"
+    text = Text.assemble(
+        ("No proactive notification was sent ", "bold"),
+        f"({why}: {llm.get('reason') or trace.get('error') or '?'}).\n",
+        ("The model wrote: ", "dim"),
+        (llm.get("raw") or "(nothing)").strip()[:300],
+        "\n\n",
+        STRONGER_MODEL,
+    )
+    return Panel(
+        text, title="proactive notification", title_align="left", border_style="yellow", width=72
+    )
 
 
 def _card(label: str, title: str, body: str) -> Panel:

@@ -637,6 +637,10 @@ def show_trace(out: Console, trace: dict[str, Any], app_name: str) -> None:
             f" in {_ms(llm['seconds'])}: ",
             llm["output"] or "(nothing)",
         )
+        if llm.get("raw") and llm["raw"].strip().strip('"') != llm["output"]:
+            say(out, ("    model wrote: ", "dim"), _compact(llm["raw"]))
+        if llm.get("decision") and llm["decision"] != "send":
+            say(out, "    decision: ", (f"{llm['decision']}: {llm.get('reason', '')}", "yellow"))
     note = trace.get("notification")
     if note:
         say(out, ("    notification: ", "magenta"), (note["title"], "bold"), "  ", note["body"])

@@ -63,6 +63,10 @@ _PREAMBLES = (
         ),
     ),
     ("greeting", re.compile(r"^(?:hi|hello|hey|dear)\b[^,.!?:]{0,30}[,!.:]\s*", re.I)),
+    (
+        "chat reply opener",
+        re.compile(r"^(?:you'?re right|same thing)\b[^,.!?]{0,20}[,.!]\s*", re.I),
+    ),
 )
 # Sentences in which the model talks about itself, the task or the message instead of writing it.
 _META = re.compile(
@@ -71,10 +75,11 @@ _META = re.compile(
     r"|\bhere(?:'s| is) (?:a|the|my|your|how|some)\b"
     r"|\b(?:the|this|my) (?:advice|tip|notification|message) (?:to|is|would be)\b"
     r"|\bI'?m (?:\w+ )?(?:here|happy|glad|ready) to (?:help|share|assist)\b"
-    r"|\bI'll (?:provide|write)\b|\blet me know\b"
+    r"|\bI'll (?:provide|write)\b|\blet me know\b|\bI'?m not sure\b|\bI'?m an? \b"
     r"|\bthe user\b|^you help\b"
-    # the app's role for the model, repeated to the user ("You're a health coach for Tom")
-    r"|\byou(?:'re| are) (?:a|an|my|the)\b[^.!?]{0,40}"
+    # the app's role for the model, repeated to the user ("You're a health coach for Tom",
+    # "You, Leo, are a travel buddy", "You, spending buddy for Nina")
+    r"|(?:\byou(?:'re| are) (?:a|an|my|the)\b[^.!?]{0,40}|^you,[^.!?]{0,60})"
     r"\b(?:coach|mentor|buddy|assistant|checker|helper)\b",
     re.IGNORECASE,
 )

@@ -192,11 +192,11 @@ def _content_words(text: str) -> list[str]:
 
 
 def data_words(parts: Sequence[tuple[str, str | None]]) -> set[str]:
-    """Content words of the user data the app was granted (the name aside), as stems."""
+    """Content words, as stems, of the user data the app was granted (the name aside)."""
     return {
         _stem(word)
         for text, scope in parts
-        if scope is not None and scope != "user_name"
+        if scope not in (None, "user_name")
         for word in _content_words(text)
     }
 
