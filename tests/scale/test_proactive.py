@@ -1,8 +1,9 @@
 """The proactive pipeline across processes: two API and two worker processes on PostgreSQL.
 
-Segments of each session arrive through both API processes and reach the app once each, whichever
-worker flushed them; when the app asks for a proactive notification from calls handled by both
-workers at the same moment, the 30 s claim (Redis, or the ``rate_claims`` table) lets one through.
+Segments of each session arrive through both API processes, land in one conversation, and reach
+the app once each, whichever worker flushed them; when the app asks for a proactive notification
+from calls handled by both workers at the same moment, the 30 s claim (Redis, or the
+``rate_claims`` table) lets one through.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ async def test_claim_raced_by_two_workers_sends_one(
     apis = [s.url for s in servers[:2]]
     workers = [s.proc.pid for s in servers[2:]]
 
-    calls: list[tuple[str, list[str], int | None]] = []  # (session, texts, worker pid)
+    calls: list[tuple[str, list[str], int | None]] = []  # (conversation, texts, worker pid)
     release = asyncio.Event()
     hook = FastAPI()
 
@@ -68,7 +69,7 @@ async def test_claim_raced_by_two_workers_sends_one(
         body = await request.json()
         assert request.client is not None
         pid = pid_of_port(request.client.port, workers)
-        calls.append((body["session_id"], [s["text"] for s in body["segments"]], pid))
+        calls.append((body["conversation_id"], [s["text"] for s in body["segments"]], pid))
         await release.wait()  # held until both workers have a call in hand
         return {
             "session_id": body["session_id"],
@@ -87,13 +88,16 @@ async def test_claim_raced_by_two_workers_sends_one(
             posted: list[str] = []
             for i in range(SESSIONS):
                 session = f"s{i}"
+                opened: set[str] = set()
                 for part in range(2):  # the session's segments come through both API processes
                     text = f"{session} part {part}"
-                    await post_segments(clients[(i + part) % 2], "ana", session, text)
+                    stored = await post_segments(clients[(i + part) % 2], "ana", session, text)
+                    opened.add(stored["conversation_id"])
                     posted.append(text)
+                assert len(opened) == 1  # one conversation, whichever process took each part
 
-                async def called(session: str = session) -> bool:
-                    return any(s == session for s, _, _ in calls)
+                async def called(conversation: str = opened.pop()) -> bool:
+                    return any(c == conversation for c, _, _ in calls)
 
                 await wait_for(called, timeout=10)
                 if {pid for _, _, pid in calls} >= set(workers):
