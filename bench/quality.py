@@ -45,6 +45,7 @@ from typing import Any
 
 from nudge.config import Settings
 from nudge.llm import LLM, LLMError, build_llm
+from nudge.llm.cleaning import copied_from
 from nudge.llm.writer import WriteOptions, write
 from nudge.proactive.filler import Filled, fill
 from nudge.proactive.pipeline import NOTIFICATION_MAX_CHARS
@@ -135,20 +136,6 @@ async def generation_step(llm: LLM, filled: Filled, options: WriteOptions) -> St
 # --- the rubric ------------------------------------------------------------------------------
 
 
-def _norm(text: str) -> str:
-    return re.sub(r"\s+", " ", text).strip().lower()
-
-
-def echoed(output: str, prompt: str, size: int = ECHO_CHARS) -> str | None:
-    """The first ``size``-char piece of ``output`` that appears in ``prompt``, if any."""
-    out, source = _norm(output), _norm(prompt)
-    for start in range(0, max(len(out) - size + 1, 0)):
-        piece = out[start : start + size]
-        if piece in source:
-            return piece
-    return None
-
-
 def sentence_count(text: str) -> int:
     # Split after . ! ? … followed by a space and a capital/digit (not "e.g. x" or "5.30").
     return len([s for s in re.split(r"(?<=[.!?…])[\"”’')]*\s+(?=[A-Z0-9\"“])", text) if s])
@@ -221,7 +208,7 @@ def judge(case: dict[str, Any], filled: Filled, step: Step) -> Verdict:
     )
     lowered = text.lower()
     verdict.relevant = any(k.lower() in lowered for k in case.get("keywords", []))
-    verdict.echo = echoed(text, filled.text)
+    verdict.echo = copied_from(text, filled.text, ECHO_CHARS)
     found = PREAMBLE.search(text) or JUNK.search(text) or SKIP_WORD.search(text)
     verdict.junk = found.group(0) if found else None
     marker = CONTROL_MARKERS.search(text)

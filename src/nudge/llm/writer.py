@@ -149,14 +149,20 @@ def fence(parts: Sequence[tuple[str, str | None]]) -> tuple[str, dict[str, int]]
     return "".join(out), removed
 
 
+def _json(raw: str) -> Any:
+    """The JSON object in ``raw`` (from its first ``{`` to its last ``}``), or ``raw`` as a JSON
+    value; None when neither parses."""
+    text = raw.strip()
+    try:
+        return json.loads(text[text.find("{") : text.rfind("}") + 1] if "{" in text else text)
+    except ValueError:
+        return None
+
+
 def read_answer(raw: str) -> tuple[bool | None, str]:
     """``(notify, message)``: from a JSON object answer, from a JSON string answer (notify None),
     or the raw text itself (notify None)."""
-    text = raw.strip()
-    try:
-        data = json.loads(text[text.find("{") : text.rfind("}") + 1] if "{" in text else text)
-    except ValueError:
-        return None, raw
+    data = _json(raw)
     if isinstance(data, str):
         return None, data
     if isinstance(data, dict) and isinstance(data.get("notify"), bool):
@@ -293,11 +299,7 @@ def _decide(result: Written, calls: _Calls, decision: Decision, reason: str) -> 
 
 
 def _flag(raw: str, key: str) -> bool | None:
-    start, end = raw.find("{"), raw.rfind("}")
-    try:
-        data = json.loads(raw[start : end + 1]) if start != -1 else None
-    except ValueError:
-        data = None
+    data = _json(raw)
     value = data.get(key) if isinstance(data, dict) else None
     return value if isinstance(value, bool) else None
 
