@@ -195,8 +195,9 @@ async def listen(websocket: WebSocket, uid: str, session_id: str = Query(...)) -
     """Live segments over a WebSocket. Auth: ``Authorization: Bearer`` or ``?token=``.
 
     Each text message is a JSON list of segments (or ``{"segments": [...]}``); the answer is
-    ``{"session_id", "accepted"}`` or ``{"error", "status"}``. The session stays open until
-    ``POST .../finish``: a dropped connection can reconnect and continue it.
+    ``{"session_id", "conversation_id", "accepted"}`` or ``{"error", "status"}``. The
+    conversation stays live until ``POST .../finish`` or ``NUDGE_CONVERSATION_SILENCE_S``
+    without a segment: a dropped connection can reconnect and continue it.
     """
     platform: Platform = websocket.app.state.platform
     await websocket.accept()
