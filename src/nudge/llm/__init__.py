@@ -1,8 +1,10 @@
 """The language model behind proactive notifications, built from settings.
 
 Providers: ``embedded`` (llama.cpp, offline default), ``openai`` (any OpenAI-compatible server)
-and ``fake`` (tests and benchmarks). Adding one: a class with ``from_settings``, ``generate`` and
-``aclose``, and one line in ``PROVIDERS``.
+and ``fake`` (tests and benchmarks). Adding one: a class with ``from_settings``, ``generate``
+(honouring ``schema`` where it can), ``aclose`` and an ``answer_format``, and one line in
+``PROVIDERS``. The proactive notification's generation step on top of a provider is
+:func:`nudge.llm.writer.write`.
 """
 
 from __future__ import annotations
