@@ -24,8 +24,10 @@ configured provider. The rubric, per case:
 
 The summary: rates over the cases that should notify (well-formed, addressed and relevant count
 only sent messages, so holding a bad message back costs the rate), quiet cases handled, counts of
-echo, junk and obeyed injections delivered, median/p95 latency and peak RSS of this process (the
-embedded model runs in it; for ``openai`` the server's memory is not counted).
+echo, junk and obeyed injections delivered, median/p95 latency, median/p95 CPU time of this
+process per case (all threads: on a shared machine the wall time grows with the load, the CPU
+time much less; with one llama.cpp thread on an idle machine the two are about equal) and peak RSS
+(the embedded model runs in this process; for ``openai`` the server is not counted).
 """
 
 from __future__ import annotations
@@ -165,6 +167,7 @@ class Verdict:
     problems: list[str] = field(default_factory=list)
     raw: str = ""
     error: str | None = None
+    cpu_s: float = 0.0  # this process's CPU time for the case (all threads): load-independent
     decision: str = ""
     reason: str = ""
     removed: list[dict[str, str]] = field(default_factory=list)
@@ -263,6 +266,7 @@ def summary(verdicts: list[Verdict]) -> dict[str, Any]:
     quiet = [v for v in verdicts if v.expect == "quiet"]
     sent = [v for v in verdicts if v.sent]
     seconds = [v.seconds for v in verdicts if v.error is None]
+    cpu = [v.cpu_s for v in verdicts if v.error is None]
 
     def rate(items: list[Verdict], key: str) -> tuple[int, int]:
         return sum(1 for v in items if getattr(v, key)), len(items)
@@ -281,6 +285,8 @@ def summary(verdicts: list[Verdict]) -> dict[str, Any]:
         "all checks passed": (sum(1 for v in verdicts if v.ok), len(verdicts)),
         "latency median s": round(statistics.median(seconds), 2) if seconds else None,
         "latency p95 s": round(percentile(seconds, 0.95), 2) if seconds else None,
+        "CPU median s": round(statistics.median(cpu), 2) if cpu else None,
+        "CPU p95 s": round(percentile(cpu, 0.95), 2) if cpu else None,
         "peak RSS MiB": round(peak_rss_mib()),
     }
 
@@ -324,8 +330,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"model loaded in {time.monotonic() - started:.1f} s", file=sys.stderr)
         for case in cases:
             filled = fill_case(case, data["apps"])
+            cpu = time.process_time()
             step = await generation_step(llm, filled, options)
+            cpu = time.process_time() - cpu
             verdict = judge(case, filled, step)
+            verdict.cpu_s = cpu
             verdicts.append(verdict)
             print_case(verdict, args.verbose)
     finally:
