@@ -1,14 +1,17 @@
 """Hostile text: refused once where it comes in, and never able to break a read.
 
-Two kinds of character are refused in every string a request brings (path and query parameters,
-JSON fields and keys, headers kept as data), with a 422 that names the field:
+Two kinds of character are refused in every string a request brings, with a 422 that names the
+field:
 
 - NUL: PostgreSQL cannot store it in text.
 - A lone surrogate (half of a UTF-16 pair, which a JSON ``\\ud800`` escape can carry): UTF-8 cannot
   encode it, so neither SQLite's driver nor an answer could take it.
 
-Single-line fields (ids, names, types, URLs, tokens) also refuse the other C0 control characters
-and DEL; free text (messages, facts, transcripts) keeps its newlines and tabs.
+One-line fields (ids, names, types, URLs, tokens) also refuse the other C0 control characters and
+DEL; free text (messages, facts, transcripts) keeps its newlines and tabs. Where it is checked:
+every FastAPI route's path and query parameters and whole JSON body (``api.deps.check_text_input``),
+the plain-ASGI routes and the WebSocket with :func:`check_text`, and the fields of request models
+typed :data:`Line` or :data:`Text`.
 
 Rows stored before these checks are still read: :func:`json_text` and :func:`json_bytes` put
 U+FFFD where a lone surrogate would make the encoding fail, and models validated from stored rows
@@ -94,19 +97,10 @@ def _checker(line: bool) -> AfterValidator:
     return AfterValidator(check)
 
 
-def _check_json(value: Any, info: ValidationInfo) -> Any:
-    if info.context is not None and info.context.get("stored"):
-        return value
-    problem = json_problem(value)
-    if problem is not None:
-        raise ValueError(problem)
-    return value
-
-
-# Pydantic field types: free text (newlines and tabs allowed), one line, free-form JSON.
+# Pydantic field types: free text (newlines and tabs allowed) and one line. (Any JSON body that a
+# FastAPI route parsed is also walked whole at the edge: api.deps.check_text_input.)
 Text = Annotated[str, _checker(line=False)]
 Line = Annotated[str, _checker(line=True)]
-JsonObject = Annotated[dict[str, Any], AfterValidator(_check_json)]
 
 
 def _scrub(text: str) -> str:

@@ -116,7 +116,7 @@ CASES: list[tuple[str, str, str, dict[str, Any], str]] = [
                 "subscription": {"endpoint": "https://p.example/", "keys": {"p256dh": BAD}},
             }
         ),
-        "subscription: keys.p256dh: must not contain lone surrogates",
+        "subscription.keys.p256dh: must not contain lone surrogates",
     ),
     ("user", "POST", "/v1/users/{uid}/sessions/s%00/finish", {}, "session_id:"),
     (
@@ -189,6 +189,13 @@ CASES: list[tuple[str, str, str, dict[str, Any], str]] = [
         "/v2/integrations/app%00x/notification",
         {"params": {"uid": "{uid}", "message": "hi"}},
         "app_id: must not contain NUL",
+    ),
+    (
+        "app",
+        "POST",
+        "/v1/integrations/notification",  # a body model with plain str fields: the edge check
+        {"json": {"aid": "{app}\x00", "uid": "{uid}", "message": "hi"}},
+        "aid: must not contain NUL",
     ),
     (
         "app",

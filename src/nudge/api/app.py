@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from nudge import __version__
 from nudge.api import apps, console, direct, health, integrations, proactive, users
 from nudge.api.asgi import SafeJSONResponse
-from nudge.api.deps import ParametersDep
+from nudge.api.deps import TextInputDep
 from nudge.api.direct_route import DirectNotificationRoute, add_openapi_entry
 from nudge.api.errors import install_error_handlers
 from nudge.api.guard import RequestGuard
@@ -50,8 +50,8 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
         version=__version__,
         description="Self-hostable, Omi-compatible notifications for conversational-AI apps.",
         lifespan=lifespan,
-        # Hostile text: path and query parameters checked once, answers that never fail on it.
-        dependencies=[ParametersDep],
+        # Hostile text: refused once (parameters and JSON bodies), never failing an answer.
+        dependencies=[TextInputDep],
         default_response_class=SafeJSONResponse,
         # Our metrics are Prometheus at /metrics. FastAPI's own OpenTelemetry hooks would look up
         # the global providers (and the environment) on every request.

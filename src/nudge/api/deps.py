@@ -1,4 +1,4 @@
-"""Request dependencies: the platform, and who is calling."""
+"""Request dependencies: the platform, who is calling, and text that must not come in."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from fastapi import Depends, Header, Request
 from starlette.requests import HTTPConnection
 
 from nudge.core.apps import is_admin_token, parse_bearer
-from nudge.core.errors import Unauthorized
+from nudge.core.errors import Invalid, Unauthorized
 from nudge.core.users import authenticate_user
 from nudge.platform import Platform
-from nudge.text import check_text
+from nudge.text import check_text, json_problem
 
 
 async def get_platform(request: Request) -> Platform:
@@ -23,10 +23,11 @@ async def get_platform(request: Request) -> Platform:
 PlatformDep = Annotated[Platform, Depends(get_platform)]
 
 
-async def check_parameters(connection: HTTPConnection) -> None:
-    """Every route's path parameters (ids: one line of text) and query parameters (no NUL, no
-    lone surrogate), before anything is looked up with them (see ``nudge.text``). The WebSocket
-    endpoint checks its own, to answer on the socket."""
+async def check_text_input(connection: HTTPConnection) -> None:
+    """Every route's path parameters (ids: one line of text), query parameters and JSON body (no
+    NUL, no lone surrogate anywhere), before anything is looked up with them (see ``nudge.text``;
+    one-line body fields are also checked by their types). The WebSocket endpoint checks its own,
+    to answer on the socket."""
     if connection.scope["type"] != "http":
         return
     for name, value in connection.path_params.items():
@@ -34,6 +35,12 @@ async def check_parameters(connection: HTTPConnection) -> None:
     for name, value in connection.query_params.multi_items():
         check_text(name, "query parameter name")
         check_text(value, name)
+    # FastAPI parses a JSON body before it solves dependencies; Starlette keeps it on the request.
+    body = getattr(connection, "_json", None)
+    if body is not None:
+        problem = json_problem(body)
+        if problem is not None:
+            raise Invalid(problem if isinstance(body, dict | list) else f"body: {problem}")
 
 
 async def require_admin(
@@ -52,6 +59,6 @@ async def require_user(
         await authenticate_user(conn, authorization, uid, platform.admin_token)
 
 
-ParametersDep = Depends(check_parameters)
+TextInputDep = Depends(check_text_input)
 AdminDep = Depends(require_admin)
 UserDep = Depends(require_user)

@@ -21,7 +21,7 @@ from nudge.ids import USER_TOKEN_RE, hash_secret, new_id, new_user_token
 from nudge.net.guard import HostAllowList
 from nudge.proactive.webhooks import WebhookClient, WebhookTarget
 from nudge.store.models import Device, Install, User, UserFact
-from nudge.text import JsonObject, Line, Text, text_problem
+from nudge.text import Line, Text, text_problem
 
 UID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 
@@ -68,7 +68,7 @@ class NewDevice(BaseModel):
     model_config = ConfigDict(extra="forbid")
     platform: Literal["fcm", "apns", "webpush", "log"]
     token: Line | None = Field(default=None, max_length=4096)
-    subscription: JsonObject | None = None
+    subscription: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _target(self) -> NewDevice:
