@@ -67,6 +67,22 @@ async def test_a_large_event_arrives_whole(make_bus: Factory) -> None:
     assert sorted(got, key=lambda e: str(e["id"])) == [{"id": "big", "body": body}, {"id": "small"}]
 
 
+async def test_an_event_with_a_lone_surrogate_crosses_with_its_batch(make_bus: Factory) -> None:
+    """A row stored before the edge checks (data {"k": "\\ud800"}): UTF-8 cannot encode it, so it
+    crosses with U+FFFD in its place, and the events sent in the same batch cross too."""
+    a, b = make_bus(), make_bus()
+    async with b.subscribe("ana") as ana:
+        await asyncio.gather(
+            a.publish("ana", {"id": "n1", "data": {"k": "x\ud800y"}}),
+            a.publish("ana", {"id": "n2", "body": "fine"}),
+        )
+        got = [await next_event(ana), await next_event(ana)]
+    assert sorted(got, key=lambda e: str(e["id"])) == [
+        {"id": "n1", "data": {"k": "x\ufffdy"}},
+        {"id": "n2", "body": "fine"},
+    ]
+
+
 async def test_wake_up_crosses_processes(make_bus: Factory) -> None:
     a, b = make_bus(), make_bus()
     await b.wait_for_work(0.01)  # starts listening for wake-ups
