@@ -1,4 +1,4 @@
-"""Settings, read from the environment with the ``NUDGE_`` prefix (DESIGN section 6).
+"""Settings, read from the environment with the ``NUDGE_`` prefix (contract.md §6).
 
 Settings are an explicit object passed to whatever needs them; nothing reads the environment
 after start-up.

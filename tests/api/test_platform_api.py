@@ -1,4 +1,4 @@
-"""The platform API of DESIGN section 5: apps, keys, users, facts, installs, devices, inbox."""
+"""The platform API of contract.md §5: apps, keys, users, facts, installs, devices, inbox."""
 
 from __future__ import annotations
 

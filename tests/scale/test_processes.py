@@ -1,4 +1,4 @@
-"""Two API and two worker processes on the real PostgreSQL and Redis (DESIGN section 8).
+"""Two API and two worker processes on the real PostgreSQL and Redis (contract.md §8).
 
 Direct notifications sent to either API process are delivered exactly once, counted at the FCM
 fake; the live inbox reaches an SSE client on one API process whichever process accepted the

@@ -1,4 +1,4 @@
-"""Admin calls for apps and their keys (DESIGN section 5)."""
+"""Admin calls for apps and their keys (contract.md §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The public app API (DESIGN section 1), Omi-compatible.
+"""The public app API (contract.md §1), Omi-compatible.
 
 The Omi direct route, ``POST /v2/integrations/{app_id}/notification``, is served ahead of the
 router by :mod:`nudge.api.direct_route`."""

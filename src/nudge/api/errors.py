@@ -76,7 +76,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> SafeJSONResponse:
         if exc.status_code == 400 and "parsing the body" in str(exc.detail):
-            # FastAPI answers an undecodable body with 400; DESIGN puts bad encoding under 422.
+            # FastAPI answers an undecodable body with 400; contract.md puts bad encoding under 422.
             return SafeJSONResponse(
                 {"detail": "body: not valid JSON in UTF-8; send a JSON object"}, status_code=422
             )

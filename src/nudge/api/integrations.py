@@ -1,4 +1,4 @@
-"""Omi's integration API (DESIGN section 9): the routes; the work is in
+"""Omi's integration API (contract.md §9): the routes; the work is in
 :mod:`nudge.core.integrations`."""
 
 from __future__ import annotations

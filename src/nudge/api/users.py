@@ -1,4 +1,4 @@
-"""Users, facts, installs, devices, the inbox and the app chat (DESIGN section 5)."""
+"""Users, facts, installs, devices, the inbox and the app chat (contract.md §5)."""
 
 from __future__ import annotations
 

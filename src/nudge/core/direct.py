@@ -1,4 +1,4 @@
-"""Direct notifications from apps (DESIGN section 1): auth, checks, rate-limit headers, accept."""
+"""Direct notifications from apps (contract.md §1): auth, checks, rate-limit headers, accept."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Live events between processes (DESIGN section 8): the inbox stream and the worker wake-up.
+"""Live events between processes (contract.md §8): the inbox stream and the worker wake-up.
 
 Each process keeps a :class:`LocalEventBus` for the SSE clients connected to it; a transport
 carries events and wake-ups between processes:

@@ -1,4 +1,4 @@
-"""The webhook dispatcher (DESIGN section 2): flush each conversation's new segments to its apps.
+"""The webhook dispatcher (contract.md §2): flush each conversation's new segments to its apps.
 
 Per conversation, at most once per ``NUDGE_WEBHOOK_FLUSH_INTERVAL_S``, the segments that arrived
 since the last call go to every installed, active app with ``triggers_on: transcript_processed``,

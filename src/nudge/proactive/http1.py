@@ -1,6 +1,6 @@
 """A minimal HTTP/1.1 keep-alive client for webhook calls: asyncio + httptools' C response parser.
 
-Why not httpx, which DESIGN section 7 names for every outbound call, or aiohttp, which replaced
+Why not httpx, which contract.md §7 names for every outbound call, or aiohttp, which replaced
 it here before: webhook calls are the hottest outbound path (three per transcript segment,
 hundreds a second), and their CPU is what limits a busy process. An httpx request costs
 0.5-1 ms of CPU (docs/decisions.md). Measured with bench/webhooks.py (keep-alive, small signed

@@ -317,7 +317,7 @@ def _store(
 
 
 def segment_json(row: Any) -> dict[str, Any]:
-    """A segment as realtime webhooks carry it (DESIGN section 2)."""
+    """A segment as realtime webhooks carry it (contract.md §2)."""
     return {
         "text": row.text,
         "speaker": row.speaker,

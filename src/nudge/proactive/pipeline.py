@@ -1,4 +1,4 @@
-"""What Nudge does with an app's answer (DESIGN sections 2 and 3), every step written to the trace.
+"""What Nudge does with an app's answer (contract.md §2, §3), every step written to the trace.
 
 ``{"session_id", "notification": {"prompt", "params", "context"?}}`` runs the proactive pipeline:
 1. capability ``proactive_notification`` and a live install; 2. prompt of 5 to 128,000 chars;

@@ -1,4 +1,4 @@
-"""Calls from Nudge to apps (DESIGN section 2): signed, SSRF-safe, bounded, one breaker per app.
+"""Calls from Nudge to apps (contract.md §2): signed, SSRF-safe, bounded, one breaker per app.
 
 - Signed per Standard Webhooks: ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature``
   (``v1,`` + base64 HMAC-SHA256 of ``id.timestamp.body`` under the app's ``whsec_`` secret).
