@@ -62,7 +62,7 @@ class Scripted(FakeLLM):
         super().__init__(reply=self._next, verbatim=False)
 
     def _next(self, system: str, prompt: str) -> str:
-        return self.answers.pop(0) if self.answers else '"Stay positive and keep going!"'
+        return self.answers.pop(0) if self.answers else '"You should stay positive and keep going!"'
 
     async def generate(
         self,
@@ -154,7 +154,7 @@ async def test_json_answers_and_notify_false() -> None:
 
 
 async def test_a_failing_message_is_retried_with_another_variant_then_held() -> None:
-    generic = '"Stay positive and keep going!"'
+    generic = '"You should stay positive and keep going!"'
     echo = '"You are a mentor for Ana. Goals: Wants to run a marathon; Had knee surgery."'
     llm = Scripted([generic, echo, '"Here is the advice:"'])
     written = await write(llm, parts(), WriteOptions(attempts=3))
@@ -176,8 +176,15 @@ async def test_a_failing_message_is_retried_with_another_variant_then_held() -> 
 
 async def test_without_granted_data_any_well_formed_message_goes() -> None:
     bare = fill("Remind the user to drink water.", {}, {}).parts
-    written = await write(Scripted(['"Time to drink a glass of water."']), bare)
+    written = await write(Scripted(['"Time for you to drink a glass of water."']), bare)
     assert written.decision == "send"
+
+
+async def test_a_message_must_speak_to_the_user() -> None:
+    llm = Scripted(['"Let us talk about knee surgery and runs."', '"Ana, ice your knee tonight."'])
+    written = await write(llm, parts(), WriteOptions(attempts=2))
+    assert written.calls[0]["result"] == "does not speak to the user"
+    assert written.decision == "send" and written.text == "Ana, ice your knee tonight."
 
 
 async def test_gate_write_critic_stages() -> None:
@@ -256,11 +263,11 @@ async def test_the_trace_shows_prompt_raw_output_removals_and_the_decision(
             assert held["llm"]["decision"] == "held" and held["llm"]["output"] == ""
             assert (
                 len(held["llm"]["calls"]) == 3
-                and held["llm"]["raw"] == '"Stay positive and keep going!"'
+                and held["llm"]["raw"] == '"You should stay positive and keep going!"'
             )
             assert held["rate_limit"]["decision"] == "released"
             assert [c["raw"] for c in held["llm"]["calls"]] == [
-                '"Stay positive and keep going!"'
+                '"You should stay positive and keep going!"'
             ] * 3
     finally:
         await platform.close()

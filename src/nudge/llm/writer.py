@@ -93,6 +93,7 @@ _GENERIC_WORDS = """
     user users app current conversation conversations related past speaker
 """  # time words, politeness, and the labels in nudge.proactive.context's values
 _GENERIC = frozenset(_GENERIC_WORDS.split())
+_YOU = re.compile(r"\b(?:you|your|yours|yourself)\b", re.IGNORECASE)
 _MARKUP_LEFT = re.compile(r"[<>{}|*#`\[\]]")
 _ENDS_SENTENCE = re.compile(r"[.!?…][)'’]*$")
 _WORD = re.compile(r"[^\W\d_]{3,}")
@@ -171,8 +172,9 @@ def read_answer(raw: str) -> tuple[bool | None, str]:
     return None, raw
 
 
-def problems(text: str) -> list[str]:
-    """Why ``text`` would not read as a notification (empty when it would)."""
+def problems(text: str, name: str = "") -> list[str]:
+    """Why ``text`` would not read as a notification to the user called ``name`` (empty when
+    it would)."""
     found = []
     if len(text.split()) < MIN_WORDS:
         found.append(f"under {MIN_WORDS} words")
@@ -180,6 +182,9 @@ def problems(text: str) -> list[str]:
         found.append("does not end a sentence")
     if _MARKUP_LEFT.search(text):
         found.append("markup left")
+    first = name.split()[0].lower() if name.split() else ""
+    if not _YOU.search(text) and not (first and first in text.lower()):
+        found.append("does not speak to the user")
     return found
 
 
@@ -263,6 +268,7 @@ async def write(
             return _decide(result, calls, "quiet", "under 5 characters")
         return _decide(result, calls, "send", "the fake provider's answer, as it is")
     words = data_words(parts)
+    name = " ".join(text for text, scope in parts if scope == "user_name")
     for attempt in range(options.attempts):
         generation = await calls.run(
             "write", SYSTEM_PROMPTS[answer], prompt, schema, variant=attempt
@@ -275,7 +281,9 @@ async def write(
             return _decide(result, calls, "quiet", f"the model answered {message.strip()!r}")
         cleaned = clean_output(message, options.max_chars, prompt)
         result.removed = cleaned.removed_as_dicts()
-        wrong = problems(cleaned.text) if len(cleaned.text) >= QUIET_BELOW else ["nothing left"]
+        wrong = (
+            problems(cleaned.text, name) if len(cleaned.text) >= QUIET_BELOW else ["nothing left"]
+        )
         if words and not wrong and not grounded(cleaned.text, words):
             wrong = ["mentions nothing from the user's data"]
         calls.calls[-1]["result"] = "; ".join(wrong) or "ok"
