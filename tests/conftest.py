@@ -258,7 +258,8 @@ def start_server(
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    # Generous: several servers start at once on a 2-core machine that may be busy.
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"nudge serve exited: {log_path.read_text()[-2000:]}")
