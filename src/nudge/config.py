@@ -10,7 +10,7 @@ import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -18,8 +18,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NUDGE_", extra="ignore")
 
     # Storage
+    # One folder for the SQLite file and the generated admin token, relative to the working
+    # directory unless absolute; every command (serve and the admin ones) uses the same rule.
     data_dir: Path = Path("./nudge-data")
-    database_url: str = "sqlite+aiosqlite:///./nudge-data/nudge.db"
+    database_url: str = ""  # default: sqlite+aiosqlite:///<data_dir>/nudge.db
     redis_url: str | None = None
     # PostgreSQL connections per process (pool + overflow); mind max_connections across processes.
     db_pool_size: int = 10
@@ -131,6 +133,12 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = 10.0
 
     worker_id: str = Field(default_factory=lambda: secrets.token_hex(4))
+
+    @model_validator(mode="after")
+    def _default_database(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite+aiosqlite:///{self.data_dir.as_posix()}/nudge.db"
+        return self
 
     @property
     def is_sqlite(self) -> bool:

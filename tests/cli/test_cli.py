@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
-from tests.conftest import MENTOR_MANIFEST
+import httpx
+
+from tests.conftest import ADMIN, MENTOR_MANIFEST, Server
 
 
 def test_admin_flow(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -41,6 +44,7 @@ def test_admin_flow(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def
 
 
 def test_clear_errors(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    run("db", "upgrade")
     missing = run("apps", "create", "--manifest", str(tmp_path / "nope.json"), ok=False)
     assert "cannot read" in missing.stderr
     bad = tmp_path / "bad.json"
@@ -74,3 +78,70 @@ def test_admin_token_generated_once(tmp_path: Path) -> None:
     assert first.startswith("adm_") and resolve_admin_token(settings) == first
     assert (tmp_path / "d" / "admin-token").stat().st_mode & 0o077 == 0
     assert resolve_admin_token(Settings(data_dir=tmp_path / "d", admin_token="set")) == "set"
+
+
+def test_no_database_is_an_error_not_a_new_empty_one(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = run("send", "app_x", "user123", "hi", ok=False)
+    assert f"no database at {tmp_path}/cli.db" in out.stderr and "--url" in out.stderr
+    assert out.returncode == 2 and not (tmp_path / "cli.db").exists()
+    assert "no database" in run("apps", "list", ok=False).stderr
+    assert "no database" in run("db", "prune", ok=False).stderr
+    run("db", "upgrade")  # creates it on purpose
+    assert json.loads(run("apps", "list").stdout) == []
+
+
+def test_data_dir_decides_the_default_database(tmp_path: Path) -> None:
+    from nudge.config import Settings
+
+    assert Settings(data_dir=tmp_path).database_url == f"sqlite+aiosqlite:///{tmp_path}/nudge.db"
+    assert Settings(data_dir=tmp_path, database_url="sqlite+aiosqlite:///x.db").database_url == (
+        "sqlite+aiosqlite:///x.db"
+    )
+
+
+def test_manifest_warnings(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    run("db", "upgrade")
+    manifest = tmp_path / "app.json"
+    manifest.write_text(json.dumps({**MENTOR_MANIFEST, "image": "x.png", "categry": "health"}))
+    out = run("apps", "create", "--manifest", str(manifest))
+    assert "ignored manifest keys (not used by Nudge): image, categry" in out.stderr
+    assert "http://127.0.0.1:9/webhook is not a public address" in out.stderr
+    assert "NUDGE_ALLOW_PRIVATE_WEBHOOKS=1" in out.stderr
+    exports = run("apps", "create", "--manifest", str(manifest), "--env").stdout
+    assert re.fullmatch(
+        r"export OMI_APP_ID=app_\w+\nexport OMI_APP_SECRET=sk_\w+\n"
+        r"export NUDGE_WEBHOOK_SECRET=whsec_\S+\n",
+        exports,
+    ), exports
+
+
+def test_admin_commands_over_http(run, tmp_path: Path, server: Server) -> None:  # type: ignore[no-untyped-def]
+    manifest = tmp_path / "app.json"
+    manifest.write_text(json.dumps(MENTOR_MANIFEST))
+    remote = ("--url", server.url, "--token", ADMIN)
+    app = json.loads(run("apps", "create", "--manifest", str(manifest), *remote).stdout)
+    user = json.loads(run("users", "create", "--name", "Ana", "--uid", "u1", *remote).stdout)
+    assert user["uid"] == "u1" and not (tmp_path / "cli.db").exists()  # nothing opened locally
+    run("users", "install", "u1", app["app_id"], "--scope", "user_name", *remote)
+    sent = json.loads(run("send", app["app_id"], "u1", "Over HTTP", *remote).stdout)
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN}"}) as c:
+        inbox = c.get("/v1/users/u1/notifications").json()["items"]
+        keys = c.get(f"/v1/apps/{app['app_id']}/keys").json()
+    assert [(n["id"], n["body"]) for n in inbox] == [(sent["notification_id"], "Over HTTP")]
+    assert len([k for k in keys if not k.get("revoked_at")]) == 1  # the one-time key is revoked
+    refused = run("users", "create", "--name", "A", *remote[:2], "--token", "wrong", ok=False)
+    assert "401" in refused.stderr
+    assert (
+        "cannot reach"
+        in run(
+            "apps",
+            "create",
+            "--manifest",
+            str(manifest),
+            "--url",
+            "http://127.0.0.1:9",
+            "--token",
+            "x",
+            ok=False,
+        ).stderr
+    )

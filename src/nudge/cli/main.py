@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
+from pydantic import BaseModel
 
+from nudge.cli.remote import CliError, admin_call, admin_token, missing_database, send_over_http
 from nudge.config import Settings, load_settings
 from nudge.core.errors import NudgeError
 
@@ -38,10 +40,34 @@ def emit(value: Any) -> None:
     typer.echo(json.dumps(value, indent=2, default=str))
 
 
+URL_OPTION = typer.Option(
+    None, "--url", help="A running server (http://HOST:PORT): use its admin API over HTTP."
+)
+TOKEN_OPTION = typer.Option(
+    None,
+    "--token",
+    envvar="NUDGE_ADMIN_TOKEN",
+    help="--url: the admin token (default: NUDGE_DATA_DIR/admin-token when it is there).",
+)
+
+
+def over_http(url: str, token: str | None, method: str, path: str, body: dict[str, Any]) -> Any:
+    """An admin call against a running server, with the token found as ``nudge serve`` keeps it."""
+    return admin_call(url, admin_token(load_settings(), token), method, path, body)
+
+
+def require_database(settings: Settings) -> None:
+    problem = missing_database(settings)
+    if problem:
+        fail(problem)
+
+
 def run_with_db(settings: Settings, work: Callable[[Any], Awaitable[T]], *, write: bool) -> T:
     """Migrate, open the database, run ``work(conn)`` in one transaction, print clear errors."""
     from nudge.store.db import Database
     from nudge.store.migrate import upgrade
+
+    require_database(settings)
 
     async def main() -> T:
         await upgrade(settings.database_url)
@@ -119,6 +145,7 @@ def db_prune(
     from nudge.store.migrate import upgrade
 
     settings = load_settings()
+    require_database(settings)
     if older_than_days is not None and older_than_days < 0:
         fail("--older-than-days: must be 0 or more")
     if older_than_days is None and settings.notification_retention_s <= 0:
@@ -138,10 +165,57 @@ def db_prune(
     emit({"status": "ok", "removed": asyncio.run(main()), "older_than_days": age_s / 86400})
 
 
+def ignored_keys(raw: Any, model: BaseModel, where: str = "") -> list[str]:
+    """Keys of a manifest that the model drops (Omi's manifests carry many we do not use)."""
+    if not isinstance(raw, dict):
+        return []
+    fields = type(model).model_fields
+    known = set(fields) | {f.alias for f in fields.values() if f.alias}
+    found = [f"{where}{key}" for key in raw if key not in known]
+    for key, value in raw.items():
+        inner = getattr(model, key, None) if key in fields else None
+        if isinstance(inner, BaseModel):
+            found += ignored_keys(value, inner, f"{where}{key}.")
+    return found
+
+
+def manifest_warnings(raw: Any, parsed: BaseModel, settings: Settings) -> list[str]:
+    """What in an accepted manifest will not do what its author likely meant."""
+    from urllib.parse import urlsplit
+
+    from nudge.net.guard import address_refusal, literal_address
+
+    warnings = []
+    ignored = ignored_keys(raw, parsed)
+    if ignored:
+        warnings.append(f"ignored manifest keys (not used by Nudge): {', '.join(ignored)}")
+    integration = getattr(parsed, "external_integration", None)
+    for field in ("webhook_url", "setup_completed_url"):
+        target = getattr(integration, field, None) if integration else None
+        host = urlsplit(target).hostname if target else None
+        if host is None or settings.allow_private_webhooks:
+            continue
+        ip = literal_address(host)
+        refusal = address_refusal(ip, False) if ip else None
+        if host == "localhost" or host.endswith(".localhost") or refusal:
+            warnings.append(
+                f"external_integration.{field} {target} is not a public address: every call "
+                f"to it will be refused unless the server runs with NUDGE_ALLOW_PRIVATE_WEBHOOKS=1"
+            )
+    return warnings
+
+
 @apps_cli.command("create")
 def apps_create(
     manifest: Path = typer.Option(..., "--manifest", "-m", help="Manifest JSON file."),
     direct_limit_per_hour: int | None = typer.Option(None, help="Direct sends per user per hour."),
+    env: bool = typer.Option(
+        False,
+        "--env",
+        help="Print shell exports (OMI_APP_ID, OMI_APP_SECRET, NUDGE_WEBHOOK_SECRET) for eval.",
+    ),
+    url: str | None = URL_OPTION,
+    token: str | None = TOKEN_OPTION,
 ) -> None:
     """Register an app from a manifest file; prints its id and secrets (shown once)."""
     from pydantic import ValidationError
@@ -151,7 +225,8 @@ def apps_create(
     from nudge.core.manifest import Manifest
 
     try:
-        parsed = Manifest.model_validate(json.loads(manifest.read_text()))
+        raw = json.loads(manifest.read_text())
+        parsed = Manifest.model_validate(raw)
     except OSError as exc:
         fail(f"cannot read {manifest}: {exc.strerror}")
         return
@@ -161,13 +236,27 @@ def apps_create(
     except ValidationError as exc:
         fail(f"bad manifest: {describe_validation(list(exc.errors()))}")
         return
-    emit(
-        run_with_db(
-            load_settings(),
+    settings = load_settings()
+    for warning in manifest_warnings(raw, parsed, settings):
+        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
+    if url:
+        body = {"manifest": raw, "direct_limit_per_hour": direct_limit_per_hour}
+        created = over_http(url, token, "POST", "/v1/apps", body)
+    else:
+        created = run_with_db(
+            settings,
             lambda c: create_app(c, parsed, direct_limit_per_hour=direct_limit_per_hour),
             write=True,
         )
-    )
+    if env:
+        import shlex
+
+        names = {"app_id": "OMI_APP_ID", "app_secret": "OMI_APP_SECRET"}
+        names["webhook_secret"] = "NUDGE_WEBHOOK_SECRET"
+        for field, name in names.items():
+            typer.echo(f"export {name}={shlex.quote(created[field])}")
+    else:
+        emit(created)
 
 
 @apps_cli.command("list")
@@ -186,6 +275,8 @@ def users_create(
     name: str = typer.Option(..., help="Display name."),
     uid: str | None = typer.Option(None, help="Your id for the user (generated if absent)."),
     fact: list[str] = typer.Option([], "--fact", help="A fact about the user (repeatable)."),
+    url: str | None = URL_OPTION,
+    token: str | None = TOKEN_OPTION,
 ) -> None:
     """Create a user; prints the uid and the user token (shown once)."""
     from pydantic import ValidationError
@@ -198,6 +289,13 @@ def users_create(
     except ValidationError as exc:
         fail(describe_validation(list(exc.errors())))
         return
+    if url:
+        emit(
+            over_http(
+                url, token, "POST", "/v1/users", new.model_dump(mode="json", exclude_none=True)
+            )
+        )
+        return
     emit(run_with_db(load_settings(), lambda c: create_user(c, new), write=True))
 
 
@@ -206,6 +304,8 @@ def users_install(
     uid: str = typer.Argument(..., help="The user."),
     app_id: str = typer.Argument(..., help="The app."),
     scope: list[str] = typer.Option([], "--scope", help="A scope to grant (repeatable)."),
+    url: str | None = URL_OPTION,
+    token: str | None = TOKEN_OPTION,
 ) -> None:
     """Install an app for a user, granting scopes."""
     from nudge.core.manifest import SCOPES
@@ -214,6 +314,10 @@ def users_install(
     bad = [s for s in scope if s not in SCOPES]
     if bad:
         fail(f"unknown scopes {bad}; choose from {list(SCOPES)}")
+    if url:
+        path = f"/v1/users/{uid}/apps/{app_id}"
+        emit(over_http(url, token, "POST", path, {"scopes": scope}))
+        return
     emit(run_with_db(load_settings(), lambda c: install_app(c, uid, app_id, scope), write=True))
 
 
@@ -258,8 +362,11 @@ def send(
     app_id: str = typer.Argument(..., help="The sending app."),
     uid: str = typer.Argument(..., help="The user."),
     message: str = typer.Argument(..., help="The exact text."),
+    url: str | None = URL_OPTION,
+    token: str | None = TOKEN_OPTION,
 ) -> None:
-    """Queue a direct notification as an app (admin; no app secret needed, no hourly limit)."""
+    """Queue a direct notification as an app (admin; no app secret needed, no hourly limit; with
+    --url it goes through the public API with a one-time key, so the hourly limit applies)."""
     from nudge.core.notifications import NotificationRequest, accept_notification, validate_message
 
     settings = load_settings()
@@ -267,6 +374,9 @@ def send(
         text = validate_message(message, settings.message_max_chars)
     except NudgeError as exc:
         fail(exc.detail)
+        return
+    if url:
+        emit(send_over_http(url, admin_token(settings, token), app_id, uid, text))
         return
     request = NotificationRequest(app_id=app_id, uid=uid, message=text, kind="admin")
 
@@ -347,6 +457,8 @@ def simulate(
     if (webhook is None) == (platform is None):
         fail("give exactly one of --webhook URL (the app directly) or --platform URL")
     out = Console(highlight=False)
+    if platform is not None and not token:
+        token = admin_token(load_settings(), None)
     try:
         loaded = sim.load_transcript(transcript, me=me)
         play = sim.Play(loaded, session_id or sim.new_session_id(), batch, interval)
@@ -368,5 +480,8 @@ def simulate(
 def main() -> None:
     try:
         cli()
+    except CliError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
