@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import IO
 
 import httpx
+import pytest
 
-from tests.conftest import ADMIN, MENTOR_MANIFEST, Server
+from tests.conftest import ADMIN, MENTOR_MANIFEST, Server, free_port
 
 
 def test_admin_flow(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -145,3 +151,44 @@ def test_admin_commands_over_http(run, tmp_path: Path, server: Server) -> None: 
             ok=False,
         ).stderr
     )
+
+
+def read_until(stream: IO[str], marker: str, timeout_s: float = 60) -> str:
+    seen = ""
+    deadline = time.monotonic() + timeout_s
+    while marker not in seen and time.monotonic() < deadline:
+        line = stream.readline()
+        if not line:
+            break
+        seen += line
+    return seen
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_serve_says_where_it_is(tmp_path: Path, fmt: str) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUDGE_")}
+    env |= {"NUDGE_DATA_DIR": str(tmp_path / "data"), "NUDGE_LLM_PROVIDER": "fake"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nudge.cli", "serve", "--port", str(port), "--log-format", fmt],
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        out = read_until(proc.stderr, "Ctrl+C" if fmt == "text" else '"ready"')
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    url = f"http://127.0.0.1:{port}"
+    token_file = str((tmp_path / "data" / "admin-token").resolve())
+    if fmt == "text":
+        assert f"nudge: ready on {url} (role all, database sqlite+aiosqlite:///" in out, out
+        assert f"console      {url}/console?token=<admin token>" in out, out
+        assert f"admin token  {token_file}" in out and "providers    inbox, log" in out, out
+    else:
+        ready = next(json.loads(line) for line in out.splitlines() if '"ready"' in line)
+        assert ready["url"] == url and ready["admin_token"] == token_file
+        assert "inbox" in ready["providers"] and ready["console"] == f"{url}/console"

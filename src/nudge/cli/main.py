@@ -95,20 +95,31 @@ def serve(
         help="api: the HTTP API only; worker: deliveries and webhooks, serving only /healthz, "
         "/readyz and /metrics; all: both (default: NUDGE_ROLE, else all).",
     ),
+    log_format: str | None = typer.Option(
+        None,
+        help="text: readable lines and a start summary; json: one object per line (default: "
+        "NUDGE_LOG_FORMAT, else text on a terminal and json otherwise).",
+    ),
 ) -> None:
     """Run the platform: the HTTP API and/or the delivery worker."""
     import uvicorn
 
     from nudge.api.app import create_app
     from nudge.api.protocol import server_options
+    from nudge.cli.banner import announce_when_started, base_url
     from nudge.logs import setup_logging
 
     if role not in (None, "api", "worker", "all"):
         fail("--role must be one of api, worker, all")
+    if log_format not in (None, "json", "text"):
+        fail("--log-format must be json or text")
     settings = load_settings(**({"role": role} if role else {}))
-    setup_logging(settings.log_level, settings.log_format)
+    if log_format is None and "log_format" not in settings.model_fields_set:
+        log_format = "text" if sys.stderr.isatty() else "json"
+    fmt = log_format or settings.log_format
+    setup_logging(settings.log_level, fmt)
     app = create_app(settings)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -117,6 +128,9 @@ def serve(
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
         **server_options(settings),
     )
+    server = uvicorn.Server(config)
+    announce_when_started(server, app, base_url(host, port), settings, text=fmt == "text")
+    server.run()
 
 
 @db_cli.command("upgrade")
