@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -157,6 +157,23 @@ async def client(settings: Settings, platform: Platform) -> AsyncIterator[httpx.
         headers={"Authorization": f"Bearer {ADMIN}"},
     ) as c:
         yield c
+
+
+@asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[tuple[Platform, httpx.AsyncClient]]:
+    """A platform (with its worker) on ``settings`` and an admin client on it."""
+    platform = await Platform.start(settings)
+    app = create_app(settings, platform=platform)
+    app.state.platform = platform
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://nudge.test",
+            headers={"Authorization": f"Bearer {ADMIN}"},
+        ) as client:
+            yield platform, client
+    finally:
+        await platform.close()
 
 
 @dataclass

@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from fastapi import FastAPI
 from sqlalchemy import event, insert, select
 
 from nudge.api.app import create_app
@@ -29,6 +28,7 @@ from tests.conftest import (
     World,
     make_settings,
     make_world,
+    running,
     wait_for,
 )
 
@@ -41,25 +41,19 @@ class Served:
     client: httpx.AsyncClient
     platform: Platform
     world: World
-    app: FastAPI  # to serve over real HTTP where a test needs it (SSE, WebSocket)
+
+    def live(self) -> ServeASGI:
+        """The same platform over real HTTP (SSE, WebSocket)."""
+        app = create_app(self.platform.settings, platform=self.platform)
+        app.state.platform = self.platform
+        return ServeASGI(app)
 
 
 @pytest.fixture
 async def served(tmp_path: Path, database_url: str) -> AsyncIterator[Served]:
     """An app, a user who installed it, on SQLite and on PostgreSQL."""
-    settings = make_settings(tmp_path, database_url=database_url)
-    platform = await Platform.start(settings)
-    app = create_app(settings, platform=platform)
-    app.state.platform = platform
-    try:
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://nudge.test",
-            headers={"Authorization": f"Bearer {ADMIN}"},
-        ) as client:
-            yield Served(client, platform, await make_world(client), app)
-    finally:
-        await platform.close()
+    async with running(make_settings(tmp_path, database_url=database_url)) as (platform, client):
+        yield Served(client, platform, await make_world(client))
 
 
 def raw_json(value: Any) -> dict[str, Any]:
@@ -260,7 +254,7 @@ async def test_hostile_text_is_422_naming_the_field(served: Served) -> None:
 
 async def test_websocket_refuses_hostile_text(served: Served) -> None:
     w = served.world
-    async with ServeASGI(served.app) as live:
+    async with served.live() as live:
         listen = live.url.replace("http://", "ws://") + "/v1/users/{}/listen?session_id=s1"
         async with websockets.connect(listen.format("a%00b") + f"&token={ADMIN}") as ws:
             refused = json.loads(await ws.recv())
@@ -376,7 +370,7 @@ async def test_rows_stored_with_bad_text_are_still_read(served: Served) -> None:
             )
         )
 
-    async with ServeASGI(served.app) as live:
+    async with served.live() as live:
         stream = asyncio.create_task(
             _sse_notifications(
                 live.url, f"/v1/users/{w.uid}/notifications/stream", w.user_token, count=1

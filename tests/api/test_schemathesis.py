@@ -12,6 +12,7 @@ seed (fixed, so that CI runs the same cases and a failure can be replayed).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -78,11 +79,16 @@ def fuzz(url: str, token: str, config_file: Path) -> subprocess.CompletedProcess
 
 
 def report(run: subprocess.CompletedProcess[str], server_log: Path) -> str:
-    """What failed, how to reproduce it, and the server's own error lines."""
+    """What failed, how to reproduce it, and the end of each error the server logged."""
     out = run.stdout + run.stderr
     start = out.find("FAILURES")
-    errors = [line for line in server_log.read_text().splitlines() if '"level": "error"' in line]
-    return (out[start:] if start >= 0 else out[-4000:])[:8000] + "\n" + "\n".join(errors[-20:])
+    errors = []
+    for line in server_log.read_text().splitlines():
+        if '"level": "error"' in line:
+            record = json.loads(line)
+            last = str(record.get("exc", "")).strip().splitlines()[-3:]
+            errors.append(f"{record.get('path')}: {record.get('msg')}: {' | '.join(last)}")
+    return (out[start:] if start >= 0 else out[-4000:])[:8000] + "\n" + "\n".join(errors[-10:])
 
 
 async def test_no_generated_request_gets_a_5xx(tmp_path: Path, database_url: str) -> None:

@@ -3,17 +3,13 @@ local fakes, and the status endpoint, the device list and /metrics show what hap
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from nudge.api.app import create_app
 from nudge.config import Settings
-from nudge.platform import Platform
-from tests.conftest import ADMIN, World, make_world, wait_for
+from tests.conftest import World, make_world, running, wait_for
 from tests.delivery.conftest import vapid_public
 from tests.fakes.apns import FakeApns
 from tests.fakes.asgi import Reply
@@ -21,23 +17,6 @@ from tests.fakes.fcm import FakeFcm, fcm_error
 from tests.fakes.webpush import FakePushService
 
 APNS_TOKEN = "b2" * 32
-
-
-@asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[tuple[Platform, httpx.AsyncClient]]:
-    """A platform (with its worker) and an admin client on it."""
-    platform = await Platform.start(settings)
-    app = create_app(settings, platform=platform)
-    app.state.platform = platform
-    try:
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://nudge.test",
-            headers={"Authorization": f"Bearer {ADMIN}"},
-        ) as client:
-            yield platform, client
-    finally:
-        await platform.close()
 
 
 async def add_device(client: httpx.AsyncClient, uid: str, **device: Any) -> str:
