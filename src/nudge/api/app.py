@@ -13,6 +13,7 @@ from nudge.api import apps, console, direct, health, integrations, proactive, us
 from nudge.api.asgi import SafeJSONResponse
 from nudge.api.deps import TextInputDep
 from nudge.api.direct_route import DirectNotificationRoute, add_openapi_entry
+from nudge.api.docs import install_docs
 from nudge.api.errors import install_error_handlers
 from nudge.api.guard import RequestGuard
 from nudge.api.proactive import FastSegments
@@ -50,6 +51,8 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
         version=__version__,
         description="Self-hostable, Omi-compatible notifications for conversational-AI apps.",
         lifespan=lifespan,
+        docs_url=None,  # served by install_docs, without a CDN
+        redoc_url=None,
         # Hostile text: refused once (parameters and JSON bodies), never failing an answer.
         dependencies=[TextInputDep],
         default_response_class=SafeJSONResponse,
@@ -58,6 +61,7 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
+    install_docs(app)
     # A worker process serves only /healthz, /readyz and /metrics (probes and Prometheus).
     api = (
         () if settings.role == "worker" else (direct, apps, users, proactive, console, integrations)
