@@ -110,13 +110,15 @@ def _scrub(text: str) -> str:
 def json_text(value: Any) -> str:
     """Compact JSON that UTF-8 can always encode (see the module docstring)."""
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    return _scrub(text) if _SURROGATE.search(text) else text
+    if text.isascii() or not _SURROGATE.search(text):  # isascii: O(1) for an ASCII-only str
+        return text
+    return _scrub(text)
 
 
-def json_bytes(value: Any) -> bytes:
-    """Compact JSON in UTF-8, as Starlette's ``JSONResponse`` renders it (no NaN); a lone
-    surrogate becomes U+FFFD instead of failing the answer."""
-    text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+def json_bytes(value: Any, *, allow_nan: bool = False) -> bytes:
+    """Compact JSON in UTF-8, as Starlette's ``JSONResponse`` renders it (no NaN unless asked); a
+    lone surrogate becomes U+FFFD instead of failing (the search runs only when encoding did)."""
+    text = json.dumps(value, ensure_ascii=False, allow_nan=allow_nan, separators=(",", ":"))
     try:
         return text.encode()
     except UnicodeEncodeError:

@@ -20,7 +20,7 @@ from dataclasses import replace
 from typing import Any
 
 from nudge.delivery.providers.base import PushMessage
-from nudge.text import json_text
+from nudge.text import json_bytes
 
 ELLIPSIS = "…"
 # Keys Nudge itself puts in every notification's data; an app's own keys may be dropped to fit.
@@ -30,7 +30,7 @@ _TOPIC_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 
 def compact_json(value: Any) -> bytes:
-    return json_text(value).encode()
+    return json_bytes(value, allow_nan=True)
 
 
 def _extends_previous(ch: str) -> bool:
