@@ -29,6 +29,8 @@ users_cli = typer.Typer(help="Users, facts and installs.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(apps_cli, name="apps")
 cli.add_typer(users_cli, name="users")
+new_cli = typer.Typer(help="Start something new.", no_args_is_help=True)
+cli.add_typer(new_cli, name="new")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -404,6 +406,32 @@ def send(
         return accepted.body()
 
     emit(run_with_db(settings, work, write=True))
+
+
+@new_cli.command("app")
+def new_app(
+    name: str = typer.Argument(..., help="The app's name, also the folder made for it."),
+) -> None:
+    """Make a folder with a working app: webhook, manifest, a conversation and tests."""
+    import shlex
+
+    from nudge.cli.scaffold import ScaffoldError, scaffold
+
+    try:
+        folder, secret = scaffold(Path(name))
+    except ScaffoldError as exc:
+        fail(str(exc))
+        return
+    typer.echo(
+        f"made {folder}/ (app.py, app.json, talk.txt, test_app.py, README.md). Try it:\n\n"
+        f"  cd {shlex.quote(str(folder))}\n"
+        f"  {sys.executable} -m pytest -q              # the webhook as Nudge calls it\n"
+        f"  export NUDGE_WEBHOOK_SECRET={secret}   # a development secret\n"
+        f"  {sys.executable} app.py --port 8001 &\n"
+        f"  nudge simulate --webhook http://127.0.0.1:8001/webhook --transcript talk.txt\n\n"
+        f"On a platform, `nudge apps create --manifest app.json --env` gives the app its real "
+        f"secret."
+    )
 
 
 @cli.command()
