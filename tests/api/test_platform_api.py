@@ -385,6 +385,20 @@ async def test_sse_needs_auth(client: httpx.AsyncClient, world: World) -> None:
     assert r.status_code == 401
 
 
+async def test_a_missing_token_is_named_by_what_the_call_takes(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    calls = {
+        f"/v1/users/{world.uid}/notifications": "Bearer <user token or admin token>",
+        "/v1/apps": "Bearer <admin token>",
+        f"/v2/integrations/{world.app_id}/notification?uid=u&message=hi": "Bearer <app secret>",
+    }
+    for path, needed in calls.items():
+        method = client.post if path.startswith("/v2") else client.get
+        r = await method(path, headers={"Authorization": ""})
+        assert r.status_code == 401 and needed in r.json()["detail"], (path, r.text)
+
+
 async def test_admin_world_helper(client: httpx.AsyncClient) -> None:
     w = await make_world(client, uid="carol")
     assert w.uid == "carol" and ADMIN

@@ -46,7 +46,7 @@ async def check_text_input(connection: HTTPConnection) -> None:
 async def require_admin(
     platform: PlatformDep, authorization: Annotated[str | None, Header()] = None
 ) -> None:
-    token = parse_bearer(authorization)
+    token = parse_bearer(authorization, "admin token")
     if not is_admin_token(token, platform.admin_token):
         raise Unauthorized("this call needs the admin token (NUDGE_ADMIN_TOKEN)")
 

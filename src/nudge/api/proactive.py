@@ -27,7 +27,7 @@ from nudge.api.deps import AdminDep, PlatformDep, UserDep
 from nudge.api.errors import describe_validation, respond_database_outage
 from nudge.core.apps import authenticate_app, get_app, is_admin_token, parse_bearer
 from nudge.core.errors import NudgeError, Unavailable
-from nudge.core.users import authenticate_user, user_token_hash
+from nudge.core.users import USER_CREDENTIAL, authenticate_user, user_token_hash
 from nudge.platform import Platform
 from nudge.proactive import ingest, traces
 from nudge.store.models import App
@@ -125,7 +125,7 @@ class FastSegments:
         if not ingest.SESSION_RE.match(session_id) or text_problem(uid, line=True):
             return None
         try:
-            token = parse_bearer(authorization)
+            token = parse_bearer(authorization, USER_CREDENTIAL)
             segments = ingest.SegmentsIn.model_validate_json(body).segments
             if is_admin_token(token, admin_token):
                 return segments, None
@@ -245,7 +245,7 @@ async def require_app_developer(
     app_id: str, platform: PlatformDep, authorization: Annotated[str | None, Header()] = None
 ) -> None:
     """The admin token, or a live app secret of this app."""
-    token = parse_bearer(authorization)
+    token = parse_bearer(authorization, "app secret or admin token")
     if is_admin_token(token, platform.admin_token):
         return
     async with platform.db.read() as conn:

@@ -41,7 +41,7 @@ async def whoami(
     conn: AsyncConnection, authorization: str | None, admin_token: str
 ) -> dict[str, Any]:
     """``{"role": "admin"}``, ``{"role": "user", "uid"}`` or ``{"role": "app", "app_id"}``."""
-    token = parse_bearer(authorization)
+    token = parse_bearer(authorization, "admin, user or app token")
     if is_admin_token(token, admin_token):
         return {"role": "admin"}
     if APP_SECRET_RE.match(token):

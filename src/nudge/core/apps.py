@@ -142,16 +142,17 @@ async def revoke_key(conn: AsyncConnection, app_id: str, key_id: str) -> None:
         raise NotFound(f"active key {key_id!r} not found for app {app_id!r}")
 
 
-def parse_bearer(authorization: str | None) -> str:
-    """The token of an ``Authorization: Bearer <token>`` header, or 401 saying what is wrong."""
+def parse_bearer(authorization: str | None, credential: str = "app secret") -> str:
+    """The token of an ``Authorization: Bearer <token>`` header, or 401 saying what is wrong and
+    which ``credential`` the call takes."""
     if not authorization:
         raise Unauthorized(
-            "missing Authorization header: send 'Authorization: Bearer <app secret>'"
+            f"missing Authorization header: send 'Authorization: Bearer <{credential}>'"
         )
     scheme, _, token = authorization.strip().partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
-        raise Unauthorized("malformed Authorization header: expected 'Bearer <app secret>'")
+        raise Unauthorized(f"malformed Authorization header: expected 'Bearer <{credential}>'")
     return token
 
 

@@ -139,11 +139,14 @@ async def list_facts(conn: AsyncConnection, uid: str) -> list[str]:
     return [r.text for r in rows]
 
 
+USER_CREDENTIAL = "user token or admin token"
+
+
 async def authenticate_user(
     conn: AsyncConnection, authorization: str | None, uid: str, admin_token: str
 ) -> None:
     """Admin token, or this user's own token; 401/403 otherwise."""
-    token = parse_bearer(authorization)
+    token = parse_bearer(authorization, USER_CREDENTIAL)
     if is_admin_token(token, admin_token):
         return
     owner = await conn.scalar(select(User.uid).where(User.token_hash == user_token_hash(token)))
