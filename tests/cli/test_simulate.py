@@ -216,7 +216,12 @@ def run_cli(*args: str) -> Cli:
     result = CliRunner().invoke(
         cli,
         list(args),
-        env={"NUDGE_WEBHOOK_SECRET": None, "NUDGE_ADMIN_TOKEN": None, "COLUMNS": "200"},
+        env={
+            "NUDGE_WEBHOOK_SECRET": None,
+            "NUDGE_ADMIN_TOKEN": None,
+            "NUDGE_DATA_DIR": "/nonexistent/nudge-data",  # no kept admin token either
+            "COLUMNS": "200",
+        },
     )
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     return Cli(result.exit_code, result.stdout, result.stderr)
@@ -254,10 +259,13 @@ def test_files_secrets_and_unreachable_targets_are_clear_errors(tmp_path: Path) 
     assert r.code == 1 and "is not UTF-8 text" in r.err
     good = tmp_path / "good.txt"
     good.write_text("Ana: hi there\n")
-    r = run_cli(*hook, "-t", str(good))
-    assert r.code == 1 and "set --secret or NUDGE_WEBHOOK_SECRET" in r.err
+    r = run_cli(*hook, "-t", str(good))  # no secret: signed with a generated one, said so
+    assert "no --secret (or NUDGE_WEBHOOK_SECRET): signing with a generated one, whsec_" in r.out
+    assert r.code == 1 and "did not answer" in r.err  # and it did call
+    r = run_cli(*hook, "-t", str(good), "--secret", "sk_not_a_webhook_secret")
+    assert r.code == 1 and "starts with whsec_" in r.err
     r = run_cli("simulate", "--platform", "http://127.0.0.1:9", "-t", str(good))
-    assert r.code == 1 and "set --token or NUDGE_ADMIN_TOKEN" in r.err
+    assert r.code == 1 and "--platform needs the admin token: pass --token" in r.err
     closed = f"http://127.0.0.1:{free_port()}"
     r = run_cli("simulate", "--webhook", closed + "/webhook", "-t", str(good), "--secret", SECRET)
     assert r.code == 1 and "did not answer" in r.err and "is the app running?" in r.err

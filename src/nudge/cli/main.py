@@ -55,7 +55,10 @@ TOKEN_OPTION = typer.Option(
 
 def over_http(url: str, token: str | None, method: str, path: str, body: dict[str, Any]) -> Any:
     """An admin call against a running server, with the token found as ``nudge serve`` keeps it."""
-    return admin_call(url, admin_token(load_settings(), token), method, path, body)
+    try:
+        return admin_call(url, admin_token(load_settings(), token), method, path, body)
+    except CliError as exc:
+        fail(str(exc))
 
 
 def require_database(settings: Settings) -> None:
@@ -392,7 +395,10 @@ def send(
         fail(exc.detail)
         return
     if url:
-        emit(send_over_http(url, admin_token(settings, token), app_id, uid, text))
+        try:
+            emit(send_over_http(url, admin_token(settings, token), app_id, uid, text))
+        except CliError as exc:
+            fail(str(exc))
         return
     request = NotificationRequest(app_id=app_id, uid=uid, message=text, kind="admin")
 
@@ -499,9 +505,9 @@ def simulate(
     if (webhook is None) == (platform is None):
         fail("give exactly one of --webhook URL (the app directly) or --platform URL")
     out = Console(highlight=False)
-    if platform is not None and not token:
-        token = admin_token(load_settings(), None)
     try:
+        if platform is not None and not token:
+            token = admin_token(load_settings(), None, "--platform")
         loaded = sim.load_transcript(transcript, me=me)
         play = sim.Play(loaded, session_id or sim.new_session_id(), batch, interval)
         if webhook is not None:
@@ -515,8 +521,8 @@ def simulate(
                 play, out, url=platform, token=token, uid=uid, apps=app, finish=finish, wait_s=wait
             )
         )
-    except (sim.SimulateError, NudgeError) as exc:
-        fail(str(exc) if isinstance(exc, sim.SimulateError) else exc.detail, code=1)
+    except (sim.SimulateError, CliError, NudgeError) as exc:
+        fail(exc.detail if isinstance(exc, NudgeError) else str(exc), code=1)
 
 
 def main() -> None:

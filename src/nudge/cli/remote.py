@@ -35,7 +35,7 @@ def missing_database(settings: Settings) -> str | None:
     )
 
 
-def admin_token(settings: Settings, token: str | None) -> str:
+def admin_token(settings: Settings, token: str | None, option: str = "--url") -> str:
     """``--token`` (or NUDGE_ADMIN_TOKEN), else the token ``nudge serve`` generated and kept."""
     if token:
         return token
@@ -43,8 +43,8 @@ def admin_token(settings: Settings, token: str | None) -> str:
     if kept.exists():
         return kept.read_text().strip()
     raise CliError(
-        f"--url needs the admin token: pass --token or set NUDGE_ADMIN_TOKEN (a generated one is "
-        f"kept in {kept.resolve()} on the server's machine)"
+        f"{option} needs the admin token: pass --token or set NUDGE_ADMIN_TOKEN (a generated "
+        f"one is kept in {kept.resolve()} on the server's machine)"
     )
 
 

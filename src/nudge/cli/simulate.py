@@ -35,6 +35,7 @@ from rich.text import Text
 from nudge.api.errors import describe_validation
 from nudge.config import Settings
 from nudge.core.manifest import SCOPES
+from nudge.ids import new_webhook_secret
 from nudge.proactive.context import render_conversations
 from nudge.proactive.filler import fill, placeholders
 from nudge.proactive.ingest import (
@@ -662,10 +663,18 @@ async def run_webhook(
 ) -> bool:
     """Play to a webhook; True when every call was answered with a 2xx."""
     check_url(url, "--webhook", "http://127.0.0.1:8001/webhook")
-    if not secret or not secret.startswith("whsec_") or len(secret) < 10:
+    if not secret:
+        secret = new_webhook_secret()
+        say(
+            out,
+            ("no --secret (or NUDGE_WEBHOOK_SECRET): ", "yellow"),
+            f"signing with a generated one, {secret}. An app that checks signatures answers 401; "
+            "start it with NUDGE_WEBHOOK_SECRET set to this, or pass the app's own secret",
+        )
+    if not secret.startswith("whsec_") or len(secret) < 10:
         raise SimulateError(
-            "set --secret or NUDGE_WEBHOOK_SECRET to the app's webhook_secret (whsec_..., shown "
-            "once when the app was created)"
+            "--secret or NUDGE_WEBHOOK_SECRET: the app's webhook_secret starts with whsec_ "
+            "(shown once when the app was created)"
         )
     bad = [s for s in user.granted if s not in SCOPES]
     if bad:
