@@ -134,6 +134,8 @@ def test_admin_commands_over_http(run, tmp_path: Path, server: Server) -> None: 
         inbox = c.get("/v1/users/u1/notifications").json()["items"]
         keys = c.get(f"/v1/apps/{app['app_id']}/keys").json()
     assert [(n["id"], n["body"]) for n in inbox] == [(sent["notification_id"], "Over HTTP")]
+    listed = json.loads(run("apps", "list", *remote).stdout)
+    assert [a["app_id"] for a in listed] == [app["app_id"]]
     assert len([k for k in keys if not k.get("revoked_at")]) == 1  # the one-time key is revoked
     refused = run("users", "create", "--name", "A", *remote[:2], "--token", "wrong", ok=False)
     assert "401" in refused.stderr

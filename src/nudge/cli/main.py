@@ -53,7 +53,9 @@ TOKEN_OPTION = typer.Option(
 )
 
 
-def over_http(url: str, token: str | None, method: str, path: str, body: dict[str, Any]) -> Any:
+def over_http(
+    url: str, token: str | None, method: str, path: str, body: dict[str, Any] | None
+) -> Any:
     """An admin call against a running server, with the token found as ``nudge serve`` keeps it."""
     try:
         return admin_call(url, admin_token(load_settings(), token), method, path, body)
@@ -279,9 +281,13 @@ def apps_create(
 
 
 @apps_cli.command("list")
-def apps_list() -> None:
+def apps_list(url: str | None = URL_OPTION, token: str | None = TOKEN_OPTION) -> None:
     """List apps."""
     from nudge.core.apps import list_apps
+
+    if url:
+        emit(over_http(url, token, "GET", "/v1/apps", None))
+        return
 
     async def work(conn: Any) -> list[dict[str, Any]]:
         return [a.public() for a in await list_apps(conn)]
