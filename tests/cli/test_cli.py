@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -73,6 +74,15 @@ def test_clear_errors(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-d
 
 def test_serve_rejects_a_bad_role(run) -> None:  # type: ignore[no-untyped-def]
     assert "--role" in run("serve", "--role", "boss", ok=False).stderr
+
+
+def test_serve_fails_when_its_port_is_taken(run) -> None:  # type: ignore[no-untyped-def]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        out = run("serve", "--port", port, "--log-format", "text", ok=False)
+    assert out.returncode == 3 and "ready on" not in out.stderr
 
 
 def test_admin_token_generated_once(tmp_path: Path) -> None:

@@ -138,6 +138,8 @@ def serve(
     server = uvicorn.Server(config)
     announce_when_started(server, app, base_url(host, port), settings, text=fmt == "text")
     server.run()
+    if not server.started:  # as uvicorn.run: the port was taken, or the start-up failed
+        raise typer.Exit(3)
 
 
 @db_cli.command("upgrade")
