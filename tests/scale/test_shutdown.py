@@ -48,43 +48,68 @@ async def fcm_rows(postgres_url: str, where: str = "true") -> list[asyncpg.Recor
         await conn.close()
 
 
+KILLS = 3  # workers killed one after the other, each mid-drain
+BACKLOG = 1500  # notifications added before each worker starts: it drains thousands a second
+SENDS_BEFORE_KILL = 100  # FCM sends (at least) from when a worker is up until it is killed
+
+
+@pytest.mark.slow
 async def test_kill_9_worker_mid_delivery(
     tmp_path: Path, postgres_url: str, redis_url: str, fcm_process: FcmProcess
 ) -> None:
-    env = base_env(postgres_url, redis_url, NUDGE_DELIVERY_LEASE_S="2", **fcm_process.env())
+    """A backlog drained by one worker at a time, each killed (SIGKILL) mid-drain and replaced:
+    nothing is lost, and what FCM sees twice is measured (docs/delivery.md, "kill -9"). Only a
+    send whose claim died with its worker can be sent again, once more per such death."""
+    # A lease shorter than the default (60 s), so the stranded claims come due soon, and longer
+    # than a claim takes to send and record here, so a live worker never re-claims its own.
+    env = base_env(postgres_url, redis_url, NUDGE_DELIVERY_LEASE_S="5", **fcm_process.env())
     (api,) = await start_servers(tmp_path, env, ["api"])
     servers = [api]
     try:
-        app_id, secret, uids = await make_users(api.url, 20)
-        accepted = await send_direct([api.url], app_id, secret, uids, 1000)
-        # A backlog, then two workers; one of them is killed while it holds claims.
-        servers += await start_servers(
-            tmp_path,
-            env,
-            ["worker", "worker"],
-            s0={"NUDGE_WORKER_ID": "victim"},
-            s1={"NUDGE_WORKER_ID": "survivor"},
-        )
-        victim = servers[1]
+        app_id, secret, uids = await make_users(api.url, 20 * KILLS)
+        accepted: dict[str, tuple[str, str]] = {}
+        held: list[set[str]] = []  # per kill: the FCM claims its worker held when it died
+        for kill in range(KILLS):
+            # Other users each time: the same message to the same user would be deduplicated.
+            group = uids[20 * kill : 20 * (kill + 1)]
+            accepted |= await send_direct([api.url], app_id, secret, group, BACKLOG)
+            worker_id = f"victim{kill}"
+            (victim,) = await start_servers(
+                tmp_path, env, ["worker"], s0={"NUDGE_WORKER_ID": worker_id}
+            )
+            servers.append(victim)
+            target = sum((await fcm_process.receipts()).values()) + SENDS_BEFORE_KILL
+            mine = f"d.claimed_by = '{worker_id}'"
 
-        async def victim_mid_batch() -> bool:
-            if sum((await fcm_process.receipts()).values()) < 200:
-                return False
-            return bool(await fcm_rows(postgres_url, "d.claimed_by = 'victim'"))
+            async def mid_drain(target: int = target, mine: str = mine) -> bool:
+                """Sending, and holding claims."""
+                if sum((await fcm_process.receipts()).values()) < target:
+                    return False
+                return bool(await fcm_rows(postgres_url, mine))
 
-        await wait_for(victim_mid_batch, timeout=20, interval=0.02)
-        victim.kill()  # SIGKILL
-        stranded = await fcm_rows(postgres_url, "d.state = 'sending' AND d.claimed_by = 'victim'")
+            await wait_for(mid_drain, timeout=60, interval=0.01)
+            victim.kill()  # SIGKILL
+            rows = await fcm_rows(postgres_url, f"d.state = 'sending' AND {mine}")
+            held.append({r["notification_id"] for r in rows})
+        # A worker may (rarely) be caught between batches, holding nothing: that kill strands
+        # nothing and repeats nothing. The others must have held claims.
+        assert sum(bool(claims) for claims in held) >= KILLS - 1, held
+        servers += await start_servers(tmp_path, env, ["worker"])
 
-        await wait_all_delivered(postgres_url, len(accepted))
+        await wait_all_delivered(postgres_url, len(accepted), timeout=60)
         await asyncio.sleep(0.5)
         receipts = await fcm_process.receipts()
-        assert set(receipts) == set(accepted)
+        assert set(receipts) == set(accepted)  # none lost
         resent = {nid: n - 1 for nid, n in receipts.items() if n > 1}
-        # Only a send whose claim died with the worker can be sent again, and only once more.
-        assert set(resent) <= {r["notification_id"] for r in stranded}
-        assert set(resent.values()) <= {1}
-        print(f"kill -9: {len(stranded)} FCM claims stranded, {len(resent)} sent twice")
+        for nid, extra in resent.items():  # at most once more per worker that died holding it
+            assert extra <= sum(nid in claims for claims in held), nid
+        per_kill = [(len(claims), len(claims & set(resent))) for claims in held]
+        stranded = sum(len(claims) for claims in held)
+        print(
+            f"kill -9 x{KILLS}: {stranded} FCM claims stranded, {sum(resent.values())} sends "
+            f"repeated ({100 * sum(resent.values()) / stranded:.1f} %); per kill "
+            f"(claims stranded, sent again): {per_kill}"
+        )
     finally:
         stop_all(servers)
 
