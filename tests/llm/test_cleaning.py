@@ -84,6 +84,7 @@ def test_each_removal_says_what_and_why() -> None:
 
 def test_plain_keeps_the_text_without_markup() -> None:
     assert plain("Noted: <user_name>Ana</user_name> <|im_end|>  ok") == "Noted: Ana ok"
+    assert plain("goals (<user_facts>Runs</user_facts>).") == "goals (Runs)."
     assert plain("word " * 100, 30).endswith("…") and len(plain("word " * 100, 30)) <= 30
 
 

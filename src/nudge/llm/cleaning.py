@@ -174,7 +174,7 @@ def clean_output(raw: str, max_chars: int = 300, prompt: str = "") -> Cleaned:
 def plain(raw: str, max_chars: int = 300) -> str:
     """``raw`` without control markers or tags, on one line, at most ``max_chars`` (cut at a word):
     what the fake provider's answers become (see nudge.llm.fake)."""
-    text = re.sub(r"\s+", " ", _TAG.sub(" ", CONTROL_MARKERS.sub(" ", raw))).strip()
+    text = re.sub(r"\s+", " ", _TAG.sub("", CONTROL_MARKERS.sub(" ", raw))).strip()
     if len(text) <= max_chars:
         return text
     return text[: max_chars - 1].rsplit(" ", 1)[0] + "…"
