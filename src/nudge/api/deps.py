@@ -35,8 +35,16 @@ async def check_text_input(connection: HTTPConnection) -> None:
     for name, value in connection.query_params.multi_items():
         check_text(name, "query parameter name")
         check_text(value, name)
-    # FastAPI parses a JSON body before it solves dependencies; Starlette keeps it on the request.
-    body = getattr(connection, "_json", None)
+    # FastAPI has already parsed a JSON body (Request.json() caches it) for routes that take one;
+    # for the others this reads it (bounded by the request guard). Malformed JSON is FastAPI's 422.
+    if not isinstance(connection, Request) or "json" not in connection.headers.get(
+        "content-type", ""
+    ):
+        return
+    try:
+        body = await connection.json()
+    except ValueError:
+        return
     if body is not None:
         problem = json_problem(body)
         if problem is not None:
