@@ -76,10 +76,21 @@ def test_each_removal_says_what_and_why() -> None:
     cleaned = clean_output(raw, prompt=prompt)
     assert cleaned.text == "Ice it."
     why = {r.why for r in cleaned.removed}
-    assert {"preamble", "quotes", "copies 40+ characters of the prompt"} <= why
+    assert {"preamble", "quotes", "copies 35+ characters of the prompt"} <= why
     copied = [r.text for r in cleaned.removed if r.why.startswith("copies")]
     assert copied == ["Based on her goals (Wants to run a marathon), rest."]
     assert {"text": "Sure!", "why": "preamble"} in cleaned.removed_as_dicts()
+
+
+def test_dialogue_the_model_goes_on_with_is_dropped() -> None:
+    raw = (
+        "Emma: Ask Joe about his agency.\nUser: Thanks!\nSPEAKER_01: Sure.\n"
+        "Facts: Project manager\nJoe: Hi."
+    )
+    cleaned = clean_output(raw)
+    assert cleaned.text == "Ask Joe about his agency."
+    dropped = [r.text for r in cleaned.removed if r.why == "a line of dialogue or of the prompt"]
+    assert dropped == ["User: Thanks!", "SPEAKER_01: Sure.", "Facts: Project manager", "Joe: Hi."]
 
 
 def test_plain_keeps_the_text_without_markup() -> None:

@@ -86,7 +86,14 @@ _META = re.compile(
 _SENTENCE = re.compile(r"[^.!?…]+(?:[.!?…]+[)'’]*|$)")
 _VOCATIVE = re.compile(r"^you\b[\s,]*(?:[\w']+)?[\s,]*[.!?]*$", re.IGNORECASE)
 _COMPLETE = re.compile(r"[.!?…][)'’]*$")
-ECHO_CHARS = 40
+# A sentence sharing this many characters with the prompt is a copy (a little under the
+# 40 that bench/quality.py counts over the whole message, so a copy that runs one character
+# into the next sentence is caught too).
+ECHO_CHARS = 35
+# "Name:", "SPEAKER_01:", "User:", "Facts:" at the start of a line: dialogue or prompt text.
+_SPEAKER_LINE = re.compile(
+    r"^\s*(?:[A-Z][\w'’]*(?: [A-Z][\w'’]*){0,2}|SPEAKER_\d+|user|app|assistant|system)\s*:\s+"
+)
 
 
 @dataclass(frozen=True)
@@ -146,12 +153,18 @@ def clean_output(raw: str, max_chars: int = 300, prompt: str = "") -> Cleaned:
     text = c.sub(_THINK, raw, "reasoning block")
     text = c.sub(CONTROL_MARKERS, text, "control marker")
     text = c.sub(_TAG, text, "markup tag")
-    lines = []
+    lines: list[str] = []
     for line in text.splitlines():
         line = c.sub(_LIST_MARKER, line, "list marker", "")
         line = c.sub(_MARKDOWN, line, "markdown", "")
-        if line.strip():
-            lines.append(line.strip())
+        if not line.strip():
+            continue
+        if _SPEAKER_LINE.match(line):
+            if lines:  # after the message: the model goes on with a dialogue or the prompt
+                c.drop(line.strip(), "a line of dialogue or of the prompt")
+                continue
+            line = c.sub(_SPEAKER_LINE, line, "label", "")
+        lines.append(line.strip())
     text = " ".join(lines)
     text = "".join(ch for ch in text if ch.isprintable())
     text = c.sub(_DOUBLE_QUOTES, text, "quotes", "")
