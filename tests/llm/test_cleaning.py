@@ -54,6 +54,10 @@ from nudge.llm.cleaning import clean_output, plain
         ("You're a helpful mentor for Ravi. Talk to Arjun tonight.", "Talk to Arjun tonight."),
         ("Book the table. I'm always happy to help, just let me know.", "Book the table."),
         ("You, Leo, are a travel buddy. Pack your passport.", "Pack your passport."),
+        (
+            "As a helpful mentor, I'm here to offer guidance. Rest your knee this week.",
+            "Rest your knee this week.",
+        ),
         ("You can ask your buddy to run with you.", "You can ask your buddy to run with you."),
         ("You're right, I'm not sure what to recommend. Take your pills.", "Take your pills."),
         ("Plan the week. Then start with the hardest", "Plan the week."),

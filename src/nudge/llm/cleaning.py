@@ -74,7 +74,8 @@ _META = re.compile(
     r"|\btwo(?:-| )(?:short )?sentences?\b|(?-i:\bSKIP\b)"
     r"|\bhere(?:'s| is) (?:a|the|my|your|how|some)\b"
     r"|\b(?:the|this|my) (?:advice|tip|notification|message) (?:to|is|would be)\b"
-    r"|\bI'?m (?:\w+ )?(?:here|happy|glad|ready) to (?:help|share|assist)\b"
+    r"|\bI'?m (?:\w+ )?(?:here|happy|glad|ready) to (?:help|share|assist|offer|support)\b"
+    r"|^as (?:a|an|your) [^,.!?]{0,30}\b(?:mentor|coach|buddy|assistant|AI|checker|helper)\b"
     r"|\bI'll (?:provide|write)\b|\blet me know\b|\bI'?m not sure\b|\bI'?m an? \b"
     r"|\bthe user\b|^you help\b"
     # the app's role for the model, repeated to the user ("You're a health coach for Tom",
