@@ -5,7 +5,6 @@ its delivery at once (no 24 h of retries) without a connection being made."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,9 +14,9 @@ from nudge.config import Settings
 from nudge.delivery.providers.base import Outcome, ProviderDeps, SendResult, Target
 from nudge.delivery.providers.webpush import WebPushProvider
 from nudge.net.guard import GuardedResolver
-from tests.conftest import make_world
+from tests.conftest import make_world, running
 from tests.delivery.conftest import push_message, vapid_public
-from tests.delivery.test_delivery_flow import add_device, notify, running, settled
+from tests.delivery.test_delivery_flow import add_device, notify, settled
 from tests.fakes.webpush import FakePushService
 from tests.net.conftest import REFUSED_FORMS, Listener, resolve
 
@@ -122,7 +121,7 @@ async def test_a_name_that_does_not_resolve_is_retried(
 
 
 async def test_registration_checks_the_allow_list_and_the_delivery_fails_with_the_reason(
-    tmp_path: Path, settings: Settings, keys: dict[str, str], listener: Listener
+    settings: Settings, keys: dict[str, str], listener: Listener
 ) -> None:
     """End to end: with the default allow-list the endpoint is refused at registration (422 on
     the field); with any host allowed it registers, and its delivery ends ``failed`` at the
