@@ -8,12 +8,21 @@ unknown app is a 404 (in Omi the key check fails first, which makes its 404 unre
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nudge.core.apps import AppRecord, app_for_secret, get_app, parse_bearer
-from nudge.core.errors import Forbidden, Invalid, Unauthorized
+from nudge.core.errors import Forbidden, Invalid, NudgeError, Unauthorized
+from nudge.core.integrations.limits import Policy, take
+from nudge.core.notifications import RateLimit
 from nudge.store.models import Install
+
+if TYPE_CHECKING:
+    from nudge.platform import Platform
 
 # What each gate lets an app do, for the 403 that says which action to list.
 _DOING = {
@@ -56,3 +65,24 @@ async def authorize(
             f'{{"action": "{action}"}} in its manifest\'s external_integration.actions'
         )
     return app
+
+
+@asynccontextmanager
+async def limited(
+    platform: Platform,
+    authorization: str | None,
+    app_id: str,
+    uid: str,
+    action: str,
+    policy: Policy,
+) -> AsyncIterator[RateLimit]:
+    """A create call: ``action`` checked, the request counted under ``policy`` (429 past it),
+    and the window's headers added to any error the body raises."""
+    async with platform.db.read() as conn:
+        await authorize(conn, authorization, app_id, uid, action)
+    rate = await take(platform.counters, policy, app_id, uid)
+    try:
+        yield rate
+    except NudgeError as exc:
+        exc.headers.update(rate.headers())
+        raise

@@ -28,9 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import ColumnElement, Connection, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from nudge.core.errors import Invalid, NudgeError
-from nudge.core.integrations.access import authorize
-from nudge.core.integrations.limits import conversations_policy, take
+from nudge.core.errors import Invalid
+from nudge.core.integrations.access import authorize, limited
+from nudge.core.integrations.limits import conversations_policy
 from nudge.core.notifications import RateLimit
 from nudge.platform import Platform
 from nudge.proactive.conversation import (
@@ -260,10 +260,8 @@ async def import_conversation(
     body: CreateConversation,
 ) -> tuple[ConversationItem, RateLimit]:
     """``POST /v2/integrations/{app_id}/user/conversations``."""
-    async with platform.db.read() as conn:
-        await authorize(conn, authorization, app_id, uid, "create_conversation")
-    rate = await take(platform.counters, conversations_policy(platform.settings), app_id, uid)
-    try:
+    policy = conversations_policy(platform.settings)
+    async with limited(platform, authorization, app_id, uid, "create_conversation", policy) as rate:
         conversation_id = await platform.db.run_in_transaction(
             lambda conn: store_imported(conn, uid, app_id, body)
         )
@@ -272,9 +270,6 @@ async def import_conversation(
         async with platform.db.read() as conn:
             (item,) = await _items(conn, [conversation_id], max_segments=-1)
         return item, rate
-    except NudgeError as exc:
-        exc.headers.update(rate.headers())
-        raise
 
 
 # --- Reads ---------------------------------------------------------------------------------

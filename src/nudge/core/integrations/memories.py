@@ -24,9 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from nudge.core.errors import Invalid, NudgeError
-from nudge.core.integrations.access import authorize
-from nudge.core.integrations.limits import memories_policy, take
+from nudge.core.errors import Invalid
+from nudge.core.integrations.access import authorize, limited
+from nudge.core.integrations.limits import memories_policy
 from nudge.core.notifications import RateLimit
 from nudge.llm import LLM, LLMError, build_llm
 from nudge.platform import Platform
@@ -202,10 +202,8 @@ async def import_memories(
 ) -> tuple[list[MemoryItem], RateLimit]:
     """``POST /v2/integrations/{app_id}/user/memories``: explicit memories as given, then those
     found in ``text``; returns those stored and the request window."""
-    async with platform.db.read() as conn:
-        await authorize(conn, authorization, app_id, uid, "create_memories")
-    rate = await take(platform.counters, memories_policy(platform.settings), app_id, uid)
-    try:
+    policy = memories_policy(platform.settings)
+    async with limited(platform, authorization, app_id, uid, "create_memories", policy) as rate:
         pairs = [(m.content.strip(), list(m.tags or [])) for m in body.memories or ()]
         text = (body.text or "").strip()
         if not text and not pairs:
@@ -219,9 +217,6 @@ async def import_memories(
             pairs.extend((fact, []) for fact in facts)
         async with platform.db.begin() as conn:
             return await store_memories(conn, uid, app_id, pairs), rate
-    except NudgeError as exc:
-        exc.headers.update(rate.headers())
-        raise
 
 
 async def memories_of(
