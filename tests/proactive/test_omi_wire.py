@@ -225,6 +225,25 @@ def test_parse_summary(output: str, expected: tuple[str, str, str] | None) -> No
 # --- {"message"} answers --------------------------------------------------------------------
 
 
+def _remind(body: dict[str, Any]) -> dict[str, Any]:
+    return {"message": f"Noted: {body['segments'][-1]['text']}"}
+
+
+async def _reminders(c: httpx.AsyncClient, name: str, url: str) -> dict[str, Any]:
+    """A realtime app at ``{url}/live`` (answering with ``_remind``), installed by Ana."""
+    app = await create_app(c, manifest(name, f"{url}/live"))
+    await create_user(c, "ana", "Ana")
+    await install(c, "ana", app["app_id"], [])
+    return app
+
+
+async def _say_each(c: httpx.AsyncClient, calls: list[dict[str, Any]], texts: list[str]) -> None:
+    """Each text as Ana's next segment, once the app has been called for the one before."""
+    for i, text in enumerate(texts):
+        await post_segments(c, "ana", "ana", text)
+        await wait_for(lambda n=i: asyncio.sleep(0, result=len(calls) > n))
+
+
 async def test_message_answers_do_not_count_against_the_direct_cap(
     tmp_path: Path, database_url: str
 ) -> None:
@@ -234,20 +253,13 @@ async def test_message_answers_do_not_count_against_the_direct_cap(
     platform = await Platform.start(settings)
     calls: list[dict[str, Any]] = []
 
-    def remind(body: dict[str, Any]) -> dict[str, Any]:
-        return {"message": f"Noted: {body['segments'][-1]['text']}"}
-
     try:
         async with (
             api_client(platform) as c,
-            ServeASGI(scripted_app(calls, {"live": remind})) as served,
+            ServeASGI(scripted_app(calls, {"live": _remind})) as served,
         ):
-            app = await create_app(c, manifest("Reminders", f"{served.url}/live"))
-            await create_user(c, "ana", "Ana")
-            await install(c, "ana", app["app_id"], [])
-            for i in range(12):
-                await post_segments(c, "ana", "ana", f"remember item number {i}")
-                await wait_for(lambda n=i: asyncio.sleep(0, result=len(calls) > n))
+            app = await _reminders(c, "Reminders", served.url)
+            await _say_each(c, calls, [f"remember item number {i}" for i in range(12)])
             await post_segments(c, "ana", "ana", "remember item number 11")  # a repeat
             traced = await wait_traces(c, app["app_id"], 13)
             notes = [n for n in await inbox(c, "ana") if n["app_id"] == app["app_id"]]
@@ -276,20 +288,13 @@ async def test_message_answers_have_their_own_guard(tmp_path: Path, database_url
     platform = await Platform.start(settings)
     calls: list[dict[str, Any]] = []
 
-    def remind(body: dict[str, Any]) -> dict[str, Any]:
-        return {"message": f"Noted: {body['segments'][-1]['text']}"}
-
     try:
         async with (
             api_client(platform) as c,
-            ServeASGI(scripted_app(calls, {"live": remind})) as served,
+            ServeASGI(scripted_app(calls, {"live": _remind})) as served,
         ):
-            app = await create_app(c, manifest("Runaway", f"{served.url}/live"))
-            await create_user(c, "ana", "Ana")
-            await install(c, "ana", app["app_id"], [])
-            for i in range(4):
-                await post_segments(c, "ana", "ana", f"item {i}")
-                await wait_for(lambda n=i: asyncio.sleep(0, result=len(calls) > n))
+            app = await _reminders(c, "Runaway", served.url)
+            await _say_each(c, calls, [f"item {i}" for i in range(4)])
             traced = await wait_traces(c, app["app_id"], 4)
     finally:
         await platform.close()
