@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import insert
 
+from nudge.config import Settings
 from nudge.platform import Platform
 from nudge.proactive.ingest import new_conversation_id, queue_memory_webhooks
 from nudge.proactive.summary import parse_summary
@@ -229,12 +231,26 @@ def _remind(body: dict[str, Any]) -> dict[str, Any]:
     return {"message": f"Noted: {body['segments'][-1]['text']}"}
 
 
-async def _reminders(c: httpx.AsyncClient, name: str, url: str) -> dict[str, Any]:
-    """A realtime app at ``{url}/live`` (answering with ``_remind``), installed by Ana."""
-    app = await create_app(c, manifest(name, f"{url}/live"))
-    await create_user(c, "ana", "Ana")
-    await install(c, "ana", app["app_id"], [])
-    return app
+Reminders = tuple[httpx.AsyncClient, dict[str, Any], list[dict[str, Any]]]
+
+
+@asynccontextmanager
+async def _reminders(settings: Settings, name: str) -> AsyncIterator[Reminders]:
+    """A platform where Ana installed ``name``, a realtime app answering each segment with a
+    ``{"message"}`` (``_remind``); the API client, the app and the app's calls."""
+    platform = await Platform.start(settings)
+    calls: list[dict[str, Any]] = []
+    try:
+        async with (
+            api_client(platform) as c,
+            ServeASGI(scripted_app(calls, {"live": _remind})) as served,
+        ):
+            app = await create_app(c, manifest(name, f"{served.url}/live"))
+            await create_user(c, "ana", "Ana")
+            await install(c, "ana", app["app_id"], [])
+            yield c, app, calls
+    finally:
+        await platform.close()
 
 
 async def _say_each(c: httpx.AsyncClient, calls: list[dict[str, Any]], texts: list[str]) -> None:
@@ -250,26 +266,16 @@ async def test_message_answers_do_not_count_against_the_direct_cap(
     """Twelve ``{"message"}`` answers in a minute all reach the inbox (the direct API's cap is
     10 an hour) and leave that cap untouched; the duplicate window still holds."""
     settings = make_settings(tmp_path, database_url=database_url, webhook_flush_interval_s=0.05)
-    platform = await Platform.start(settings)
-    calls: list[dict[str, Any]] = []
-
-    try:
-        async with (
-            api_client(platform) as c,
-            ServeASGI(scripted_app(calls, {"live": _remind})) as served,
-        ):
-            app = await _reminders(c, "Reminders", served.url)
-            await _say_each(c, calls, [f"remember item number {i}" for i in range(12)])
-            await post_segments(c, "ana", "ana", "remember item number 11")  # a repeat
-            traced = await wait_traces(c, app["app_id"], 13)
-            notes = [n for n in await inbox(c, "ana") if n["app_id"] == app["app_id"]]
-            direct = await c.post(
-                f"/v2/integrations/{app['app_id']}/notification",
-                params={"uid": "ana", "message": "A direct one"},
-                headers={"Authorization": f"Bearer {app['app_secret']}"},
-            )
-    finally:
-        await platform.close()
+    async with _reminders(settings, "Reminders") as (c, app, calls):
+        await _say_each(c, calls, [f"remember item number {i}" for i in range(12)])
+        await post_segments(c, "ana", "ana", "remember item number 11")  # a repeat
+        traced = await wait_traces(c, app["app_id"], 13)
+        notes = [n for n in await inbox(c, "ana") if n["app_id"] == app["app_id"]]
+        direct = await c.post(
+            f"/v2/integrations/{app['app_id']}/notification",
+            params={"uid": "ana", "message": "A direct one"},
+            headers={"Authorization": f"Bearer {app['app_secret']}"},
+        )
     assert [t["outcome"] for t in traced] == ["message_sent"] * 13
     assert traced[-1]["notification"]["duplicate"] is True  # within 60 s: sent once
     assert len(notes) == 12 and {n["kind"] for n in notes} == {"message"}
@@ -285,19 +291,9 @@ async def test_message_answers_have_their_own_guard(tmp_path: Path, database_url
         webhook_flush_interval_s=0.05,
         webhook_message_limit_per_hour=3,
     )
-    platform = await Platform.start(settings)
-    calls: list[dict[str, Any]] = []
-
-    try:
-        async with (
-            api_client(platform) as c,
-            ServeASGI(scripted_app(calls, {"live": _remind})) as served,
-        ):
-            app = await _reminders(c, "Runaway", served.url)
-            await _say_each(c, calls, [f"item {i}" for i in range(4)])
-            traced = await wait_traces(c, app["app_id"], 4)
-    finally:
-        await platform.close()
+    async with _reminders(settings, "Runaway") as (c, app, calls):
+        await _say_each(c, calls, [f"item {i}" for i in range(4)])
+        traced = await wait_traces(c, app["app_id"], 4)
     assert [t["outcome"] for t in traced] == ["message_sent"] * 3 + ["message_refused"]
     assert "at most 3 webhook message answers per user per hour" in traced[-1]["error"]
 
