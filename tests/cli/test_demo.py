@@ -14,7 +14,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from rich.console import Console
 
+from nudge.cli.demo import _not_sent
 from nudge.llm.embedded import shipped_model_path
 from tests.conftest import unavailable
 
@@ -107,3 +109,19 @@ def test_demo_keep_serves_the_console_until_interrupted(tmp_path: Path) -> None:
             proc.wait()
         log.close()
     assert "Traceback" not in (tmp_path / "demo.log").read_text()
+
+
+def test_a_held_or_quiet_answer_is_explained_with_how_to_use_a_stronger_model() -> None:
+    console = Console(record=True, width=100)
+    held = {
+        "outcome": "held",
+        "llm": {"reason": "after 3 tries: mentions nothing from the user's data", "raw": '"Hi!"'},
+    }
+    console.print(_not_sent(held))
+    console.print(_not_sent({"outcome": "quiet", "llm": {"reason": "the model answered 'SKIP'"}}))
+    shown = console.export_text()
+    text = " ".join(" ".join(line.strip("│╭╮╰╯─ ").split()) for line in shown.splitlines())
+    assert "No proactive notification was sent (held: it failed the checks: after 3" in text
+    assert 'The model wrote: "Hi!"' in text and "(the model chose quiet: the model" in text
+    assert "  export NUDGE_LLM_PROVIDER=openai" in shown  # one setting a line
+    assert text.count("NUDGE_LLM_PROVIDER=openai") == 4 and "docs/proactive.md" in text

@@ -64,11 +64,13 @@ SMALL_MODEL_NOTE = (
 )
 STRONGER_MODEL = (
     "The embedded SmolLM2-135M runs anywhere but often writes nothing usable. For messages "
-    "people can use, point Nudge at a stronger model, e.g.:\n"
-    "  NUDGE_LLM_PROVIDER=openai NUDGE_LLM_BASE_URL=http://127.0.0.1:11434/v1 \\\n"
-    "  NUDGE_LLM_MODEL=qwen2.5:7b-instruct nudge demo        (Ollama)\n"
-    "  NUDGE_LLM_PROVIDER=openai NUDGE_LLM_API_KEY=sk-… NUDGE_LLM_MODEL=gpt-4o-mini nudge demo\n"
-    "(docs/proactive.md, section 5)"
+    "people can use, point Nudge at a stronger model, e.g. with Ollama:\n"
+    "  export NUDGE_LLM_PROVIDER=openai\n"
+    "  export NUDGE_LLM_BASE_URL=http://127.0.0.1:11434/v1\n"
+    "  export NUDGE_LLM_MODEL=qwen2.5:7b-instruct\n"
+    "  nudge demo\n"
+    "or OpenAI: NUDGE_LLM_PROVIDER=openai NUDGE_LLM_API_KEY=sk-… NUDGE_LLM_MODEL=gpt-4o-mini "
+    "(docs/proactive.md, section 5)."
 )
 DIRECT_MESSAGE = "Your long run is tomorrow at 7am: 18 km, easy pace."
 
