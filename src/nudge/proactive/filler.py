@@ -63,6 +63,4 @@ def fill(template: str, values: Mapping[str, str], reasons: Mapping[str, str]) -
     parts.append((template[end:], None))
     kept = tuple(p for p in parts if p[0])
     text = "".join(piece for piece, _ in kept)
-    return Filled(
-        text, list(dict.fromkeys(filled)), emptied, list(dict.fromkeys(other)), kept
-    )
+    return Filled(text, list(dict.fromkeys(filled)), emptied, list(dict.fromkeys(other)), kept)
