@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 from _load import cpu_seconds, direct_request, free_port, run_load, start_server  # noqa: E402
 from tests.fakes.process import start_fcm  # noqa: E402
 
-from nudge.delivery.bus import asyncpg_dsn  # noqa: E402
+from nudge.bus.transport import asyncpg_dsn  # noqa: E402
 from nudge.store.migrate import upgrade  # noqa: E402
 
 ADMIN = "bench-admin"

@@ -1,4 +1,4 @@
-"""CPU per webhook call: WebhookClient.send over proactive/http1.py versus the aiohttp path it
+"""CPU per webhook call: WebhookClient.send over net/http1.py versus the aiohttp path it
 replaced, A/B in one run.
 
     .venv/bin/python bench/webhooks.py [--calls 20000] [--concurrency 50] [--rounds 4]
@@ -45,8 +45,8 @@ from _load import free_port, read_message  # noqa: E402
 
 from nudge import __version__  # noqa: E402
 from nudge.config import Settings  # noqa: E402
-from nudge.proactive.http1 import Answer  # noqa: E402
-from nudge.proactive.webhooks import (  # noqa: E402
+from nudge.net.http1 import Answer  # noqa: E402
+from nudge.net.webhooks import (  # noqa: E402
     GuardedResolver,
     WebhookClient,
     WebhookRefused,

@@ -7,7 +7,7 @@ import json
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from nudge.core.errors import Invalid
+from nudge.errors import Invalid
 from nudge.text import STORED, Line, Text, check_text, json_bytes, json_problem, json_text
 
 

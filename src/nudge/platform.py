@@ -9,24 +9,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nudge.bus.local import EventBus
+from nudge.bus.transport import build_bus
 from nudge.config import Settings
 from nudge.core.acceptor import Acceptor
-from nudge.core.integrations.limits import Counters, build_counters
 from nudge.core.notifications import Limits
 from nudge.core.retention import Housekeeper
-from nudge.delivery.bus import build_bus
-from nudge.delivery.events import EventBus
 from nudge.delivery.providers import ProviderDeps, build_providers
 from nudge.delivery.providers.base import Provider
 from nudge.delivery.queue import RetryPolicy
 from nudge.delivery.worker import DeliveryWorker
+from nudge.integrations.limits import Counters, build_counters
 from nudge.llm import LLM, build_llm
 from nudge.metrics import Metrics
+from nudge.net.webhooks import WebhookClient
 from nudge.proactive.claims import Claims, build_claims
 from nudge.proactive.dispatcher import INGEST_BATCH, Dispatcher
 from nudge.proactive.ingest import Ingestor
 from nudge.proactive.pipeline import Pipeline
-from nudge.proactive.webhooks import WebhookClient
 from nudge.store.batch import BatchWriter
 from nudge.store.db import Database
 from nudge.store.migrate import upgrade
@@ -82,7 +82,7 @@ class Platform:
             max_overflow=settings.db_max_overflow,
         )
         bus = build_bus(settings)
-        writer = BatchWriter(db)
+        db.start()
         limits = Limits(
             settings.direct_limit_per_hour,
             settings.dedupe_window_s,
@@ -93,12 +93,11 @@ class Platform:
             db=db,
             bus=bus,
             metrics=Metrics(),
-            writer=writer,
+            writer=db._writer,
             acceptor=Acceptor(db, limits, lock_rows=db.is_postgres),
             admin_token=resolve_admin_token(settings),
             counters=build_counters(settings.redis_url, db),
         )
-        platform.writer.start()
         platform.acceptor.start()
         platform.webhooks = WebhookClient(settings)
         if settings.role in ("worker", "all"):
@@ -178,7 +177,6 @@ class Platform:
         if self.tasks:  # cancelled workers still record what finished and release their claims
             await asyncio.wait(self.tasks, timeout=10)
         await self.acceptor.aclose()
-        await self.writer.aclose()
         for provider in self.providers.values():
             await provider.aclose()
         for part in (self.webhooks, self.llm, self.claims, self.counters):

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, ValidationInfo
 
-from nudge.core.errors import Invalid
+from nudge.errors import Invalid
 
 _TEXT = re.compile("[\x00\ud800-\udfff]")
 _LINE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
@@ -123,3 +124,27 @@ def json_bytes(value: Any, *, allow_nan: bool = False) -> bytes:
         return text.encode()
     except UnicodeEncodeError:
         return _scrub(text).encode()
+
+
+# Words: the content words of a text, for search and for checking what a message mentions.
+WORD = re.compile(r"[^\W\d_]{3,}")
+_STOPWORDS = """
+    about above after again against all also and any are aren because been before being
+    below between both but can cannot could did didn does doesn doing don down during each
+    few for from further had hadn has hasn have haven having her here hers herself him
+    himself his how into isn its itself just let like more most mustn myself nor not now off
+    once only other ought our ours ourselves out over own really same shan she should
+    shouldn some such than that the their theirs them themselves then there these they this
+    those through too under until very was wasn way were weren what when where which while
+    who whom why will with won would wouldn yeah yes you your yours yourself yourselves okay
+    think know going get got want said say see one two well thing things something
+"""
+STOPWORDS = frozenset(_STOPWORDS.split())
+
+
+def keywords(transcript: str, limit: int = 12) -> list[str]:
+    """The transcript's most frequent content words (later words win ties)."""
+    words = [w for w in WORD.findall(transcript.lower()) if w not in STOPWORDS]
+    counts = Counter(words)
+    last_seen = {w: i for i, w in enumerate(words)}
+    return sorted(counts, key=lambda w: (-counts[w], -last_seen[w]))[:limit]

@@ -13,8 +13,8 @@ from typing import Any, Protocol, TypeVar
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from nudge.bus.local import LocalEventBus
 from nudge.config import Settings
-from nudge.delivery.events import LocalEventBus
 from nudge.delivery.providers.base import ProviderDeps, PushMessage
 from nudge.delivery.providers.http import TRANSPORTS
 from nudge.ids import new_id

@@ -16,7 +16,7 @@ from nudge.net.guard import (
     address_refusal,
     literal_address,
 )
-from nudge.proactive.webhooks import WebhookClient, WebhookTarget
+from nudge.net.webhooks import WebhookClient, WebhookTarget
 from tests.conftest import make_settings
 from tests.net.conftest import REFUSED_FORMS, Listener, resolve
 

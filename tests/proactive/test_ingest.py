@@ -322,7 +322,7 @@ async def _add_users(conn: Any, *uids: str) -> None:
 
 async def test_ingest_batch_answers_each_request(tmp_path: Any, database_url: str) -> None:
     """One batch holding every case, on SQLite and PostgreSQL."""
-    from nudge.core.errors import Forbidden, NotFound, Unauthorized
+    from nudge.errors import Forbidden, NotFound, Unauthorized
     from nudge.proactive.ingest import IngestRequest, SegmentIn, ingest_batch
     from nudge.store.db import Database
     from nudge.store.migrate import upgrade

@@ -15,7 +15,7 @@ import asyncpg
 import httpx
 import pytest
 
-from nudge.delivery.bus import asyncpg_dsn
+from nudge.bus.transport import asyncpg_dsn
 from nudge.store.migrate import upgrade
 from tests.conftest import ADMIN, Server, free_port, start_server, wait_for
 from tests.fakes.process import start_fcm

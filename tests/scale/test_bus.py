@@ -11,8 +11,8 @@ import asyncpg
 import pytest
 import redis.asyncio as redis
 
-from nudge.delivery import bus as bus_module
-from nudge.delivery.bus import PostgresEventBus, RedisEventBus, TransportBus, asyncpg_dsn
+from nudge.bus import transport as bus_module
+from nudge.bus.transport import PostgresEventBus, RedisEventBus, TransportBus, asyncpg_dsn
 from tests.conftest import free_port
 
 Factory = Callable[[], TransportBus]

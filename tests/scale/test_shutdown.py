@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from nudge.delivery.bus import asyncpg_dsn
+from nudge.bus.transport import asyncpg_dsn
 from tests.conftest import Server, wait_for
 from tests.fakes.asgi import Reply, Request, asgi_app, serve
 from tests.fakes.fcm import FakeFcm

@@ -12,8 +12,8 @@ from sqlalchemy import Connection, func, select
 
 from nudge.core import users
 from nudge.core.acceptor import Acceptor
-from nudge.core.errors import NotFound, NudgeError
 from nudge.core.notifications import Limits, NotificationRequest
+from nudge.errors import NotFound, NudgeError
 from nudge.store.batch import BatchWriter, RequestBatcher, Work
 from nudge.store.db import CHECKPOINT_EVERY, Database
 from nudge.store.migrate import upgrade
@@ -145,7 +145,7 @@ async def test_batch_writer_runs_sync_works_with_a_refusal_or_crash_kept_to_its_
 
         return work
 
-    writer = BatchWriter(db)
+    writer = BatchWriter(partial(db.run_in_transaction, on_loop=True))
     writer.start()
     try:
         first = await asyncio.gather(

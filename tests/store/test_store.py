@@ -10,12 +10,12 @@ import pytest
 from sqlalchemy import Connection, func, select, update
 
 from nudge.core import apps, users
-from nudge.core.errors import NotFound, RateLimited, Unauthorized
 from nudge.core.manifest import Manifest
 from nudge.core.notifications import Accepted, Limits, NotificationRequest, accept_batch
 from nudge.delivery import queue
 from nudge.delivery.providers.base import Outcome, SendResult
 from nudge.delivery.queue import RetryPolicy
+from nudge.errors import NotFound, RateLimited, Unauthorized
 from nudge.ids import hash_secret
 from nudge.net.guard import HostAllowList
 from nudge.store.db import Database

@@ -10,8 +10,8 @@ from pydantic import BaseModel
 
 from nudge import console
 from nudge.api.deps import AdminDep, PlatformDep, UserDep
-from nudge.core.errors import NotFound
 from nudge.core.users import get_user
+from nudge.errors import NotFound
 
 router = APIRouter(tags=["console"])
 

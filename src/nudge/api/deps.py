@@ -8,8 +8,8 @@ from fastapi import Depends, Header, Request
 from starlette.requests import HTTPConnection
 
 from nudge.core.apps import is_admin_token, parse_bearer
-from nudge.core.errors import Invalid, Unauthorized
 from nudge.core.users import authenticate_user
+from nudge.errors import Invalid, Unauthorized
 from nudge.platform import Platform
 from nudge.text import check_text, json_problem
 

@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from nudge.api.deps import PlatformDep
 from nudge.core.apps import authenticate_app
 from nudge.core.direct import DirectSend, refusal, send_direct
-from nudge.core.errors import Invalid, NudgeError
 from nudge.core.notifications import notification_status
+from nudge.errors import Invalid, NudgeError
 from nudge.text import Line, Text
 
 router = APIRouter(tags=["app API"])

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from nudge.api.asgi import first_headers, respond_json
 from nudge.api.errors import respond_database_outage
 from nudge.core.direct import DirectSend, refusal, send_direct
-from nudge.core.errors import Invalid, NudgeError
+from nudge.errors import Invalid, NudgeError
 from nudge.platform import Platform
 
 PATH = "/v2/integrations/{app_id}/notification"

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Send
 
 from nudge.api.asgi import SafeJSONResponse, respond_json
-from nudge.core.errors import NudgeError
+from nudge.errors import NudgeError
 from nudge.text import LONE_SURROGATE
 
 log = logging.getLogger("nudge.api")

@@ -1,5 +1,5 @@
 """Omi's integration API (contract.md §9): the routes; the work is in
-:mod:`nudge.core.integrations`."""
+:mod:`nudge.integrations`."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from nudge.api.deps import PlatformDep
-from nudge.core.integrations import conversations, memories
-from nudge.core.integrations.notification import NotificationV1, send_notification_v1
+from nudge.integrations import conversations, memories
+from nudge.integrations.notification import NotificationV1, send_notification_v1
 
 router = APIRouter(tags=["integration API"])
 

@@ -26,8 +26,8 @@ from nudge.api.asgi import first_headers, respond_json
 from nudge.api.deps import AdminDep, PlatformDep, UserDep
 from nudge.api.errors import describe_validation, respond_database_outage
 from nudge.core.apps import authenticate_app, get_app, is_admin_token, parse_bearer
-from nudge.core.errors import NudgeError, Unavailable
 from nudge.core.users import USER_CREDENTIAL, authenticate_user, user_token_hash
+from nudge.errors import NudgeError, Unavailable
 from nudge.platform import Platform
 from nudge.proactive import ingest, traces
 from nudge.store.models import App

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from nudge.cli.remote import CliError, admin_call, admin_token, missing_database, send_over_http
 from nudge.config import Settings, load_settings
-from nudge.core.errors import NudgeError
+from nudge.errors import NudgeError
 
 T = TypeVar("T")
 
@@ -354,8 +354,8 @@ def users_facts(
     limit: int = typer.Option(100, min=1, max=1000, help="How many, newest first."),
 ) -> None:
     """A user's facts (Omi's memories), newest first; those apps imported name their app."""
-    from nudge.core.integrations.memories import memories_of
     from nudge.core.users import get_user
+    from nudge.integrations.memories import memories_of
 
     async def work(conn: Any) -> list[dict[str, Any]]:
         await get_user(conn, uid)
@@ -373,8 +373,8 @@ def users_conversations(
 ) -> None:
     """A user's conversations, newest first, as Omi's integration API shows them (live and
     imported ones too)."""
-    from nudge.core.integrations.conversations import conversations_of
     from nudge.core.users import get_user
+    from nudge.integrations.conversations import conversations_of
 
     async def work(conn: Any) -> list[dict[str, Any]]:
         await get_user(conn, uid)

@@ -36,6 +36,7 @@ from nudge.api.errors import describe_validation
 from nudge.config import Settings
 from nudge.core.manifest import SCOPES
 from nudge.ids import new_webhook_secret
+from nudge.net.webhooks import WebhookClient, WebhookTarget
 from nudge.proactive.context import render_conversations
 from nudge.proactive.filler import fill, placeholders
 from nudge.proactive.ingest import (
@@ -54,7 +55,6 @@ from nudge.proactive.pipeline import (
     scope_decisions,
 )
 from nudge.proactive.traces import OUTCOMES
-from nudge.proactive.webhooks import WebhookClient, WebhookTarget
 
 SEGMENTS = TypeAdapter(list[SegmentIn])
 LINE = re.compile(r"^\s*([^:]{1,64}?)\s*:\s*(\S.*?)\s*$")

@@ -15,8 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nudge.core.apps import app_for_secret, is_admin_token, parse_bearer
-from nudge.core.errors import Unauthorized
 from nudge.core.users import user_token_hash
+from nudge.errors import Unauthorized
 from nudge.ids import APP_SECRET_RE
 from nudge.store.models import Conversation, User, UserFact
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from functools import partial
 
-from nudge.core.errors import NudgeError
 from nudge.core.notifications import Accepted, Limits, NotificationRequest, accept_batch
+from nudge.errors import NudgeError
 from nudge.store.batch import RequestBatcher
 from nudge.store.db import Database
 

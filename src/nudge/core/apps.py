@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from nudge.core.errors import Invalid, NotFound, Unauthorized
 from nudge.core.manifest import Manifest
+from nudge.errors import Invalid, NotFound, Unauthorized
 from nudge.ids import APP_SECRET_RE, hash_secret, new_app_secret, new_id, new_webhook_secret
 from nudge.store.models import App, AppKey
 from nudge.text import STORED

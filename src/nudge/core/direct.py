@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from nudge.core.apps import app_for_secret, parse_bearer
-from nudge.core.errors import Invalid, NudgeError, Unauthorized
 from nudge.core.notifications import (
     Accepted,
     NotificationRequest,
@@ -13,6 +12,7 @@ from nudge.core.notifications import (
     validate_message,
 )
 from nudge.core.notifications import current_rate_limit as window_state
+from nudge.errors import Invalid, NudgeError, Unauthorized
 from nudge.ids import APP_SECRET_RE, hash_secret
 from nudge.platform import Platform
 from nudge.text import check_text

@@ -23,7 +23,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Dialect, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from nudge.core.errors import Invalid, NotFound, NudgeError, RateLimited, Unauthorized
+from nudge.errors import Invalid, NotFound, NudgeError, RateLimited, Unauthorized
 from nudge.ids import id_floor, id_time, new_id
 from nudge.store.fast import Statement
 from nudge.store.models import (

@@ -15,11 +15,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nudge.core.apps import AppRecord, get_app, is_admin_token, parse_bearer
-from nudge.core.errors import Conflict, Forbidden, Invalid, NotFound, NudgeError, Unauthorized
 from nudge.core.manifest import SCOPES
+from nudge.errors import Conflict, Forbidden, Invalid, NotFound, NudgeError, Unauthorized
 from nudge.ids import USER_TOKEN_RE, hash_secret, new_id, new_user_token
 from nudge.net.guard import HostAllowList
-from nudge.proactive.webhooks import WebhookClient, WebhookTarget
+from nudge.net.webhooks import WebhookClient, WebhookTarget
 from nudge.store.models import Device, Install, User, UserFact
 from nudge.text import Line, Text, text_problem
 

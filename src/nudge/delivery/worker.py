@@ -14,8 +14,8 @@ import logging
 import time
 from collections.abc import Mapping
 
+from nudge.bus.local import EventBus
 from nudge.delivery import queue
-from nudge.delivery.events import EventBus
 from nudge.delivery.providers.base import Outcome, Provider, SendResult
 from nudge.delivery.queue import Job, RetryPolicy
 from nudge.metrics import Metrics

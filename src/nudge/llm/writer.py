@@ -35,7 +35,7 @@ from typing import Any, Literal
 from nudge.config import Settings
 from nudge.llm.base import LLM, Generation
 from nudge.llm.cleaning import CONTROL_MARKERS, clean_output, is_quiet_answer, plain
-from nudge.proactive.context import STOPWORDS
+from nudge.text import STOPWORDS, WORD
 
 Decision = Literal["send", "quiet", "held"]
 QUIET_BELOW = 5  # shorter output means "nothing to say"
@@ -96,7 +96,6 @@ _GENERIC = frozenset(_GENERIC_WORDS.split())
 _YOU = re.compile(r"\b(?:you|your|yours|yourself)\b", re.IGNORECASE)
 _MARKUP_LEFT = re.compile(r"[<>{}|*#`\[\]]")
 _ENDS_SENTENCE = re.compile(r"[.!?…][)'’]*$")
-_WORD = re.compile(r"[^\W\d_]{3,}")
 
 
 @dataclass(frozen=True)
@@ -199,7 +198,7 @@ def _stem(word: str) -> str:
 
 
 def _content_words(text: str) -> list[str]:
-    return [w for w in _WORD.findall(text.lower()) if w not in STOPWORDS and w not in _GENERIC]
+    return [w for w in WORD.findall(text.lower()) if w not in STOPWORDS and w not in _GENERIC]
 
 
 def data_words(parts: Sequence[tuple[str, str | None]]) -> set[str]:
@@ -214,7 +213,7 @@ def data_words(parts: Sequence[tuple[str, str | None]]) -> set[str]:
 
 def grounded(text: str, words: set[str]) -> bool:
     """Whether the message mentions something from the user's data."""
-    return any(_stem(w) in words for w in _WORD.findall(text.lower()) if w not in STOPWORDS)
+    return any(_stem(w) in words for w in WORD.findall(text.lower()) if w not in STOPWORDS)
 
 
 class _Calls:

@@ -20,7 +20,6 @@ the database (see ``Pipeline._generate_and_send``).
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -32,38 +31,16 @@ from sqlalchemy import JSON, Connection, Float, String, bindparam, select, text
 from nudge.proactive.conversation import DEFAULT_CATEGORY
 from nudge.store.fast import Statement
 from nudge.store.models import ChatMessage, Segment, User, UserFact
+from nudge.text import keywords
 
 MAX_CHARS = {"user_name": 200, "user_facts": 4000, "user_context": 6000, "user_chat": 4000}
 LIVE_SEGMENTS = 30
 RELATED = 5  # past conversations, as many as Omi's retrieval gives
 CHAT_MESSAGES = 10
-KEYWORDS = 12
-
-_WORD = re.compile(r"[^\W\d_]{3,}")
-_STOPWORDS = """
-    about above after again against all also and any are aren because been before being
-    below between both but can cannot could did didn does doesn doing don down during each
-    few for from further had hadn has hasn have haven having her here hers herself him
-    himself his how into isn its itself just let like more most mustn myself nor not now off
-    once only other ought our ours ourselves out over own really same shan she should
-    shouldn some such than that the their theirs them themselves then there these they this
-    those through too under until very was wasn way were weren what when where which while
-    who whom why will with won would wouldn yeah yes you your yours yourself yourselves okay
-    think know going get got want said say see one two well thing things something
-"""
-STOPWORDS = frozenset(_STOPWORDS.split())
 
 
 def _bound(value: str, limit: int) -> str:
     return value if len(value) <= limit else value[: limit - 1].rstrip() + "…"
-
-
-def keywords(transcript: str, limit: int = KEYWORDS) -> list[str]:
-    """The transcript's most frequent content words (later words win ties)."""
-    words = [w for w in _WORD.findall(transcript.lower()) if w not in STOPWORDS]
-    counts = Counter(words)
-    last_seen = {w: i for i, w in enumerate(words)}
-    return sorted(counts, key=lambda w: (-counts[w], -last_seen[w]))[:limit]
 
 
 # The reads of a won claim, built once (they run in the claim's transaction on the event loop).

@@ -34,13 +34,13 @@ from sqlalchemy import Connection, and_, bindparam, case, func, or_, select, upd
 from nudge.config import Settings
 from nudge.core.retention import prune_in_chunks
 from nudge.metrics import Metrics
+from nudge.net.webhooks import WebhookClient, WebhookResult, WebhookTarget
 from nudge.proactive.conversation import conversation_json
 from nudge.proactive.ingest import conversation_segments, finish_silent, segment_json
 from nudge.proactive.pipeline import AppTarget, Pipeline
 from nudge.proactive.sql import claimable
 from nudge.proactive.summary import TRANSCRIPT_MAX_CHARS, summarize, transcript_text
 from nudge.proactive.traces import TraceRecorder, prune_traces, save_traces
-from nudge.proactive.webhooks import WebhookClient, WebhookResult, WebhookTarget
 from nudge.store.batch import BatchWriter
 from nudge.store.db import Database
 from nudge.store.fast import Statement

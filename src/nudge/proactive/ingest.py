@@ -32,8 +32,8 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection, and_, bindparam, func, literal_column, select, update
 
-from nudge.core.errors import Conflict, Invalid, NotFound, NudgeError
 from nudge.core.users import user_token_refusal
+from nudge.errors import Conflict, Invalid, NotFound, NudgeError
 from nudge.proactive.conversation import (
     DEFAULT_CATEGORY,
     DEFAULT_EMOJI,

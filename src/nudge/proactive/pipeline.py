@@ -25,12 +25,12 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, select
 
+from nudge.bus.local import EventBus
 from nudge.config import Settings
 from nudge.core.acceptor import Acceptor
-from nudge.core.errors import NudgeError
 from nudge.core.manifest import SCOPES
 from nudge.core.notifications import NotificationRequest, validate_message
-from nudge.delivery.events import EventBus
+from nudge.errors import NudgeError
 from nudge.llm import LLM, LLMError
 from nudge.llm.writer import WriteOptions, write
 from nudge.metrics import Metrics

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from nudge.core.errors import NotFound
+from nudge.errors import NotFound
 from nudge.ids import id_floor, new_id
 from nudge.store.fast import insert_statement
 from nudge.store.models import Delivery, Trace

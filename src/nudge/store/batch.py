@@ -25,8 +25,7 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection
 
-from nudge.core.errors import NudgeError
-from nudge.store.db import Database
+from nudge.errors import NudgeError
 
 T = TypeVar("T")
 Req = TypeVar("Req")
@@ -121,8 +120,13 @@ class _Outcome:
 class BatchWriter:
     """Runs pieces of write work from concurrent callers, a batch of them per transaction."""
 
-    def __init__(self, db: Database, *, max_batch: int = 128) -> None:
-        self.db = db
+    def __init__(
+        self,
+        run_in_transaction: Callable[[Callable[[Connection], Any]], Awaitable[Any]],
+        *,
+        max_batch: int = 128,
+    ) -> None:
+        self._run_in_transaction = run_in_transaction
         self._batcher: RequestBatcher[Work, _Outcome] = RequestBatcher(
             self._process, max_batch=max_batch, name="nudge-batch-writer"
         )
@@ -151,4 +155,4 @@ class BatchWriter:
                     outcomes.append(_Outcome(False, exc))
             return outcomes
 
-        return await self.db.run_in_transaction(run_all, on_loop=True)  # returns once committed
+        return await self._run_in_transaction(run_all)  # type: ignore[no-any-return]

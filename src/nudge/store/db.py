@@ -23,6 +23,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, closing
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +31,8 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from nudge.store.batch import BatchWriter
 
 T = TypeVar("T")
 log = logging.getLogger("nudge.store")
@@ -130,6 +133,31 @@ class Database:
             raise ValueError(
                 f"unsupported database URL {url!r}: use sqlite+aiosqlite:/// or postgresql+asyncpg://"
             )
+        self._writer = BatchWriter(partial(self.run_in_transaction, on_loop=True))
+
+    def start(self) -> None:
+        """Start group commit: from now on :meth:`write` batches concurrent work."""
+        self._writer.start()
+
+    async def write(self, work: Callable[[Connection], T]) -> T:
+        """The write path: run short synchronous ``work`` in a write transaction shared with
+        the other writes waiting now (group commit); returns once that transaction committed.
+
+        An expected refusal (a ``NudgeError``) raised by ``work`` rolls back nothing of the
+        others' work (so work must check before it writes); any other error fails the batch and
+        each work is retried alone. Where it runs (the event loop or SQLite's thread) is decided
+        here, not by the caller."""
+        return await self._writer.run(work)
+
+    async def write_alone(self, work: Callable[[Connection], T]) -> T:
+        """Long write ``work`` (pruning, imports) in a transaction of its own, off the event loop
+        on SQLite, so that it never holds up the short writes of :meth:`write` for long."""
+        return await self.run_in_transaction(work)
+
+    async def query(self, work: Callable[[Connection], T]) -> T:
+        """The read path: run synchronous ``work`` on a read connection (nothing is committed)."""
+        async with self.read_engine.connect() as conn:
+            return await conn.run_sync(work)
 
     @property
     def is_sqlite(self) -> bool:
@@ -246,6 +274,7 @@ class Database:
             await conn.execute(text("SELECT 1"))
 
     async def close(self) -> None:
+        await self._writer.aclose()
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()

@@ -11,8 +11,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:
+    from nudge.bus.local import EventBus
     from nudge.config import Settings
-    from nudge.delivery.events import EventBus
 
 
 class ProviderNotConfigured(Exception):

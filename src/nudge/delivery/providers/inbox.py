@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from nudge.delivery.events import EventBus
+from nudge.bus.local import EventBus
 from nudge.delivery.providers.base import Outcome, ProviderDeps, PushMessage, SendResult, Target
 
 

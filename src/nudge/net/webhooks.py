@@ -11,7 +11,7 @@
   skipped for a cool-down, then one trial call decides. Each app has its own lane (at most
   ``NUDGE_WEBHOOK_CONCURRENCY_PER_APP`` calls at once, a bounded queue behind them) and there is
   no process-wide connection cap, so a slow app never holds up another one.
-- Calls go through :mod:`nudge.proactive.http1`, a minimal keep-alive HTTP/1.1 client (it says
+- Calls go through :mod:`nudge.net.http1`, a minimal keep-alive HTTP/1.1 client (it says
   why not aiohttp or httpx: CPU per call, measured).
 """
 
@@ -32,7 +32,7 @@ from nudge import __version__
 from nudge.config import Settings
 from nudge.ids import new_id
 from nudge.net.guard import AddressRefused, GuardedResolver
-from nudge.proactive.http1 import HTTP1Client, HTTPError
+from nudge.net.http1 import HTTP1Client, HTTPError
 
 log = logging.getLogger("nudge.webhooks")
 

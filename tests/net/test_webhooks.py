@@ -15,7 +15,7 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from nudge.net.guard import GuardedResolver
-from nudge.proactive.webhooks import WebhookClient, WebhookTarget
+from nudge.net.webhooks import WebhookClient, WebhookTarget
 from tests.conftest import ServeASGI, make_settings
 
 SECRET = "whsec_" + base64.b64encode(b"a-test-signing-secret-24b").decode()

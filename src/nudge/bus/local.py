@@ -1,6 +1,6 @@
 """Live events: the inbox stream (per user) and the worker wake-up signal.
 
-``LocalEventBus`` serves one process. With several processes, ``nudge.delivery.bus`` carries the
+``LocalEventBus`` serves one process. With several processes, ``nudge.bus.transport`` carries the
 same events between them (Redis pub/sub, or PostgreSQL LISTEN/NOTIFY).
 """
 

@@ -3,7 +3,7 @@ text's own sentences stand in when the LLM fails."""
 
 from __future__ import annotations
 
-from nudge.core.integrations.memories import extract, parse_extraction, sentences
+from nudge.integrations.memories import extract, parse_extraction, sentences
 from nudge.llm import LLMError
 from nudge.llm.fake import FakeLLM
 

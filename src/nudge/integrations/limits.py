@@ -17,8 +17,8 @@ from typing import ClassVar, Protocol
 from sqlalchemy import Connection, bindparam, case
 
 from nudge.config import Settings
-from nudge.core.errors import RateLimited
 from nudge.core.notifications import RateLimit
+from nudge.errors import RateLimited
 from nudge.proactive.sql import dialect_insert
 from nudge.store.db import Database
 from nudge.store.fast import Statement

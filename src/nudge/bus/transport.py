@@ -35,8 +35,8 @@ from typing import Any, ClassVar
 
 from sqlalchemy.engine import make_url
 
+from nudge.bus.local import EventBus, LocalEventBus
 from nudge.config import Settings
-from nudge.delivery.events import EventBus, LocalEventBus
 from nudge.text import json_text
 
 log = logging.getLogger("nudge.bus")

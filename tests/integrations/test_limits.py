@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from nudge.core.errors import RateLimited
-from nudge.core.integrations.limits import Counters, Policy, RedisCounters, SqlCounters, take
+from nudge.errors import RateLimited
+from nudge.integrations.limits import Counters, Policy, RedisCounters, SqlCounters, take
 from nudge.store.db import Database
 from nudge.store.migrate import upgrade
 

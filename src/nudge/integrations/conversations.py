@@ -28,10 +28,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import ColumnElement, Connection, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from nudge.core.errors import Invalid
-from nudge.core.integrations.access import authorize, limited
-from nudge.core.integrations.limits import conversations_policy
 from nudge.core.notifications import RateLimit
+from nudge.errors import Invalid
+from nudge.integrations.access import authorize, limited
+from nudge.integrations.limits import conversations_policy
 from nudge.platform import Platform
 from nudge.proactive.conversation import (
     DEFAULT_CATEGORY,

@@ -8,9 +8,9 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from nudge.core.direct import DirectSend, refusal, send_direct
-from nudge.core.errors import NudgeError
-from nudge.core.integrations.access import authorize
 from nudge.core.notifications import Accepted, RateLimit
+from nudge.errors import NudgeError
+from nudge.integrations.access import authorize
 from nudge.platform import Platform
 from nudge.text import Line
 

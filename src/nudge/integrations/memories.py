@@ -24,15 +24,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from nudge.core.errors import Invalid
-from nudge.core.integrations.access import authorize, limited
-from nudge.core.integrations.limits import memories_policy
 from nudge.core.notifications import RateLimit
+from nudge.errors import Invalid
+from nudge.integrations.access import authorize, limited
+from nudge.integrations.limits import memories_policy
 from nudge.llm import LLM, LLMError, build_llm
 from nudge.platform import Platform
-from nudge.proactive.context import keywords
 from nudge.store.models import UserFact
-from nudge.text import Line, Text
+from nudge.text import Line, Text, keywords
 
 log = logging.getLogger("nudge.integrations")
 

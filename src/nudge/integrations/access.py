@@ -16,9 +16,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nudge.core.apps import AppRecord, app_for_secret, get_app, parse_bearer
-from nudge.core.errors import Forbidden, Invalid, NudgeError, Unauthorized
-from nudge.core.integrations.limits import Policy, take
 from nudge.core.notifications import RateLimit
+from nudge.errors import Forbidden, Invalid, NudgeError, Unauthorized
+from nudge.integrations.limits import Policy, take
 from nudge.store.models import Install
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from nudge.proactive.http1 import HTTP1Client, HTTPError
+from nudge.net.http1 import HTTP1Client, HTTPError
 from tests.conftest import free_port
 
 CLOSE = b""  # in a script: close the connection here
