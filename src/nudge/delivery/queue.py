@@ -30,7 +30,7 @@ from sqlalchemy import (
     update,
 )
 
-from nudge.delivery.backoff import retry_delay
+from nudge.sdk.backoff import retry_delay
 from nudge.delivery.providers.base import Outcome, PushMessage, SendResult, Target
 from nudge.store.db import Database
 from nudge.store.fast import Statement

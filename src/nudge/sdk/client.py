@@ -22,7 +22,7 @@ from urllib.parse import quote
 import httpx
 
 from nudge import __version__
-from nudge.delivery.backoff import parse_retry_after, retry_delay
+from nudge.sdk.backoff import parse_retry_after, retry_delay
 from nudge.sdk.errors import APIError, NudgeError, TransportError, error_class
 
 log = logging.getLogger("nudge.sdk")

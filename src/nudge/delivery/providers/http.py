@@ -26,7 +26,7 @@ import httpx
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from nudge.config import Settings
-from nudge.delivery.backoff import parse_retry_after
+from nudge.sdk.backoff import parse_retry_after
 from nudge.delivery.providers.base import Outcome, SendResult
 from nudge.net.guard import AddressRefused, GuardedResolver
 

@@ -1,4 +1,4 @@
-"""Retry timing: jittered exponential backoff that honours the provider's Retry-After."""
+"""Retry timing (SDK and server): jittered exponential backoff that honours a Retry-After."""
 
 from __future__ import annotations
 
