@@ -28,14 +28,12 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, ValidationInfo
 
 from nudge.errors import Invalid
+from nudge.sdk.errors import LONE_SURROGATE
 
 _TEXT = re.compile("[\x00\ud800-\udfff]")
 _LINE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
-LONE_SURROGATE = (
-    "must not contain lone surrogates (an unpaired \\ud800-\\udfff): send valid Unicode"
-)
 # Validation context for models read back from the database: what is stored is shown as it is.
 STORED = {"stored": True}
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -13,21 +12,9 @@ from starlette.types import Send
 
 from nudge.api.asgi import SafeJSONResponse, respond_json
 from nudge.errors import NudgeError
-from nudge.text import LONE_SURROGATE
+from nudge.sdk.errors import describe_validation
 
 log = logging.getLogger("nudge.api")
-
-
-def describe_validation(errors: list[Any]) -> str:
-    parts = []
-    for err in errors:
-        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
-        where = ".".join(loc) or "request"
-        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        if err.get("type") == "string_unicode":  # pydantic's words for a lone surrogate
-            msg = LONE_SURROGATE
-        parts.append(f"{where}: {msg}")
-    return "; ".join(parts) or "invalid request"
 
 
 # What a request gets while the database is unreachable: a 503 the client can retry.

@@ -7,9 +7,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from nudge.sdk.models import SCOPES as SCOPES
 from nudge.text import Line, Text
 
-SCOPES = ("user_name", "user_facts", "user_context", "user_chat")
 Scope = Literal["user_name", "user_facts", "user_context", "user_chat"]
 Capability = Literal["chat", "memories", "external_integration", "proactive_notification"]
 Trigger = Literal["transcript_processed", "memory_creation"]

@@ -7,6 +7,11 @@ Catch ``NudgeError`` for "anything went wrong", or a subclass for one case. Ever
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
+
+LONE_SURROGATE = (
+    "must not contain lone surrogates (an unpaired \\ud800-\\udfff): send valid Unicode"
+)
 
 
 class NudgeError(Exception):
@@ -82,3 +87,16 @@ def error_class(status_code: int) -> type[APIError]:
     if status_code >= 500:
         return ServerError
     return _BY_STATUS.get(status_code, APIError)
+
+
+def describe_validation(errors: list[Any]) -> str:
+    """Pydantic's errors as one ``{"detail"}`` line: ``field: what is wrong; ...``."""
+    parts = []
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        where = ".".join(loc) or "request"
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        if err.get("type") == "string_unicode":  # pydantic's words for a lone surrogate
+            msg = LONE_SURROGATE
+        parts.append(f"{where}: {msg}")
+    return "; ".join(parts) or "invalid request"

@@ -29,17 +29,20 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 from standardwebhooks import Webhook
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
 
-from nudge.api.errors import describe_validation
-from nudge.core.manifest import SCOPES
+from nudge.sdk.errors import describe_validation
+from nudge.sdk.models import SCOPES
+
+if TYPE_CHECKING:  # FastAPI is imported by router() and app() only: the rest runs without it
+    from fastapi import APIRouter, FastAPI
 
 log = logging.getLogger("nudge.sdk.webhook")
 
@@ -533,6 +536,8 @@ class WebhookKit:
     ) -> APIRouter:
         """The routes for the handlers given (transcripts at ``transcript_path``, memories at
         ``memory_path``), to include in an existing FastAPI app."""
+        from fastapi import APIRouter
+
         router = APIRouter()
         if self.on_transcript is not None:
             router.add_api_route(transcript_path, self.handle_transcript, methods=["POST"])
@@ -542,6 +547,8 @@ class WebhookKit:
 
     def app(self, *, title: str = "Nudge app", **paths: str) -> FastAPI:
         """A complete ASGI app: the router plus ``GET /healthz``."""
+        from fastapi import FastAPI
+
         app = FastAPI(title=title)
         app.include_router(self.router(**paths))
 
