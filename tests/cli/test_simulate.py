@@ -179,7 +179,7 @@ async def test_calls_are_the_platforms_and_the_prompt_is_filled(
     assert len(conversations) == 1
     # What the platform would do with each answer.
     assert "= no notification asked" in r.out
-    assert "= message ignored: must be over 5 characters" in r.out
+    assert "= not sent: message: must be over 5 characters; ignored" in r.out
     assert "= proactive notification asked" in r.out
     assert "user_facts: not granted by the user" in r.out
     assert "user_chat: not listed in notification.params" in r.out

@@ -38,22 +38,11 @@ from nudge.core.manifest import SCOPES
 from nudge.ids import new_webhook_secret
 from nudge.net.webhooks import WebhookClient, WebhookTarget
 from nudge.proactive.context import render_conversations
-from nudge.proactive.filler import fill, placeholders
-from nudge.proactive.ingest import (
-    SegmentIn,
-    check_session_id,
-    derive_summary,
-    new_conversation_id,
-    segment_json,
-)
-from nudge.proactive.pipeline import (
-    MESSAGE_MIN,
-    PROMPT_MAX,
-    PROMPT_MIN,
-    AppTarget,
-    parse_answer,
-    scope_decisions,
-)
+from nudge.proactive.filler import fill
+from nudge.proactive.conversation import segment_json
+from nudge.proactive.ingest import new_conversation_id
+from nudge.proactive.segments import SegmentIn, check_session_id, derive_summary
+from nudge.proactive.plan import parse_answer, plan
 from nudge.proactive.traces import OUTCOMES
 
 SEGMENTS = TypeAdapter(list[SegmentIn])
@@ -297,19 +286,7 @@ class WebhookPlayer:
     ) -> None:
         self.client = WebhookClient(settings)
         self.target = WebhookTarget("simulated-app", secret)
-        self.app = AppTarget(
-            app_id="simulated-app",
-            name="App",
-            secret=secret,
-            webhook_url=url,
-            triggers_on="transcript_processed",
-            capabilities=("external_integration", "proactive_notification"),
-            manifest_scopes=SCOPES,  # the manifest is unknown here: the grants decide
-            granted=user.granted,
-            failing_since=None,
-        )
-        self.url, self.user = url, user
-        self.proactive_interval_s = settings.proactive_interval_s
+        self.url, self.user, self.settings = url, user, settings
         self.out = out
         self.conversation_id = new_conversation_id()
         self.last_proactive_at: float | None = None
@@ -363,54 +340,48 @@ class WebhookPlayer:
         return report
 
     def answer(self, report: CallReport, body: bytes, clock: float) -> None:
-        """What the platform would do with this answer."""
+        """What the platform would do with this answer (:func:`nudge.proactive.plan.plan`), for
+        an app whose manifest asks every scope (it is unknown here: the grants decide)."""
         answer = parse_answer(body)
-        if answer.error:
-            report.answer, report.error = "invalid", answer.error
-            say(self.out, ("= invalid answer: ", "red"), answer.error)
-            return
-        if answer.empty:
-            report.answer = "none"
+        decided = plan(
+            answer,
+            capabilities=("external_integration", "proactive_notification"),
+            manifest_scopes=SCOPES,
+            granted=self.user.granted,
+            kind="transcript_processed",
+            message_max_chars=self.settings.message_max_chars,
+            interval_s=self.settings.proactive_interval_s,
+            last_sent_at=self.last_proactive_at,
+            now=clock,
+        )
+        report.answer, step, said = decided.kind, decided.proactive, decided.message
+        if decided.kind == "none":
             say(self.out, ("= no notification asked", "dim"))
             return
-        if answer.prompt is not None:
-            report.answer = "proactive"
-            self.proactive(report, answer.prompt, answer.params, clock)
-        if answer.message is not None:
-            report.answer = "message" if answer.prompt is None else report.answer
-            if len(answer.message.strip()) < MESSAGE_MIN:
-                say(self.out, ("= message ignored: ", "yellow"), "must be over 5 characters")
+        refused = decided.refused or (step.refused if step else None)
+        if refused is not None and refused.outcome == "invalid_answer":
+            report.answer, report.error = "invalid", refused.reason
+            say(self.out, ("= invalid answer: ", "red"), refused.reason or "")
+        elif step is not None:
+            say(
+                self.out, ("= proactive notification asked", "magenta"), f"  params {answer.params}"
+            )
+            for name, why in step.scopes.decisions.items():
+                say(self.out, f"    {name}: ", (why, "green" if why == "filled" else "yellow"))
+            if step.refused is not None:
+                why = f"the platform would send nothing: {step.refused.reason}"
+                say(self.out, ("    rate limit: ", "yellow"), why)
             else:
-                report.message = answer.message
-                say(self.out, ("= message notification: ", "magenta"), answer.message)
-
-    def proactive(self, report: CallReport, prompt: str, params: list[str], clock: float) -> None:
-        if not PROMPT_MIN <= len(prompt) <= PROMPT_MAX:
-            report.answer = "invalid"
-            report.error = f"notification.prompt: {len(prompt)} characters; it must be 5 to 128,000"
-            say(self.out, ("= invalid answer: ", "red"), report.error)
-            return
-        decisions = scope_decisions(self.app, params, placeholders(prompt))
-        effective = [name for name, why in decisions.items() if why == "filled"]
-        values = {k: v for k, v in self.user.values().items() if k in effective}
-        reasons = {name: why for name, why in decisions.items() if name in SCOPES}
-        filled = fill(prompt, values, reasons)
-        report.filled_prompt = filled.text
-        say(self.out, ("= proactive notification asked", "magenta"), f"  params {params}")
-        for name, why in decisions.items():
-            say(self.out, f"    {name}: ", (why, "green" if why == "filled" else "yellow"))
-        if self.last_proactive_at is not None:
-            since = clock - self.last_proactive_at
-            if since < self.proactive_interval_s:
-                say(
-                    self.out,
-                    ("    rate limit: ", "yellow"),
-                    f"the platform would send nothing: one proactive notification per user per "
-                    f"app every {self.proactive_interval_s:g} s, the last was {since:.0f} s "
-                    "earlier in this conversation",
-                )
-        self.last_proactive_at = clock
-        show_prompt(self.out, "filled prompt (what the platform's LLM gets)", filled.text)
+                self.last_proactive_at = clock
+            values = {k: v for k, v in self.user.values().items() if k in step.scopes.effective}
+            filled = fill(answer.prompt or "", values, step.scopes.reasons)
+            report.filled_prompt = filled.text
+            show_prompt(self.out, "filled prompt (what the platform's LLM gets)", filled.text)
+        if said is not None and said.refused is not None:
+            say(self.out, ("= not sent: ", "yellow"), said.refused.reason or "")
+        elif said is not None:
+            report.message = said.text
+            say(self.out, ("= message notification: ", "magenta"), said.text)
 
 
 def summarize_calls(out: Console, reports: list[CallReport]) -> bool:

@@ -16,10 +16,9 @@ trace. Anything else is no action, or an invalid answer recorded in the trace.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -28,25 +27,31 @@ from sqlalchemy import Connection, bindparam, select
 from nudge.bus.local import EventBus
 from nudge.config import Settings
 from nudge.core.acceptor import Acceptor
-from nudge.core.manifest import SCOPES
-from nudge.core.notifications import NotificationRequest, validate_message
+from nudge.core.notifications import NotificationRequest
 from nudge.errors import NudgeError
 from nudge.llm import LLM, LLMError
 from nudge.llm.writer import WriteOptions, write
 from nudge.metrics import Metrics
 from nudge.proactive.claims import Claims
-from nudge.proactive.context import Steering, build_context, parse_steering
-from nudge.proactive.filler import fill, placeholders
+from nudge.proactive.context import build_context
+from nudge.proactive.filler import fill
+from nudge.proactive.plan import (
+    NOTIFICATION_MAX_CHARS,
+    Answer,
+    Refusal,
+    Scopes,
+    Step,
+    decide_scopes,
+    generated,
+    parse_answer,
+    plan,
+    rate_limited,
+)
 from nudge.proactive.traces import TraceRecorder, bounded
 from nudge.store.fast import Statement
 from nudge.store.models import Install
 
 log = logging.getLogger("nudge.proactive")
-
-PROMPT_MIN, PROMPT_MAX = 5, 128_000
-MESSAGE_MIN = 6  # realtime {"message"} answers must be over 5 chars (as in Omi)
-MEMORY_CREATION = "memory_creation"  # a trace kind: memory-creation messages may be shorter
-NOTIFICATION_MAX_CHARS = 300
 
 
 @dataclass(frozen=True)
@@ -86,79 +91,6 @@ class AppTarget:
         )
 
 
-@dataclass
-class Answer:
-    prompt: str | None = None
-    params: list[str] = field(default_factory=list)
-    steering: Steering | None = None  # notification.context
-    message: str | None = None  # None also for an empty one: no action
-    error: str | None = None  # the answer broke a rule; nothing is done
-
-    @property
-    def empty(self) -> bool:
-        return self.prompt is None and self.message is None and self.error is None
-
-
-def parse_answer(body: bytes) -> Answer:
-    """Read an app's answer; never raises."""
-    if not body.strip():
-        return Answer()
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        start = body[:80].decode("utf-8", errors="replace")
-        return Answer(error=f"answer is not JSON (it starts with {start!r})")
-    if not isinstance(data, dict):
-        return Answer(error=f"answer must be a JSON object, not {type(data).__name__}")
-    out = Answer()
-    note = data.get("notification")
-    if note is not None:
-        if not isinstance(note, dict):
-            return Answer(error="notification: must be an object with 'prompt' and 'params'")
-        prompt, params = note.get("prompt"), note.get("params", [])
-        if not isinstance(prompt, str):
-            return Answer(error="notification.prompt: must be a string")
-        if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
-            return Answer(error="notification.params: must be a list of scope names (strings)")
-        try:
-            out.steering = parse_steering(note.get("context"))
-        except ValueError as exc:
-            return Answer(error=str(exc))
-        out.prompt, out.params = prompt, list(dict.fromkeys(params))
-    message = data.get("message")
-    if message is not None:
-        if not isinstance(message, str):
-            return Answer(error="message: must be a string")
-        out.message = message if message.strip() else None
-    return out
-
-
-def scope_decisions(app: AppTarget, params: list[str], used: list[str]) -> dict[str, str]:
-    """For each scope the answer names or the prompt uses: 'filled', or why it is not."""
-    decisions: dict[str, str] = {}
-    for name in params:
-        if name not in SCOPES:
-            decisions[name] = f"unknown scope: ignored (scopes are {', '.join(SCOPES)})"
-    for name in dict.fromkeys([*[p for p in params if p in SCOPES], *used]):
-        if name not in params:
-            decisions[name] = "not listed in notification.params"
-        elif name not in app.manifest_scopes:
-            decisions[name] = "not in the manifest's proactive_notification.scopes"
-        elif name not in app.granted:
-            decisions[name] = "not granted by the user"
-        else:
-            decisions[name] = "filled"
-    return decisions
-
-
-def decide_scopes(
-    app: AppTarget, params: list[str], prompt: str
-) -> tuple[dict[str, str], list[str]]:
-    """The decision on each scope named or used, and the scopes that count."""
-    decisions = scope_decisions(app, params, placeholders(prompt))
-    return decisions, [name for name, why in decisions.items() if why == "filled"]
-
-
 _INSTALL_SCOPES = Statement(
     select(Install.scopes).where(
         Install.uid == bindparam("uid"), Install.app_id == bindparam("app_id")
@@ -166,29 +98,36 @@ _INSTALL_SCOPES = Statement(
 )
 
 
+Found = tuple[AppTarget, Scopes, dict[str, str], dict[str, Any]]
+
+
 def read_inputs(
     conn: Connection, *, app: AppTarget, uid: str, conversation_id: str, answer: Answer
-) -> tuple[AppTarget, dict[str, str], dict[str, Any]] | None:
-    """The app with the user's grants as they are now, and the context values for the scopes
-    that count and that the prompt uses (step 5); None when the app is no longer installed."""
+) -> Found | None:
+    """The app with the user's grants as they are now, the scopes that count with them, and the
+    context values for those the prompt uses (step 5); None when the app is no longer installed."""
     installed = _INSTALL_SCOPES.rows(conn, {"uid": uid, "app_id": app.app_id})
     if not installed:
         return None
     granted = installed[0].scopes
     if tuple(granted) != app.granted:
         app = replace(app, granted=tuple(granted))
-    prompt = answer.prompt or ""
-    _, effective = decide_scopes(app, answer.params, prompt)
-    wanted = [s for s in placeholders(prompt) if s in effective]
+    scopes = decide_scopes(
+        answer.params, answer.prompt or "", manifest_scopes=app.manifest_scopes, granted=app.granted
+    )
     values, notes = build_context(
         conn,
         uid=uid,
         app_id=app.app_id,
         conversation_id=conversation_id,
-        scopes=wanted,
+        scopes=scopes.wanted,
         steering=answer.steering,
     )
-    return app, values, notes
+    return app, scopes, values, notes
+
+
+def refuse(trace: TraceRecorder, refusal: Refusal) -> None:
+    trace.outcome(refusal.outcome, refusal.reason)
 
 
 class Pipeline:
@@ -220,26 +159,28 @@ class Pipeline:
     ) -> None:
         """Act on one 2xx answer. Every outcome lands in ``trace``; nothing raises."""
         answer = parse_answer(body)
-        if answer.error:
-            trace.detail["answer"] = {"kind": "invalid"}
-            trace.outcome("invalid_answer", answer.error)
+        decided = plan(
+            answer,
+            capabilities=app.capabilities,
+            manifest_scopes=app.manifest_scopes,
+            granted=app.granted,
+            kind=trace.kind,
+            message_max_chars=self.settings.message_max_chars,
+            interval_s=self.settings.proactive_interval_s,
+        )
+        trace.detail["answer"] = {"kind": decided.kind}
+        if decided.refused:
+            refuse(trace, decided.refused)
             return
-        if answer.empty:
-            trace.detail["answer"] = {"kind": "none"}
-            trace.outcome("no_action")
-            return
-        both = answer.prompt is not None and answer.message is not None
-        trace.detail["answer"] = {
-            "kind": "proactive" if answer.prompt is not None else "message",
-            "also_message": both,
-        }
+        both = decided.proactive is not None and decided.message is not None
+        trace.detail["answer"]["also_message"] = both
         try:
-            if answer.prompt is not None:
+            if decided.proactive is not None:
                 trace.step = "proactive" if both else None
-                await self.proactive(app, uid, conversation_id, answer, trace)
-            if answer.message is not None:
+                await self.proactive(app, uid, conversation_id, answer, decided.proactive, trace)
+            if decided.message is not None:
                 trace.step = "message" if both else None
-                await self.message(app, uid, answer.message, trace)
+                await self.message(app, uid, decided.message, trace)
         except Exception as exc:  # a bug here must not stop the dispatcher; the trace says so
             log.exception("pipeline failed", extra={"app_id": app.app_id, "uid": uid})
             trace.outcome("internal_error", f"{type(exc).__name__}; it was logged on the platform")
@@ -250,50 +191,36 @@ class Pipeline:
         uid: str,
         conversation_id: str | None,
         answer: Answer,
+        step: Step,
         trace: TraceRecorder,
     ) -> None:
+        """Steps 1 to 4 as :func:`nudge.proactive.plan.plan` decided them, then the claim."""
         prompt = answer.prompt or ""
-        # 1. Capability and install.
-        if "proactive_notification" not in app.capabilities:
-            trace.outcome(
-                "not_allowed",
-                "this app lacks the 'proactive_notification' capability: add it, with "
-                "proactive_notification.scopes, to the manifest",
-            )
-            return
-        # 2. Prompt length.
-        trace.detail["prompt"] = {"template": bounded(prompt), "template_chars": len(prompt)}
-        if not PROMPT_MIN <= len(prompt) <= PROMPT_MAX:
-            trace.outcome(
-                "invalid_answer",
-                f"notification.prompt: {len(prompt)} characters; it must be "
-                f"{PROMPT_MIN} to {PROMPT_MAX:,}",
-            )
+        if step.refused is None or step.refused.outcome != "not_allowed":  # the capability first
+            trace.detail["prompt"] = {"template": bounded(prompt), "template_chars": len(prompt)}
+        if step.refused is not None:
+            refuse(trace, step.refused)
             return
         # 3. Scopes that count (grants as read when the segments were sent; re-read below
         # before any data is used).
-        self._decide_scopes(app, answer.params, prompt, trace)
+        self._trace_scopes(app, answer.params, step.scopes, trace)
         # 4. The claim: at most one proactive notification per user per app per interval.
         key = f"proactive:{app.app_id}:{uid}"
         # Won, it brings the install as it is now and the context (one trip with the claim).
         reads = partial(
             read_inputs, app=app, uid=uid, conversation_id=conversation_id or "", answer=answer
         )
-        claimed = await self.claims.claim(key, self.settings.proactive_interval_s, reads)
+        interval_s = self.settings.proactive_interval_s
+        claimed = await self.claims.claim(key, interval_s, reads)
         trace.detail["rate_limit"] = {
             "key": key,
             "backend": self.claims.backend,
-            "interval_s": self.settings.proactive_interval_s,
+            "interval_s": interval_s,
             "decision": "claimed" if claimed.granted else "limited",
         }
         if claimed.claim is None:
             trace.detail["rate_limit"]["retry_after_s"] = round(claimed.retry_after_s, 3)
-            trace.outcome(
-                "rate_limited",
-                f"one proactive notification per user per app every "
-                f"{self.settings.proactive_interval_s:g} s; next slot in "
-                f"{claimed.retry_after_s:.1f} s",
-            )
+            refuse(trace, rate_limited(interval_s, claimed.retry_after_s))
             return
         sent = False
         try:
@@ -303,16 +230,15 @@ class Pipeline:
                 await self.claims.release(claimed.claim)
                 trace.detail["rate_limit"]["decision"] = "released"
 
-    def _decide_scopes(
-        self, app: AppTarget, params: list[str], prompt: str, trace: TraceRecorder
+    def _trace_scopes(
+        self, app: AppTarget, params: list[str], scopes: Scopes, trace: TraceRecorder
     ) -> None:
-        decisions, effective = decide_scopes(app, params, prompt)
         trace.detail["scopes"] = {
             "params": params,
             "manifest": list(app.manifest_scopes),
             "granted": list(app.granted),
-            "effective": effective,
-            "decisions": decisions,
+            "effective": scopes.effective,
+            "decisions": scopes.decisions,
         }
 
     async def _generate_and_send(
@@ -320,7 +246,7 @@ class Pipeline:
         app: AppTarget,
         uid: str,
         answer: Answer,
-        found: tuple[AppTarget, dict[str, str], dict[str, Any]] | None,
+        found: Found | None,
         trace: TraceRecorder,
     ) -> bool:
         """Steps 5 to 8, with what :func:`read_inputs` found."""
@@ -328,15 +254,12 @@ class Pipeline:
             trace.outcome("not_allowed", "the user no longer has this app installed")
             return False
         prompt = answer.prompt or ""
-        app, values, notes = found
-        self._decide_scopes(app, answer.params, prompt, trace)
+        app, scopes, values, notes = found
+        self._trace_scopes(app, answer.params, scopes, trace)
         if notes:
             trace.detail["context"] = notes
         # 6. Fill.
-        reasons = {
-            name: why for name, why in trace.detail["scopes"]["decisions"].items() if name in SCOPES
-        }
-        filled = fill(prompt, values, reasons)
+        filled = fill(prompt, values, scopes.reasons)
         trace.detail["prompt"].update(
             filled=bounded(filled.text),
             filled_chars=len(filled.text),
@@ -365,24 +288,20 @@ class Pipeline:
             "output": written.text,
         }
         trace.detail.setdefault("timing", {})["llm_s"] = round(written.seconds, 4)
-        if written.decision != "send":
-            trace.outcome(written.decision, written.reason)
+        refused = generated(written.decision, written.reason)
+        if refused is not None:
+            refuse(trace, refused)
             return False
         # 8. Deliver as the app, stored in the app's chat.
         return await self._accept(app, uid, written.text, "proactive", trace)
 
-    async def message(self, app: AppTarget, uid: str, message: str, trace: TraceRecorder) -> None:
+    async def message(self, app: AppTarget, uid: str, step: Step, trace: TraceRecorder) -> None:
         """``{"message": ...}``: a notification from the app, as Omi sends one (see the module
         docstring): kind ``message``, not counted against the direct API's hourly cap."""
-        if trace.kind != MEMORY_CREATION and len(message.strip()) < MESSAGE_MIN:
-            trace.outcome("message_refused", "message: must be over 5 characters; ignored")
+        if step.refused is not None:
+            refuse(trace, step.refused)
             return
-        try:
-            text = validate_message(message, self.settings.message_max_chars)
-        except NudgeError as exc:
-            trace.outcome("message_refused", exc.detail)
-            return
-        await self._accept(app, uid, text, "message", trace)
+        await self._accept(app, uid, step.text, "message", trace)
 
     async def _accept(
         self, app: AppTarget, uid: str, text: str, kind: str, trace: TraceRecorder
