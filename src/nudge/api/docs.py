@@ -1,4 +1,5 @@
-"""``/docs`` (Swagger UI) and ``/redoc`` served with their scripts and styles from this server:
+"""``/docs`` (Swagger UI) and ``/redoc``, with their scripts and styles served from this server.
+
 FastAPI's defaults load them from a CDN, which leaves a blank page offline or behind a firewall.
 The assets come from the pinned ``fastapi-offline`` wheel (Swagger UI and ReDoc builds, MIT and
 Apache-2.0)."""

@@ -1,10 +1,9 @@
-"""How ``nudge serve`` runs uvicorn: its public limits, and an HTTP protocol that bounds the
-request head and how long a request may take to arrive.
+"""How ``nudge serve`` runs uvicorn: its limits, and a protocol that bounds a request's arrival.
 
 uvicorn's httptools protocol (its default) keeps a connection open for as long as a client takes
 to send a request, and gathers the request line and headers without limit: a client trickling
-its headers or body held a connection indefinitely, and a 100 MB query string took seconds of
-CPU to refuse. :class:`BoundedHttpToolsProtocol` adds, per connection:
+its headers or body held a connection indefinitely, and a huge query string cost a lot of CPU
+to refuse (docs/performance.md). :class:`BoundedHttpToolsProtocol` adds, per connection:
 
 - the head (request line and headers) must arrive within ``NUDGE_HEADER_TIMEOUT_S`` of the
   connection (first request) or of its first byte (later ones), and the body within
@@ -15,7 +14,7 @@ CPU to refuse. :class:`BoundedHttpToolsProtocol` adds, per connection:
 
 A request only notes its deadline (a clock read); one timer per connection, armed when it
 opens, looks at the deadline when it fires and re-arms itself for it (on uvloop, a timer per
-request would cost ~3 us). The uvicorn version is pinned; tests/api/test_limits.py runs every
+request would cost more). The uvicorn version is pinned; tests/api/test_limits.py runs every
 bound against a real ``nudge serve``.
 """
 

@@ -1,5 +1,6 @@
-"""The generation step of a proactive notification: the app's filled prompt in, a message a person
-would accept (or nothing) out. The pipeline and ``bench/quality.py`` both call :func:`write`.
+"""The generation step: an app's filled prompt in, a message a person would accept (or none) out.
+
+The pipeline and ``bench/quality.py`` both call :func:`write`.
 
 1. **User data is data.** Each value filled into the app's template is fenced in
    ``<user_facts>…</user_facts>`` (named by its scope), and chat-format control markers

@@ -1,5 +1,7 @@
-"""The outbound-address guard: every call Nudge makes to an address someone else chose (app
-webhooks, setup checks, Web Push endpoints) goes through it.
+"""The outbound-address guard: which addresses Nudge may call when someone else chose them.
+
+Every call Nudge makes to such an address (app webhooks, setup checks, Web Push endpoints) goes
+through it.
 
 - Resolve the name once, check EVERY address it resolves to (a name that mixes public and
   private answers is refused), and hand the HTTP client only checked addresses, so it connects

@@ -2,13 +2,10 @@
 
 Why not httpx, which contract.md §7 names for every outbound call, or aiohttp, which replaced
 it here before: webhook calls are the hottest outbound path (three per transcript segment,
-hundreds a second), and their CPU is what limits a busy process. An httpx request costs
-0.5-1 ms of CPU (docs/decisions.md). Measured with bench/webhooks.py (keep-alive, small signed
-JSON both ways, 50 calls at once, uvloop, interleaved rounds on a shared 2-core machine), the
-exchange alone costs ~25-55 µs of CPU here against ~200-245 µs through aiohttp (0.2x), and a
-whole ``WebhookClient.send`` (signing, breaker, lane included) ~95-120 µs against ~235-300 µs
-(0.4x). This is a deliberate, measured exception for this one path; it does only what webhooks
-need:
+hundreds a second), their CPU is what limits a busy process, and this client spends a fraction
+of either's per call (bench/webhooks.py; the figures are in docs/performance.md and
+docs/decisions.md). This is a deliberate, measured exception for this one path; it does only
+what webhooks need:
 
 - ``http``/``https`` URLs; GET, POST, PUT, PATCH, DELETE; a body of bytes; no redirects followed
   (a 3xx is returned like any other answer); answers with a length, chunked, or ended by close;
@@ -276,7 +273,7 @@ class HTTP1Client:
         if connection is None:
             async with asyncio.timeout_at(deadline):
                 connection = await self._connect(target)
-        # One timer on the loop, not asyncio.timeout's task machinery: ~15 µs less per call.
+        # One timer on the loop, not asyncio.timeout's task machinery: cheaper per call.
         timer = loop.call_at(deadline, connection.fail, TimeoutError())
         try:
             answer = await connection.exchange(head.encode("latin-1") + body, limit)

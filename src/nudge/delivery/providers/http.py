@@ -1,5 +1,4 @@
-"""What the push providers share about HTTP: many cheap connections to one service, and the
-reading of answers that a provider's own error table does not name.
+"""The push providers' shared HTTP: cheap connections, and answers their own tables don't name.
 
 Providers speak httpx: they post through :class:`Connections` and read ``httpx.Response``
 objects, and a network failure is an ``httpx.HTTPError``. Under that, the connections to FCM and
@@ -26,9 +25,9 @@ import httpx
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from nudge.config import Settings
-from nudge.sdk.backoff import parse_retry_after
 from nudge.delivery.providers.base import Outcome, SendResult
 from nudge.net.guard import AddressRefused, GuardedResolver
+from nudge.sdk.backoff import parse_retry_after
 
 TransportName = Literal["aiohttp", "httpx"]
 TRANSPORTS: tuple[TransportName, ...] = ("aiohttp", "httpx")
@@ -61,9 +60,9 @@ class Connections(Protocol):
 class AiohttpConnections:
     """Requests sent with aiohttp, answers returned as ``httpx.Response``.
 
-    Measured per request against the local FCM fake: this costs about a third of an
-    ``httpx.AsyncClient`` request, and about 30 % less than an httpx transport over aiohttp
-    (the httpx-aiohttp package), whose cost is building and converting ``httpx.Request``.
+    Cheaper per request than an ``httpx.AsyncClient`` and than an httpx transport over aiohttp
+    (the httpx-aiohttp package), whose cost is building and converting ``httpx.Request``
+    (docs/performance.md).
     """
 
     def __init__(
@@ -185,8 +184,8 @@ class HttpxConnections:
     """``count`` single-connection httpx clients, each carrying one request at a time.
 
     httpx's connection pool re-examines every connection (a ``poll()`` each) on every request,
-    so its cost per request grows with the pool: at 128 connections it spent more CPU than
-    everything else in the worker together. Here each client's pool holds one connection and an
+    so its cost per request grows with the pool until it outweighs the rest of the worker
+    (docs/performance.md). Here each client's pool holds one connection and an
     idle queue hands clients out in O(1), which keeps many connections open (needed against a
     distant service) at the price of one.
     """

@@ -1,5 +1,4 @@
-"""What the push providers share about payloads: fitting a message into a size limit, string
-data, lifetimes and collapse identifiers.
+"""The push providers' shared payload rules: size limits, string data, lifetimes, collapse ids.
 
 Every push service refuses payloads over about 4 KB. Rather than let it refuse, a provider asks
 :func:`fit` for a message whose rendered payload is within its limit: the body is cut at a
