@@ -130,7 +130,6 @@ class Platform:
         self.dispatcher = Dispatcher(
             settings=self.settings,
             db=self.db,
-            writer=self.writer,
             webhooks=self.webhooks,
             pipeline=pipeline,
             metrics=self.metrics,

@@ -9,7 +9,7 @@ import time
 from sqlalchemy import insert
 
 from nudge.core import users
-from nudge.proactive.dispatcher import claim_flushes
+from nudge.proactive.flushes import claim_flushes
 from nudge.store.db import Database
 from nudge.store.migrate import upgrade
 from nudge.store.models import Conversation, Segment
@@ -21,7 +21,7 @@ async def test_a_flush_claim_takes_at_most_its_limit(database_url: str) -> None:
     try:
         now = time.time()
         async with db.begin() as conn:
-            await users.create_user(conn, users.NewUser(uid="ana", name="Ana"))
+            await conn.run_sync(users.create_user, users.NewUser(uid="ana", name="Ana"))
             await conn.execute(
                 insert(Conversation),
                 [

@@ -13,29 +13,30 @@ from __future__ import annotations
 
 import json
 import re
+from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Header, Query, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Body, Query, WebSocket, WebSocketDisconnect
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import select, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Connection
 from starlette.routing import get_route_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from nudge import auth
 from nudge.api.asgi import first_headers, respond_json
-from nudge.api.deps import AdminDep, PlatformDep, UserDep
-from nudge.api.errors import describe_validation, respond_database_outage
-from nudge.core.apps import authenticate_app, get_app, is_admin_token, parse_bearer
-from nudge.core.users import USER_CREDENTIAL, authenticate_user, user_token_hash
+from nudge.api.deps import AdminDep, DeveloperDep, PlatformDep, UserDep
+from nudge.api.errors import respond_error, socket_error
+from nudge.core.apps import AppRecord, get_app
 from nudge.errors import NudgeError, Unavailable
 from nudge.platform import Platform
 from nudge.proactive import ingest, traces
-from nudge.store.models import App
+from nudge.proactive.segments import SESSION_RE, FinishIn, SegmentIn, SegmentsIn, check_session_id
+from nudge.store.traces import enable, webhook_failing_since
 from nudge.text import check_text, text_problem
 
 router = APIRouter(tags=["proactive"])
 
-SEGMENT_LIST = TypeAdapter(list[ingest.SegmentIn])
+SEGMENT_LIST = TypeAdapter(list[SegmentIn])
 
 
 SEGMENTS_PATH = "/v1/users/{uid}/sessions/{session_id}/segments"
@@ -46,7 +47,7 @@ async def store_segments(
     platform: Platform,
     uid: str,
     session_id: str,
-    segments: list[ingest.SegmentIn],
+    segments: list[SegmentIn],
     token_hash: str | None = None,
 ) -> dict[str, Any]:
     """Durably store segments (batched with concurrent requests); their flush is scheduled."""
@@ -104,32 +105,27 @@ class FastSegments:
         segments, token_hash = plain
         try:
             stored = await store_segments(platform, uid, session_id, segments, token_hash)
-        except NudgeError as exc:
-            await respond_json(send, exc.status_code, {"detail": exc.detail}, exc.headers)
-            return
-        except DBAPIError as exc:
-            await respond_database_outage(send, exc, SEGMENTS_PATH)
+        except Exception as exc:
+            await respond_error(send, exc, SEGMENTS_PATH)
             return
         await respond_json(send, 202, stored, {})
 
     @staticmethod
     def _plain(
         scope: Scope, body: bytes, uid: str, session_id: str, admin_token: str
-    ) -> tuple[list[ingest.SegmentIn], str | None] | None:
+    ) -> tuple[list[SegmentIn], str | None] | None:
         """The segments and the user token's hash (None for the admin token), or None when
         the request is anything but the plain case."""
         authorization, content_type = first_headers(scope, b"authorization", b"content-type")
         media_type = (content_type or "").split(";", 1)[0].strip().lower()
         if media_type != "application/json" or not body:
             return None
-        if not ingest.SESSION_RE.match(session_id) or text_problem(uid, line=True):
+        if not SESSION_RE.match(session_id) or text_problem(uid, line=True):
             return None
         try:
-            token = parse_bearer(authorization, USER_CREDENTIAL)
-            segments = ingest.SegmentsIn.model_validate_json(body).segments
-            if is_admin_token(token, admin_token):
-                return segments, None
-            return segments, user_token_hash(token)
+            credential = auth.read(authorization, auth.USER, admin_token=admin_token)
+            segments = SegmentsIn.model_validate_json(body).segments
+            return segments, None if isinstance(credential, auth.Admin) else credential.hash
         except (NudgeError, ValidationError):
             return None
 
@@ -141,7 +137,7 @@ class FastSegments:
     summary="Add live transcript segments to a session (created on first use)",
 )
 async def post_segments(
-    uid: str, session_id: str, body: ingest.SegmentsIn, platform: PlatformDep
+    uid: str, session_id: str, body: SegmentsIn, platform: PlatformDep
 ) -> dict[str, Any]:
     return await store_segments(platform, uid, session_id, body.segments)
 
@@ -156,10 +152,10 @@ async def finish(
     uid: str,
     session_id: str,
     platform: PlatformDep,
-    body: Annotated[ingest.FinishIn | None, Body()] = None,
+    body: Annotated[FinishIn | None, Body()] = None,
 ) -> dict[str, Any]:
-    summary = body or ingest.FinishIn()
-    result: dict[str, Any] = await platform.writer.run(
+    summary = body or FinishIn()
+    result: dict[str, Any] = await platform.db.write(
         lambda conn: ingest.finish_conversation(conn, uid, session_id, summary)
     )
     if platform.dispatcher is not None:
@@ -173,12 +169,12 @@ async def finish(
     summary="The session's live (or else latest) conversation, in Omi's shape",
 )
 async def get_session(uid: str, session_id: str, platform: PlatformDep) -> dict[str, Any]:
-    async with platform.db.read() as conn:
-        result: dict[str, Any] = await conn.run_sync(ingest.session_conversation, uid, session_id)
-    return result
+    return await platform.db.query(
+        partial(ingest.session_conversation, uid=uid, session_id=session_id)
+    )
 
 
-def _parse_ws_message(raw: str) -> list[ingest.SegmentIn]:
+def _parse_ws_message(raw: str) -> list[SegmentIn]:
     """A JSON list of segments, ``{"segments": [...]}``, or one segment object."""
     data = json.loads(raw)
     if isinstance(data, dict) and "segments" in data:
@@ -205,12 +201,13 @@ async def listen(websocket: WebSocket, uid: str, session_id: str = Query(...)) -
     authorization = websocket.headers.get("authorization") or (f"Bearer {token}" if token else None)
     try:
         check_text(uid, "uid", line=True)
-        ingest.check_session_id(session_id)
-        async with platform.db.read() as conn:
-            await authenticate_user(conn, authorization, uid, platform.admin_token)
+        check_session_id(session_id)
+        await auth.caller(
+            platform.db, authorization, auth.USER, admin_token=platform.admin_token, uid=uid
+        )
     except NudgeError as exc:
-        await websocket.send_json({"error": exc.detail, "status": exc.status_code})
-        await websocket.close(code=1008, reason=exc.detail[:120])
+        await websocket.send_json(answer := socket_error(exc, websocket.url.path))
+        await websocket.close(code=1008, reason=answer["error"][:120])
         return
     try:
         while True:
@@ -230,29 +227,12 @@ async def listen(websocket: WebSocket, uid: str, session_id: str = Query(...)) -
             try:
                 segments = _parse_ws_message(raw)
                 await websocket.send_json(await store_segments(platform, uid, session_id, segments))
-            except ValidationError as exc:
-                detail = describe_validation(list(exc.errors()))
-                await websocket.send_json({"error": detail, "status": 422})
+            except (NudgeError, ValidationError) as exc:
+                await websocket.send_json(socket_error(exc, websocket.url.path))
             except ValueError as exc:
                 await websocket.send_json({"error": f"bad message: {exc}", "status": 422})
-            except NudgeError as exc:
-                await websocket.send_json({"error": exc.detail, "status": exc.status_code})
     except WebSocketDisconnect:
         return
-
-
-async def require_app_developer(
-    app_id: str, platform: PlatformDep, authorization: Annotated[str | None, Header()] = None
-) -> None:
-    """The admin token, or a live app secret of this app."""
-    token = parse_bearer(authorization, "app secret or admin token")
-    if is_admin_token(token, platform.admin_token):
-        return
-    async with platform.db.read() as conn:
-        await authenticate_app(conn, authorization, app_id)
-
-
-DeveloperDep = Depends(require_app_developer)
 
 
 @router.get(
@@ -269,24 +249,18 @@ async def list_traces(
     conversation_id: str | None = Query(None, max_length=128),
     uid: str | None = Query(None, max_length=128),
 ) -> dict[str, Any]:
-    async with platform.db.read() as conn:
-        app = await get_app(conn, app_id)
-        failing_since = await conn.scalar(select(App.webhook_failing_since).where(App.id == app_id))
-        page = await traces.list_traces(
-            conn,
-            app_id,
-            limit=limit,
-            cursor=cursor,
-            session_id=session_id,
-            conversation_id=conversation_id,
-            uid=uid,
-        )
-    page["app"] = {
-        "status": app.status,
-        "status_reason": app.status_reason,
-        "webhook_failing_since": failing_since,
-    }
-    return page
+    def read(conn: Connection) -> dict[str, Any]:
+        app = get_app(conn, app_id)
+        filters = {"session_id": session_id, "conversation_id": conversation_id, "uid": uid}
+        page = traces.list_traces(conn, app_id, limit=limit, cursor=cursor, **filters)
+        page["app"] = {
+            "status": app.status,
+            "status_reason": app.status_reason,
+            "webhook_failing_since": webhook_failing_since(conn, app_id),
+        }
+        return page
+
+    return await platform.db.query(read)
 
 
 @router.get(
@@ -295,8 +269,7 @@ async def list_traces(
     summary="One trace",
 )
 async def get_trace(app_id: str, trace_id: str, platform: PlatformDep) -> dict[str, Any]:
-    async with platform.db.read() as conn:
-        return await traces.get_trace(conn, app_id, trace_id)
+    return await platform.db.query(partial(traces.get_trace, app_id=app_id, trace_id=trace_id))
 
 
 @router.post(
@@ -305,14 +278,12 @@ async def get_trace(app_id: str, trace_id: str, platform: PlatformDep) -> dict[s
     summary="Re-enable an app that was disabled because its webhook kept failing",
 )
 async def enable_app(app_id: str, platform: PlatformDep) -> dict[str, Any]:
-    async with platform.db.begin() as conn:
-        await get_app(conn, app_id)
-        await conn.execute(
-            update(App)
-            .where(App.id == app_id)
-            .values(status="active", status_reason="", webhook_failing_since=None)
-        )
-        app = await get_app(conn, app_id)
+    def work(conn: Connection) -> AppRecord:
+        get_app(conn, app_id)  # 404 before anything is written
+        enable(conn, app_id)
+        return get_app(conn, app_id)
+
+    app = await platform.db.write(work)
     if platform.webhooks is not None:
         platform.webhooks.breakers.pop(app_id, None)
     return app.public()

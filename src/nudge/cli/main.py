@@ -378,7 +378,7 @@ def users_conversations(
 
     async def work(conn: Any) -> list[dict[str, Any]]:
         await get_user(conn, uid)
-        found = await conversations_of(conn, uid, limit=limit, max_segments=segments)
+        found = await conn.run_sync(conversations_of, uid, limit=limit, max_segments=segments)
         return [c.model_dump(mode="json", exclude_none=True) for c in found]
 
     emit(run_with_db(load_settings(), work, write=False))

@@ -21,18 +21,18 @@ import time
 from collections import defaultdict
 from datetime import UTC, date, datetime
 from datetime import time as clock
+from functools import partial
 from types import SimpleNamespace
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import ColumnElement, Connection, func, insert, select, text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection
 
+from nudge.config import Settings
 from nudge.core.notifications import RateLimit
 from nudge.errors import Invalid
-from nudge.integrations.access import authorize, limited
+from nudge.integrations.access import Limiting, authorize, limited
 from nudge.integrations.limits import conversations_policy
-from nudge.platform import Platform
 from nudge.proactive.conversation import (
     DEFAULT_CATEGORY,
     DEFAULT_EMOJI,
@@ -41,14 +41,9 @@ from nudge.proactive.conversation import (
     GeolocationIn,
     conversation_json,
 )
-from nudge.proactive.ingest import (
-    SegmentIn,
-    derive_summary,
-    new_conversation_id,
-    queue_memory_webhooks,
-    transcript_line,
-)
-from nudge.store.models import Conversation, Segment
+from nudge.proactive.ingest import Dispatch, new_conversation_id, queue_memory_webhooks
+from nudge.proactive.segments import SegmentIn, derive_summary, transcript_line
+from nudge.store import conversations as sql
 from nudge.text import Line, Text
 
 TEXT_MAX_CHARS = 100_000
@@ -61,6 +56,16 @@ _WORD = re.compile(r"\w+")
 _EARLIEST = datetime(1900, 1, 1, tzinfo=UTC).timestamp()
 _LATEST = datetime(2999, 12, 31, tzinfo=UTC).timestamp()
 _FROM_OMI_STATUS = {omi: ours for ours, omi in OMI_STATUS.items()}
+
+
+class Importing(Limiting, Protocol):
+    """What an import needs of the running platform."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def dispatcher(self) -> Dispatch | None: ...
 
 
 # --- Omi's request and answer shapes ---------------------------------------------------------
@@ -220,40 +225,39 @@ def store_imported(conn: Connection, uid: str, app_id: str, body: CreateConversa
         transcript_line(s.text, s.speaker, s.is_user) for s in segments
     )
     conversation_id = new_conversation_id()
-    conn.execute(
-        insert(Conversation).values(
-            id=conversation_id,
-            uid=uid,
-            session_id=None,
-            status="finished",
-            source=IMPORTED_SOURCE,
-            language=body.language or "en",
-            geolocation=body.geolocation.model_dump() if body.geolocation else None,
-            external_data=_external_data(body, app_id, started, finished),
-            discarded=False,
-            app_id=app_id,
-            title=title,
-            overview=overview,
-            emoji=DEFAULT_EMOJI,
-            category=DEFAULT_CATEGORY,
-            action_items=[],
-            events=[],
-            summary_pending=True,  # the LLM writes them, as Omi's processing of an import
-            transcript=transcript,
-            created_at=started,  # as Omi: an import is dated when it started
-            started_at=started,
-            finished_at=finished,
-            flushed_upto=0,
-        )
+    sql.insert_conversation(
+        conn,
+        id=conversation_id,
+        uid=uid,
+        session_id=None,
+        status="finished",
+        source=IMPORTED_SOURCE,
+        language=body.language or "en",
+        geolocation=body.geolocation.model_dump() if body.geolocation else None,
+        external_data=_external_data(body, app_id, started, finished),
+        discarded=False,
+        app_id=app_id,
+        title=title,
+        overview=overview,
+        emoji=DEFAULT_EMOJI,
+        category=DEFAULT_CATEGORY,
+        action_items=[],
+        events=[],
+        summary_pending=True,  # the LLM writes them, as Omi's processing of an import
+        transcript=transcript,
+        created_at=started,  # as Omi: an import is dated when it started
+        started_at=started,
+        finished_at=finished,
+        flushed_upto=0,
     )
     if segments:
-        conn.execute(insert(Segment), [s.row(conversation_id, uid, now) for s in segments])
+        sql.insert_segments(conn, [s.row(conversation_id, uid, now) for s in segments])
     queue_memory_webhooks(conn, conversation_id)
     return conversation_id
 
 
 async def import_conversation(
-    platform: Platform,
+    platform: Importing,
     authorization: str | None,
     app_id: str,
     uid: str,
@@ -262,63 +266,27 @@ async def import_conversation(
     """``POST /v2/integrations/{app_id}/user/conversations``."""
     policy = conversations_policy(platform.settings)
     async with limited(platform, authorization, app_id, uid, "create_conversation", policy) as rate:
-        conversation_id = await platform.db.run_in_transaction(
+        conversation_id = await platform.db.write_alone(
             lambda conn: store_imported(conn, uid, app_id, body)
         )
         if platform.dispatcher is not None:  # else a worker process's dispatcher finds it
             platform.dispatcher.wake(conversation_id)
-        async with platform.db.read() as conn:
-            (item,) = await _items(conn, [conversation_id], max_segments=-1)
+        (item,) = await platform.db.query(partial(_items, ids=[conversation_id], max_segments=-1))
         return item, rate
 
 
 # --- Reads ---------------------------------------------------------------------------------
 
 
-def _filters(
-    uid: str,
-    *,
-    include_discarded: bool,
-    start: float | None,
-    end: float | None,
-    statuses: list[str] | None = None,
-) -> list[ColumnElement[bool]]:
-    where: list[ColumnElement[bool]] = [Conversation.uid == uid]
-    if not include_discarded:
-        where.append(Conversation.discarded.is_(False))
-    if statuses:  # Omi's names; one Nudge has no state for matches nothing
-        where.append(Conversation.status.in_([_FROM_OMI_STATUS.get(s, "") for s in statuses]))
-    if start is not None:
-        where.append(Conversation.created_at >= start)
-    if end is not None:
-        where.append(Conversation.created_at <= end)
-    return where
-
-
-async def _items(
-    conn: AsyncConnection, ids: list[str], *, max_segments: int
-) -> list[ConversationItem]:
+def _items(conn: Connection, ids: list[str], *, max_segments: int) -> list[ConversationItem]:
     """The conversations ``ids`` in that order, each with its first ``max_segments`` segments
     (-1: all), as Omi's ``ConversationItem``."""
     if not ids:
         return []
-    rows = {
-        r.id: r for r in await conn.execute(select(Conversation).where(Conversation.id.in_(ids)))
-    }
+    rows = sql.conversations_by_id(conn, ids)
     segments: dict[str, list[Any]] = defaultdict(list)
-    if max_segments != 0:
-        ranked = select(
-            Segment,
-            func.row_number()
-            .over(partition_by=Segment.conversation_id, order_by=Segment.id)
-            .label("n"),
-        ).where(Segment.conversation_id.in_(ids))
-        sub = ranked.subquery()
-        query = select(sub).order_by(sub.c.conversation_id, sub.c.id)
-        if max_segments > 0:
-            query = query.where(sub.c.n <= max_segments)
-        for s in await conn.execute(query):
-            segments[s.conversation_id].append(s)
+    for s in sql.first_segments(conn, ids, max_segments) if max_segments != 0 else []:
+        segments[s.conversation_id].append(s)
     return [
         ConversationItem.model_validate(conversation_json(rows[i], segments[i]))
         for i in ids
@@ -326,21 +294,13 @@ async def _items(
     ]
 
 
-async def _page(
-    conn: AsyncConnection, where: list[ColumnElement[bool]], limit: int, offset: int
-) -> list[str]:
-    query = (
-        select(Conversation.id)
-        .where(*where)
-        .order_by(Conversation.created_at.desc(), Conversation.id.desc())
-        .limit(limit)
-        .offset(offset)
-    )
-    return list(await conn.scalars(query))
+def _statuses(statuses: list[str] | None) -> list[str] | None:
+    """Omi's status names as Nudge's; one Nudge has no state for matches nothing."""
+    return [_FROM_OMI_STATUS.get(s, "") for s in statuses] if statuses else None
 
 
-async def conversations_of(
-    conn: AsyncConnection,
+def conversations_of(
+    conn: Connection,
     uid: str,
     *,
     limit: int,
@@ -352,14 +312,21 @@ async def conversations_of(
     end: float | None = None,
 ) -> list[ConversationItem]:
     """The user's conversations, newest first."""
-    where = _filters(
-        uid, include_discarded=include_discarded, start=start, end=end, statuses=statuses
+    ids = sql.page_ids(
+        conn,
+        uid,
+        limit,
+        offset,
+        include_discarded=include_discarded,
+        statuses=_statuses(statuses),
+        start=start,
+        end=end,
     )
-    return await _items(conn, await _page(conn, where, limit, offset), max_segments=max_segments)
+    return _items(conn, ids, max_segments=max_segments)
 
 
 async def read_conversations(
-    platform: Platform,
+    platform: Limiting,
     authorization: str | None,
     app_id: str,
     uid: str,
@@ -373,9 +340,12 @@ async def read_conversations(
     max_segments: int,
 ) -> list[ConversationItem]:
     """``GET /v2/integrations/{app_id}/conversations``."""
-    async with platform.db.read() as conn:
-        await authorize(conn, authorization, app_id, uid, "read_conversations")
-        return await conversations_of(
+
+    def read(conn: Connection) -> list[ConversationItem]:
+        authorize(conn, authorization, app_id, uid, "read_conversations")
+        start = parse_date(start_date, "start_date", end=False)
+        end = parse_date(end_date, "end_date", end=True)
+        return conversations_of(
             conn,
             uid,
             limit=limit,
@@ -383,25 +353,15 @@ async def read_conversations(
             max_segments=max_segments,
             include_discarded=include_discarded,
             statuses=statuses,
-            start=parse_date(start_date, "start_date", end=False),
-            end=parse_date(end_date, "end_date", end=True),
+            start=start,
+            end=end,
         )
 
-
-def _match(dialect: str, words: list[str]) -> ColumnElement[bool]:
-    """Every word in the title, overview or transcript (the full-text index of migration 0001)."""
-    if dialect == "postgresql":
-        clause = "conversations.search @@ plainto_tsquery('english', :q)"
-        return text(clause).bindparams(q=" ".join(words))  # type: ignore[return-value]
-    clause = (
-        "conversations.rowid IN "
-        "(SELECT rowid FROM conversations_fts WHERE conversations_fts MATCH :q)"
-    )
-    return text(clause).bindparams(q=" ".join(f'"{w}"' for w in words))  # type: ignore[return-value]
+    return await platform.db.query(read)
 
 
 async def search_conversations(
-    platform: Platform,
+    platform: Limiting,
     authorization: str | None,
     app_id: str,
     uid: str,
@@ -412,8 +372,9 @@ async def search_conversations(
     page = min(max(1, body.page or 1), MAX_PAGE)
     per_page = max(1, min(body.per_page or 10, 250))
     words = _WORD.findall(body.query.lower())[:SEARCH_MAX_WORDS]
-    async with platform.db.read() as conn:
-        await authorize(conn, authorization, app_id, uid, "read_conversations")
+
+    def search(conn: Connection) -> SearchConversationsResponse:
+        authorize(conn, authorization, app_id, uid, "read_conversations")
         start = parse_date(body.start_date, "start_date", end=False)
         end = parse_date(body.end_date, "end_date", end=True)
         if not words and start is None and end is None:  # as Omi: nothing asked, nothing found
@@ -421,14 +382,14 @@ async def search_conversations(
                 conversations=[], total_pages=page, current_page=page, per_page=per_page
             )
         include = True if body.include_discarded is None else body.include_discarded
-        where = _filters(uid, include_discarded=include, start=start, end=end)
-        if words:
-            where.append(_match(conn.dialect.name, words))
-        total = await conn.scalar(select(func.count()).select_from(Conversation).where(*where))
-        ids = await _page(conn, where, per_page, (page - 1) * per_page)
+        where = {"include_discarded": include, "start": start, "end": end, "words": words}
+        total = sql.count(conn, uid, **where)
+        ids = sql.page_ids(conn, uid, per_page, (page - 1) * per_page, **where)
         return SearchConversationsResponse(
-            conversations=await _items(conn, ids, max_segments=max_segments),
-            total_pages=max(math.ceil((total or 0) / per_page), 1),
+            conversations=_items(conn, ids, max_segments=max_segments),
+            total_pages=max(math.ceil(total / per_page), 1),
             current_page=page,
             per_page=per_page,
         )
+
+    return await platform.db.query(search)

@@ -6,11 +6,8 @@ contract: SQL (the ``rate_claims`` table, one conditional upsert) by default, Re
 (``SET NX PX`` and a compare-and-delete script) when ``NUDGE_REDIS_URL`` is set.
 
 A claim can carry work for when it is granted (``then``: the pipeline's reads): on SQL it runs in
-the claim's own transaction, so a won claim costs one trip to the database in all. Claims are few
-(a slot seen taken is remembered) and on the path to a notification, so they run as their own
-short transaction, on SQLite on the event loop when the write lock is free
-(``Database.run_in_transaction(on_loop=True)``), rather than waiting for a turn of the batch
-writer.
+the claim's own transaction (one unit of work through ``Database.write``), so a won claim costs one
+trip to the database in all.
 """
 
 from __future__ import annotations
@@ -20,15 +17,12 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, ClassVar, Protocol
 
-from sqlalchemy import Connection, bindparam, case, delete
+from sqlalchemy import Connection
 
-from nudge.proactive.sql import dialect_insert
+from nudge.store import claims as sql
 from nudge.store.db import Database
-from nudge.store.fast import Statement
-from nudge.store.models import RateClaim
 
 
 @dataclass(frozen=True)
@@ -69,32 +63,6 @@ class Claims(Protocol):
     async def aclose(self) -> None: ...
 
 
-@lru_cache(maxsize=2)
-def _claim_statement(dialect: str) -> Statement:
-    """The claim as one upsert, built once per database (``ON CONFLICT`` is spelled per dialect)."""
-    stmt = dialect_insert(dialect)(RateClaim).values(
-        key=bindparam("key"), until=bindparam("until"), token=bindparam("token")
-    )
-    free = RateClaim.until <= bindparam("now")
-    # Taken over only when expired; either way the row comes back: whose it is, until when.
-    return Statement(
-        stmt.on_conflict_do_update(
-            index_elements=[RateClaim.key],
-            set_={
-                "until": case((free, stmt.excluded.until), else_=RateClaim.until),
-                "token": case((free, stmt.excluded.token), else_=RateClaim.token),
-            },
-        ).returning(RateClaim.token, RateClaim.until)
-    )
-
-
-_RELEASE_SQL = Statement(
-    delete(RateClaim).where(
-        RateClaim.key == bindparam("key"), RateClaim.token == bindparam("token")
-    )
-)
-
-
 class SqlClaims:
     """One ``INSERT … ON CONFLICT DO UPDATE`` that takes the row over only when it expired and
     returns its holder: atomic on SQLite (writes are serialised) and on PostgreSQL (the
@@ -110,20 +78,15 @@ class SqlClaims:
 
         def work(conn: Connection) -> ClaimResult:
             now = time.time()
-            params = {"key": key, "until": now + ttl_s, "token": token, "now": now}
-            ((holder, until),) = _claim_statement(conn.dialect.name).rows(conn, params)
+            holder, until = sql.take(conn, key, token, now, now + ttl_s)
             if holder == token:
                 return ClaimResult(Claim(key, token), then=then(conn) if then else None)
             return ClaimResult(None, max(until - now, 0.0))
 
-        result: ClaimResult = await self.db.run_in_transaction(work, on_loop=True)
-        return result
+        return await self.db.write(work)
 
     async def release(self, claim: Claim) -> None:
-        def work(conn: Connection) -> None:
-            _RELEASE_SQL.run(conn, {"key": claim.key, "token": claim.token})
-
-        await self.db.run_in_transaction(work, on_loop=True)
+        await self.db.write(lambda conn: sql.give_back(conn, claim.key, claim.token))
 
     async def aclose(self) -> None:
         return None
@@ -158,7 +121,7 @@ class RedisClaims:
             try:
                 if self.db is None:
                     raise RuntimeError("RedisClaims needs the database to run work with a claim")
-                return ClaimResult(claim, then=await self.db.run_in_transaction(then, on_loop=True))
+                return ClaimResult(claim, then=await self.db.query(then))
             except BaseException:
                 await self.release(claim)  # as the SQL claim rolls back with its work
                 raise

@@ -23,14 +23,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import JSON, Connection, Float, String, bindparam, select, text
+from sqlalchemy import Connection
 
 from nudge.proactive.conversation import DEFAULT_CATEGORY
-from nudge.store.fast import Statement
-from nudge.store.models import ChatMessage, Segment, User, UserFact
+from nudge.store import context as sql
 from nudge.text import keywords
 
 MAX_CHARS = {"user_name": 200, "user_facts": 4000, "user_context": 6000, "user_chat": 4000}
@@ -41,74 +39,6 @@ CHAT_MESSAGES = 10
 
 def _bound(value: str, limit: int) -> str:
     return value if len(value) <= limit else value[: limit - 1].rstrip() + "…"
-
-
-# The reads of a won claim, built once (they run in the claim's transaction on the event loop).
-_LIVE_SEGMENTS = Statement(
-    select(Segment.text)
-    .where(Segment.conversation_id == bindparam("cid"))
-    .order_by(Segment.id.desc())
-    .limit(LIVE_SEGMENTS)
-)
-_USER_NAME = Statement(select(User.name).where(User.uid == bindparam("uid")))
-_USER_FACTS = Statement(
-    select(UserFact.text).where(UserFact.uid == bindparam("uid")).order_by(UserFact.id)
-)
-_CHAT = Statement(
-    select(ChatMessage.sender, ChatMessage.text)
-    .where(ChatMessage.uid == bindparam("uid"), ChatMessage.app_id == bindparam("app_id"))
-    .order_by(ChatMessage.id.desc())
-    .limit(CHAT_MESSAGES)
-)
-
-_PAST_COLUMNS = {
-    "id": String,
-    "title": String,
-    "overview": String,
-    "category": String,
-    "action_items": JSON,
-    "events": JSON,
-    "created_at": Float,
-    "started_at": Float,
-    "snippet": String,
-}
-_SELECT = "SELECT c.id, c.title, c.overview, c.category, c.action_items, c.events, c.created_at, "
-# Past conversations only: the user's, not the live one, ended, not discarded, in the date range.
-_PAST = (
-    "c.uid = :uid AND c.id != :cid AND c.status != 'live' AND NOT c.discarded "
-    "AND c.started_at >= :since AND c.started_at < :until"
-)
-_SEARCH_SQLITE = (
-    f"{_SELECT}c.started_at, snippet(conversations_fts, 2, '', '', '…', 32) AS snippet "
-    "FROM conversations_fts JOIN conversations c ON c.rowid = conversations_fts.rowid "
-    f"WHERE conversations_fts MATCH :q AND {_PAST} ORDER BY bm25(conversations_fts) LIMIT :n"
-)
-_RECENT = Statement(
-    text(
-        f"{_SELECT}c.started_at, '' AS snippet FROM conversations c WHERE {_PAST} "
-        "ORDER BY c.created_at DESC LIMIT :n"
-    ).columns(**_PAST_COLUMNS)
-)
-
-
-@lru_cache(maxsize=4)
-def _search(postgres: bool, required: bool) -> Statement:
-    """Full-text search of past conversations. On SQLite one FTS5 query string carries every
-    term; on PostgreSQL the required terms (``:req``) and the ranking terms (``:q``) are two
-    ``websearch_to_tsquery``, joined by ``&&``."""
-    if not postgres:
-        return Statement(text(_SEARCH_SQLITE).columns(**_PAST_COLUMNS))
-    query = "websearch_to_tsquery('english', :q)"
-    if required:
-        query = f"websearch_to_tsquery('english', :req) && {query}"
-    return Statement(
-        text(
-            f"{_SELECT}c.started_at, "
-            "ts_headline('english', c.transcript, w.q, 'MaxWords=35, MinWords=12') AS snippet "
-            f"FROM conversations c, (SELECT {query} AS q) w WHERE c.search @@ w.q AND {_PAST} "
-            "ORDER BY ts_rank(c.search, w.q) DESC LIMIT :n"
-        ).columns(**_PAST_COLUMNS)
-    )
 
 
 @dataclass(frozen=True)
@@ -178,8 +108,7 @@ def parse_steering(value: Any) -> Steering | None:
 
 def live_words(conn: Connection, conversation_id: str) -> list[str]:
     """The live conversation's most frequent content words (of its last segments)."""
-    rows = _LIVE_SEGMENTS.rows(conn, {"cid": conversation_id})
-    return keywords(" ".join(r.text for r in rows))
+    return keywords(" ".join(sql.last_segment_texts(conn, conversation_id, LIVE_SEGMENTS)))
 
 
 def _fts_query(terms: Iterable[str]) -> str:
@@ -235,7 +164,7 @@ def related_conversations(
     the others); with ``days``, only those started on one of those days (UTC)."""
     if not words and not required:
         return []
-    postgres = conn.dialect.name == "postgresql"
+    postgres = conn.dialect.name == "postgresql"  # the two spell full-text queries apart
     since, until = _day_range(days)
     fetch = limit * 8 if days else limit  # the range is narrowed to the exact days below
     params: dict[str, Any] = {"uid": uid, "cid": exclude_id, "n": fetch, "since": since}
@@ -247,12 +176,12 @@ def related_conversations(
         else:
             ranked = _fts_query(words)
             params["q"] = f"({_fts_query(required)}) AND ({ranked})" if required else ranked
-        rows = _search(postgres, bool(required)).rows(conn, params)
+        rows = sql.search_past(conn, params, required=bool(required))
         found = _on_days([_past_json(r) for r in rows], days)
     if required and len(found) < limit:
         params["q"] = _web_query(required) if postgres else _fts_query(required)
         seen = {r["id"] for r in found}
-        rows = _search(postgres, False).rows(conn, params)
+        rows = sql.search_past(conn, params)
         found += [r for r in _on_days([_past_json(r) for r in rows], days) if r["id"] not in seen]
     return found[:limit]
 
@@ -268,7 +197,7 @@ def recent_conversations(
     """The user's most recent past conversations (on ``days``, when given)."""
     since, until = _day_range(days)
     params = {"uid": uid, "cid": exclude_id, "since": since, "until": until}
-    rows = _RECENT.rows(conn, params | {"n": limit * 8 if days else limit})
+    rows = sql.recent_past(conn, params | {"n": limit * 8 if days else limit})
     return _on_days([_past_json(r) for r in rows], days)[:limit]
 
 
@@ -320,7 +249,7 @@ def user_context(
 
 def user_chat(conn: Connection, uid: str, app_id: str) -> str:
     """The last messages between the user and this app, oldest first (as in the app's chat)."""
-    rows = _CHAT.rows(conn, {"uid": uid, "app_id": app_id})
+    rows = sql.last_chat(conn, uid, app_id, CHAT_MESSAGES)
     return "\n".join(f"{'User' if m.sender == 'user' else 'App'}: {m.text}" for m in reversed(rows))
 
 
@@ -339,11 +268,10 @@ def build_context(
     notes: dict[str, Any] = {}
     for scope in scopes:
         if scope == "user_name":
-            names = _USER_NAME.rows(conn, {"uid": uid})
-            values[scope] = (names[0].name if names else None) or ""
+            values[scope] = sql.user_name(conn, uid) or ""
         elif scope == "user_facts":
-            facts = _USER_FACTS.rows(conn, {"uid": uid})
-            values[scope] = "; ".join(f.text.strip().rstrip(";") for f in facts)
+            facts = sql.fact_texts(conn, uid)
+            values[scope] = "; ".join(f.strip().rstrip(";") for f in facts)
         elif scope == "user_context":
             values[scope], notes[scope] = user_context(conn, uid, conversation_id, steering)
         elif scope == "user_chat":

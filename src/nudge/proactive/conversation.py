@@ -99,6 +99,18 @@ def transcript_segment(conversation_id: str, row: Any) -> dict[str, Any]:
     }
 
 
+def segment_json(row: Any) -> dict[str, Any]:
+    """A segment as realtime webhooks carry it (contract.md §2)."""
+    return {
+        "text": row.text,
+        "speaker": row.speaker,
+        "speaker_id": row.speaker_id,
+        "is_user": row.is_user,
+        "start": row.start,
+        "end": row.end,
+    }
+
+
 def conversation_json(conv: Any, segments: list[Any]) -> dict[str, Any]:
     """A stored conversation (a ``conversations`` row) and its segments, as Omi's model."""
     return {

@@ -2,7 +2,7 @@
 
 Omi's backend has its LLM write a conversation's ``structured`` part when it ends; so does Nudge,
 for conversations whose client sent no title or overview. The plain ones taken from the
-transcript (``nudge.proactive.ingest.derive_summary``) stay when the LLM fails, answers something
+transcript (``nudge.proactive.segments.derive_summary``) stay when the LLM fails, answers something
 unusable, or is the ``fake`` provider (tests and benchmarks).
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 from nudge.llm import LLM, LLMError
 from nudge.proactive.conversation import CATEGORIES, DEFAULT_CATEGORY
-from nudge.proactive.ingest import transcript_line
+from nudge.proactive.segments import transcript_line
 
 log = logging.getLogger("nudge.summary")
 

@@ -12,17 +12,21 @@ the first.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
-from sqlalchemy import Connection, delete, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection
 
 from nudge.errors import NotFound
-from nudge.ids import id_floor, new_id
-from nudge.store.fast import insert_statement
-from nudge.store.models import Delivery, Trace
+from nudge.ids import new_id
+from nudge.store import traces as sql
+from nudge.store.db import Database
+
+log = logging.getLogger("nudge.traces")
 
 OUTCOMES = {
     "no_action": "the app answered without asking for a notification (or with an empty message)",
@@ -41,6 +45,7 @@ OUTCOMES = {
 }
 SENT = {"notified", "message_sent"}
 TEXT_LIMIT = 20_000
+TRACE_BATCH = 256  # traces per INSERT (the batch writer's transactions stay short)
 
 
 def bounded(text: str, limit: int = TEXT_LIMIT) -> str:
@@ -88,37 +93,34 @@ class TraceRecorder:
         }
 
 
-_INSERT = insert_statement(
-    Trace,
-    [
-        "id",
-        "app_id",
-        "uid",
-        "session_id",
-        "conversation_id",
-        "kind",
-        "created_at",
-        "detail",
-        "notification_id",
-    ],
-)
+class TraceWriter:
+    """Queues finished traces; one task writes the queue in bulk (one INSERT for many calls)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._queue: list[TraceRecorder] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def save(self, trace: TraceRecorder) -> None:
+        self._queue.append(trace)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._write())
+
+    async def _write(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[:TRACE_BATCH], self._queue[TRACE_BATCH:]
+            try:
+                await self.db.write(partial(save_traces, traces=batch))
+            except Exception:
+                log.exception("traces not saved", extra={"count": len(batch)})
+
+    async def aclose(self, timeout: float) -> None:
+        if self._task is not None:
+            await asyncio.wait([self._task], timeout=timeout)
 
 
 def save_traces(conn: Connection, traces: list[TraceRecorder]) -> None:
-    _INSERT.run_many(conn, [t.row() for t in traces])
-
-
-def prune_traces(conn: Connection, older_than: float, limit: int) -> int:
-    """Delete up to ``limit`` of the oldest traces made before ``older_than`` (ids sort by time:
-    a range on the primary key, not a scan)."""
-    oldest = (
-        select(Trace.id)
-        .where(Trace.id < id_floor("tr", older_than))
-        .order_by(Trace.id)
-        .limit(limit)
-        .scalar_subquery()
-    )
-    return int(conn.execute(delete(Trace).where(Trace.id.in_(oldest))).rowcount or 0)
+    sql.insert_traces(conn, [t.row() for t in traces])
 
 
 def _trace_json(row: Any, deliveries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -139,20 +141,9 @@ def _trace_json(row: Any, deliveries: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-async def _deliveries(
-    conn: AsyncConnection, notification_ids: list[str]
-) -> dict[str, list[dict[str, Any]]]:
-    if not notification_ids:
-        return {}
-    rows = (
-        await conn.execute(
-            select(Delivery)
-            .where(Delivery.notification_id.in_(notification_ids))
-            .order_by(Delivery.id)
-        )
-    ).all()
+def _deliveries(conn: Connection, notification_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
+    for r in sql.deliveries_of(conn, notification_ids) if notification_ids else []:
         out.setdefault(r.notification_id, []).append(
             {
                 "provider": r.provider,
@@ -166,8 +157,8 @@ async def _deliveries(
     return out
 
 
-async def list_traces(
-    conn: AsyncConnection,
+def list_traces(
+    conn: Connection,
     app_id: str,
     *,
     limit: int = 50,
@@ -177,29 +168,19 @@ async def list_traces(
     uid: str | None = None,
 ) -> dict[str, Any]:
     """Newest first; ``cursor`` is the last id of the previous page."""
-    q = select(Trace).where(Trace.app_id == app_id)
-    if cursor:
-        q = q.where(Trace.id < cursor)
-    if session_id:
-        q = q.where(Trace.session_id == session_id)
-    if conversation_id:
-        q = q.where(Trace.conversation_id == conversation_id)
-    if uid:
-        q = q.where(Trace.uid == uid)
-    rows = (await conn.execute(q.order_by(Trace.id.desc()).limit(limit + 1))).all()
+    filters = {"session_id": session_id, "conversation_id": conversation_id, "uid": uid}
+    rows = sql.trace_page(conn, app_id, limit + 1, cursor, **filters)
     page = rows[:limit]
-    deliveries = await _deliveries(conn, [r.notification_id for r in page if r.notification_id])
+    deliveries = _deliveries(conn, [r.notification_id for r in page if r.notification_id])
     return {
         "items": [_trace_json(r, deliveries.get(r.notification_id or "", [])) for r in page],
         "next_cursor": rows[limit - 1].id if len(rows) > limit else None,
     }
 
 
-async def get_trace(conn: AsyncConnection, app_id: str, trace_id: str) -> dict[str, Any]:
-    row = (
-        await conn.execute(select(Trace).where(Trace.id == trace_id, Trace.app_id == app_id))
-    ).first()
+def get_trace(conn: Connection, app_id: str, trace_id: str) -> dict[str, Any]:
+    row = sql.trace(conn, app_id, trace_id)
     if row is None:
         raise NotFound(f"trace {trace_id!r} not found for app {app_id!r}")
-    deliveries = await _deliveries(conn, [row.notification_id] if row.notification_id else [])
+    deliveries = _deliveries(conn, [row.notification_id] if row.notification_id else [])
     return _trace_json(row, deliveries.get(row.notification_id or "", []))
