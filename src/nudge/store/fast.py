@@ -4,9 +4,13 @@ Running a small statement through SQLAlchemy costs ~0.1-0.3 ms of Python (cache 
 cache lookup, execution context, parameter and result processing), ten to fifty times what
 SQLite itself spends on it. On the hot paths (a live session's segments, its webhook flush, the
 proactive claim and its reads, traces) that was most of the event loop's time. A
-:class:`Statement` wraps a statement built once at import; on SQLite it is compiled once per
-dialect (and per length of its expanding ``IN`` lists) and executed on the ``sqlite3``
-connection with the same bind and result processing SQLAlchemy would apply (JSON, booleans).
+:class:`Statement` wraps a statement built once at import; on SQLite it is compiled once, its SQL
+expanded once per combination of lengths of its ``IN`` lists, and executed on the ``sqlite3``
+connection with the bind and result processing SQLAlchemy would apply (JSON, booleans). Only
+SQLAlchemy's public API is used: the compiled SQL, its positional parameters and binds, the
+expanded SQL from ``construct_expanded_state``, the result columns from ``exported_columns`` and
+the types' own bind and result processors; the rows are named as the driver names the columns
+(as SQLAlchemy does: ``count_1`` for an unlabeled ``count()``).
 On PostgreSQL (and on aiosqlite) it runs through SQLAlchemy as usual: there the round trip to
 the server, not Python, is the cost.
 
@@ -15,7 +19,6 @@ Rows come back as named tuples (``row.id``, ``row[0]``), like SQLAlchemy's rows.
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -26,18 +29,16 @@ from sqlalchemy import Connection, bindparam, insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Executable
 
-_POSTCOMPILE = re.compile(r"__\[POSTCOMPILE_(\w+)\]")
 SQL_CACHE = 1024  # rendered SQL strings kept per statement (one per combination of list lengths)
 
 
 @dataclass(frozen=True)
 class _Compiled:
-    sql_parts: tuple[str, ...]  # the SQL split around expanding lists (odd items: their names)
+    compiled: Any  # SQLAlchemy's compiled statement (it expands the IN lists)
     names: tuple[str, ...]  # the parameters in positional order
     defaults: Mapping[str, Any]  # values bound in the statement itself
-    expanding: frozenset[str]
+    expanding: tuple[str, ...]  # the expanding IN lists, in order
     bind: Mapping[str, Callable[[Any], Any]]
-    row: Callable[..., Any] | None  # named tuple of the result columns
     results: tuple[Callable[[Any], Any] | None, ...]
 
 
@@ -48,6 +49,7 @@ class Statement:
         self.statement = statement
         self._compiled: _Compiled | None = None
         self._sql: dict[tuple[int, ...], str] = {}
+        self._row: Callable[..., Any] | None = None  # named tuple of the result columns
 
     def rows(self, conn: Connection, params: Mapping[str, Any] | None = None) -> list[Any]:
         """The result rows (a SELECT, or a write with RETURNING)."""
@@ -55,15 +57,18 @@ class Statement:
             return list(conn.execute(self.statement, params or {}).all())
         compiled = self._compile(conn)
         sql, values = self._bound(compiled, params or {})
-        raw = _execute(conn, sql, values).fetchall()
-        if compiled.row is None:
+        cursor = _execute(conn, sql, values)
+        raw = cursor.fetchall()
+        if cursor.description is None:
             return raw
+        if self._row is None:
+            self._row = _row_type(cursor.description, compiled)
         if any(compiled.results):
             raw = [
                 [v if f is None or v is None else f(v) for f, v in zip(compiled.results, r)]
                 for r in raw
             ]
-        return [compiled.row(*r) for r in raw]
+        return [self._row(*r) for r in raw]
 
     def run(self, conn: Connection, params: Mapping[str, Any] | None = None) -> int:
         """Execute a write; returns the number of rows it changed."""
@@ -87,39 +92,39 @@ class Statement:
             return self._compiled
         dialect = conn.dialect
         compiled: Any = cast(Any, self.statement).compile(dialect=dialect)
-        if compiled.literal_execute_params or dialect.paramstyle != "qmark":
+        # Literal parameters and Python-side column defaults are SQLAlchemy's execution's work.
+        late = compiled.literal_execute_params or compiled.insert_prefetch
+        if late or compiled.update_prefetch or dialect.paramstyle != "qmark":
             raise ValueError(f"Statement cannot run on the driver: {self.statement}")
-        parts = tuple(_POSTCOMPILE.split(compiled.string))
-        columns = compiled._result_columns or []
-        keys = [c.keyname for c in columns]
-        if len(set(keys)) != len(keys):
-            raise ValueError(f"Statement: result columns must have distinct names: {keys}")
+        names = tuple(compiled.positiontup or ())
+        binds = {name: compiled.binds[name] for name in names}
+        bind = {
+            name: b.type.dialect_impl(dialect).bind_processor(dialect) for name, b in binds.items()
+        }
+        columns = getattr(self.statement, "exported_columns", ())  # a SELECT's, or RETURNING
         self._compiled = _Compiled(
-            sql_parts=parts,
-            names=tuple(compiled.positiontup or ()),
+            compiled=compiled,
+            names=names,
             defaults={
-                name: bind.effective_value
-                for name, bind in compiled.binds.items()
-                if bind.value is not None or not bind.required
+                name: b.effective_value
+                for name, b in binds.items()
+                if b.value is not None or not b.required
             },
-            expanding=frozenset(parts[1::2]),
-            bind=dict(compiled._bind_processors),
-            row=namedtuple("Row", keys, rename=True) if keys else None,  # type: ignore[misc]
-            results=tuple(c.type._cached_result_processor(dialect, None) for c in columns),
+            expanding=tuple(dict.fromkeys(name for name, b in binds.items() if b.expanding)),
+            bind={name: process for name, process in bind.items() if process is not None},
+            results=tuple(
+                c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
+            ),
         )
         return self._compiled
 
     def _sql_for(self, compiled: _Compiled, params: Mapping[str, Any]) -> str:
-        lengths = tuple(len(_value(compiled, params, name)) for name in compiled.sql_parts[1::2])
+        lengths = tuple(len(_value(compiled, params, name)) for name in compiled.expanding)
         sql = self._sql.get(lengths)
         if sql is None:
-            parts = list(compiled.sql_parts)
-            for i, n in enumerate(lengths):
-                # An empty list matches nothing, as SQLAlchemy renders it.
-                parts[2 * i + 1] = ", ".join("?" * n) if n else "SELECT 1 WHERE 1 != 1"
             if len(self._sql) >= SQL_CACHE:  # many combinations of list lengths: start over
                 self._sql.clear()
-            sql = self._sql[lengths] = "".join(parts)
+            sql = self._sql[lengths] = _expanded(compiled, lengths)
         return sql
 
     def _bound(self, compiled: _Compiled, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
@@ -140,6 +145,25 @@ class Statement:
 
 def _value(compiled: _Compiled, params: Mapping[str, Any], name: str) -> Any:
     return params[name] if name in params else compiled.defaults[name]
+
+
+def _expanded(compiled: _Compiled, lengths: tuple[int, ...]) -> str:
+    """The SQL with its IN lists of these lengths, as SQLAlchemy expands them (an empty list
+    matches nothing); checks that its parameters are in the order :meth:`Statement._values`
+    gives them."""
+    lists = {name: [None] * n for name, n in zip(compiled.expanding, lengths)}
+    state = compiled.compiled.construct_expanded_state({**dict.fromkeys(compiled.names), **lists})
+    order = [new for name in compiled.names for new in state.parameter_expansion.get(name, [name])]
+    if list(state.positiontup or ()) != order:
+        raise ValueError(f"Statement: unexpected parameter order {state.positiontup}")
+    return str(state.statement)
+
+
+def _row_type(description: Sequence[Any], compiled: _Compiled) -> Callable[..., Any]:
+    keys = [column[0] for column in description]
+    if len(set(keys)) != len(keys) or len(keys) != len(compiled.results or keys):
+        raise ValueError(f"Statement: result columns must have distinct names: {keys}")
+    return namedtuple("Row", keys, rename=True)  # type: ignore[misc]
 
 
 def insert_statement(model: Any, columns: Iterable[str]) -> Statement:
