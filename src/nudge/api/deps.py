@@ -7,9 +7,8 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from starlette.requests import HTTPConnection
 
-from nudge.core.apps import is_admin_token, parse_bearer
-from nudge.core.users import authenticate_user
-from nudge.errors import Invalid, Unauthorized
+from nudge import auth
+from nudge.errors import Invalid
 from nudge.platform import Platform
 from nudge.text import check_text, json_problem
 
@@ -54,19 +53,28 @@ async def check_text_input(connection: HTTPConnection) -> None:
 async def require_admin(
     platform: PlatformDep, authorization: Annotated[str | None, Header()] = None
 ) -> None:
-    token = parse_bearer(authorization, "admin token")
-    if not is_admin_token(token, platform.admin_token):
-        raise Unauthorized("this call needs the admin token (NUDGE_ADMIN_TOKEN)")
+    auth.read(authorization, auth.ADMIN, admin_token=platform.admin_token)
 
 
 async def require_user(
     uid: str, platform: PlatformDep, authorization: Annotated[str | None, Header()] = None
 ) -> None:
     """The admin token, or the token of the user named in the path."""
-    async with platform.db.read() as conn:
-        await authenticate_user(conn, authorization, uid, platform.admin_token)
+    await auth.caller(
+        platform.db, authorization, auth.USER, admin_token=platform.admin_token, uid=uid
+    )
+
+
+async def require_app_developer(
+    app_id: str, platform: PlatformDep, authorization: Annotated[str | None, Header()] = None
+) -> None:
+    """The admin token, or a live app secret of this app."""
+    await auth.caller(
+        platform.db, authorization, auth.DEVELOPER, admin_token=platform.admin_token, app_id=app_id
+    )
 
 
 TextInputDep = Depends(check_text_input)
 AdminDep = Depends(require_admin)
 UserDep = Depends(require_user)
+DeveloperDep = Depends(require_app_developer)

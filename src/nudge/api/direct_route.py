@@ -15,12 +15,12 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from fastapi import FastAPI
-from sqlalchemy.exc import DBAPIError
+from starlette.exceptions import HTTPException
 from starlette.routing import get_route_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nudge.api.asgi import first_headers, respond_json
-from nudge.api.errors import respond_database_outage
+from nudge.api.errors import respond_error
 from nudge.core.direct import DirectSend, refusal, send_direct
 from nudge.errors import Invalid, NudgeError
 from nudge.platform import Platform
@@ -65,7 +65,7 @@ class DirectNotificationRoute:
 
     async def _handle(self, scope: Scope, send: Send, app_id: str) -> None:
         if scope["method"] != "POST":
-            await respond_json(send, 405, {"detail": "Method Not Allowed"}, {"Allow": "POST"})
+            await respond_error(send, HTTPException(405, headers={"Allow": "POST"}), PATH)
             return
         platform: Platform = scope["app"].state.platform
         authorization, idempotency_key = first_headers(scope, b"authorization", b"idempotency-key")
@@ -83,12 +83,10 @@ class DirectNotificationRoute:
                     idempotency_key=idempotency_key,
                 ),
             )
-        except NudgeError as exc:
-            exc = await refusal(platform, exc, app_id, uid)
-            await respond_json(send, exc.status_code, {"detail": exc.detail}, exc.headers)
-            return
-        except DBAPIError as exc:
-            await respond_database_outage(send, exc, PATH)
+        except Exception as exc:
+            if isinstance(exc, NudgeError):
+                exc = await refusal(platform, exc, app_id, uid)
+            await respond_error(send, exc, PATH)
             return
         await respond_json(send, 200, accepted.body(), rate.headers())
 

@@ -20,9 +20,10 @@ import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from nudge.api.asgi import respond_json
+from nudge.api.errors import TooLarge, TooLong, respond_error
 from nudge.api.throttle import AuthFailures, client_key
 from nudge.config import Settings
+from nudge.errors import RateLimited
 
 log = logging.getLogger("nudge.api")
 
@@ -119,7 +120,7 @@ class RequestGuard:
             f"request body: over {self.max_body} bytes (NUDGE_MAX_BODY_BYTES); "
             "send fewer items per request"
         )
-        await respond_json(send, 413, {"detail": detail}, {})
+        await respond_error(send, TooLarge(detail))
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         if len(scope["query_string"]) > self.max_query:
@@ -127,12 +128,12 @@ class RequestGuard:
                 f"query string: over {self.max_query} bytes (NUDGE_MAX_QUERY_BYTES); "
                 "send long text in a JSON body"
             )
-            await respond_json(send, 414, {"detail": detail}, {})
+            await respond_error(send, TooLong(detail), scope["path"])
             return
         wait = self._blocked(scope)
         if wait:
             detail = f"too many refused credentials from this address: retry in {wait} s"
-            await respond_json(send, 429, {"detail": detail}, {"Retry-After": str(wait)})
+            await respond_error(send, RateLimited(detail, retry_after=wait), scope["path"])
             return
         exchange = _Exchange(self, scope, receive, send)
         for name, value in scope["headers"]:

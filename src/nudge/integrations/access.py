@@ -10,19 +10,26 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import Protocol
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection
 
-from nudge.core.apps import AppRecord, app_for_secret, get_app, parse_bearer
+from nudge import auth
+from nudge.core.apps import AppRecord, get_app
 from nudge.core.notifications import RateLimit
 from nudge.errors import Forbidden, Invalid, NudgeError, Unauthorized
-from nudge.integrations.limits import Policy, take
-from nudge.store.models import Install
+from nudge.integrations.limits import Counters, Policy, take
+from nudge.store import credentials
+from nudge.store.db import Database
 
-if TYPE_CHECKING:
-    from nudge.platform import Platform
+
+class Limiting(Protocol):
+    """What a limited call needs (the running platform has both)."""
+
+    db: Database
+    counters: Counters
+
 
 # What each gate lets an app do, for the 403 that says which action to list.
 _DOING = {
@@ -33,28 +40,23 @@ _DOING = {
 }
 
 
-async def authorize(
-    conn: AsyncConnection,
+def authorize(
+    conn: Connection,
     authorization: str | None,
     app_id: str,
     uid: str,
     action: str | None,
 ) -> AppRecord:
     """The app, once its secret, the user's install and (unless None) ``action`` are checked."""
-    parse_bearer(authorization)
-    app = await get_app(conn, app_id)
+    auth.parse_bearer(authorization)
+    app = get_app(conn, app_id)
     try:
-        owner = await app_for_secret(conn, authorization)
+        auth.identify(conn, authorization, auth.APP, app_id=app_id)
     except Unauthorized as exc:
         raise Forbidden(f"invalid API key: {exc.detail}") from None
-    if owner != app_id:
-        raise Forbidden(f"invalid API key: this app secret belongs to another app, not {app_id!r}")
     if not uid.strip():
         raise Invalid("uid: required and must not be empty")
-    installed = await conn.scalar(
-        select(Install.app_id).where(Install.uid == uid, Install.app_id == app_id)
-    )
-    if installed is None:
+    if not credentials.is_installed(conn, uid, app_id):
         raise Forbidden(
             f"app {app_id!r} is not enabled for user {uid!r}: the user installs it first "
             f"(POST /v1/users/{{uid}}/apps/{{app_id}})"
@@ -69,7 +71,7 @@ async def authorize(
 
 @asynccontextmanager
 async def limited(
-    platform: Platform,
+    platform: Limiting,
     authorization: str | None,
     app_id: str,
     uid: str,
@@ -78,8 +80,8 @@ async def limited(
 ) -> AsyncIterator[RateLimit]:
     """A create call: ``action`` checked, the request counted under ``policy`` (429 past it),
     and the window's headers added to any error the body raises."""
-    async with platform.db.read() as conn:
-        await authorize(conn, authorization, app_id, uid, action)
+    work = partial(authorize, authorization=authorization, app_id=app_id, uid=uid, action=action)
+    await platform.db.query(work)
     rate = await take(platform.counters, policy, app_id, uid)
     try:
         yield rate
