@@ -99,6 +99,16 @@ def user_token_refusal(owner: str | None, uid: str | None) -> NudgeError | None:
     return None
 
 
+def app_key_refusal(owner: str | None, app_id: str | None) -> NudgeError | None:
+    """Why an app secret of ``owner`` (None: unknown or revoked) may not act for ``app_id``
+    (None: for its own app). Also the acceptance batch's check."""
+    if owner is None:
+        return Unauthorized(UNKNOWN_APP_SECRET)
+    if app_id is not None and owner != app_id:
+        return Unauthorized(f"this app secret belongs to another app, not {app_id!r}")
+    return None
+
+
 def _lookup(
     conn: Connection, credential: Admin | Token, takes: str, uid: str | None, app_id: str | None
 ) -> Caller:
@@ -106,11 +116,10 @@ def _lookup(
         return credential
     if credential.kind == "app":
         owner = credentials.app_of_key(conn, credential.hash)
-        if owner is None:
-            raise Unauthorized(UNKNOWN_APP_SECRET)
-        if app_id is not None and owner != app_id:
-            raise Unauthorized(f"this app secret belongs to another app, not {app_id!r}")
-        return App(owner)
+        refusal = app_key_refusal(owner, app_id)
+        if refusal is not None:
+            raise refusal
+        return App(str(owner))
     user = credentials.user_of_token(conn, credential.hash)
     if user is None and takes == ANY:
         raise Unauthorized("unknown token: use the admin token, a user token or an app secret")
