@@ -38,11 +38,10 @@ from nudge.core.manifest import SCOPES
 from nudge.ids import new_webhook_secret
 from nudge.net.webhooks import WebhookClient, WebhookTarget
 from nudge.proactive.context import render_conversations
+from nudge.proactive.conversation import new_conversation_id, segment_json
 from nudge.proactive.filler import fill
-from nudge.proactive.conversation import segment_json
-from nudge.proactive.ingest import new_conversation_id
-from nudge.proactive.segments import SegmentIn, check_session_id, derive_summary
 from nudge.proactive.plan import parse_answer, plan
+from nudge.proactive.segments import SegmentIn, check_session_id, derive_summary
 from nudge.proactive.traces import OUTCOMES
 
 SEGMENTS = TypeAdapter(list[SegmentIn])

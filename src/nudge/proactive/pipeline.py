@@ -1,17 +1,14 @@
 """What Nudge does with an app's answer (contract.md §2, §3), every step written to the trace.
 
-``{"session_id", "notification": {"prompt", "params", "context"?}}`` runs the proactive pipeline:
-1. capability ``proactive_notification`` and a live install; 2. prompt of 5 to 128,000 chars;
-3. scopes that count = params ∩ manifest scopes ∩ granted; 4. the atomic 30 s claim;
-5. context for those scopes (``context`` steers ``{{user_context}}``); 6. plain ``{{ name }}``
-filling; 7. the generation step (``nudge.llm.writer``: user data fenced, a structured answer,
-cleaned and checked; quiet or held = nothing sent, claim given back); 8. delivery as
-"<App name> says", stored in the app's chat.
-``{"message": "..."}`` is a notification from the app, sent as Omi sends it: over 5 chars from a
-realtime webhook, any from a memory-creation one, and not counted against the direct API's hourly
-cap (the 60 s duplicate window holds, and ``NUDGE_WEBHOOK_MESSAGE_LIMIT_PER_HOUR`` guards against
-a runaway app). An empty message is no action. An answer with both gets both, each outcome in the
-trace. Anything else is no action, or an invalid answer recorded in the trace.
+The rules are :mod:`nudge.proactive.plan`'s. ``{"notification": {"prompt", "params", "context"?}}``
+runs the proactive pipeline: 1. capability and a live install; 2. prompt length; 3. the scopes that
+count; 4. the atomic claim; 5. context for those scopes (``context`` steers ``{{user_context}}``);
+6. plain ``{{ name }}`` filling; 7. the generation step (``nudge.llm.writer``; quiet or held =
+nothing sent, claim given back); 8. delivery as "<App name> says", stored in the app's chat.
+``{"message": "..."}`` is a notification from the app, sent as Omi sends it and not counted
+against the direct API's hourly cap (the 60 s duplicate window holds, and
+``NUDGE_WEBHOOK_MESSAGE_LIMIT_PER_HOUR`` guards against a runaway app). An answer with both gets
+both, each outcome in the trace.
 """
 
 from __future__ import annotations
@@ -38,7 +35,6 @@ from nudge.proactive.filler import fill
 from nudge.proactive.plan import (
     NOTIFICATION_MAX_CHARS,
     Answer,
-    Refusal,
     Scopes,
     Step,
     decide_scopes,
@@ -112,9 +108,7 @@ def read_inputs(
     granted = installed[0].scopes
     if tuple(granted) != app.granted:
         app = replace(app, granted=tuple(granted))
-    scopes = decide_scopes(
-        answer.params, answer.prompt or "", manifest_scopes=app.manifest_scopes, granted=app.granted
-    )
+    scopes = decide_scopes(answer.params, answer.prompt or "", app.manifest_scopes, app.granted)
     values, notes = build_context(
         conn,
         uid=uid,
@@ -124,10 +118,6 @@ def read_inputs(
         steering=answer.steering,
     )
     return app, scopes, values, notes
-
-
-def refuse(trace: TraceRecorder, refusal: Refusal) -> None:
-    trace.outcome(refusal.outcome, refusal.reason)
 
 
 class Pipeline:
@@ -170,7 +160,7 @@ class Pipeline:
         )
         trace.detail["answer"] = {"kind": decided.kind}
         if decided.refused:
-            refuse(trace, decided.refused)
+            trace.outcome(*decided.refused)
             return
         both = decided.proactive is not None and decided.message is not None
         trace.detail["answer"]["also_message"] = both
@@ -178,9 +168,12 @@ class Pipeline:
             if decided.proactive is not None:
                 trace.step = "proactive" if both else None
                 await self.proactive(app, uid, conversation_id, answer, decided.proactive, trace)
-            if decided.message is not None:
+            if (said := decided.message) is not None:  # as Omi sends it (see the module docstring)
                 trace.step = "message" if both else None
-                await self.message(app, uid, decided.message, trace)
+                if said.refused is not None:
+                    trace.outcome(*said.refused)
+                else:
+                    await self._accept(app, uid, said.text, "message", trace)
         except Exception as exc:  # a bug here must not stop the dispatcher; the trace says so
             log.exception("pipeline failed", extra={"app_id": app.app_id, "uid": uid})
             trace.outcome("internal_error", f"{type(exc).__name__}; it was logged on the platform")
@@ -199,7 +192,7 @@ class Pipeline:
         if step.refused is None or step.refused.outcome != "not_allowed":  # the capability first
             trace.detail["prompt"] = {"template": bounded(prompt), "template_chars": len(prompt)}
         if step.refused is not None:
-            refuse(trace, step.refused)
+            trace.outcome(*step.refused)
             return
         # 3. Scopes that count (grants as read when the segments were sent; re-read below
         # before any data is used).
@@ -220,7 +213,7 @@ class Pipeline:
         }
         if claimed.claim is None:
             trace.detail["rate_limit"]["retry_after_s"] = round(claimed.retry_after_s, 3)
-            refuse(trace, rate_limited(interval_s, claimed.retry_after_s))
+            trace.outcome(*rate_limited(interval_s, claimed.retry_after_s))
             return
         sent = False
         try:
@@ -290,18 +283,10 @@ class Pipeline:
         trace.detail.setdefault("timing", {})["llm_s"] = round(written.seconds, 4)
         refused = generated(written.decision, written.reason)
         if refused is not None:
-            refuse(trace, refused)
+            trace.outcome(*refused)
             return False
         # 8. Deliver as the app, stored in the app's chat.
         return await self._accept(app, uid, written.text, "proactive", trace)
-
-    async def message(self, app: AppTarget, uid: str, step: Step, trace: TraceRecorder) -> None:
-        """``{"message": ...}``: a notification from the app, as Omi sends one (see the module
-        docstring): kind ``message``, not counted against the direct API's hourly cap."""
-        if step.refused is not None:
-            refuse(trace, step.refused)
-            return
-        await self._accept(app, uid, step.text, "message", trace)
 
     async def _accept(
         self, app: AppTarget, uid: str, text: str, kind: str, trace: TraceRecorder

@@ -1,14 +1,13 @@
 """The proactive pipeline's decisions as pure functions: what is sent, held or refused, and why.
 
-:func:`plan` reads an app's answer against the app's capabilities, manifest scopes and the user's
-grants (and, when known, the last proactive notification's time) and returns plain values; the
-pipeline acts on them and ``nudge simulate`` shows them, so neither restates a rule.
+The pipeline acts on :func:`plan` and ``nudge simulate`` shows it, so neither restates a rule.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from nudge.core.manifest import SCOPES
 from nudge.core.notifications import validate_message
@@ -69,9 +68,8 @@ def parse_answer(body: bytes) -> Answer:
     return out
 
 
-@dataclass(frozen=True)
-class Refusal:
-    """Nothing is sent: the trace outcome and why."""
+class Refusal(NamedTuple):
+    """Nothing is sent: the trace outcome and why (``trace.outcome(*refusal)``)."""
 
     outcome: str
     reason: str | None = None
@@ -90,7 +88,7 @@ class Scopes:
 
 
 def decide_scopes(
-    params: list[str], prompt: str, *, manifest_scopes: tuple[str, ...], granted: tuple[str, ...]
+    params: list[str], prompt: str, manifest_scopes: tuple[str, ...], granted: tuple[str, ...]
 ) -> Scopes:
     """A scope counts when the answer lists it, the manifest declares it and the user granted it."""
     used = placeholders(prompt)
@@ -181,9 +179,7 @@ def plan(
             step = Step(Refusal("invalid_answer", f"{why}{PROMPT_MIN} to {PROMPT_MAX:,}"))
         else:
             wait = next_slot(interval_s, last_sent_at, now)
-            scopes = decide_scopes(
-                answer.params, prompt, manifest_scopes=manifest_scopes, granted=granted
-            )
+            scopes = decide_scopes(answer.params, prompt, manifest_scopes, granted)
             step = Step(rate_limited(interval_s, wait) if wait else None, scopes)
     if answer.message is not None:
         said = message(answer.message, kind, message_max_chars)
