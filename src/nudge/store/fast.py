@@ -1,20 +1,13 @@
 """Hot statements, compiled once and run on SQLite's driver directly.
 
-Running a small statement through SQLAlchemy costs ~0.1-0.3 ms of Python (cache key, compiled
-cache lookup, execution context, parameter and result processing), ten to fifty times what
-SQLite itself spends on it. On the hot paths (a live session's segments, its webhook flush, the
-proactive claim and its reads, traces) that was most of the event loop's time. A
-:class:`Statement` wraps a statement built once at import; on SQLite it is compiled once, its SQL
-expanded once per combination of lengths of its ``IN`` lists, and executed on the ``sqlite3``
-connection with the bind and result processing SQLAlchemy would apply (JSON, booleans). Only
-SQLAlchemy's public API is used: the compiled SQL, its positional parameters and binds, the
-expanded SQL from ``construct_expanded_state``, the result columns from ``exported_columns`` and
-the types' own bind and result processors; the rows are named as the driver names the columns
-(as SQLAlchemy does: ``count_1`` for an unlabeled ``count()``).
-On PostgreSQL (and on aiosqlite) it runs through SQLAlchemy as usual: there the round trip to
-the server, not Python, is the cost.
-
-Rows come back as named tuples (``row.id``, ``row[0]``), like SQLAlchemy's rows.
+Running a small statement through SQLAlchemy's ``Connection.execute`` costs many times what SQLite
+itself spends on it (docs/decisions.md). A :class:`Statement` wraps a statement built once at
+import; on SQLite it is compiled once, its SQL expanded once per combination of lengths of its
+``IN`` lists, and run on the ``sqlite3`` connection with its types' bind and result processing
+(JSON, booleans), all from SQLAlchemy's public API. Rows come back as named tuples (``row.id``,
+``row[0]``), named as the driver names the columns, as SQLAlchemy's rows are (``count_1`` for an
+unlabeled ``count()``). On PostgreSQL (and aiosqlite) it runs through SQLAlchemy as usual: there
+the round trip to the server, not Python, is the cost.
 """
 
 from __future__ import annotations
@@ -29,6 +22,7 @@ from sqlalchemy import Connection, bindparam, insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Executable
 
+_DRIVER = "pysqlite"  # the synchronous sqlite3 driver (not aiosqlite through run_sync)
 SQL_CACHE = 1024  # rendered SQL strings kept per statement (one per combination of list lengths)
 
 
@@ -53,16 +47,14 @@ class Statement:
 
     def rows(self, conn: Connection, params: Mapping[str, Any] | None = None) -> list[Any]:
         """The result rows (a SELECT, or a write with RETURNING)."""
-        if not _on_driver(conn):
+        if conn.dialect.driver != _DRIVER:
             return list(conn.execute(self.statement, params or {}).all())
         compiled = self._compile(conn)
         sql, values = self._bound(compiled, params or {})
-        cursor = _execute(conn, sql, values)
-        raw = cursor.fetchall()
+        raw = (cursor := _execute(conn, sql, values)).fetchall()
         if cursor.description is None:
             return raw
-        if self._row is None:
-            self._row = _row_type(cursor.description, compiled)
+        self._row = self._row or _row_type(cursor.description, compiled)
         if any(compiled.results):
             raw = [
                 [v if f is None or v is None else f(v) for f, v in zip(compiled.results, r)]
@@ -72,7 +64,7 @@ class Statement:
 
     def run(self, conn: Connection, params: Mapping[str, Any] | None = None) -> int:
         """Execute a write; returns the number of rows it changed."""
-        if not _on_driver(conn):
+        if conn.dialect.driver != _DRIVER:
             return int(conn.execute(self.statement, params or {}).rowcount or 0)
         return int(_execute(conn, *self._bound(self._compile(conn), params or {})).rowcount)
 
@@ -80,7 +72,7 @@ class Statement:
         """Execute a write once per parameter set (``executemany``); no expanding lists."""
         if not params:
             return
-        if not _on_driver(conn):
+        if conn.dialect.driver != _DRIVER:
             conn.execute(self.statement, list(params))
             return
         compiled = self._compile(conn)
@@ -92,29 +84,20 @@ class Statement:
             return self._compiled
         dialect = conn.dialect
         compiled: Any = cast(Any, self.statement).compile(dialect=dialect)
-        # Literal parameters and Python-side column defaults are SQLAlchemy's execution's work.
-        late = compiled.literal_execute_params or compiled.insert_prefetch
-        if late or compiled.update_prefetch or dialect.paramstyle != "qmark":
+        late = compiled.literal_execute_params, compiled.insert_prefetch, compiled.update_prefetch
+        if any(late) or dialect.paramstyle != "qmark":  # literals, Python-side defaults
             raise ValueError(f"Statement cannot run on the driver: {self.statement}")
         names = tuple(compiled.positiontup or ())
         binds = {name: compiled.binds[name] for name in names}
-        bind = {
-            name: b.type.dialect_impl(dialect).bind_processor(dialect) for name, b in binds.items()
-        }
+        bind = {n: b.type.dialect_impl(dialect).bind_processor(dialect) for n, b in binds.items()}
         columns = getattr(self.statement, "exported_columns", ())  # a SELECT's, or RETURNING
         self._compiled = _Compiled(
-            compiled=compiled,
-            names=names,
-            defaults={
-                name: b.effective_value
-                for name, b in binds.items()
-                if b.value is not None or not b.required
-            },
-            expanding=tuple(dict.fromkeys(name for name, b in binds.items() if b.expanding)),
-            bind={name: process for name, process in bind.items() if process is not None},
-            results=tuple(
-                c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
-            ),
+            compiled,
+            names,
+            {n: b.effective_value for n, b in binds.items() if not b.required},
+            tuple(dict.fromkeys(n for n, b in binds.items() if b.expanding)),
+            {n: process for n, process in bind.items() if process is not None},
+            tuple(c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns),
         )
         return self._compiled
 
@@ -148,9 +131,8 @@ def _value(compiled: _Compiled, params: Mapping[str, Any], name: str) -> Any:
 
 
 def _expanded(compiled: _Compiled, lengths: tuple[int, ...]) -> str:
-    """The SQL with its IN lists of these lengths, as SQLAlchemy expands them (an empty list
-    matches nothing); checks that its parameters are in the order :meth:`Statement._values`
-    gives them."""
+    """The SQL with IN lists of these lengths (an empty one matches nothing), as SQLAlchemy
+    expands it; its parameters must be in the order of :meth:`Statement._values`."""
     lists = {name: [None] * n for name, n in zip(compiled.expanding, lengths)}
     state = compiled.compiled.construct_expanded_state({**dict.fromkeys(compiled.names), **lists})
     order = [new for name in compiled.names for new in state.parameter_expansion.get(name, [name])]
@@ -171,15 +153,9 @@ def insert_statement(model: Any, columns: Iterable[str]) -> Statement:
     return Statement(insert(model).values({column: bindparam(column) for column in columns}))
 
 
-def _on_driver(conn: Connection) -> bool:
-    """Is this the synchronous ``sqlite3`` driver (not aiosqlite through ``run_sync``)?"""
-    return conn.dialect.driver == "pysqlite"
-
-
 def _execute(conn: Connection, sql: str, values: list[Any], *, many: bool = False) -> Any:
-    """Run on the ``sqlite3`` connection under ``conn`` (in its transaction). Its errors are
-    raised as SQLAlchemy's (``OperationalError`` etc.), as ``conn.execute`` would: the API
-    answers a database outage with a 503."""
+    """Run on the ``sqlite3`` connection under ``conn`` (in its transaction); its errors raised
+    as ``conn.execute`` would (``OperationalError`` etc.: the API answers an outage with a 503)."""
     raw: Any = conn.connection.driver_connection
     try:
         return raw.executemany(sql, values) if many else raw.execute(sql, values)
