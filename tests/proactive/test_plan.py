@@ -49,6 +49,8 @@ def ask(prompt: str, params: list[str] | None = None) -> dict[str, Any]:
         ({"notification": {"prompt": 5}}, "notification.prompt: must be a string"),
         (ask("hello") | {"notification": {"prompt": "hello", "params": "user_name"}},
          "notification.params: must be a list of scope names (strings)"),
+        ({"notification": {"prompt": "hello", "context": 5}},
+         "notification.context: must be an object with 'question' and 'filters'"),
         ({"message": 7}, "message: must be a string"),
     ],
 )  # fmt: skip
