@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from nudge.api.deps import AdminDep, PlatformDep
 from nudge.core import apps
 from nudge.core.manifest import Manifest
+from nudge.sdk.models import AppCreated, AppInfo, KeyCreated, KeyInfo
 
 router = APIRouter(prefix="/v1/apps", tags=["apps"], dependencies=[AdminDep])
 
@@ -20,7 +21,12 @@ class NewApp(BaseModel):
     direct_limit_per_hour: int | None = Field(default=None, ge=1, le=1_000_000)
 
 
-@router.post("", status_code=201, summary="Register an app; its secrets are shown only here")
+@router.post(
+    "",
+    status_code=201,
+    summary="Register an app; its secrets are shown only here",
+    response_model=AppCreated,
+)
 async def create_app(body: NewApp, platform: PlatformDep) -> dict[str, str]:
     async with platform.db.begin() as conn:
         return await apps.create_app(
@@ -28,25 +34,32 @@ async def create_app(body: NewApp, platform: PlatformDep) -> dict[str, str]:
         )
 
 
-@router.get("", summary="List apps")
+@router.get("", summary="List apps", response_model=list[AppInfo])
 async def list_apps(platform: PlatformDep) -> list[dict[str, Any]]:
     async with platform.db.read() as conn:
         return [a.public() for a in await apps.list_apps(conn)]
 
 
-@router.get("/{app_id}", summary="One app, with its status")
+@router.get("/{app_id}", summary="One app, with its status", response_model=AppInfo)
 async def get_app(app_id: str, platform: PlatformDep) -> dict[str, Any]:
     async with platform.db.read() as conn:
         return (await apps.get_app(conn, app_id)).public()
 
 
-@router.post("/{app_id}/keys", status_code=201, summary="Create another app secret")
+@router.post(
+    "/{app_id}/keys",
+    status_code=201,
+    summary="Create another app secret",
+    response_model=KeyCreated,
+)
 async def create_key(app_id: str, platform: PlatformDep) -> dict[str, str]:
     async with platform.db.begin() as conn:
         return await apps.create_key(conn, app_id)
 
 
-@router.get("/{app_id}/keys", summary="List the app's keys (hints only)")
+@router.get(
+    "/{app_id}/keys", summary="List the app's keys (hints only)", response_model=list[KeyInfo]
+)
 async def list_keys(app_id: str, platform: PlatformDep) -> list[dict[str, Any]]:
     async with platform.db.read() as conn:
         return await apps.list_keys(conn, app_id)

@@ -6,12 +6,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import FileResponse
-from pydantic import BaseModel
 
 from nudge import console
 from nudge.api.deps import AdminDep, PlatformDep, UserDep
 from nudge.core.users import get_user
 from nudge.errors import NotFound
+from nudge.sdk.models import ConsoleUsers, Knowledge, WhoAmI
 
 router = APIRouter(tags=["console"])
 
@@ -44,7 +44,12 @@ async def static(name: str) -> FileResponse:
     )
 
 
-@router.get("/console/api/whoami", summary="Who a token belongs to (admin, a user or an app)")
+@router.get(
+    "/console/api/whoami",
+    summary="Who a token belongs to (admin, a user or an app)",
+    response_model=WhoAmI,
+    response_model_exclude_unset=True,
+)
 async def whoami(
     platform: PlatformDep, authorization: Annotated[str | None, Header()] = None
 ) -> dict[str, Any]:
@@ -52,30 +57,15 @@ async def whoami(
         return await console.whoami(conn, authorization, platform.admin_token)
 
 
-@router.get("/console/api/users", dependencies=[AdminDep], summary="Users, newest first")
+@router.get(
+    "/console/api/users",
+    dependencies=[AdminDep],
+    summary="Users, newest first",
+    response_model=ConsoleUsers,
+)
 async def users(platform: PlatformDep, limit: int = Query(200, ge=1, le=1000)) -> dict[str, Any]:
     async with platform.db.read() as conn:
         return {"users": await console.list_users(conn, limit)}
-
-
-class FactRow(BaseModel):
-    text: str
-    app_id: str | None  # the app that imported it; None: added on the platform API
-    created_at: float
-
-
-class ConversationRow(BaseModel):
-    id: str
-    title: str
-    source: str  # omi (streamed) | external_integration (imported by app_id)
-    app_id: str | None
-    status: str
-    started_at: float
-
-
-class Knowledge(BaseModel):
-    facts: list[FactRow]
-    conversations: list[ConversationRow]
 
 
 @router.get(

@@ -16,6 +16,7 @@ from nudge.core.apps import authenticate_app
 from nudge.core.direct import DirectSend, refusal, send_direct
 from nudge.core.notifications import notification_status
 from nudge.errors import Invalid, NudgeError
+from nudge.sdk.models import NotificationAccepted, NotificationStatus
 from nudge.text import Line, Text
 
 router = APIRouter(tags=["app API"])
@@ -32,6 +33,7 @@ class SendBody(BaseModel):
 @router.post(
     "/api/notifications/send",
     summary="Send a notification with a type and data (seed guide, step 2)",
+    response_model=NotificationAccepted,
     responses={401: {}, 404: {}, 422: {}, 429: {}},
 )
 async def send_typed(
@@ -64,6 +66,7 @@ async def send_typed(
 @router.get(
     "/v2/integrations/{app_id}/notifications/{notification_id}",
     summary="A notification and the state of each of its deliveries",
+    response_model=NotificationStatus,
 )
 async def get_status(
     app_id: str,

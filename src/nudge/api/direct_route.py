@@ -126,7 +126,14 @@ def add_openapi_entry(app: FastAPI) -> None:
                     "operationId": "send_notification",
                     "parameters": _PARAMETERS,
                     "responses": {
-                        "200": {"description": "Accepted: queued for the inbox and each device"},
+                        "200": {
+                            "description": "Accepted: queued for the inbox and each device",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/NotificationAccepted"}
+                                }
+                            },
+                        },
                         **{
                             str(code): {"description": text}
                             for code, text in (

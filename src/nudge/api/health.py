@@ -7,16 +7,17 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from nudge.api.deps import PlatformDep
+from nudge.sdk.models import Ready, Status
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=Status)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", response_model=Ready, response_model_exclude_none=True)
 async def readyz(platform: PlatformDep) -> JSONResponse:
     try:
         await platform.db.ping()
@@ -29,6 +30,8 @@ async def readyz(platform: PlatformDep) -> JSONResponse:
     )
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics", responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}}
+)
 async def metrics(platform: PlatformDep) -> Response:
     return Response(platform.metrics.render(), media_type=CONTENT_TYPE_LATEST)

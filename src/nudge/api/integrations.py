@@ -7,11 +7,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 
 from nudge.api.deps import PlatformDep
 from nudge.integrations import conversations, memories
 from nudge.integrations.notification import NotificationV1, send_notification_v1
+from nudge.sdk.models import NotificationAccepted
 
 router = APIRouter(tags=["integration API"])
 
@@ -147,13 +147,6 @@ async def list_memories(
 ) -> memories.MemoriesResponse:
     found = await memories.read_memories(platform, authorization, app_id, uid, limit, offset)
     return memories.MemoriesResponse(memories=found)
-
-
-class NotificationAccepted(BaseModel):
-    status: str
-    notification_id: str
-    devices: int
-    duplicate: bool | None = None
 
 
 @router.post(

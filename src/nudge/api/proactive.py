@@ -31,6 +31,7 @@ from nudge.errors import NudgeError, Unavailable
 from nudge.platform import Platform
 from nudge.proactive import ingest, traces
 from nudge.proactive.segments import SESSION_RE, FinishIn, SegmentIn, SegmentsIn, check_session_id
+from nudge.sdk.models import AppInfo, SegmentsAccepted, SessionConversation, Trace, TracePage
 from nudge.store.traces import enable, webhook_failing_since
 from nudge.text import check_text, text_problem
 
@@ -135,6 +136,7 @@ class FastSegments:
     status_code=202,
     dependencies=[UserDep],
     summary="Add live transcript segments to a session (created on first use)",
+    response_model=SegmentsAccepted,
 )
 async def post_segments(
     uid: str, session_id: str, body: SegmentsIn, platform: PlatformDep
@@ -147,6 +149,7 @@ async def post_segments(
     dependencies=[UserDep],
     summary="End the session's live conversation: last segments and memory_creation webhooks "
     "go out; the next segment starts a new conversation",
+    response_model=SessionConversation,
 )
 async def finish(
     uid: str,
@@ -167,6 +170,7 @@ async def finish(
     "/v1/users/{uid}/sessions/{session_id}",
     dependencies=[UserDep],
     summary="The session's live (or else latest) conversation, in Omi's shape",
+    response_model=SessionConversation,
 )
 async def get_session(uid: str, session_id: str, platform: PlatformDep) -> dict[str, Any]:
     return await platform.db.query(
@@ -239,6 +243,7 @@ async def listen(websocket: WebSocket, uid: str, session_id: str = Query(...)) -
     "/v1/apps/{app_id}/traces",
     dependencies=[DeveloperDep],
     summary="What happened on each webhook call to this app, newest first",
+    response_model=TracePage,
 )
 async def list_traces(
     app_id: str,
@@ -267,6 +272,7 @@ async def list_traces(
     "/v1/apps/{app_id}/traces/{trace_id}",
     dependencies=[DeveloperDep],
     summary="One trace",
+    response_model=Trace,
 )
 async def get_trace(app_id: str, trace_id: str, platform: PlatformDep) -> dict[str, Any]:
     return await platform.db.query(partial(traces.get_trace, app_id=app_id, trace_id=trace_id))
@@ -276,6 +282,7 @@ async def get_trace(app_id: str, trace_id: str, platform: PlatformDep) -> dict[s
     "/v1/apps/{app_id}/enable",
     dependencies=[AdminDep],
     summary="Re-enable an app that was disabled because its webhook kept failing",
+    response_model=AppInfo,
 )
 async def enable_app(app_id: str, platform: PlatformDep) -> dict[str, Any]:
     def work(conn: Connection) -> AppRecord:

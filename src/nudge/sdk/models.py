@@ -2,4 +2,254 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
 SCOPES = ("user_name", "user_facts", "user_context", "user_chat")
+
+
+class Wire(BaseModel):
+    """A JSON answer. The server sends only the fields it set (``response_model_exclude_unset``),
+    in declaration order; ``Open`` shapes carry more fields than they declare."""
+
+
+class Open(Wire):
+    model_config = ConfigDict(extra="allow")
+
+
+class Status(Wire):
+    status: str
+
+
+class NotificationAccepted(Wire):
+    """A direct notification, accepted (``duplicate`` only when it was one)."""
+
+    status: str
+    notification_id: str
+    devices: int
+    duplicate: bool | None = None
+
+
+class Notification(Wire):
+    """One inbox item."""
+
+    id: str
+    app_id: str | None
+    kind: str  # direct | proactive
+    type: str
+    title: str
+    body: str
+    data: dict[str, Any]
+    created_at: float
+    read: bool
+
+
+class DeliveryState(Wire):
+    id: str
+    provider: str
+    device_id: str | None
+    state: str  # queued, delivered, retrying, failed, token-removed
+    attempts: int
+    last_error: str
+    next_attempt_at: float | None
+    delivered_at: float | None
+
+
+class NotificationStatus(Notification):
+    """A notification an app sent and the state of each of its deliveries."""
+
+    uid: str
+    deliveries: list[DeliveryState]
+
+
+class Inbox(Wire):
+    items: list[Notification]
+    next_cursor: str | None
+
+
+class AppCreated(Wire):
+    app_id: str
+    app_secret: str
+    webhook_secret: str
+    key_id: str
+
+
+class KeyCreated(Wire):
+    key_id: str
+    app_secret: str
+
+
+class AppInfo(Wire):
+    app_id: str
+    name: str
+    manifest: dict[str, Any]
+    direct_limit_per_hour: int | None
+    status: str  # active | disabled
+    status_reason: str
+
+
+class KeyInfo(Wire):
+    key_id: str
+    hint: str
+    created_at: float
+    revoked: bool
+    revoked_at: float | None
+
+
+class UserCreated(Wire):
+    uid: str
+    user_token: str
+
+
+class InstalledApp(Wire):
+    app_id: str
+    scopes: list[str]
+    installed_at: float
+
+
+class UserInfo(Wire):
+    uid: str
+    name: str
+    apps: list[InstalledApp]
+
+
+class Facts(Wire):
+    facts: list[str]
+
+
+class AuthStep(Wire):
+    name: str
+    url: str
+
+
+class Installed(Wire):
+    uid: str
+    app_id: str
+    scopes: list[str]
+    auth_steps: list[AuthStep] | None = None  # apps with an external integration
+
+
+class DeviceAdded(Wire):
+    id: str
+    platform: str
+    created: bool
+
+
+class DeviceInfo(Wire):
+    id: str
+    platform: str  # fcm | apns | webpush | log
+    token_hint: str
+    created_at: float
+
+
+class ChatMessage(Wire):
+    sender: str  # app | user
+    text: str
+    notification_id: str | None
+    created_at: float
+
+
+class Chat(Wire):
+    messages: list[ChatMessage]
+
+
+class SegmentsAccepted(Wire):
+    session_id: str
+    conversation_id: str
+    accepted: int
+
+
+class SessionConversation(Open):
+    """A streamed conversation in Omi's shape (every field of Omi's model), plus ``session_id``."""
+
+    id: str
+    created_at: str | None
+    updated_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    source: str
+    language: str | None
+    structured: dict[str, Any]
+    transcript_segments: list[dict[str, Any]]
+
+
+class TraceDelivery(Wire):
+    provider: str
+    device_id: str | None
+    state: str
+    attempts: int
+    last_error: str
+    delivered_at: float | None
+
+
+class Trace(Open):
+    """One webhook call to an app and what came of it (more fields by kind and outcome)."""
+
+    id: str
+    app_id: str
+    uid: str
+    session_id: str | None
+    conversation_id: str | None
+    kind: str
+    created_at: float
+    outcome: str | None
+    error: str | None
+    notification_id: str | None
+    deliveries: list[TraceDelivery]
+
+
+class TracedApp(Wire):
+    status: str
+    status_reason: str
+    webhook_failing_since: float | None
+
+
+class TracePage(Wire):
+    items: list[Trace]
+    next_cursor: str | None
+    app: TracedApp
+
+
+class Ready(Wire):
+    status: str  # ok | unavailable
+    providers: list[str] | None = None
+    off: dict[str, str] | None = None  # provider -> why it is not configured
+    detail: str | None = None
+
+
+class WhoAmI(Wire):
+    role: str  # admin | user | app
+    uid: str | None = None
+    name: str | None = None
+    app_id: str | None = None
+
+
+class ConsoleUser(Wire):
+    uid: str
+    name: str
+    created_at: float
+
+
+class ConsoleUsers(Wire):
+    users: list[ConsoleUser]
+
+
+class FactRow(Wire):
+    text: str
+    app_id: str | None  # the app that imported it; None: added on the platform API
+    created_at: float
+
+
+class ConversationRow(Wire):
+    id: str
+    title: str
+    source: str  # omi (streamed) | external_integration (imported by app_id)
+    app_id: str | None
+    status: str
+    started_at: float
+
+
+class Knowledge(Wire):
+    facts: list[FactRow]
+    conversations: list[ConversationRow]
