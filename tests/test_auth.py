@@ -104,7 +104,12 @@ async def test_identify_names_the_caller_or_refuses(db: Database) -> None:
             Unauthorized,
             "unknown token: use the admin token, a user token or an app secret",
         ),
-        ((f"Bearer {REVOKED}", auth.APP), {}, Unauthorized, auth.UNKNOWN_APP_SECRET),
+        (
+            (f"Bearer {REVOKED}", auth.APP),
+            {},
+            Unauthorized,
+            "unknown or revoked app secret: create a key with POST /v1/apps/{id}/keys",
+        ),
         (
             (f"Bearer {SECRET}", auth.APP),
             {"app_id": "app_b"},

@@ -52,8 +52,6 @@ APP = "app secret"
 DEVELOPER = "app secret or admin token"
 ANY = "admin, user or app token"
 
-UNKNOWN_APP_SECRET = "unknown or revoked app secret: create a key with POST /v1/apps/{id}/keys"
-
 
 def parse_bearer(authorization: str | None, credential: str = APP) -> str:
     """The token of an ``Authorization: Bearer <token>`` header, or 401 saying what is wrong and
@@ -103,46 +101,46 @@ def app_key_refusal(owner: str | None, app_id: str | None) -> NudgeError | None:
     """Why an app secret of ``owner`` (None: unknown or revoked) may not act for ``app_id``
     (None: for its own app). Also the acceptance batch's check."""
     if owner is None:
-        return Unauthorized(UNKNOWN_APP_SECRET)
+        return Unauthorized(
+            "unknown or revoked app secret: create a key with POST /v1/apps/{id}/keys"
+        )
     if app_id is not None and owner != app_id:
         return Unauthorized(f"this app secret belongs to another app, not {app_id!r}")
     return None
 
 
-def _lookup(
-    conn: Connection, credential: Admin | Token, takes: str, uid: str | None, app_id: str | None
-) -> Caller:
-    if isinstance(credential, Admin):
-        return credential
-    if credential.kind == "app":
-        owner = credentials.app_of_key(conn, credential.hash)
-        refusal = app_key_refusal(owner, app_id)
-        if refusal is not None:
-            raise refusal
-        return App(str(owner))
-    user = credentials.user_of_token(conn, credential.hash)
-    if user is None and takes == ANY:
-        raise Unauthorized("unknown token: use the admin token, a user token or an app secret")
-    refusal = user_token_refusal(None if user is None else user[0], uid)
-    if refusal is not None:
-        raise refusal
-    assert user is not None  # nobody's token is refused above
-    return User(*user)
-
-
 def identify(
     conn: Connection,
-    authorization: str | None,
+    authorization: str | None | Admin | Token,
     takes: str = ANY,
     *,
     admin_token: str = "",
     uid: str | None = None,
     app_id: str | None = None,
 ) -> Caller:
-    """Who the ``Authorization`` header belongs to, among what ``takes`` takes; 401 (403 for
-    another user's token) otherwise. With ``uid``, a user token must be that user's; with
-    ``app_id``, an app secret must be that app's."""
-    return _lookup(conn, read(authorization, takes, admin_token=admin_token), takes, uid, app_id)
+    """Who the ``Authorization`` header (or the credential :func:`read` made of it) belongs to,
+    among what ``takes`` takes; 401 (403 for another user's token) otherwise. With ``uid``, a
+    user token must be that user's; with ``app_id``, an app secret must be that app's."""
+    credential = (
+        authorization
+        if isinstance(authorization, Admin | Token)
+        else read(authorization, takes, admin_token=admin_token)
+    )
+    if isinstance(credential, Admin):
+        return credential
+    if credential.kind == "app":
+        owner = credentials.app_of_key(conn, credential.hash)
+        found: Caller = App(owner or "")
+        refusal = app_key_refusal(owner, app_id)
+    else:
+        user = credentials.user_of_token(conn, credential.hash)
+        if user is None and takes == ANY:
+            raise Unauthorized("unknown token: use the admin token, a user token or an app secret")
+        found = User(*(user or ("", "")))
+        refusal = user_token_refusal(None if user is None else user[0], uid)
+    if refusal is not None:
+        raise refusal
+    return found
 
 
 async def caller(
@@ -159,9 +157,8 @@ async def caller(
     credential = read(authorization, takes, admin_token=admin_token)
     if isinstance(credential, Admin):
         return credential
-    return await db.query(
-        partial(_lookup, credential=credential, takes=takes, uid=uid, app_id=app_id)
-    )
+    work = partial(identify, authorization=credential, takes=takes, uid=uid, app_id=app_id)
+    return await db.query(work)
 
 
 def user_token_refusals(
@@ -170,13 +167,6 @@ def user_token_refusals(
     """The batch form, for ingestion: ``claims`` of (user token hash, the uid it acts for; a
     hash of None was checked already), one query for all; the refusal of each index refused."""
     hashes = {token_hash for token_hash, _ in claims if token_hash is not None}
-    if not hashes:
-        return {}
-    owners = credentials.token_owners(conn, hashes)
-    refused: dict[int, NudgeError] = {}
-    for i, (token_hash, uid) in enumerate(claims):
-        if token_hash is not None:
-            refusal = user_token_refusal(owners.get(token_hash), uid)
-            if refusal is not None:
-                refused[i] = refusal
-    return refused
+    owners = credentials.token_owners(conn, hashes) if hashes else {}
+    checked = {i: user_token_refusal(owners.get(h), uid) for i, (h, uid) in enumerate(claims) if h}
+    return {i: refusal for i, refusal in checked.items() if refusal is not None}

@@ -1,5 +1,4 @@
-"""JSON answers that stored text cannot break, and small helpers for the routes served as plain
-ASGI (the direct route, the segments POST)."""
+"""JSON answers that stored text cannot break, and helpers of the plain-ASGI routes."""
 
 from __future__ import annotations
 

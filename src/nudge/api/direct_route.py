@@ -1,11 +1,9 @@
 """``POST /v2/integrations/{app_id}/notification`` served as plain ASGI, ahead of FastAPI's router.
 
-This is the hottest route: apps send every direct notification here. Through FastAPI's
-middleware stack, router and endpoint machinery, a third of each request's CPU went to the
-framework (measured with py-spy, see docs/performance.md), so this middleware answers the one
-path itself with two ASGI messages and passes everything else on. What the route does (auth,
-checks, limits, errors, headers) is :func:`nudge.core.direct.send_direct`, shared with the typed
-route; :func:`add_openapi_entry` puts it in the OpenAPI document like any other route.
+The hottest route (every direct notification) is answered here with two ASGI messages, without
+the framework's middleware stack, router and endpoint machinery (docs/performance.md). What it
+does is :func:`nudge.core.direct.send_direct`, shared with the typed route;
+:func:`add_openapi_entry` puts it in the OpenAPI document.
 """
 
 from __future__ import annotations

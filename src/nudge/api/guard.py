@@ -1,17 +1,10 @@
 """The outermost ASGI middleware: bounded requests and failed-authentication throttling.
 
-Ahead of everything else (FastAPI's routes and the two plain-ASGI routes), before any credential
-is looked at, each HTTP request is checked for:
-
-- a query string over ``NUDGE_MAX_QUERY_BYTES``: 414;
-- a body over ``NUDGE_MAX_BODY_BYTES``: 413, from ``Content-Length`` before a byte of it is read,
-  or, without one (chunked), as soon as the bytes read so far pass the limit;
-- a client address with too many refused credentials (:mod:`nudge.api.throttle`): 429.
-
-Answers 401 and 403 are counted as refused credentials on their way out (a WebSocket closed
-with 1008 too). What the server protocol bounds (the size of the request head, how long head
-and body may take, connections per process) is in :mod:`nudge.api.protocol`. Per request this
-costs a look at the headers and one wrapped ``send``; see docs/security.md.
+Ahead of everything, before any credential is looked at: a query string over
+``NUDGE_MAX_QUERY_BYTES`` is a 414, a body over ``NUDGE_MAX_BODY_BYTES`` a 413 (from
+``Content-Length``, or as a chunked body is read), an address with too many refused credentials
+(:mod:`nudge.api.throttle`) a 429. Answers 401/403 (and sockets closed with 1008) are counted on
+their way out. The protocol's own bounds are in :mod:`nudge.api.protocol`; see docs/security.md.
 """
 
 from __future__ import annotations

@@ -1,14 +1,8 @@
 """Failed authentications per client address, in this process (docs/security.md).
 
-After ``limit`` refused credentials from one address within ``window_s`` of its first, requests
-from that address that carry a credential are answered 429 until the window ends, before
-anything checks them: guessing an app secret, a user token or the admin token goes from
-hundreds a second to ``limit`` a window. Only failures count; an address that never fails is
-never looked at twice.
-
-The table is a plain dict, bounded and self-expiring. Checking an address costs one dict lookup
-while any address is watched, nothing otherwise. State is per process: with several processes,
-each counts on its own.
+After ``limit`` refused credentials from one address within ``window_s`` of its first, its
+requests that carry a credential are answered 429 until the window ends. Only failures count.
+The table is a plain dict, bounded and self-expiring, per process.
 """
 
 from __future__ import annotations
