@@ -5,6 +5,7 @@ router by :mod:`nudge.api.direct_route`."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Header
@@ -16,7 +17,6 @@ from nudge.core.apps import authenticate_app
 from nudge.core.direct import DirectSend, refusal, send_direct
 from nudge.core.notifications import notification_status
 from nudge.errors import Invalid, NudgeError
-from nudge.sdk.models import NotificationAccepted, NotificationStatus
 from nudge.text import Line, Text
 
 router = APIRouter(tags=["app API"])
@@ -33,7 +33,6 @@ class SendBody(BaseModel):
 @router.post(
     "/api/notifications/send",
     summary="Send a notification with a type and data (seed guide, step 2)",
-    response_model=NotificationAccepted,
     responses={401: {}, 404: {}, 422: {}, 429: {}},
 )
 async def send_typed(
@@ -66,7 +65,6 @@ async def send_typed(
 @router.get(
     "/v2/integrations/{app_id}/notifications/{notification_id}",
     summary="A notification and the state of each of its deliveries",
-    response_model=NotificationStatus,
 )
 async def get_status(
     app_id: str,
@@ -76,4 +74,5 @@ async def get_status(
 ) -> dict[str, object]:
     async with platform.db.read() as conn:
         await authenticate_app(conn, authorization, app_id)
-        return await notification_status(conn, app_id, notification_id)
+    status = partial(notification_status, app_id=app_id, notification_id=notification_id)
+    return await platform.db.query(status)

@@ -12,68 +12,38 @@ from nudge.api.deps import AdminDep, PlatformDep, UserDep
 from nudge.core import notifications, users
 from nudge.core.apps import get_app
 from nudge.net.guard import HostAllowList
-from nudge.sdk.models import (
-    Chat,
-    DeviceAdded,
-    DeviceInfo,
-    Facts,
-    Inbox,
-    Installed,
-    Status,
-    UserCreated,
-    UserInfo,
-)
 from nudge.text import json_text
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
 
 
-@router.post(
-    "",
-    status_code=201,
-    dependencies=[AdminDep],
-    summary="Create a user",
-    response_model=UserCreated,
-)
+@router.post("", status_code=201, dependencies=[AdminDep], summary="Create a user")
 async def create_user(body: users.NewUser, platform: PlatformDep) -> dict[str, str]:
     async with platform.db.begin() as conn:
         return await users.create_user(conn, body)
 
 
-@router.get(
-    "/{uid}", dependencies=[UserDep], summary="A user, with installs", response_model=UserInfo
-)
+@router.get("/{uid}", dependencies=[UserDep], summary="A user, with installs")
 async def get_user(uid: str, platform: PlatformDep) -> dict[str, Any]:
     async with platform.db.read() as conn:
         row = await users.get_user(conn, uid)
         return {"uid": row.uid, "name": row.name, "apps": await users.list_installs(conn, uid)}
 
 
-@router.post(
-    "/{uid}/facts",
-    dependencies=[UserDep],
-    summary="Add facts about the user",
-    response_model=Facts,
-)
+@router.post("/{uid}/facts", dependencies=[UserDep], summary="Add facts about the user")
 async def add_facts(uid: str, body: users.NewFacts, platform: PlatformDep) -> dict[str, Any]:
     async with platform.db.begin() as conn:
         return {"facts": await users.add_facts(conn, uid, body.facts)}
 
 
-@router.get(
-    "/{uid}/facts", dependencies=[UserDep], summary="The user's facts", response_model=Facts
-)
+@router.get("/{uid}/facts", dependencies=[UserDep], summary="The user's facts")
 async def list_facts(uid: str, platform: PlatformDep) -> dict[str, Any]:
     async with platform.db.read() as conn:
         return {"facts": await users.list_facts(conn, uid)}
 
 
 @router.post(
-    "/{uid}/apps/{app_id}",
-    dependencies=[UserDep],
-    summary="Install an app, granting scopes",
-    response_model=Installed,
-    response_model_exclude_unset=True,  # auth_steps only for apps with an integration
+    "/{uid}/apps/{app_id}", dependencies=[UserDep], summary="Install an app, granting scopes"
 )
 async def install(
     uid: str, app_id: str, body: users.NewInstall, platform: PlatformDep
@@ -114,7 +84,6 @@ async def uninstall(uid: str, app_id: str, platform: PlatformDep) -> None:
     status_code=201,
     dependencies=[UserDep],
     summary="Register a device (FCM/APNs token or Web Push subscription)",
-    response_model=DeviceAdded,
 )
 async def add_device(uid: str, body: users.NewDevice, platform: PlatformDep) -> dict[str, Any]:
     async with platform.db.begin() as conn:
@@ -126,12 +95,7 @@ async def add_device(uid: str, body: users.NewDevice, platform: PlatformDep) -> 
         )
 
 
-@router.get(
-    "/{uid}/devices",
-    dependencies=[UserDep],
-    summary="The user's devices",
-    response_model=list[DeviceInfo],
-)
+@router.get("/{uid}/devices", dependencies=[UserDep], summary="The user's devices")
 async def list_devices(uid: str, platform: PlatformDep) -> list[dict[str, Any]]:
     async with platform.db.read() as conn:
         return await users.list_devices(conn, uid)
@@ -145,12 +109,7 @@ async def delete_device(uid: str, device_id: str, platform: PlatformDep) -> None
         await users.delete_device(conn, uid, device_id)
 
 
-@router.get(
-    "/{uid}/notifications",
-    dependencies=[UserDep],
-    summary="The inbox, newest first",
-    response_model=Inbox,
-)
+@router.get("/{uid}/notifications", dependencies=[UserDep], summary="The inbox, newest first")
 async def list_notifications(
     uid: str,
     platform: PlatformDep,
@@ -159,14 +118,15 @@ async def list_notifications(
 ) -> dict[str, Any]:
     async with platform.db.read() as conn:
         await users.get_user(conn, uid)
-        return await notifications.list_notifications(conn, uid, limit=limit, cursor=cursor)
+        return await conn.run_sync(
+            notifications.list_notifications, uid, limit=limit, cursor=cursor
+        )
 
 
 @router.get(
     "/{uid}/notifications/stream",
     dependencies=[UserDep],
     summary="The inbox live, as Server-Sent Events",
-    responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
 )
 async def stream_notifications(uid: str, request: Request, platform: PlatformDep) -> Any:
     async with platform.db.read() as conn:
@@ -195,11 +155,10 @@ async def stream_notifications(uid: str, request: Request, platform: PlatformDep
     "/{uid}/notifications/{notification_id}/read",
     dependencies=[UserDep],
     summary="Mark a notification read",
-    response_model=Status,
 )
 async def mark_read(uid: str, notification_id: str, platform: PlatformDep) -> dict[str, str]:
     async with platform.db.begin() as conn:
-        await notifications.mark_read(conn, uid, notification_id)
+        await conn.run_sync(notifications.mark_read, uid, notification_id)
     return {"status": "ok"}
 
 
@@ -207,11 +166,11 @@ async def mark_read(uid: str, notification_id: str, platform: PlatformDep) -> di
     "/{uid}/apps/{app_id}/messages",
     dependencies=[UserDep],
     summary="The chat between the user and an app",
-    response_model=Chat,
 )
 async def app_messages(
     uid: str, app_id: str, platform: PlatformDep, limit: int = Query(50, ge=1, le=500)
 ) -> dict[str, Any]:
     async with platform.db.read() as conn:
         await users.get_user(conn, uid)
-        return {"messages": await notifications.chat_messages(conn, uid, app_id, limit=limit)}
+        chat = await conn.run_sync(notifications.chat_messages, uid, app_id, limit=limit)
+        return {"messages": chat}

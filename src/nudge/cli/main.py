@@ -411,8 +411,8 @@ def send(
     request = NotificationRequest(app_id=app_id, uid=uid, message=text, kind="admin")
 
     async def work(conn: Any) -> dict[str, Any]:
-        accepted = await accept_notification(
-            conn,
+        accepted = await conn.run_sync(
+            accept_notification,
             request,
             default_limit_per_hour=settings.direct_limit_per_hour,
             dedupe_window_s=settings.dedupe_window_s,

@@ -1,7 +1,7 @@
 """Batches concurrent notification requests into one ``accept_batch`` call each.
 
 While one batch is being written, the requests that arrive queue up and form the next one; each
-batch is one transaction (:meth:`~nudge.store.db.Database.run_in_transaction`), so its callers are
+batch is one piece of write work (:meth:`~nudge.store.db.Database.write`), so its callers are
 answered only after their rows are committed.
 """
 
@@ -40,9 +40,6 @@ class Acceptor:
         return result
 
     async def _process(self, requests: list[NotificationRequest]) -> list[Accepted | NudgeError]:
-        # A batch is a fixed set of indexed lookups and three inserts: short enough to run on the
-        # event loop (see Database.run_in_transaction).
-        return await self.db.run_in_transaction(
-            partial(accept_batch, requests=requests, limits=self.limits, lock_rows=self.lock_rows),
-            on_loop=True,
+        return await self.db.write(
+            partial(accept_batch, requests=requests, limits=self.limits, lock_rows=self.lock_rows)
         )

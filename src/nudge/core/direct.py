@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import partial
+from typing import Protocol
 
+from nudge.bus.local import EventBus
+from nudge.config import Settings
+from nudge.core.acceptor import Acceptor
 from nudge.core.apps import app_for_secret, parse_bearer
 from nudge.core.notifications import (
     Accepted,
@@ -14,8 +19,19 @@ from nudge.core.notifications import (
 from nudge.core.notifications import current_rate_limit as window_state
 from nudge.errors import Invalid, NudgeError, Unauthorized
 from nudge.ids import APP_SECRET_RE, hash_secret
-from nudge.platform import Platform
+from nudge.metrics import Metrics
+from nudge.store.db import Database
 from nudge.text import check_text
+
+
+class Senders(Protocol):
+    """What sending needs (the running platform has them all)."""
+
+    settings: Settings
+    db: Database
+    acceptor: Acceptor
+    bus: EventBus
+    metrics: Metrics
 
 
 @dataclass(frozen=True)
@@ -37,7 +53,7 @@ def _check_idempotency_key(key: str | None) -> str | None:
     return key
 
 
-async def send_direct(platform: Platform, send: DirectSend) -> tuple[Accepted, RateLimit]:
+async def send_direct(platform: Senders, send: DirectSend) -> tuple[Accepted, RateLimit]:
     """Accept one direct notification. Raises a ``NudgeError`` whose headers carry the limits."""
     settings = platform.settings
     token = parse_bearer(send.authorization)
@@ -79,14 +95,16 @@ async def send_direct(platform: Platform, send: DirectSend) -> tuple[Accepted, R
     return accepted, rate
 
 
-async def current_rate_limit(platform: Platform, app_id: str | None, uid: str | None) -> RateLimit:
+async def current_rate_limit(platform: Senders, app_id: str | None, uid: str | None) -> RateLimit:
     """The limit state to report on any answer (for unknown apps or users: the empty window)."""
-    async with platform.db.read() as conn:
-        return await window_state(conn, app_id, uid, platform.settings.direct_limit_per_hour)
+    default = platform.settings.direct_limit_per_hour
+    return await platform.db.query(
+        partial(window_state, app_id=app_id, uid=uid, default_per_hour=default)
+    )
 
 
 async def refusal(
-    platform: Platform, exc: NudgeError, app_id: str | None, uid: str | None
+    platform: Senders, exc: NudgeError, app_id: str | None, uid: str | None
 ) -> NudgeError:
     """Count a refused request and attach ``X-RateLimit-*`` (every answer carries them)."""
     platform.metrics.rejected.labels(str(exc.status_code)).inc()

@@ -15,33 +15,15 @@ import time
 from functools import partial
 from typing import Protocol
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection
 
-from nudge.ids import id_floor
 from nudge.store.db import Database
-from nudge.store.models import Delivery, Notification
+from nudge.store.notifications import prune_chunk
 
 log = logging.getLogger("nudge.retention")
 
 CHUNK = 1000
 INTERVAL_S = 300.0
-
-
-def prune_chunk(conn: Connection, older_than: float, limit: int) -> int:
-    """Delete up to ``limit`` of the oldest notifications made before ``older_than``."""
-    floor = id_floor("n", older_than)  # ids sort by time: a range on the primary key
-    ids = list(
-        conn.execute(
-            select(Notification.id)
-            .where(Notification.id < floor)
-            .order_by(Notification.id)
-            .limit(limit)
-        ).scalars()
-    )
-    if ids:
-        conn.execute(delete(Delivery).where(Delivery.notification_id.in_(ids)))
-        conn.execute(delete(Notification).where(Notification.id.in_(ids)))
-    return len(ids)
 
 
 class Prune(Protocol):
@@ -53,7 +35,7 @@ async def prune_in_chunks(db: Database, prune: Prune, chunk: int = CHUNK) -> int
     after another, until a chunk comes back short; returns how many rows went."""
     total = 0
     while True:
-        removed = await db.run_in_transaction(partial(prune, limit=chunk))
+        removed = await db.write_alone(partial(prune, limit=chunk))
         total += removed
         if removed < chunk:
             return total

@@ -11,18 +11,13 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import ClassVar, Protocol
-
-from sqlalchemy import Connection, bindparam, case
 
 from nudge.config import Settings
 from nudge.core.notifications import RateLimit
 from nudge.errors import RateLimited
-from nudge.proactive.sql import dialect_insert
 from nudge.store.db import Database
-from nudge.store.fast import Statement
-from nudge.store.models import RateCounter
+from nudge.store.notifications import hit_counter
 
 WINDOW_S = 3600.0
 
@@ -57,24 +52,6 @@ class Counters(Protocol):
     async def aclose(self) -> None: ...
 
 
-@lru_cache(maxsize=2)
-def _hit_statement(dialect: str) -> Statement:
-    """One upsert: a new window when the last one ended, else one more in it; returns both."""
-    stmt = dialect_insert(dialect)(RateCounter).values(
-        key=bindparam("key"), window_end=bindparam("window_end"), count=1
-    )
-    ended = RateCounter.window_end <= bindparam("now")
-    return Statement(
-        stmt.on_conflict_do_update(
-            index_elements=[RateCounter.key],
-            set_={
-                "count": case((ended, 1), else_=RateCounter.count + 1),
-                "window_end": case((ended, stmt.excluded.window_end), else_=RateCounter.window_end),
-            },
-        ).returning(RateCounter.count, RateCounter.window_end)
-    )
-
-
 class SqlCounters:
     backend: ClassVar[str] = "sql"
 
@@ -82,14 +59,7 @@ class SqlCounters:
         self.db = db
 
     async def hit(self, key: str, window_s: float) -> Hit:
-        def work(conn: Connection) -> Hit:
-            now = time.time()
-            params = {"key": key, "window_end": now + window_s, "now": now}
-            ((count, window_end),) = _hit_statement(conn.dialect.name).rows(conn, params)
-            return Hit(int(count), max(window_end - now, 0.0))
-
-        hit: Hit = await self.db.run_in_transaction(work, on_loop=True)
-        return hit
+        return Hit(*await self.db.write(lambda c: hit_counter(c, key, time.time(), window_s)))
 
     async def aclose(self) -> None:
         return None

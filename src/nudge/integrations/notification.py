@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from nudge.core.direct import DirectSend, refusal, send_direct
+from nudge.core.direct import DirectSend, Senders, refusal, send_direct
 from nudge.core.notifications import Accepted, RateLimit
 from nudge.errors import NudgeError
 from nudge.integrations.access import authorize
-from nudge.platform import Platform
 from nudge.text import Line
 
 
@@ -23,7 +22,7 @@ class NotificationV1(BaseModel):
 
 
 async def send_notification_v1(
-    platform: Platform,
+    platform: Senders,
     authorization: str | None,
     idempotency_key: str | None,
     body: NotificationV1,

@@ -1,0 +1,461 @@
+"""SQL of notifications, their deliveries (the delivery queue) and the rate_counters windows.
+
+Plain synchronous functions on a ``Connection``: run them with ``Database.write`` / ``query`` /
+``write_alone``. The hot statements are built once at import (:class:`~nudge.store.fast.Statement`):
+building and caching a statement per call is a measurable part of the hot paths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import (
+    ARRAY,
+    Connection,
+    Dialect,
+    String,
+    and_,
+    any_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    union_all,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from nudge.ids import id_floor, id_time
+from nudge.store.db import Database
+from nudge.store.fast import Statement
+from nudge.store.models import (
+    App,
+    AppKey,
+    Base,
+    ChatMessage,
+    Delivery,
+    Device,
+    Install,
+    Notification,
+    RateCounter,
+    User,
+)
+
+# Acceptance. Pairs are looked up as ``a IN (...) AND b IN (...)`` and the extra combinations
+# dropped in Python: SQLite cannot search an index for a row-value ``(a, b) IN (...)`` list and
+# scans the whole index instead (which grew with every notification kept).
+
+# The apps, each with those of the batch's keys that are its own (one query where two would do:
+# each statement costs more in SQLAlchemy than in SQLite). Keys of other apps are looked up only
+# when a secret matched none.
+_APPS = Statement(
+    select(App.id, App.name, App.direct_limit_per_hour, AppKey.key_hash, AppKey.revoked_at)
+    .outerjoin(
+        AppKey,
+        (AppKey.app_id == App.id) & AppKey.key_hash.in_(bindparam("hashes", expanding=True)),
+    )
+    .where(App.id.in_(bindparam("ids", expanding=True)))
+)
+_KEYS = Statement(
+    select(AppKey.key_hash, AppKey.app_id, AppKey.revoked_at).where(
+        AppKey.key_hash.in_(bindparam("hashes", expanding=True))
+    )
+)
+_USERS = Statement(select(User.uid).where(User.uid.in_(bindparam("uids", expanding=True))))
+# The installs, each with its user's devices: the targets of every accepted notification.
+_TARGETS_QUERY = (
+    select(Install.app_id, Install.uid, Device.id.label("device_id"), Device.platform)
+    .outerjoin(Device, Device.uid == Install.uid)
+    .where(
+        Install.app_id.in_(bindparam("app_ids", expanding=True)),
+        Install.uid.in_(bindparam("uids", expanding=True)),
+    )
+)
+_TARGETS = Statement(_TARGETS_QUERY)
+_TARGETS_LOCKED = Statement(_TARGETS_QUERY.with_for_update(of=Install))
+_BY_IDEMPOTENCY_KEY = Statement(
+    select(Notification.app_id, Notification.idempotency_key, Notification.id).where(
+        Notification.app_id.in_(bindparam("app_ids", expanding=True)),
+        Notification.idempotency_key.in_(bindparam("keys", expanding=True)),
+    )
+)
+_RECENT = Statement(
+    select(Notification.dedupe_hash, Notification.id).where(
+        Notification.dedupe_hash.in_(bindparam("digests", expanding=True)),
+        Notification.created_at > bindparam("since"),
+    )
+)
+
+
+# The hourly window is counted on the inbox's index ``(uid, id, app_id, kind)`` alone: ids sort
+# by time (``nudge.ids``), so "since" is a range on the id. Its app is picked in Python: given an
+# ``app_id IN (...)`` term, SQLite (which has no statistics here) searches the app's idempotency
+# index instead, reading every row of the app.
+def _window_statement(kind: str) -> Statement:
+    return Statement(
+        select(Notification.app_id, Notification.uid, func.count(), func.min(Notification.id))
+        .where(
+            Notification.uid.in_(bindparam("uids", expanding=True)),
+            Notification.id > bindparam("since"),
+            Notification.kind == kind,
+        )
+        .group_by(Notification.app_id, Notification.uid)
+    )
+
+
+# The kinds with an hourly window, each counted on its own.
+_WINDOWS = {"direct": _window_statement("direct"), "message": _window_statement("message")}
+
+
+@dataclass
+class Found:
+    """What the lookups of one acceptance batch found."""
+
+    owners: dict[str, str | None]  # key hash -> its app (None: revoked)
+    apps: dict[str, Any]  # app id -> row (.name, .direct_limit_per_hour)
+    installed: set[tuple[str, str]]  # the batch's (app, uid) pairs that are installed
+    devices: dict[str, dict[str, str]]  # uid -> device id -> platform
+    users: set[str]  # of the users of pairs not installed, those that exist
+    by_key: dict[tuple[str, str], str]  # (app, idempotency key) -> notification id
+    recent: dict[str, str]  # dedupe hash -> notification id, within the duplicate window
+    windows: dict[tuple[str, str, str], tuple[int, float]]  # (kind, app, uid) -> used, oldest
+
+
+def find_for_acceptance(
+    conn: Connection,
+    *,
+    pairs: set[tuple[str, str]],
+    key_hashes: set[str],
+    keys: set[tuple[str, str]],
+    digests: set[str],
+    dedupe_since: float,
+    windows: set[tuple[str, str, str]],
+    window_since: float,
+    lock_rows: bool,
+) -> Found:
+    """A fixed handful of queries for a whole batch: keys, apps, installs and devices, users,
+    repeats (by idempotency key and by digest since ``dedupe_since``) and the hourly windows
+    (``(kind, app, uid)``) since ``window_since``. With ``lock_rows`` (PostgreSQL) the install
+    rows are locked: sends to one (app, user) take turns, so the hourly count holds across
+    processes."""
+    app_ids = list({a for a, _ in pairs})
+    uids = list({u for _, u in pairs})
+    owners: dict[str, str | None] = {}
+    apps: dict[str, Any] = {}
+    for r in _APPS.rows(conn, {"ids": app_ids, "hashes": list(key_hashes)}):
+        apps[r.id] = r
+        if r.key_hash is not None:
+            owners[r.key_hash] = r.id if r.revoked_at is None else None
+    if key_hashes - owners.keys():
+        for key in _KEYS.rows(conn, {"hashes": list(key_hashes - owners.keys())}):
+            owners[key.key_hash] = key.app_id if key.revoked_at is None else None
+    installed: set[tuple[str, str]] = set()
+    devices: dict[str, dict[str, str]] = {}
+    query = _TARGETS_LOCKED if lock_rows else _TARGETS
+    for target in query.rows(conn, {"app_ids": app_ids, "uids": uids}):
+        installed.add((target.app_id, target.uid))
+        if target.device_id is not None:
+            devices.setdefault(target.uid, {})[target.device_id] = target.platform
+    installed &= pairs
+    # An install implies its user (a foreign key): users are looked up only to tell an unknown
+    # user from a missing install.
+    unknown = {uid for _, uid in pairs - installed}
+    users = {r.uid for r in _USERS.rows(conn, {"uids": list(unknown)})} if unknown else set()
+    by_key: dict[tuple[str, str], str] = {}
+    if keys:
+        params = {"app_ids": list({a for a, _ in keys}), "keys": list({k for _, k in keys})}
+        by_key = {
+            (r.app_id, r.idempotency_key): r.id for r in _BY_IDEMPOTENCY_KEY.rows(conn, params)
+        }
+    recent = _RECENT.rows(conn, {"digests": list(digests), "since": dedupe_since})
+    counts: dict[tuple[str, str, str], tuple[int, float]] = {}
+    since = id_floor("n", window_since)
+    for kind in {k for k, _, _ in windows}:
+        params = {"uids": list({u for k, _, u in windows if k == kind}), "since": since}
+        for app_id, uid, used, oldest in _WINDOWS[kind].rows(conn, params):
+            if (kind, app_id, uid) in windows:
+                counts[(kind, app_id, uid)] = (int(used), id_time(oldest))
+    recent_ids = {r.dedupe_hash: r.id for r in recent}
+    return Found(owners, apps, installed, devices, users, by_key, recent_ids, counts)
+
+
+def insert_accepted(
+    conn: Connection,
+    notifications: list[dict[str, Any]],
+    deliveries: list[dict[str, Any]],
+    chats: list[dict[str, Any]],
+) -> None:
+    """The rows of accepted notifications: each with its deliveries and its app chat line."""
+    if notifications:
+        _insert_rows(conn, Notification, notifications)
+        _insert_rows(conn, Delivery, deliveries)
+        _insert_rows(conn, ChatMessage, chats)
+
+
+def _insert_rows(conn: Connection, model: type[Base], rows: list[dict[str, Any]]) -> None:
+    """A multi-row insert with the rows passed to the driver as they are: SQLAlchemy's per-row
+    parameter processing was a tenth of the CPU of a direct notification. JSON columns must
+    already be serialized."""
+    sql, columns = _insert_sql(conn.dialect, model, tuple(rows[0]))
+    conn.exec_driver_sql(sql, [tuple(row[c] for c in columns) for row in rows])
+
+
+@lru_cache(maxsize=32)
+def _insert_sql(
+    dialect: Dialect, model: type[Base], columns: tuple[str, ...]
+) -> tuple[str, tuple[str, ...]]:
+    compiled = insert(model).compile(dialect=dialect, column_keys=list(columns))
+    return compiled.string, tuple(compiled.positiontup or columns)
+
+
+def device_counts(conn: Connection, notification_ids: Iterable[str]) -> dict[str, int]:
+    """How many devices each notification was sent to (its deliveries other than the inbox)."""
+    rows = conn.execute(
+        select(Delivery.notification_id, func.count())
+        .where(Delivery.notification_id.in_(list(notification_ids)), Delivery.provider != "inbox")
+        .group_by(Delivery.notification_id)
+    )
+    return {nid: int(n) for nid, n in rows}
+
+
+def direct_window(
+    conn: Connection, app_id: str | None, uid: str | None, since: float
+) -> tuple[int | None, tuple[int, float] | None]:
+    """The app's own hourly limit (None: the default) and, if the pair sent any since ``since``,
+    how many direct notifications and when the oldest was made."""
+    per_app = None
+    if app_id:
+        per_app = conn.scalar(select(App.direct_limit_per_hour).where(App.id == app_id))
+    if not app_id or not uid:
+        return per_app, None
+    params = {"uids": [uid], "since": id_floor("n", since)}
+    for row_app, _, used, oldest in _WINDOWS["direct"].rows(conn, params):
+        if row_app == app_id:
+            return per_app, (int(used), id_time(oldest))
+    return per_app, None
+
+
+# Reading back.
+
+
+def list_notifications(conn: Connection, uid: str, limit: int, cursor: str | None) -> list[Any]:
+    """A user's notifications, newest first, older than ``cursor`` (an id) if given."""
+    q = select(Notification).where(Notification.uid == uid)
+    if cursor:
+        q = q.where(Notification.id < cursor)
+    return list(conn.execute(q.order_by(Notification.id.desc()).limit(limit)).all())
+
+
+def get_notification(conn: Connection, notification_id: str) -> Any:
+    """The notification's row, or None."""
+    return conn.execute(select(Notification).where(Notification.id == notification_id)).first()
+
+
+def deliveries_of(conn: Connection, notification_id: str) -> list[Any]:
+    q = select(Delivery).where(Delivery.notification_id == notification_id).order_by(Delivery.id)
+    return list(conn.execute(q).all())
+
+
+def mark_read(conn: Connection, uid: str, notification_id: str, now: float) -> bool:
+    """Mark a user's notification read (the first time counts); False if there is none."""
+    result = conn.execute(
+        update(Notification)
+        .where(Notification.id == notification_id, Notification.uid == uid)
+        .values(read_at=func.coalesce(Notification.read_at, now))
+    )
+    return bool(result.rowcount)
+
+
+def chat_messages(conn: Connection, uid: str, app_id: str, limit: int) -> list[Any]:
+    """The last ``limit`` chat lines between a user and an app, newest first."""
+    q = select(ChatMessage).where(ChatMessage.uid == uid, ChatMessage.app_id == app_id)
+    return list(conn.execute(q.order_by(ChatMessage.id.desc()).limit(limit)).all())
+
+
+def prune_chunk(conn: Connection, older_than: float, limit: int) -> int:
+    """Delete up to ``limit`` of the oldest notifications made before ``older_than``, with their
+    deliveries; returns how many."""
+    floor = id_floor("n", older_than)  # ids sort by time: a range on the primary key
+    q = select(Notification.id).where(Notification.id < floor).order_by(Notification.id)
+    ids = list(conn.execute(q.limit(limit)).scalars())
+    if ids:
+        conn.execute(delete(Delivery).where(Delivery.notification_id.in_(ids)))
+        conn.execute(delete(Notification).where(Notification.id.in_(ids)))
+    return len(ids)
+
+
+# The delivery queue. A claim sets a lease; a row whose lease ran out (its worker died) is due
+# again. Results are recorded only by the worker that still holds the claim.
+
+DUE_STATES = ("queued", "retrying")
+# Parameters: t_now, t_lease (lease end), worker, pick (how many), ids (expanding).
+_WAITING = and_(Delivery.state.in_(DUE_STATES), Delivery.next_attempt_at <= bindparam("t_now"))
+_LAPSED = and_(Delivery.state == "sending", Delivery.lease_until < bindparam("t_now"))
+_TAKE = update(Delivery).values(
+    state="sending",
+    lease_until=bindparam("t_lease"),
+    claimed_by=bindparam("worker"),
+    updated_at=bindparam("t_now"),
+)
+# PostgreSQL: a locking CTE runs once. As ``IN (subquery)`` PostgreSQL may plan a nested-loop
+# semi join that runs the subquery again for every row, each run skipping what the previous
+# ones locked, and claim every due row instead of ``pick``.
+_PICKED = (
+    select(Delivery.id)
+    .where(or_(_WAITING, _LAPSED))
+    .order_by(Delivery.next_attempt_at)
+    .limit(bindparam("pick"))
+    .with_for_update(skip_locked=True)
+    .cte("picked")
+)
+_CLAIM_POSTGRES = Statement(_TAKE.where(Delivery.id == _PICKED.c.id).returning(Delivery.id))
+
+
+def _first(condition: Any) -> Any:
+    return (
+        select(Delivery.id, Delivery.next_attempt_at)
+        .where(condition)
+        .order_by(Delivery.next_attempt_at)
+        .limit(bindparam("pick"))
+        .subquery()
+    )
+
+
+# SQLite: the first ``pick`` of each kind of due row, each found in ix_deliveries_due, then the
+# first ``pick`` of both. With the two conditions OR-ed in one query SQLite collects and sorts
+# every due row, or scans the whole table (delivered rows too) for each claim. No second check
+# is needed in the UPDATE: BEGIN IMMEDIATE holds the write lock from the start.
+_CANDIDATES = union_all(select(_first(_WAITING)), select(_first(_LAPSED))).subquery()
+_PICK_SQLITE = (
+    select(_CANDIDATES.c.id).order_by(_CANDIDATES.c.next_attempt_at).limit(bindparam("pick"))
+)
+_CLAIM_SQLITE = Statement(
+    _TAKE.where(Delivery.id.in_(_PICK_SQLITE.scalar_subquery())).returning(Delivery.id)
+)
+_CLAIMED = Statement(
+    select(
+        Delivery.id,
+        Delivery.provider,
+        Delivery.device_id,
+        Delivery.attempts,
+        Delivery.created_at,
+        Notification.id.label("notification_id"),
+        Notification.app_id,
+        Notification.uid,
+        Notification.title,
+        Notification.body,
+        Notification.data,
+        Notification.collapse_key,
+        Notification.created_at.label("notification_created_at"),
+        Device.platform,
+        Device.token,
+        Device.subscription,
+    )
+    .join(Notification, Notification.id == Delivery.notification_id)
+    .outerjoin(Device, Device.id == Delivery.device_id)
+    .where(Delivery.id.in_(bindparam("ids", expanding=True)))
+)
+_HELD = and_(Delivery.claimed_by == bindparam("worker"), Delivery.state == "sending")
+_DONE = update(Delivery).values(
+    state="delivered",
+    attempts=Delivery.attempts + 1,
+    lease_until=None,
+    claimed_by=None,
+    updated_at=bindparam("t_now"),
+    delivered_at=bindparam("t_now"),
+    last_error="",
+)
+_DELIVERED = Statement(
+    _DONE.where(Delivery.id.in_(bindparam("ids", expanding=True)), _HELD).returning(Delivery.id)
+)
+# PostgreSQL: one array parameter, so one SQL text (prepared once per connection) for any number
+# of ids; an expanding IN list is a new statement to prepare for every length.
+_DELIVERED_POSTGRES = _DONE.where(
+    Delivery.id == any_(bindparam("ids", type_=ARRAY(String))), _HELD
+).returning(Delivery.id)
+
+
+def claim(conn: Connection, worker: str, limit: int, now: float, lease_s: float) -> list[Any]:
+    """Claim up to ``limit`` due deliveries for ``worker``; the rows of what sending needs."""
+    claim = _CLAIM_POSTGRES if conn.dialect.name == "postgresql" else _CLAIM_SQLITE
+    params = {"t_now": now, "t_lease": now + lease_s, "worker": worker, "pick": limit}
+    claimed = [r.id for r in claim.rows(conn, params)]
+    return _CLAIMED.rows(conn, {"ids": claimed}) if claimed else []
+
+
+def record_delivered(conn: Connection, worker: str, ids: list[str], now: float) -> list[str]:
+    """Mark delivered those of ``ids`` that ``worker`` still holds; returns them."""
+    done: list[str] = []
+    for start in range(0, len(ids), 500):
+        params = {"ids": ids[start : start + 500], "worker": worker, "t_now": now}
+        done += [r.id for r in _DELIVERED.rows(conn, params)]
+    return done
+
+
+async def record_delivered_now(db: Database, worker: str, ids: list[str], now: float) -> list[str]:
+    """PostgreSQL: :func:`record_delivered` as one statement on its own (autocommit), a single
+    round trip where a transaction took up to four (docs/delivery.md, "kill -9")."""
+    async with db.engine.connect() as conn:
+        auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        params = {"ids": ids, "worker": worker, "t_now": now}
+        return [r.id for r in await auto.execute(_DELIVERED_POSTGRES, params)]
+
+
+def record_result(conn: Connection, worker: str, delivery_id: str, values: dict[str, Any]) -> bool:
+    """Write an outcome other than delivered; False if ``worker`` no longer holds the claim."""
+    held = conn.execute(
+        update(Delivery).where(Delivery.id == delivery_id, _HELD).values(**values),
+        {"worker": worker},
+    )
+    return bool(held.rowcount)
+
+
+def remove_device(conn: Connection, device_id: str, now: float) -> None:
+    """A dead token: delete the device and close its other pending deliveries."""
+    conn.execute(delete(Device).where(Device.id == device_id))
+    conn.execute(
+        update(Delivery)
+        .where(Delivery.device_id == device_id, Delivery.state.in_(DUE_STATES))
+        .values(state="token-removed", last_error="device token is no longer valid", updated_at=now)
+    )
+
+
+def release(conn: Connection, worker: str, now: float) -> int:
+    """Give back every claim of ``worker``; returns how many."""
+    result = conn.execute(
+        update(Delivery)
+        .where(Delivery.claimed_by == worker, Delivery.state == "sending")
+        .values(state="queued", lease_until=None, claimed_by=None, updated_at=now)
+    )
+    return int(result.rowcount or 0)
+
+
+@lru_cache(maxsize=2)
+def _hit_statement(dialect: str) -> Statement:
+    """One upsert: a new window when the last one ended, else one more in it; returns both."""
+    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(RateCounter).values(
+        key=bindparam("key"), window_end=bindparam("window_end"), count=1
+    )
+    ended = RateCounter.window_end <= bindparam("now")
+    return Statement(
+        stmt.on_conflict_do_update(
+            index_elements=[RateCounter.key],
+            set_={
+                "count": case((ended, 1), else_=RateCounter.count + 1),
+                "window_end": case((ended, stmt.excluded.window_end), else_=RateCounter.window_end),
+            },
+        ).returning(RateCounter.count, RateCounter.window_end)
+    )
+
+
+def hit_counter(conn: Connection, key: str, now: float, window_s: float) -> tuple[int, float]:
+    """Count one request under ``key`` in its fixed window; the count, and the seconds left."""
+    params = {"key": key, "window_end": now + window_s, "now": now}
+    ((count, window_end),) = _hit_statement(conn.dialect.name).rows(conn, params)
+    return int(count), max(window_end - now, 0.0)
