@@ -27,7 +27,6 @@ from nudge.proactive.claims import Claims, build_claims
 from nudge.proactive.dispatcher import INGEST_BATCH, Dispatcher
 from nudge.proactive.ingest import Ingestor
 from nudge.proactive.pipeline import Pipeline
-from nudge.store.batch import BatchWriter
 from nudge.store.db import Database
 from nudge.store.migrate import upgrade
 
@@ -55,7 +54,6 @@ class Platform:
     db: Database
     bus: EventBus
     metrics: Metrics
-    writer: BatchWriter
     acceptor: Acceptor
     admin_token: str
     counters: Counters  # the integration API's request windows
@@ -93,7 +91,6 @@ class Platform:
             db=db,
             bus=bus,
             metrics=Metrics(),
-            writer=db._writer,
             acceptor=Acceptor(db, limits, lock_rows=db.is_postgres),
             admin_token=resolve_admin_token(settings),
             counters=build_counters(settings.redis_url, db),
@@ -167,7 +164,7 @@ class Platform:
         if self.ingestor is not None:
             await self.ingestor.aclose()
         if self.dispatcher is not None:
-            await self.dispatcher.aclose()  # before the writer: its calls still write traces
+            await self.dispatcher.aclose()  # before the database: its calls still write traces
         await self.bus.wake_workers()
         if self.tasks:
             await asyncio.wait(self.tasks, timeout=self.settings.shutdown_grace_s)
