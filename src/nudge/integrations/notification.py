@@ -28,8 +28,9 @@ async def send_notification_v1(
     body: NotificationV1,
 ) -> tuple[Accepted, RateLimit]:
     try:
-        async with platform.db.read() as conn:
-            await authorize(conn, authorization, body.aid, body.uid, None)
+        await platform.db.query(
+            lambda conn: authorize(conn, authorization, body.aid, body.uid, None)
+        )
         return await send_direct(
             platform,
             DirectSend(
