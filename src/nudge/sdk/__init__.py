@@ -11,9 +11,7 @@ from nudge.sdk.client import (
     AsyncNudgeClient,
     Conversation,
     ConversationPage,
-    DeliveryState,
     Memory,
-    NotificationStatus,
     NudgeClient,
     RateLimitInfo,
     RetryPolicy,
@@ -30,6 +28,7 @@ from nudge.sdk.errors import (
     TransportError,
     ValidationError,
 )
+from nudge.sdk.models import DeliveryState, NotificationStatus
 
 __all__ = [
     "APIError",

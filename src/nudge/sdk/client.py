@@ -24,6 +24,7 @@ import httpx
 from nudge import __version__
 from nudge.sdk.backoff import parse_retry_after, retry_delay
 from nudge.sdk.errors import APIError, NudgeError, TransportError, error_class
+from nudge.sdk.models import NotificationStatus
 
 log = logging.getLogger("nudge.sdk")
 
@@ -92,62 +93,6 @@ class SendResult:
     idempotency_key: str
     attempts: int
     rate_limit: RateLimitInfo
-
-
-@dataclass(frozen=True)
-class DeliveryState:
-    id: str
-    provider: str
-    device_id: str | None
-    state: str  # queued, delivered, retrying, failed, token-removed
-    attempts: int
-    last_error: str
-    next_attempt_at: float | None
-    delivered_at: float | None
-
-
-@dataclass(frozen=True)
-class NotificationStatus:
-    id: str
-    app_id: str
-    uid: str
-    kind: str
-    type: str
-    title: str
-    body: str
-    data: dict[str, Any]
-    created_at: float
-    read: bool
-    deliveries: list[DeliveryState]
-
-    @classmethod
-    def from_json(cls, body: Mapping[str, Any]) -> NotificationStatus:
-        deliveries = [
-            DeliveryState(
-                id=d["id"],
-                provider=d["provider"],
-                device_id=d.get("device_id"),
-                state=d["state"],
-                attempts=int(d.get("attempts", 0)),
-                last_error=d.get("last_error") or "",
-                next_attempt_at=d.get("next_attempt_at"),
-                delivered_at=d.get("delivered_at"),
-            )
-            for d in body.get("deliveries", [])
-        ]
-        return cls(
-            id=body["id"],
-            app_id=body["app_id"],
-            uid=body.get("uid", ""),
-            kind=body.get("kind", ""),
-            type=body.get("type", ""),
-            title=body.get("title", ""),
-            body=body.get("body", ""),
-            data=dict(body.get("data") or {}),
-            created_at=float(body.get("created_at", 0.0)),
-            read=bool(body.get("read", False)),
-            deliveries=deliveries,
-        )
 
 
 def _time(value: Any) -> datetime | None:
@@ -415,7 +360,7 @@ class _Plans(Generic[H]):
         app = quote(self.app_id, safe="")
         path = f"/v2/integrations/{app}/notifications/{quote(notification_id, safe='')}"
         response, _ = yield from self._exchange("GET", path)
-        return NotificationStatus.from_json(_json(response, "deliveries"))
+        return NotificationStatus.model_validate(_json(response, "deliveries"))
 
     # --- Omi's integration API ----------------------------------------------------------------
 

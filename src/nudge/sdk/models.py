@@ -10,11 +10,12 @@ SCOPES = ("user_name", "user_facts", "user_context", "user_chat")
 
 
 class Wire(BaseModel):
-    """A JSON answer. The server sends only the fields it set (``response_model_exclude_unset``),
-    in declaration order; ``Open`` shapes carry more fields than they declare."""
+    """A JSON answer, its fields in the order the server writes them."""
 
 
 class Open(Wire):
+    """An answer with more fields than it declares (kept, after the declared ones)."""
+
     model_config = ConfigDict(extra="allow")
 
 
