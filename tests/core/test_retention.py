@@ -90,7 +90,8 @@ async def test_old_traces_go_in_chunks(db: Database) -> None:
     from functools import partial
 
     from nudge.core.retention import prune_in_chunks
-    from nudge.proactive.traces import TraceRecorder, prune_traces, save_traces
+    from nudge.proactive.traces import TraceRecorder, save_traces
+    from nudge.store.traces import prune_traces
     from nudge.store.models import Trace
 
     def record(n: int) -> list[TraceRecorder]:

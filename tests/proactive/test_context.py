@@ -43,7 +43,7 @@ async def _history(c: httpx.AsyncClient, platform: Platform) -> dict[str, str]:
         r = await c.post(f"/v1/users/ana/sessions/{session}/finish")
         assert r.status_code == 200, r.text
         started = datetime.fromisoformat(DAYS[session]).replace(hour=9, tzinfo=UTC).timestamp()
-        await platform.db.run_in_transaction(
+        await platform.db.write(
             lambda conn, cid=ids[session], at=started: conn.execute(
                 update(Conversation)
                 .where(Conversation.id == cid)
@@ -67,7 +67,7 @@ async def test_retrieval_and_scopes(tmp_path: Path, database_url: str) -> None:
             cid = live["conversation_id"]
 
             def run(work: Any) -> Any:
-                return platform.db.run_in_transaction(work)
+                return platform.db.query(work)
 
             found = await run(
                 lambda conn: related_conversations(conn, "ana", cid, ["tomatoes", "water"])

@@ -5,8 +5,9 @@ two claimers never share a conversation."""
 from __future__ import annotations
 
 import time
+from functools import partial
 
-from sqlalchemy import insert
+from sqlalchemy import Connection, insert
 
 from nudge.core import users
 from nudge.proactive.flushes import claim_flushes
@@ -20,9 +21,10 @@ async def test_a_flush_claim_takes_at_most_its_limit(database_url: str) -> None:
     db = Database(database_url)
     try:
         now = time.time()
-        async with db.begin() as conn:
-            await conn.run_sync(users.create_user, users.NewUser(uid="ana", name="Ana"))
-            await conn.execute(
+
+        def seed(conn: Connection) -> None:
+            users.create_user(conn, users.NewUser(uid="ana", name="Ana"))
+            conn.execute(
                 insert(Conversation),
                 [
                     {
@@ -38,7 +40,7 @@ async def test_a_flush_claim_takes_at_most_its_limit(database_url: str) -> None:
                     for i in range(60)
                 ],
             )
-            await conn.execute(
+            conn.execute(
                 insert(Segment),
                 [
                     {
@@ -50,10 +52,11 @@ async def test_a_flush_claim_takes_at_most_its_limit(database_url: str) -> None:
                     for i in range(60)
                 ],
             )
-        async with db.begin() as conn:
-            first = await conn.run_sync(claim_flushes, time.time(), limit=20, interval_s=1.0)
-        async with db.begin() as conn:
-            second = await conn.run_sync(claim_flushes, time.time(), limit=20, interval_s=1.0)
+
+        await db.write(seed)
+        claim = partial(claim_flushes, limit=20, interval_s=1.0)
+        first = await db.write(lambda conn: claim(conn, time.time()))
+        second = await db.write(lambda conn: claim(conn, time.time()))
         assert len(first) == len(second) == 20
         assert not {f.conversation_id for f in first} & {f.conversation_id for f in second}
         assert {f.session_id for f in first} == {f"s{f.conversation_id[1:]}" for f in first}

@@ -41,10 +41,11 @@ def recording_app(calls: list[dict[str, Any]]) -> FastAPI:
 
 
 async def counts(platform: Platform) -> tuple[int, int]:
-    async with platform.db.read() as conn:
-        convs = await conn.scalar(select(func.count()).select_from(Conversation))
-        segs = await conn.scalar(select(func.count()).select_from(Segment))
-    return int(convs or 0), int(segs or 0)
+    def count(conn: Any) -> tuple[int, int]:
+        convs = conn.scalar(select(func.count()).select_from(Conversation))
+        return int(convs or 0), int(conn.scalar(select(func.count()).select_from(Segment)) or 0)
+
+    return await platform.db.query(count)
 
 
 @pytest.mark.parametrize(
@@ -311,11 +312,11 @@ async def test_concurrent_requests_in_one_batch_get_their_own_answers(
     assert await counts(platform) == (7, 9)
 
 
-async def _add_users(conn: Any, *uids: str) -> None:
+def _add_users(conn: Any, *uids: str) -> None:
     from nudge.store.models import User
 
     for uid in uids:
-        await conn.execute(
+        conn.execute(
             User.__table__.insert().values(uid=uid, name=uid, token_hash=uid, created_at=0)
         )
 
@@ -330,33 +331,34 @@ async def test_ingest_batch_answers_each_request(tmp_path: Any, database_url: st
     await upgrade(database_url)
     db = Database(database_url)
     try:
-        async with db.begin() as conn:
-            await _add_users(conn, "a", "b")
-            (old,) = await conn.run_sync(
-                ingest_batch, [IngestRequest("a", "done", [SegmentIn(text="old")])]
-            )
+
+        def seed(conn: Any) -> Any:
+            _add_users(conn, "a", "b")
+            (old,) = ingest_batch(conn, [IngestRequest("a", "done", [SegmentIn(text="old")])])
             assert isinstance(old, dict)
-            await conn.execute(
+            conn.execute(
                 Conversation.__table__.update()
                 .where(Conversation.id == old["conversation_id"])
                 .values(status="finished")
             )
+            return old
+
+        old = await db.write(seed)
+
+        async def batch(*requests: IngestRequest) -> list[Any]:
+            return await db.write(lambda conn: ingest_batch(conn, list(requests)))
 
         def req(uid: str, sid: str, *texts: str) -> IngestRequest:
             return IngestRequest(uid, sid, [SegmentIn(text=t) for t in texts])
 
-        async with db.begin() as conn:
-            results = await conn.run_sync(
-                ingest_batch,
-                [
-                    req("a", "s1", "one", "two"),
-                    req("ghost", "s2", "boo"),
-                    req("a", "done", "late"),
-                    req("b", "s1", "bee one"),
-                    req("a", "s1", "three"),
-                    req("b", "s3", "bee"),
-                ],
-            )
+        results = await batch(
+            req("a", "s1", "one", "two"),
+            req("ghost", "s2", "boo"),
+            req("a", "done", "late"),
+            req("b", "s1", "bee one"),
+            req("a", "s1", "three"),
+            req("b", "s3", "bee"),
+        )
         assert isinstance(results[1], NotFound)
         ok = [r for r in results if isinstance(r, dict)]
         assert [(r["session_id"], r["accepted"]) for r in ok] == [
@@ -368,30 +370,19 @@ async def test_ingest_batch_answers_each_request(tmp_path: Any, database_url: st
         ]
         a_s1, late, b_s1, a_s1_again, b_s3 = (r["conversation_id"] for r in ok)
         assert a_s1 == a_s1_again and len({a_s1, late, b_s1, b_s3, old["conversation_id"]}) == 5
-        async with db.begin() as conn:
-            again = await conn.run_sync(
-                ingest_batch, [req("a", "s1", "four"), req("b", "s1", "bee two")]
-            )
+        again = await batch(req("a", "s1", "four"), req("b", "s1", "bee two"))
         assert [r["conversation_id"] for r in again if isinstance(r, dict)] == [a_s1, b_s1]
         # User tokens checked in the batch (the test users' token hashes are their uids).
-        async with db.begin() as conn:
-            checked = await conn.run_sync(
-                ingest_batch,
-                [
-                    IngestRequest("a", "s1", [SegmentIn(text="five")], token_hash="b"),
-                    IngestRequest("a", "s1", [SegmentIn(text="six")], token_hash="nobody"),
-                    IngestRequest("a", "s1", [SegmentIn(text="seven")], token_hash="a"),
-                ],
-            )
+        checked = await batch(
+            IngestRequest("a", "s1", [SegmentIn(text="five")], token_hash="b"),
+            IngestRequest("a", "s1", [SegmentIn(text="six")], token_hash="nobody"),
+            IngestRequest("a", "s1", [SegmentIn(text="seven")], token_hash="a"),
+        )
         assert isinstance(checked[0], Forbidden) and isinstance(checked[1], Unauthorized)
         assert isinstance(checked[2], dict) and checked[2]["conversation_id"] == a_s1
-        async with db.read() as conn:
-            texts = (
-                await conn.execute(
-                    select(Segment.text).where(Segment.conversation_id == a_s1).order_by(Segment.id)
-                )
-            ).scalars()
-            assert list(texts) == ["one", "two", "three", "four", "seven"]
+        query = select(Segment.text).where(Segment.conversation_id == a_s1).order_by(Segment.id)
+        texts = await db.query(lambda conn: list(conn.execute(query).scalars()))
+        assert texts == ["one", "two", "three", "four", "seven"]
     finally:
         await db.close()
 
@@ -434,21 +425,22 @@ async def test_ingest_searches_indexes_on_sqlite(tmp_path: Any) -> None:
     await upgrade(url)
     db = Database(url)
     try:
-        async with db.begin() as conn:
-            await _add_users(conn, "a", "b")
+
+        def work(conn: Any) -> None:
+            _add_users(conn, "a", "b")
             batch = [
                 IngestRequest("a", "s1", [SegmentIn(text="one")]),
                 IngestRequest("b", "s2", [SegmentIn(text="two")]),
             ]
-            with statements_run(conn.sync_connection) as statements:  # type: ignore[arg-type]
-                await conn.run_sync(ingest_batch, batch)  # opens the sessions
-                await conn.run_sync(ingest_batch, batch)  # schedules their flushes
+            with statements_run(conn) as statements:
+                ingest_batch(conn, batch)  # opens the sessions
+                ingest_batch(conn, batch)  # schedules their flushes
                 later = time.time() + 1000  # both silent by then
-                ended = await conn.run_sync(
-                    lambda sync: finish_silent(sync, later, silence_s=120, limit=10)
-                )
+                ended = finish_silent(conn, later, silence_s=120, limit=10)
             assert len(ended) == 2
-            assert await conn.run_sync(sqlite_scans, statements) == []
+            assert sqlite_scans(conn, statements) == []
             assert len(statements) >= 3
+
+        await db.write(work)
     finally:
         await db.close()

@@ -20,7 +20,8 @@ from sqlalchemy import insert
 
 from nudge.config import Settings
 from nudge.platform import Platform
-from nudge.proactive.ingest import new_conversation_id, queue_memory_webhooks
+from nudge.proactive.conversation import new_conversation_id
+from nudge.proactive.ingest import queue_memory_webhooks
 from nudge.proactive.summary import parse_summary
 from nudge.sdk.webhook import Conversation as SdkConversation
 from nudge.store.models import Conversation, Segment
@@ -402,7 +403,7 @@ async def test_a_conversation_stored_whole_fires_the_memory_webhooks(
                     )
                     queue_memory_webhooks(conn, cid)
 
-            await platform.db.run_in_transaction(store)
+            await platform.db.write(store)
             await wait_for(lambda: asyncio.sleep(0, result=memory_calls(calls)))
             await asyncio.sleep(0.5)
     finally:

@@ -18,41 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from nudge.text import Line, Text
 
 # Omi's CategoryEnum (models/conversation_enums.py), in its order.
-CATEGORIES = (
-    "personal",
-    "education",
-    "health",
-    "finance",
-    "legal",
-    "philosophy",
-    "spiritual",
-    "science",
-    "entrepreneurship",
-    "parenting",
-    "romantic",
-    "travel",
-    "inspiration",
-    "technology",
-    "business",
-    "social",
-    "work",
-    "sports",
-    "politics",
-    "literature",
-    "history",
-    "architecture",
-    "music",
-    "weather",
-    "news",
-    "entertainment",
-    "psychology",
-    "real",
-    "design",
-    "family",
-    "economics",
-    "environment",
-    "other",
+_CATEGORIES = (
+    "personal education health finance legal philosophy spiritual science entrepreneurship "
+    "parenting romantic travel inspiration technology business social work sports politics "
+    "literature history architecture music weather news entertainment psychology real design "
+    "family economics environment other"
 )
+CATEGORIES = tuple(_CATEGORIES.split())
 LIVE_SOURCE = "omi"  # Omi's ConversationSource for a conversation streamed from a device
 IMPORTED_SOURCE = "external_integration"  # ... and for one an app imported
 DEFAULT_EMOJI = "🧠"
@@ -70,6 +42,31 @@ class GeolocationIn(BaseModel):
     address: Text | None = Field(default=None, max_length=1000)
     google_place_id: Line | None = Field(default=None, max_length=300)
     location_type: Line | None = Field(default=None, max_length=100)
+
+
+def new_conversation_id() -> str:
+    """Omi's conversation ids are UUIDs."""
+    return str(uuid.uuid4())
+
+
+def conversation_row(**values: Any) -> dict[str, Any]:
+    """A new ``conversations`` row: ``values`` over the defaults (a new id, Omi's defaults)."""
+    return {
+        "id": new_conversation_id(),
+        **dict.fromkeys(("session_id", "language", "geolocation", "external_data", "app_id")),
+        **dict.fromkeys(("finished_at", "silence_due_at", "flush_due_at", "flush_lease_until")),
+        "source": LIVE_SOURCE,
+        "discarded": False,
+        "title": "",
+        "overview": "",
+        "emoji": DEFAULT_EMOJI,
+        "category": DEFAULT_CATEGORY,
+        "action_items": [],
+        "events": [],
+        "summary_pending": False,
+        "transcript": "",
+        "flushed_upto": 0,
+    } | values
 
 
 def iso(ts: float | None) -> str | None:
@@ -102,12 +99,7 @@ def transcript_segment(conversation_id: str, row: Any) -> dict[str, Any]:
 def segment_json(row: Any) -> dict[str, Any]:
     """A segment as realtime webhooks carry it (contract.md §2)."""
     return {
-        "text": row.text,
-        "speaker": row.speaker,
-        "speaker_id": row.speaker_id,
-        "is_user": row.is_user,
-        "start": row.start,
-        "end": row.end,
+        k: getattr(row, k) for k in ("text", "speaker", "speaker_id", "is_user", "start", "end")
     }
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
@@ -32,12 +31,7 @@ from sqlalchemy import Connection
 
 from nudge import auth
 from nudge.errors import Conflict, NotFound, NudgeError
-from nudge.proactive.conversation import (
-    DEFAULT_CATEGORY,
-    DEFAULT_EMOJI,
-    LIVE_SOURCE,
-    conversation_json,
-)
+from nudge.proactive.conversation import conversation_json, conversation_row
 from nudge.proactive.flushes import INGEST_BATCH, Flush, claim_flushes
 from nudge.proactive.segments import (
     FinishIn,
@@ -80,41 +74,6 @@ def _schedule(
     return {(r.session_id, r.uid): r.id for r in rows if (r.session_id, r.uid) in wanted}
 
 
-def new_conversation_id() -> str:
-    """Omi's conversation ids are UUIDs."""
-    return str(uuid.uuid4())
-
-
-def _new_conversation(session_id: str, uid: str, now: float, silent_at: float | None) -> Any:
-    return {
-        "id": new_conversation_id(),
-        "uid": uid,
-        "session_id": session_id,
-        "status": "live",
-        "source": LIVE_SOURCE,
-        "language": None,
-        "geolocation": None,
-        "external_data": None,
-        "discarded": False,
-        "app_id": None,
-        "title": "",
-        "overview": "",
-        "emoji": DEFAULT_EMOJI,
-        "category": DEFAULT_CATEGORY,
-        "action_items": [],
-        "events": [],
-        "summary_pending": False,
-        "transcript": "",
-        "created_at": now,
-        "started_at": now,
-        "finished_at": None,
-        "silence_due_at": silent_at,
-        "flushed_upto": 0,
-        "flush_due_at": now,
-        "flush_lease_until": None,
-    }
-
-
 def _open_conversations(
     conn: Connection, pairs: list[Pair], now: float, silent_at: float | None
 ) -> tuple[dict[Pair, str], dict[Pair, NudgeError]]:
@@ -128,9 +87,11 @@ def _open_conversations(
     if not wanted:
         return {}, refused
     # A conversation another process just opened for the same session is joined below instead.
-    returned = sql.open_live(
-        conn, [_new_conversation(sid, uid, now, silent_at) for sid, uid in wanted]
-    )
+    times = {"created_at": now, "started_at": now, "flush_due_at": now, "silence_due_at": silent_at}
+    rows = [
+        conversation_row(uid=uid, session_id=sid, status="live", **times) for sid, uid in wanted
+    ]
+    returned = sql.open_live(conn, rows)
     opened = {(r.session_id, r.uid): r.id for r in returned}
     lost = [pair for pair in wanted if pair not in opened]
     if lost:

@@ -33,17 +33,8 @@ class SegmentIn(BaseModel):
 
     def row(self, conversation_id: str, uid: str, now: float) -> dict[str, Any]:
         """The ``segments`` row that stores it."""
-        return {
-            "conversation_id": conversation_id,
-            "uid": uid,
-            "text": self.text,
-            "speaker": self.speaker,
-            "speaker_id": self.speaker_number(),
-            "is_user": self.is_user,
-            "start": self.start,
-            "end": self.end,
-            "created_at": now,
-        }
+        row = self.model_dump() | {"speaker_id": self.speaker_number(), "created_at": now}
+        return row | {"conversation_id": conversation_id, "uid": uid}
 
 
 class SegmentsIn(BaseModel):

@@ -45,6 +45,7 @@ OUTCOMES = {
 }
 SENT = {"notified", "message_sent"}
 TEXT_LIMIT = 20_000
+_DELIVERY_KEYS = ("provider", "device_id", "state", "attempts", "last_error", "delivered_at")
 TRACE_BATCH = 256  # traces per INSERT (the batch writer's transactions stay short)
 
 
@@ -144,16 +145,7 @@ def _trace_json(row: Any, deliveries: list[dict[str, Any]]) -> dict[str, Any]:
 def _deliveries(conn: Connection, notification_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for r in sql.deliveries_of(conn, notification_ids) if notification_ids else []:
-        out.setdefault(r.notification_id, []).append(
-            {
-                "provider": r.provider,
-                "device_id": r.device_id,
-                "state": r.state,
-                "attempts": r.attempts,
-                "last_error": r.last_error,
-                "delivered_at": r.delivered_at,
-            }
-        )
+        out.setdefault(r.notification_id, []).append({k: getattr(r, k) for k in _DELIVERY_KEYS})
     return out
 
 

@@ -28,17 +28,7 @@ from nudge.store.sql import claimable, dialect_insert
 # The status of live conversations, written into statements as a literal: the partial indexes
 # that hold only live rows are usable (SQLite cannot match a bound parameter to them).
 LIVE: Any = literal_column("'live'")
-SEGMENT_COLUMNS = (
-    "conversation_id",
-    "uid",
-    "text",
-    "speaker",
-    "speaker_id",
-    "is_user",
-    "start",
-    "end",
-    "created_at",
-)
+SEGMENT_COLUMNS = [c.name for c in Segment.__table__.columns if c.name != "id"]
 
 # Built once: the hot path of ingestion. ``session_id IN (...) AND uid IN (...)``, not the row
 # value ``(session_id, uid) IN (...)``, which SQLite answers by scanning. The extra combinations it
@@ -91,8 +81,8 @@ def insert_segments(conn: Connection, rows: list[dict[str, Any]]) -> None:
     _INSERT_SEGMENTS.run_many(conn, rows)
 
 
-def insert_conversation(conn: Connection, **values: Any) -> None:
-    conn.execute(insert(Conversation).values(**values))
+def insert_conversation(conn: Connection, row: dict[str, Any]) -> None:
+    conn.execute(insert(Conversation).values(row))
 
 
 def conversation(conn: Connection, conversation_id: str) -> Any:

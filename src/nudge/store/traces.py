@@ -10,17 +10,7 @@ from nudge.ids import id_floor
 from nudge.store.fast import insert_statement
 from nudge.store.models import App, Delivery, Trace
 
-TRACE_COLUMNS = (
-    "id",
-    "app_id",
-    "uid",
-    "session_id",
-    "conversation_id",
-    "kind",
-    "created_at",
-    "detail",
-    "notification_id",
-)
+TRACE_COLUMNS = [c.name for c in Trace.__table__.columns]
 _INSERT = insert_statement(Trace, TRACE_COLUMNS)
 
 
