@@ -12,11 +12,12 @@ from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from nudge import auth
 from nudge.api.deps import PlatformDep
-from nudge.core.apps import authenticate_app
 from nudge.core.direct import DirectSend, refusal, send_direct
 from nudge.core.notifications import notification_status
 from nudge.errors import Invalid, NudgeError
+from nudge.sdk.models import NotificationAccepted, NotificationStatus
 from nudge.text import Line, Text
 
 router = APIRouter(tags=["app API"])
@@ -33,6 +34,7 @@ class SendBody(BaseModel):
 @router.post(
     "/api/notifications/send",
     summary="Send a notification with a type and data (seed guide, step 2)",
+    response_model=NotificationAccepted,
     responses={401: {}, 404: {}, 422: {}, 429: {}},
 )
 async def send_typed(
@@ -65,6 +67,7 @@ async def send_typed(
 @router.get(
     "/v2/integrations/{app_id}/notifications/{notification_id}",
     summary="A notification and the state of each of its deliveries",
+    response_model=NotificationStatus,
 )
 async def get_status(
     app_id: str,
@@ -72,7 +75,6 @@ async def get_status(
     platform: PlatformDep,
     authorization: Annotated[str | None, Header()] = None,
 ) -> dict[str, object]:
-    async with platform.db.read() as conn:
-        await authenticate_app(conn, authorization, app_id)
+    await auth.caller(platform.db, authorization, auth.APP, app_id=app_id)
     status = partial(notification_status, app_id=app_id, notification_id=notification_id)
     return await platform.db.query(status)

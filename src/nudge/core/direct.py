@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass, replace
-from functools import partial
 from typing import Protocol
 
+from nudge import auth
 from nudge.bus.local import EventBus
 from nudge.config import Settings
 from nudge.core.acceptor import Acceptor
-from nudge.core.apps import app_for_secret, parse_bearer
 from nudge.core.notifications import (
+    HOUR,
     Accepted,
     NotificationRequest,
     RateLimit,
     validate_message,
 )
-from nudge.core.notifications import current_rate_limit as window_state
-from nudge.errors import Invalid, NudgeError, Unauthorized
-from nudge.ids import APP_SECRET_RE, hash_secret
+from nudge.errors import Invalid, NudgeError
 from nudge.metrics import Metrics
+from nudge.store import notifications as store
 from nudge.store.db import Database
 from nudge.text import check_text
 
@@ -56,9 +57,8 @@ def _check_idempotency_key(key: str | None) -> str | None:
 async def send_direct(platform: Senders, send: DirectSend) -> tuple[Accepted, RateLimit]:
     """Accept one direct notification. Raises a ``NudgeError`` whose headers carry the limits."""
     settings = platform.settings
-    token = parse_bearer(send.authorization)
-    if not APP_SECRET_RE.match(token):
-        raise Unauthorized("malformed app secret: expected 'sk_' followed by 32 hex characters")
+    key = auth.read(send.authorization, auth.APP)
+    assert isinstance(key, auth.Token)  # an app secret: checked in the batch
     if send.app_id is not None:  # nothing can be looked up by an id that cannot be stored
         check_text(send.app_id, "app_id", line=True)
     invalid: NudgeError | None = None
@@ -81,12 +81,13 @@ async def send_direct(platform: Senders, send: DirectSend) -> tuple[Accepted, Ra
         type=send.type,
         data=send.data or {},
         idempotency_key=None if invalid else send.idempotency_key,
-        key_hash=hash_secret(token),
+        key_hash=key.hash,
         invalid=invalid,
     )
     if send.app_id is None:  # /api/notifications/send: the secret names the app
-        async with platform.db.read() as conn:
-            request = replace(request, app_id=await app_for_secret(conn, send.authorization))
+        app = await auth.caller(platform.db, send.authorization, auth.APP)
+        assert isinstance(app, auth.App)
+        request = replace(request, app_id=app.app_id)
     accepted = await platform.acceptor.accept(request)
     if not accepted.duplicate:
         platform.metrics.accepted.labels("direct").inc()
@@ -97,10 +98,13 @@ async def send_direct(platform: Senders, send: DirectSend) -> tuple[Accepted, Ra
 
 async def current_rate_limit(platform: Senders, app_id: str | None, uid: str | None) -> RateLimit:
     """The limit state to report on any answer (for unknown apps or users: the empty window)."""
-    default = platform.settings.direct_limit_per_hour
-    return await platform.db.query(
-        partial(window_state, app_id=app_id, uid=uid, default_per_hour=default)
+    now = time.time()
+    per_app, window = await platform.db.query(
+        lambda conn: store.direct_window(conn, app_id, uid, now - HOUR)
     )
+    limit = per_app or platform.settings.direct_limit_per_hour
+    used, oldest = window or (0, now - HOUR)
+    return RateLimit(limit, max(0, limit - used), max(0, math.ceil(oldest + HOUR - now)))
 
 
 async def refusal(

@@ -102,19 +102,6 @@ class Limits:
     message_per_hour: int = 0
 
 
-def current_rate_limit(
-    conn: Connection, app_id: str | None, uid: str | None, default_per_hour: int
-) -> RateLimit:
-    """The hourly window as it stands (for the headers of a refused request)."""
-    now = time.time()
-    per_app, window = store.direct_window(conn, app_id, uid, now - HOUR)
-    limit = per_app or default_per_hour
-    if window is None:
-        return RateLimit(limit, limit, 0)
-    used, oldest = window
-    return RateLimit(limit, max(0, limit - used), max(0, math.ceil(oldest + HOUR - now)))
-
-
 @dataclass
 class Window:
     """The hourly window of one (kind, app, user), as the batch consumes it."""
@@ -282,7 +269,6 @@ def _add_rows(
             "collapse_key": digest[:32],
             "idempotency_key": request.idempotency_key,
             "created_at": now,
-            "read_at": None,
         }
     )
     sends = [("inbox", None), *((p, d) for d, p in devices.items())]
@@ -295,12 +281,9 @@ def _add_rows(
             "state": "queued",
             "attempts": 0,
             "next_attempt_at": now,
-            "lease_until": None,
-            "claimed_by": None,
             "last_error": "",
             "created_at": now,
             "updated_at": now,
-            "delivered_at": None,
         }
         for provider, device_id in sends
     ]

@@ -104,10 +104,8 @@ class DeliveryWorker:
         transactions (most finding nothing) into fewer, fuller ones, one per ``CLAIM_GAP_S``,
         for at most that delay. Credit (a token bucket) builds up while wake-ups are rarer than
         that, so sparse bursts (a few notifications within milliseconds, as the proactive
-        pipeline accepts them) are claimed without waiting. At one claim per 50 ms the credit ran
-        out at 200 live sessions (15 notifications/s in clusters, ~20 wake-ups/s) and the top
-        percent of notifications waited the whole gap (added p99 21-63 ms); at 20 ms it never
-        runs out there (added p99 14-15 ms)."""
+        pipeline accepts them) are claimed without waiting (docs/proactive.md has the gap's
+        measurements)."""
         now = time.monotonic()
         credit = min(CLAIM_BURST, self._claim_credit + (now - self._credit_at) / CLAIM_GAP_S)
         self._credit_at = now

@@ -7,11 +7,10 @@ refusal (a ``NudgeError``) in one does not disturb the others; any other error f
 (its transaction rolls back) and :class:`RequestBatcher` retries its requests one by one, so one
 bad request cannot fail its neighbours.
 
-Works are synchronous (``Callable[[Connection], T]``) and short: a whole batch runs in one
-:meth:`Database.run_in_transaction` call, on SQLite on the event loop when the write lock is free
-(``on_loop``). Run in SQLite's thread instead, a batch held the process's write lock while it
-competed with the event loop for the GIL, and the claims, acceptances and deliveries behind it
-waited (200 live sessions: delivery p99 17.7 -> 11-12 ms). Long work (pruning) does not belong here.
+Works are synchronous (``Callable[[Connection], T]``) and short: a whole batch is one transaction,
+on SQLite on the event loop when the write lock is free. Run in SQLite's thread instead, a batch
+held the process's write lock while it competed with the event loop for the GIL, and the claims,
+acceptances and deliveries behind it waited. Long work (pruning) does not belong here.
 """
 
 from __future__ import annotations
@@ -122,11 +121,11 @@ class BatchWriter:
 
     def __init__(
         self,
-        run_in_transaction: Callable[[Callable[[Connection], Any]], Awaitable[Any]],
+        transact: Callable[[Callable[[Connection], Any]], Awaitable[Any]],
         *,
         max_batch: int = 128,
     ) -> None:
-        self._run_in_transaction = run_in_transaction
+        self._transact = transact
         self._batcher: RequestBatcher[Work, _Outcome] = RequestBatcher(
             self._process, max_batch=max_batch, name="nudge-batch-writer"
         )
@@ -155,4 +154,4 @@ class BatchWriter:
                     outcomes.append(_Outcome(False, exc))
             return outcomes
 
-        return await self._run_in_transaction(run_all)  # type: ignore[no-any-return]
+        return await self._transact(run_all)  # type: ignore[no-any-return]

@@ -12,23 +12,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import (
-    ARRAY,
-    Connection,
-    Dialect,
-    String,
-    and_,
-    any_,
-    bindparam,
-    case,
-    delete,
-    func,
-    insert,
-    or_,
-    select,
-    union_all,
-    update,
-)
+import sqlalchemy as sa
+from sqlalchemy import Connection, Dialect
 from sqlalchemy.dialects import postgresql, sqlite
 
 from nudge.ids import id_floor, id_time
@@ -55,40 +40,40 @@ from nudge.store.models import (
 # each statement costs more in SQLAlchemy than in SQLite). Keys of other apps are looked up only
 # when a secret matched none.
 _APPS = Statement(
-    select(App.id, App.name, App.direct_limit_per_hour, AppKey.key_hash, AppKey.revoked_at)
+    sa.select(App.id, App.name, App.direct_limit_per_hour, AppKey.key_hash, AppKey.revoked_at)
     .outerjoin(
         AppKey,
-        (AppKey.app_id == App.id) & AppKey.key_hash.in_(bindparam("hashes", expanding=True)),
+        (AppKey.app_id == App.id) & AppKey.key_hash.in_(sa.bindparam("hashes", expanding=True)),
     )
-    .where(App.id.in_(bindparam("ids", expanding=True)))
+    .where(App.id.in_(sa.bindparam("ids", expanding=True)))
 )
 _KEYS = Statement(
-    select(AppKey.key_hash, AppKey.app_id, AppKey.revoked_at).where(
-        AppKey.key_hash.in_(bindparam("hashes", expanding=True))
+    sa.select(AppKey.key_hash, AppKey.app_id, AppKey.revoked_at).where(
+        AppKey.key_hash.in_(sa.bindparam("hashes", expanding=True))
     )
 )
-_USERS = Statement(select(User.uid).where(User.uid.in_(bindparam("uids", expanding=True))))
+_USERS = Statement(sa.select(User.uid).where(User.uid.in_(sa.bindparam("uids", expanding=True))))
 # The installs, each with its user's devices: the targets of every accepted notification.
 _TARGETS_QUERY = (
-    select(Install.app_id, Install.uid, Device.id.label("device_id"), Device.platform)
+    sa.select(Install.app_id, Install.uid, Device.id.label("device_id"), Device.platform)
     .outerjoin(Device, Device.uid == Install.uid)
     .where(
-        Install.app_id.in_(bindparam("app_ids", expanding=True)),
-        Install.uid.in_(bindparam("uids", expanding=True)),
+        Install.app_id.in_(sa.bindparam("app_ids", expanding=True)),
+        Install.uid.in_(sa.bindparam("uids", expanding=True)),
     )
 )
 _TARGETS = Statement(_TARGETS_QUERY)
 _TARGETS_LOCKED = Statement(_TARGETS_QUERY.with_for_update(of=Install))
 _BY_IDEMPOTENCY_KEY = Statement(
-    select(Notification.app_id, Notification.idempotency_key, Notification.id).where(
-        Notification.app_id.in_(bindparam("app_ids", expanding=True)),
-        Notification.idempotency_key.in_(bindparam("keys", expanding=True)),
+    sa.select(Notification.app_id, Notification.idempotency_key, Notification.id).where(
+        Notification.app_id.in_(sa.bindparam("app_ids", expanding=True)),
+        Notification.idempotency_key.in_(sa.bindparam("keys", expanding=True)),
     )
 )
 _RECENT = Statement(
-    select(Notification.dedupe_hash, Notification.id).where(
-        Notification.dedupe_hash.in_(bindparam("digests", expanding=True)),
-        Notification.created_at > bindparam("since"),
+    sa.select(Notification.dedupe_hash, Notification.id).where(
+        Notification.dedupe_hash.in_(sa.bindparam("digests", expanding=True)),
+        Notification.created_at > sa.bindparam("since"),
     )
 )
 
@@ -99,10 +84,12 @@ _RECENT = Statement(
 # index instead, reading every row of the app.
 def _window_statement(kind: str) -> Statement:
     return Statement(
-        select(Notification.app_id, Notification.uid, func.count(), func.min(Notification.id))
+        sa.select(
+            Notification.app_id, Notification.uid, sa.func.count(), sa.func.min(Notification.id)
+        )
         .where(
-            Notification.uid.in_(bindparam("uids", expanding=True)),
-            Notification.id > bindparam("since"),
+            Notification.uid.in_(sa.bindparam("uids", expanding=True)),
+            Notification.id > sa.bindparam("since"),
             Notification.kind == kind,
         )
         .group_by(Notification.app_id, Notification.uid)
@@ -177,8 +164,10 @@ def find_for_acceptance(
     counts: dict[tuple[str, str, str], tuple[int, float]] = {}
     since = id_floor("n", window_since)
     for kind in {k for k, _, _ in windows}:
-        params = {"uids": list({u for k, _, u in windows if k == kind}), "since": since}
-        for app_id, uid, used, oldest in _WINDOWS[kind].rows(conn, params):
+        uids_of_kind = list({u for k, _, u in windows if k == kind})
+        for app_id, uid, used, oldest in _WINDOWS[kind].rows(
+            conn, {"uids": uids_of_kind, "since": since}
+        ):
             if (kind, app_id, uid) in windows:
                 counts[(kind, app_id, uid)] = (int(used), id_time(oldest))
     recent_ids = {r.dedupe_hash: r.id for r in recent}
@@ -200,7 +189,7 @@ def insert_accepted(
 
 def _insert_rows(conn: Connection, model: type[Base], rows: list[dict[str, Any]]) -> None:
     """A multi-row insert with the rows passed to the driver as they are: SQLAlchemy's per-row
-    parameter processing was a tenth of the CPU of a direct notification. JSON columns must
+    parameter processing is a measurable part of a direct notification. JSON columns must
     already be serialized."""
     sql, columns = _insert_sql(conn.dialect, model, tuple(rows[0]))
     conn.exec_driver_sql(sql, [tuple(row[c] for c in columns) for row in rows])
@@ -210,14 +199,14 @@ def _insert_rows(conn: Connection, model: type[Base], rows: list[dict[str, Any]]
 def _insert_sql(
     dialect: Dialect, model: type[Base], columns: tuple[str, ...]
 ) -> tuple[str, tuple[str, ...]]:
-    compiled = insert(model).compile(dialect=dialect, column_keys=list(columns))
+    compiled = sa.insert(model).compile(dialect=dialect, column_keys=list(columns))
     return compiled.string, tuple(compiled.positiontup or columns)
 
 
 def device_counts(conn: Connection, notification_ids: Iterable[str]) -> dict[str, int]:
     """How many devices each notification was sent to (its deliveries other than the inbox)."""
     rows = conn.execute(
-        select(Delivery.notification_id, func.count())
+        sa.select(Delivery.notification_id, sa.func.count())
         .where(Delivery.notification_id.in_(list(notification_ids)), Delivery.provider != "inbox")
         .group_by(Delivery.notification_id)
     )
@@ -231,7 +220,7 @@ def direct_window(
     how many direct notifications and when the oldest was made."""
     per_app = None
     if app_id:
-        per_app = conn.scalar(select(App.direct_limit_per_hour).where(App.id == app_id))
+        per_app = conn.scalar(sa.select(App.direct_limit_per_hour).where(App.id == app_id))
     if not app_id or not uid:
         return per_app, None
     params = {"uids": [uid], "since": id_floor("n", since)}
@@ -246,7 +235,7 @@ def direct_window(
 
 def list_notifications(conn: Connection, uid: str, limit: int, cursor: str | None) -> list[Any]:
     """A user's notifications, newest first, older than ``cursor`` (an id) if given."""
-    q = select(Notification).where(Notification.uid == uid)
+    q = sa.select(Notification).where(Notification.uid == uid)
     if cursor:
         q = q.where(Notification.id < cursor)
     return list(conn.execute(q.order_by(Notification.id.desc()).limit(limit)).all())
@@ -254,27 +243,27 @@ def list_notifications(conn: Connection, uid: str, limit: int, cursor: str | Non
 
 def get_notification(conn: Connection, notification_id: str) -> Any:
     """The notification's row, or None."""
-    return conn.execute(select(Notification).where(Notification.id == notification_id)).first()
+    return conn.execute(sa.select(Notification).where(Notification.id == notification_id)).first()
 
 
 def deliveries_of(conn: Connection, notification_id: str) -> list[Any]:
-    q = select(Delivery).where(Delivery.notification_id == notification_id).order_by(Delivery.id)
+    q = sa.select(Delivery).where(Delivery.notification_id == notification_id).order_by(Delivery.id)
     return list(conn.execute(q).all())
 
 
 def mark_read(conn: Connection, uid: str, notification_id: str, now: float) -> bool:
     """Mark a user's notification read (the first time counts); False if there is none."""
     result = conn.execute(
-        update(Notification)
+        sa.update(Notification)
         .where(Notification.id == notification_id, Notification.uid == uid)
-        .values(read_at=func.coalesce(Notification.read_at, now))
+        .values(read_at=sa.func.coalesce(Notification.read_at, now))
     )
     return bool(result.rowcount)
 
 
 def chat_messages(conn: Connection, uid: str, app_id: str, limit: int) -> list[Any]:
     """The last ``limit`` chat lines between a user and an app, newest first."""
-    q = select(ChatMessage).where(ChatMessage.uid == uid, ChatMessage.app_id == app_id)
+    q = sa.select(ChatMessage).where(ChatMessage.uid == uid, ChatMessage.app_id == app_id)
     return list(conn.execute(q.order_by(ChatMessage.id.desc()).limit(limit)).all())
 
 
@@ -282,11 +271,11 @@ def prune_chunk(conn: Connection, older_than: float, limit: int) -> int:
     """Delete up to ``limit`` of the oldest notifications made before ``older_than``, with their
     deliveries; returns how many."""
     floor = id_floor("n", older_than)  # ids sort by time: a range on the primary key
-    q = select(Notification.id).where(Notification.id < floor).order_by(Notification.id)
+    q = sa.select(Notification.id).where(Notification.id < floor).order_by(Notification.id)
     ids = list(conn.execute(q.limit(limit)).scalars())
     if ids:
-        conn.execute(delete(Delivery).where(Delivery.notification_id.in_(ids)))
-        conn.execute(delete(Notification).where(Notification.id.in_(ids)))
+        conn.execute(sa.delete(Delivery).where(Delivery.notification_id.in_(ids)))
+        conn.execute(sa.delete(Notification).where(Notification.id.in_(ids)))
     return len(ids)
 
 
@@ -295,22 +284,24 @@ def prune_chunk(conn: Connection, older_than: float, limit: int) -> int:
 
 DUE_STATES = ("queued", "retrying")
 # Parameters: t_now, t_lease (lease end), worker, pick (how many), ids (expanding).
-_WAITING = and_(Delivery.state.in_(DUE_STATES), Delivery.next_attempt_at <= bindparam("t_now"))
-_LAPSED = and_(Delivery.state == "sending", Delivery.lease_until < bindparam("t_now"))
-_TAKE = update(Delivery).values(
+_WAITING = sa.and_(
+    Delivery.state.in_(DUE_STATES), Delivery.next_attempt_at <= sa.bindparam("t_now")
+)
+_LAPSED = sa.and_(Delivery.state == "sending", Delivery.lease_until < sa.bindparam("t_now"))
+_TAKE = sa.update(Delivery).values(
     state="sending",
-    lease_until=bindparam("t_lease"),
-    claimed_by=bindparam("worker"),
-    updated_at=bindparam("t_now"),
+    lease_until=sa.bindparam("t_lease"),
+    claimed_by=sa.bindparam("worker"),
+    updated_at=sa.bindparam("t_now"),
 )
 # PostgreSQL: a locking CTE runs once. As ``IN (subquery)`` PostgreSQL may plan a nested-loop
 # semi join that runs the subquery again for every row, each run skipping what the previous
 # ones locked, and claim every due row instead of ``pick``.
 _PICKED = (
-    select(Delivery.id)
-    .where(or_(_WAITING, _LAPSED))
+    sa.select(Delivery.id)
+    .where(sa.or_(_WAITING, _LAPSED))
     .order_by(Delivery.next_attempt_at)
-    .limit(bindparam("pick"))
+    .limit(sa.bindparam("pick"))
     .with_for_update(skip_locked=True)
     .cte("picked")
 )
@@ -319,10 +310,10 @@ _CLAIM_POSTGRES = Statement(_TAKE.where(Delivery.id == _PICKED.c.id).returning(D
 
 def _first(condition: Any) -> Any:
     return (
-        select(Delivery.id, Delivery.next_attempt_at)
+        sa.select(Delivery.id, Delivery.next_attempt_at)
         .where(condition)
         .order_by(Delivery.next_attempt_at)
-        .limit(bindparam("pick"))
+        .limit(sa.bindparam("pick"))
         .subquery()
     )
 
@@ -331,15 +322,15 @@ def _first(condition: Any) -> Any:
 # first ``pick`` of both. With the two conditions OR-ed in one query SQLite collects and sorts
 # every due row, or scans the whole table (delivered rows too) for each claim. No second check
 # is needed in the UPDATE: BEGIN IMMEDIATE holds the write lock from the start.
-_CANDIDATES = union_all(select(_first(_WAITING)), select(_first(_LAPSED))).subquery()
+_CANDIDATES = sa.union_all(sa.select(_first(_WAITING)), sa.select(_first(_LAPSED))).subquery()
 _PICK_SQLITE = (
-    select(_CANDIDATES.c.id).order_by(_CANDIDATES.c.next_attempt_at).limit(bindparam("pick"))
+    sa.select(_CANDIDATES.c.id).order_by(_CANDIDATES.c.next_attempt_at).limit(sa.bindparam("pick"))
 )
 _CLAIM_SQLITE = Statement(
     _TAKE.where(Delivery.id.in_(_PICK_SQLITE.scalar_subquery())).returning(Delivery.id)
 )
 _CLAIMED = Statement(
-    select(
+    sa.select(
         Delivery.id,
         Delivery.provider,
         Delivery.device_id,
@@ -359,25 +350,25 @@ _CLAIMED = Statement(
     )
     .join(Notification, Notification.id == Delivery.notification_id)
     .outerjoin(Device, Device.id == Delivery.device_id)
-    .where(Delivery.id.in_(bindparam("ids", expanding=True)))
+    .where(Delivery.id.in_(sa.bindparam("ids", expanding=True)))
 )
-_HELD = and_(Delivery.claimed_by == bindparam("worker"), Delivery.state == "sending")
-_DONE = update(Delivery).values(
+_HELD = sa.and_(Delivery.claimed_by == sa.bindparam("worker"), Delivery.state == "sending")
+_DONE = sa.update(Delivery).values(
     state="delivered",
     attempts=Delivery.attempts + 1,
     lease_until=None,
     claimed_by=None,
-    updated_at=bindparam("t_now"),
-    delivered_at=bindparam("t_now"),
+    updated_at=sa.bindparam("t_now"),
+    delivered_at=sa.bindparam("t_now"),
     last_error="",
 )
 _DELIVERED = Statement(
-    _DONE.where(Delivery.id.in_(bindparam("ids", expanding=True)), _HELD).returning(Delivery.id)
+    _DONE.where(Delivery.id.in_(sa.bindparam("ids", expanding=True)), _HELD).returning(Delivery.id)
 )
 # PostgreSQL: one array parameter, so one SQL text (prepared once per connection) for any number
 # of ids; an expanding IN list is a new statement to prepare for every length.
 _DELIVERED_POSTGRES = _DONE.where(
-    Delivery.id == any_(bindparam("ids", type_=ARRAY(String))), _HELD
+    Delivery.id == sa.any_(sa.bindparam("ids", type_=sa.ARRAY(sa.String))), _HELD
 ).returning(Delivery.id)
 
 
@@ -410,7 +401,7 @@ async def record_delivered_now(db: Database, worker: str, ids: list[str], now: f
 def record_result(conn: Connection, worker: str, delivery_id: str, values: dict[str, Any]) -> bool:
     """Write an outcome other than delivered; False if ``worker`` no longer holds the claim."""
     held = conn.execute(
-        update(Delivery).where(Delivery.id == delivery_id, _HELD).values(**values),
+        sa.update(Delivery).where(Delivery.id == delivery_id, _HELD).values(**values),
         {"worker": worker},
     )
     return bool(held.rowcount)
@@ -418,9 +409,9 @@ def record_result(conn: Connection, worker: str, delivery_id: str, values: dict[
 
 def remove_device(conn: Connection, device_id: str, now: float) -> None:
     """A dead token: delete the device and close its other pending deliveries."""
-    conn.execute(delete(Device).where(Device.id == device_id))
+    conn.execute(sa.delete(Device).where(Device.id == device_id))
     conn.execute(
-        update(Delivery)
+        sa.update(Delivery)
         .where(Delivery.device_id == device_id, Delivery.state.in_(DUE_STATES))
         .values(state="token-removed", last_error="device token is no longer valid", updated_at=now)
     )
@@ -429,7 +420,7 @@ def remove_device(conn: Connection, device_id: str, now: float) -> None:
 def release(conn: Connection, worker: str, now: float) -> int:
     """Give back every claim of ``worker``; returns how many."""
     result = conn.execute(
-        update(Delivery)
+        sa.update(Delivery)
         .where(Delivery.claimed_by == worker, Delivery.state == "sending")
         .values(state="queued", lease_until=None, claimed_by=None, updated_at=now)
     )
@@ -440,15 +431,17 @@ def release(conn: Connection, worker: str, now: float) -> int:
 def _hit_statement(dialect: str) -> Statement:
     """One upsert: a new window when the last one ended, else one more in it; returns both."""
     stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(RateCounter).values(
-        key=bindparam("key"), window_end=bindparam("window_end"), count=1
+        key=sa.bindparam("key"), window_end=sa.bindparam("window_end"), count=1
     )
-    ended = RateCounter.window_end <= bindparam("now")
+    ended = RateCounter.window_end <= sa.bindparam("now")
     return Statement(
         stmt.on_conflict_do_update(
             index_elements=[RateCounter.key],
             set_={
-                "count": case((ended, 1), else_=RateCounter.count + 1),
-                "window_end": case((ended, stmt.excluded.window_end), else_=RateCounter.window_end),
+                "count": sa.case((ended, 1), else_=RateCounter.count + 1),
+                "window_end": sa.case(
+                    (ended, stmt.excluded.window_end), else_=RateCounter.window_end
+                ),
             },
         ).returning(RateCounter.count, RateCounter.window_end)
     )
