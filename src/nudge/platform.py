@@ -20,7 +20,7 @@ from nudge.delivery.providers.base import Provider
 from nudge.delivery.queue import RetryPolicy
 from nudge.delivery.worker import DeliveryWorker
 from nudge.integrations.limits import Counters, build_counters
-from nudge.llm import LLM, build_llm
+from nudge.llm import LLM, LLMError, build_llm
 from nudge.metrics import Metrics
 from nudge.net.webhooks import WebhookClient
 from nudge.proactive.claims import Claims, build_claims
@@ -110,6 +110,16 @@ class Platform:
         )
         platform.ingestor.start()
         return platform
+
+    def extraction_llm(self) -> LLM | None:
+        """The LLM for memory extraction, built on first use where nothing dispatches (``--role
+        api``); None (the sentences fallback) if it cannot be built."""
+        if self.llm is None:
+            try:
+                self.llm = build_llm(self.settings)
+            except LLMError as exc:
+                log.warning("no LLM for memory extraction", extra={"error": str(exc)})
+        return self.llm
 
     def start_dispatcher(self) -> None:
         """The webhook dispatcher and the proactive pipeline (LLM, rate-limit claims)."""

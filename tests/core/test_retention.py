@@ -6,7 +6,7 @@ import asyncio
 import time
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 
 from nudge.core import apps, users
 from nudge.core.manifest import Manifest
@@ -22,16 +22,20 @@ from nudge.store.models import ChatMessage, Delivery, Notification
 async def db(database_url: str) -> Database:
     await upgrade(database_url)
     database = Database(database_url)
-    async with database.begin() as conn:
-        app = await apps.create_app(conn, Manifest(name="Old"))
-        await users.create_user(conn, users.NewUser(uid="u1", name="Ana"))
-        await users.install_app(conn, "u1", app["app_id"], [])
-        await users.add_device(
+
+    def seed(conn: Connection) -> dict[str, str]:
+        app = apps.create_app(conn, Manifest(name="Old"))
+        users.create_user(conn, users.NewUser(uid="u1", name="Ana"))
+        users.install_app(conn, "u1", app["app_id"], [])
+        users.add_device(
             conn,
             "u1",
             users.NewDevice(platform="log", token="device-1"),
             webpush_hosts=HostAllowList.parse("*"),
         )
+        return app
+
+    app = await database.write(seed)
     database.app_id = app["app_id"]  # type: ignore[attr-defined]
     yield database  # type: ignore[misc]
     await database.close()
@@ -90,8 +94,7 @@ async def test_old_traces_go_in_chunks(db: Database) -> None:
     from functools import partial
 
     from nudge.core.retention import prune_in_chunks
-    from nudge.proactive.traces import TraceRecorder, save_traces
-    from nudge.store.traces import prune_traces
+    from nudge.proactive.traces import TraceRecorder, prune_traces, save_traces
     from nudge.store.models import Trace
 
     def record(n: int) -> list[TraceRecorder]:

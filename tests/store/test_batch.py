@@ -170,16 +170,18 @@ async def test_batch_writer_runs_sync_works_with_a_refusal_or_crash_kept_to_its_
 
 
 async def test_acceptor_batches_concurrent_requests_into_one_answer_each(db: Database) -> None:
-    async with db.begin() as conn:
-        from nudge.core import apps
-        from nudge.core.manifest import Manifest
+    from nudge.core import apps
+    from nudge.core.manifest import Manifest
 
-        app = await apps.create_app(conn, Manifest(name="Batch"))
+    def seed(conn: Connection) -> dict[str, str]:
+        app = apps.create_app(conn, Manifest(name="Batch"))
         for i in range(20):
-            await users.create_user(conn, users.NewUser(uid=f"u{i}", name="x"))
-    async with db.begin() as conn:
+            users.create_user(conn, users.NewUser(uid=f"u{i}", name="x"))
         for i in range(19):  # u19 has not installed the app
-            await users.install_app(conn, f"u{i}", app["app_id"], [])
+            users.install_app(conn, f"u{i}", app["app_id"], [])
+        return app
+
+    app = await db.write(seed)
     acceptor = Acceptor(db, Limits(100, 60), lock_rows=db.is_postgres)
     acceptor.start()
     try:

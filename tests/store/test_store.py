@@ -36,17 +36,20 @@ async def db(database_url: str) -> Database:
 
 
 async def seed(db: Database) -> tuple[str, str]:
-    async with db.begin() as conn:
-        app = await apps.create_app(conn, Manifest(name="Store Test"))
-        await users.create_user(conn, users.NewUser(uid="u1", name="Ana"))
-        await users.create_user(conn, users.NewUser(uid="u2", name="Bob"))
-        await users.install_app(conn, "u1", app["app_id"], [])
-        await users.add_device(
+    def work(conn: Connection) -> dict[str, str]:
+        app = apps.create_app(conn, Manifest(name="Store Test"))
+        users.create_user(conn, users.NewUser(uid="u1", name="Ana"))
+        users.create_user(conn, users.NewUser(uid="u2", name="Bob"))
+        users.install_app(conn, "u1", app["app_id"], [])
+        users.add_device(
             conn,
             "u1",
             users.NewDevice(platform="log", token="device-token-1"),
             webpush_hosts=HostAllowList.parse("*"),
         )
+        return app
+
+    app = await db.write(work)
     return app["app_id"], app["app_secret"]
 
 
@@ -200,9 +203,8 @@ async def test_concurrent_claimers_never_share_a_delivery(db: Database) -> None:
 
 async def test_install_of_unknown_scope_or_app(db: Database) -> None:
     await seed(db)
-    async with db.begin() as conn:
-        with pytest.raises(NotFound):
-            await users.install_app(conn, "u1", "app_missing", [])
+    with pytest.raises(NotFound):
+        await db.write(lambda conn: users.install_app(conn, "u1", "app_missing", []))
 
 
 async def test_batch_queries_search_indexes_on_sqlite(tmp_path: Path) -> None:
@@ -215,10 +217,13 @@ async def test_batch_queries_search_indexes_on_sqlite(tmp_path: Path) -> None:
     try:
         app_id, secret = await seed(database)
         uids = [f"p{i}" for i in range(16)]
-        async with database.begin() as conn:
+
+        def create(conn: Connection) -> None:
             for uid in uids:
-                await users.create_user(conn, users.NewUser(uid=uid, name=uid))
-                await users.install_app(conn, uid, app_id, [])
+                users.create_user(conn, users.NewUser(uid=uid, name=uid))
+                users.install_app(conn, uid, app_id, [])
+
+        await database.write(create)
         key = hash_secret(secret)
         batch = [
             req(app_id, message="a", key_hash=key, idempotency_key="k"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter
@@ -28,22 +29,23 @@ class NewApp(BaseModel):
     response_model=AppCreated,
 )
 async def create_app(body: NewApp, platform: PlatformDep) -> dict[str, str]:
-    async with platform.db.begin() as conn:
-        return await apps.create_app(
-            conn, body.manifest, direct_limit_per_hour=body.direct_limit_per_hour
+    return await platform.db.write(
+        partial(
+            apps.create_app,
+            manifest=body.manifest,
+            direct_limit_per_hour=body.direct_limit_per_hour,
         )
+    )
 
 
 @router.get("", summary="List apps", response_model=list[AppInfo])
 async def list_apps(platform: PlatformDep) -> list[dict[str, Any]]:
-    async with platform.db.read() as conn:
-        return [a.public() for a in await apps.list_apps(conn)]
+    return [a.public() for a in await platform.db.query(apps.list_apps)]
 
 
 @router.get("/{app_id}", summary="One app, with its status", response_model=AppInfo)
 async def get_app(app_id: str, platform: PlatformDep) -> dict[str, Any]:
-    async with platform.db.read() as conn:
-        return (await apps.get_app(conn, app_id)).public()
+    return (await platform.db.query(partial(apps.get_app, app_id=app_id))).public()
 
 
 @router.post(
@@ -53,19 +55,16 @@ async def get_app(app_id: str, platform: PlatformDep) -> dict[str, Any]:
     response_model=KeyCreated,
 )
 async def create_key(app_id: str, platform: PlatformDep) -> dict[str, str]:
-    async with platform.db.begin() as conn:
-        return await apps.create_key(conn, app_id)
+    return await platform.db.write(partial(apps.create_key, app_id=app_id))
 
 
 @router.get(
     "/{app_id}/keys", summary="List the app's keys (hints only)", response_model=list[KeyInfo]
 )
 async def list_keys(app_id: str, platform: PlatformDep) -> list[dict[str, Any]]:
-    async with platform.db.read() as conn:
-        return await apps.list_keys(conn, app_id)
+    return await platform.db.query(partial(apps.list_keys, app_id=app_id))
 
 
 @router.delete("/{app_id}/keys/{key_id}", status_code=204, summary="Revoke a key")
 async def revoke_key(app_id: str, key_id: str, platform: PlatformDep) -> None:
-    async with platform.db.begin() as conn:
-        await apps.revoke_key(conn, app_id, key_id)
+    await platform.db.write(partial(apps.revoke_key, app_id=app_id, key_id=key_id))

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import FileResponse
 
-from nudge import console
+from nudge import auth, console
 from nudge.api.deps import AdminDep, PlatformDep, UserDep
-from nudge.core.users import get_user
 from nudge.errors import NotFound
 from nudge.sdk.models import ConsoleUsers, Knowledge, WhoAmI
+from nudge.store import accounts
 
 router = APIRouter(tags=["console"])
 
@@ -53,8 +54,13 @@ async def static(name: str) -> FileResponse:
 async def whoami(
     platform: PlatformDep, authorization: Annotated[str | None, Header()] = None
 ) -> dict[str, Any]:
-    async with platform.db.read() as conn:
-        return await console.whoami(conn, authorization, platform.admin_token)
+    """``{"role": "admin"}``, ``{"role": "user", "uid", "name"}`` or ``{"role": "app", ...}``."""
+    who = await auth.caller(platform.db, authorization, admin_token=platform.admin_token)
+    if isinstance(who, auth.User):
+        return {"role": "user", "uid": who.uid, "name": who.name}
+    if isinstance(who, auth.App):
+        return {"role": "app", "app_id": who.app_id}
+    return {"role": "admin"}
 
 
 @router.get(
@@ -64,8 +70,7 @@ async def whoami(
     response_model=ConsoleUsers,
 )
 async def users(platform: PlatformDep, limit: int = Query(200, ge=1, le=1000)) -> dict[str, Any]:
-    async with platform.db.read() as conn:
-        return {"users": await console.list_users(conn, limit)}
+    return {"users": await platform.db.query(partial(accounts.users, limit=limit))}
 
 
 @router.get(
@@ -76,6 +81,5 @@ async def users(platform: PlatformDep, limit: int = Query(200, ge=1, le=1000)) -
 async def knowledge(
     uid: str, platform: PlatformDep, limit: int = Query(50, ge=1, le=200)
 ) -> Knowledge:
-    async with platform.db.read() as conn:
-        await get_user(conn, uid)
-        return Knowledge.model_validate(await console.user_knowledge(conn, uid, limit))
+    known = await platform.db.query(partial(console.user_knowledge, uid=uid, limit=limit))
+    return Knowledge.model_validate(known)

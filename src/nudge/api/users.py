@@ -3,61 +3,95 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
+from sqlalchemy import Connection
 from sse_starlette.sse import EventSourceResponse
 
 from nudge.api.deps import AdminDep, PlatformDep, UserDep
 from nudge.core import notifications, users
-from nudge.core.apps import get_app
+from nudge.core.apps import AppRecord, get_app
 from nudge.net.guard import HostAllowList
+from nudge.sdk.models import (
+    Chat,
+    DeviceAdded,
+    DeviceInfo,
+    Facts,
+    Inbox,
+    Installed,
+    Status,
+    UserCreated,
+    UserInfo,
+)
 from nudge.text import json_text
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
 
 
-@router.post("", status_code=201, dependencies=[AdminDep], summary="Create a user")
+@router.post(
+    "",
+    status_code=201,
+    dependencies=[AdminDep],
+    summary="Create a user",
+    response_model=UserCreated,
+)
 async def create_user(body: users.NewUser, platform: PlatformDep) -> dict[str, str]:
-    async with platform.db.begin() as conn:
-        return await users.create_user(conn, body)
+    return await platform.db.write(partial(users.create_user, new=body))
 
 
-@router.get("/{uid}", dependencies=[UserDep], summary="A user, with installs")
+@router.get(
+    "/{uid}", dependencies=[UserDep], summary="A user, with installs", response_model=UserInfo
+)
 async def get_user(uid: str, platform: PlatformDep) -> dict[str, Any]:
-    async with platform.db.read() as conn:
-        row = await users.get_user(conn, uid)
-        return {"uid": row.uid, "name": row.name, "apps": await users.list_installs(conn, uid)}
+    def work(conn: Connection) -> dict[str, Any]:
+        row = users.get_user(conn, uid)
+        return {"uid": row.uid, "name": row.name, "apps": users.list_installs(conn, uid)}
 
-
-@router.post("/{uid}/facts", dependencies=[UserDep], summary="Add facts about the user")
-async def add_facts(uid: str, body: users.NewFacts, platform: PlatformDep) -> dict[str, Any]:
-    async with platform.db.begin() as conn:
-        return {"facts": await users.add_facts(conn, uid, body.facts)}
-
-
-@router.get("/{uid}/facts", dependencies=[UserDep], summary="The user's facts")
-async def list_facts(uid: str, platform: PlatformDep) -> dict[str, Any]:
-    async with platform.db.read() as conn:
-        return {"facts": await users.list_facts(conn, uid)}
+    return await platform.db.query(work)
 
 
 @router.post(
-    "/{uid}/apps/{app_id}", dependencies=[UserDep], summary="Install an app, granting scopes"
+    "/{uid}/facts",
+    dependencies=[UserDep],
+    summary="Add facts about the user",
+    response_model=Facts,
+)
+async def add_facts(uid: str, body: users.NewFacts, platform: PlatformDep) -> dict[str, Any]:
+    return {"facts": await platform.db.write(partial(users.add_facts, uid=uid, facts=body.facts))}
+
+
+@router.get(
+    "/{uid}/facts", dependencies=[UserDep], summary="The user's facts", response_model=Facts
+)
+async def list_facts(uid: str, platform: PlatformDep) -> dict[str, Any]:
+    return {"facts": await platform.db.query(partial(users.list_facts, uid=uid))}
+
+
+@router.post(
+    "/{uid}/apps/{app_id}",
+    dependencies=[UserDep],
+    summary="Install an app, granting scopes",
+    response_model=Installed,
+    response_model_exclude_unset=True,  # auth_steps only for apps with an integration
 )
 async def install(
     uid: str, app_id: str, body: users.NewInstall, platform: PlatformDep
 ) -> dict[str, Any]:
-    async with platform.db.read() as conn:
-        await users.get_user(conn, uid)
-        app = await get_app(conn, app_id)
+    def check(conn: Connection) -> AppRecord:
+        users.get_user(conn, uid)
+        return get_app(conn, app_id)
+
+    app = await platform.db.query(check)
     integration = app.manifest.external_integration
     if integration and integration.setup_completed_url and platform.webhooks is not None:
         await users.check_setup_completed(
             platform.webhooks, app, integration.setup_completed_url, uid
         )
-    async with platform.db.begin() as conn:
-        installed = await users.install_app(conn, uid, app_id, body.scopes)
+    installed = await platform.db.write(
+        partial(users.install_app, uid=uid, app_id=app_id, scopes=body.scopes)
+    )
     if integration:
         installed["auth_steps"] = [
             {"name": s.name, "url": _with_uid(s.url, uid)} for s in integration.auth_steps
@@ -75,8 +109,7 @@ def _with_uid(url: str, uid: str) -> str:
     "/{uid}/apps/{app_id}", status_code=204, dependencies=[UserDep], summary="Uninstall an app"
 )
 async def uninstall(uid: str, app_id: str, platform: PlatformDep) -> None:
-    async with platform.db.begin() as conn:
-        await users.uninstall_app(conn, uid, app_id)
+    await platform.db.write(partial(users.uninstall_app, uid=uid, app_id=app_id))
 
 
 @router.post(
@@ -84,53 +117,59 @@ async def uninstall(uid: str, app_id: str, platform: PlatformDep) -> None:
     status_code=201,
     dependencies=[UserDep],
     summary="Register a device (FCM/APNs token or Web Push subscription)",
+    response_model=DeviceAdded,
 )
 async def add_device(uid: str, body: users.NewDevice, platform: PlatformDep) -> dict[str, Any]:
-    async with platform.db.begin() as conn:
-        return await users.add_device(
-            conn,
-            uid,
-            body,
-            webpush_hosts=HostAllowList.parse(platform.settings.webpush_allowed_hosts),
-        )
+    hosts = HostAllowList.parse(platform.settings.webpush_allowed_hosts)
+    return await platform.db.write(
+        partial(users.add_device, uid=uid, new=body, webpush_hosts=hosts)
+    )
 
 
-@router.get("/{uid}/devices", dependencies=[UserDep], summary="The user's devices")
+@router.get(
+    "/{uid}/devices",
+    dependencies=[UserDep],
+    summary="The user's devices",
+    response_model=list[DeviceInfo],
+)
 async def list_devices(uid: str, platform: PlatformDep) -> list[dict[str, Any]]:
-    async with platform.db.read() as conn:
-        return await users.list_devices(conn, uid)
+    return await platform.db.query(partial(users.list_devices, uid=uid))
 
 
 @router.delete(
     "/{uid}/devices/{device_id}", status_code=204, dependencies=[UserDep], summary="Remove a device"
 )
 async def delete_device(uid: str, device_id: str, platform: PlatformDep) -> None:
-    async with platform.db.begin() as conn:
-        await users.delete_device(conn, uid, device_id)
+    await platform.db.write(partial(users.delete_device, uid=uid, device_id=device_id))
 
 
-@router.get("/{uid}/notifications", dependencies=[UserDep], summary="The inbox, newest first")
+@router.get(
+    "/{uid}/notifications",
+    dependencies=[UserDep],
+    summary="The inbox, newest first",
+    response_model=Inbox,
+)
 async def list_notifications(
     uid: str,
     platform: PlatformDep,
     limit: int = Query(50, ge=1, le=200),
     cursor: str | None = Query(None, max_length=100),
 ) -> dict[str, Any]:
-    async with platform.db.read() as conn:
-        await users.get_user(conn, uid)
-        return await conn.run_sync(
-            notifications.list_notifications, uid, limit=limit, cursor=cursor
-        )
+    def work(conn: Connection) -> dict[str, Any]:
+        users.get_user(conn, uid)
+        return notifications.list_notifications(conn, uid, limit=limit, cursor=cursor)
+
+    return await platform.db.query(work)
 
 
 @router.get(
     "/{uid}/notifications/stream",
     dependencies=[UserDep],
     summary="The inbox live, as Server-Sent Events",
+    responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
 )
 async def stream_notifications(uid: str, request: Request, platform: PlatformDep) -> Any:
-    async with platform.db.read() as conn:
-        await users.get_user(conn, uid)
+    await platform.db.query(partial(users.get_user, uid=uid))
 
     async def events() -> Any:
         async with platform.bus.subscribe(uid) as queue:
@@ -155,10 +194,12 @@ async def stream_notifications(uid: str, request: Request, platform: PlatformDep
     "/{uid}/notifications/{notification_id}/read",
     dependencies=[UserDep],
     summary="Mark a notification read",
+    response_model=Status,
 )
 async def mark_read(uid: str, notification_id: str, platform: PlatformDep) -> dict[str, str]:
-    async with platform.db.begin() as conn:
-        await conn.run_sync(notifications.mark_read, uid, notification_id)
+    await platform.db.write(
+        partial(notifications.mark_read, uid=uid, notification_id=notification_id)
+    )
     return {"status": "ok"}
 
 
@@ -166,11 +207,10 @@ async def mark_read(uid: str, notification_id: str, platform: PlatformDep) -> di
     "/{uid}/apps/{app_id}/messages",
     dependencies=[UserDep],
     summary="The chat between the user and an app",
+    response_model=Chat,
 )
 async def app_messages(
     uid: str, app_id: str, platform: PlatformDep, limit: int = Query(50, ge=1, le=500)
 ) -> dict[str, Any]:
-    async with platform.db.read() as conn:
-        await users.get_user(conn, uid)
-        chat = await conn.run_sync(notifications.chat_messages, uid, app_id, limit=limit)
-        return {"messages": chat}
+    chat = partial(users.chat_messages, uid=uid, app_id=app_id, limit=limit)
+    return {"messages": await platform.db.query(chat)}

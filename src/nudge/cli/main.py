@@ -6,8 +6,9 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from pydantic import BaseModel
@@ -15,6 +16,11 @@ from pydantic import BaseModel
 from nudge.cli.remote import CliError, admin_call, admin_token, missing_database, send_over_http
 from nudge.config import Settings, load_settings
 from nudge.errors import NudgeError
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from nudge.store.db import Database
 
 T = TypeVar("T")
 
@@ -69,8 +75,8 @@ def require_database(settings: Settings) -> None:
         fail(problem)
 
 
-def run_with_db(settings: Settings, work: Callable[[Any], Awaitable[T]], *, write: bool) -> T:
-    """Migrate, open the database, run ``work(conn)`` in one transaction, print clear errors."""
+def run_with_db(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
+    """Migrate, open the database, run ``work(db)`` (e.g. ``db.write(...)``), print clear errors."""
     from nudge.store.db import Database
     from nudge.store.migrate import upgrade
 
@@ -80,9 +86,7 @@ def run_with_db(settings: Settings, work: Callable[[Any], Awaitable[T]], *, writ
         await upgrade(settings.database_url)
         db = Database(settings.database_url)
         try:
-            ctx = db.begin() if write else db.read()
-            async with ctx as conn:
-                return await work(conn)
+            return await work(db)
         finally:
             await db.close()
 
@@ -266,11 +270,8 @@ def apps_create(
         body = {"manifest": raw, "direct_limit_per_hour": direct_limit_per_hour}
         created = over_http(url, token, "POST", "/v1/apps", body)
     else:
-        created = run_with_db(
-            settings,
-            lambda c: create_app(c, parsed, direct_limit_per_hour=direct_limit_per_hour),
-            write=True,
-        )
+        create = partial(create_app, manifest=parsed, direct_limit_per_hour=direct_limit_per_hour)
+        created = run_with_db(settings, lambda db: db.write(create))
     if env:
         import shlex
 
@@ -291,10 +292,8 @@ def apps_list(url: str | None = URL_OPTION, token: str | None = TOKEN_OPTION) ->
         emit(over_http(url, token, "GET", "/v1/apps", None))
         return
 
-    async def work(conn: Any) -> list[dict[str, Any]]:
-        return [a.public() for a in await list_apps(conn)]
-
-    emit(run_with_db(load_settings(), work, write=False))
+    found = run_with_db(load_settings(), lambda db: db.query(list_apps))
+    emit([a.public() for a in found])
 
 
 @users_cli.command("create")
@@ -323,7 +322,7 @@ def users_create(
             )
         )
         return
-    emit(run_with_db(load_settings(), lambda c: create_user(c, new), write=True))
+    emit(run_with_db(load_settings(), lambda db: db.write(partial(create_user, new=new))))
 
 
 @users_cli.command("install")
@@ -345,7 +344,8 @@ def users_install(
         path = f"/v1/users/{uid}/apps/{app_id}"
         emit(over_http(url, token, "POST", path, {"scopes": scope}))
         return
-    emit(run_with_db(load_settings(), lambda c: install_app(c, uid, app_id, scope), write=True))
+    install = partial(install_app, uid=uid, app_id=app_id, scopes=scope)
+    emit(run_with_db(load_settings(), lambda db: db.write(install)))
 
 
 @users_cli.command("facts")
@@ -357,12 +357,14 @@ def users_facts(
     from nudge.core.users import get_user
     from nudge.integrations.memories import memories_of
 
-    async def work(conn: Any) -> list[dict[str, Any]]:
-        await get_user(conn, uid)
-        found = await memories_of(conn, uid, limit=limit)
-        return [m.model_dump(mode="json", exclude_none=True) for m in found]
+    def work(conn: Connection) -> list[dict[str, Any]]:
+        get_user(conn, uid)
+        return [
+            m.model_dump(mode="json", exclude_none=True)
+            for m in memories_of(conn, uid, limit=limit)
+        ]
 
-    emit(run_with_db(load_settings(), work, write=False))
+    emit(run_with_db(load_settings(), lambda db: db.query(work)))
 
 
 @users_cli.command("conversations")
@@ -376,12 +378,12 @@ def users_conversations(
     from nudge.core.users import get_user
     from nudge.integrations.conversations import conversations_of
 
-    async def work(conn: Any) -> list[dict[str, Any]]:
-        await get_user(conn, uid)
-        found = await conn.run_sync(conversations_of, uid, limit=limit, max_segments=segments)
+    def work(conn: Connection) -> list[dict[str, Any]]:
+        get_user(conn, uid)
+        found = conversations_of(conn, uid, limit=limit, max_segments=segments)
         return [c.model_dump(mode="json", exclude_none=True) for c in found]
 
-    emit(run_with_db(load_settings(), work, write=False))
+    emit(run_with_db(load_settings(), lambda db: db.query(work)))
 
 
 @cli.command("send")
@@ -410,16 +412,18 @@ def send(
         return
     request = NotificationRequest(app_id=app_id, uid=uid, message=text, kind="admin")
 
-    async def work(conn: Any) -> dict[str, Any]:
-        accepted = await conn.run_sync(
-            accept_notification,
-            request,
-            default_limit_per_hour=settings.direct_limit_per_hour,
-            dedupe_window_s=settings.dedupe_window_s,
+    async def work(db: Database) -> dict[str, Any]:
+        accepted = await db.write(
+            partial(
+                accept_notification,
+                request=request,
+                default_limit_per_hour=settings.direct_limit_per_hour,
+                dedupe_window_s=settings.dedupe_window_s,
+            )
         )
         return accepted.body()
 
-    emit(run_with_db(settings, work, write=True))
+    emit(run_with_db(settings, work))
 
 
 @new_cli.command("app")

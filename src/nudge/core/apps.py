@@ -7,13 +7,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Connection, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nudge.core.manifest import Manifest
 from nudge.errors import Invalid, NotFound, Unauthorized
 from nudge.ids import APP_SECRET_RE, hash_secret, new_app_secret, new_id, new_webhook_secret
-from nudge.store.models import App, AppKey
+from nudge.store import accounts
+from nudge.store.models import AppKey
 from nudge.text import STORED
 
 
@@ -50,28 +51,27 @@ class AppRecord:
         }
 
 
-async def create_app(
-    conn: AsyncConnection, manifest: Manifest, *, direct_limit_per_hour: int | None = None
+def create_app(
+    conn: Connection, manifest: Manifest, *, direct_limit_per_hour: int | None = None
 ) -> dict[str, str]:
     """Register an app; returns its id, first app secret and webhook signing secret (shown once)."""
     if direct_limit_per_hour is not None and direct_limit_per_hour < 1:
         raise Invalid("direct_limit_per_hour: must be at least 1")
     app_id = new_id("app")
     webhook_secret = new_webhook_secret()
-    await conn.execute(
-        insert(App).values(
-            id=app_id,
-            name=manifest.name,
-            description=manifest.description,
-            manifest=manifest.model_dump(mode="json", exclude_none=True),
-            webhook_secret=webhook_secret,
-            direct_limit_per_hour=direct_limit_per_hour,
-            status="active",
-            status_reason="",
-            created_at=time.time(),
-        )
+    accounts.insert_app(
+        conn,
+        id=app_id,
+        name=manifest.name,
+        description=manifest.description,
+        manifest=manifest.model_dump(mode="json", exclude_none=True),
+        webhook_secret=webhook_secret,
+        direct_limit_per_hour=direct_limit_per_hour,
+        status="active",
+        status_reason="",
+        created_at=time.time(),
     )
-    key = await create_key(conn, app_id)
+    key = create_key(conn, app_id)
     return {
         "app_id": app_id,
         "app_secret": key["app_secret"],
@@ -80,46 +80,35 @@ async def create_app(
     }
 
 
-async def get_app(conn: AsyncConnection, app_id: str) -> AppRecord:
-    row = (await conn.execute(select(App).where(App.id == app_id))).first()
+def get_app(conn: Connection, app_id: str) -> AppRecord:
+    row = accounts.app(conn, app_id)
     if row is None:
         raise NotFound(f"app {app_id!r} not found")
     return AppRecord.from_row(row)
 
 
-async def list_apps(conn: AsyncConnection) -> list[AppRecord]:
-    rows = (await conn.execute(select(App).order_by(App.id))).all()
-    return [AppRecord.from_row(r) for r in rows]
+def list_apps(conn: Connection) -> list[AppRecord]:
+    return [AppRecord.from_row(r) for r in accounts.apps(conn)]
 
 
-async def set_app_status(conn: AsyncConnection, app_id: str, status: str, reason: str) -> None:
-    await conn.execute(
-        update(App).where(App.id == app_id).values(status=status, status_reason=reason)
-    )
-
-
-async def create_key(conn: AsyncConnection, app_id: str) -> dict[str, str]:
-    await get_app(conn, app_id)
+def create_key(conn: Connection, app_id: str) -> dict[str, str]:
+    get_app(conn, app_id)
     secret = new_app_secret()
     key_id = new_id("key")
-    await conn.execute(
-        insert(AppKey).values(
-            id=key_id,
-            app_id=app_id,
-            key_hash=hash_secret(secret),
-            hint=secret[:7] + "…",
-            created_at=time.time(),
-            revoked_at=None,
-        )
+    accounts.insert_key(
+        conn,
+        id=key_id,
+        app_id=app_id,
+        key_hash=hash_secret(secret),
+        hint=secret[:7] + "…",
+        created_at=time.time(),
+        revoked_at=None,
     )
     return {"key_id": key_id, "app_secret": secret}
 
 
-async def list_keys(conn: AsyncConnection, app_id: str) -> list[dict[str, Any]]:
-    await get_app(conn, app_id)
-    rows = (
-        await conn.execute(select(AppKey).where(AppKey.app_id == app_id).order_by(AppKey.id))
-    ).all()
+def list_keys(conn: Connection, app_id: str) -> list[dict[str, Any]]:
+    get_app(conn, app_id)
     return [
         {
             "key_id": r.id,
@@ -128,17 +117,12 @@ async def list_keys(conn: AsyncConnection, app_id: str) -> list[dict[str, Any]]:
             "revoked": r.revoked_at is not None,
             "revoked_at": r.revoked_at,
         }
-        for r in rows
+        for r in accounts.keys(conn, app_id)
     ]
 
 
-async def revoke_key(conn: AsyncConnection, app_id: str, key_id: str) -> None:
-    result = await conn.execute(
-        update(AppKey)
-        .where(AppKey.app_id == app_id, AppKey.id == key_id, AppKey.revoked_at.is_(None))
-        .values(revoked_at=time.time())
-    )
-    if result.rowcount == 0:
+def revoke_key(conn: Connection, app_id: str, key_id: str) -> None:
+    if not accounts.revoke_key(conn, app_id, key_id, time.time()):
         raise NotFound(f"active key {key_id!r} not found for app {app_id!r}")
 
 

@@ -10,17 +10,15 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from sqlalchemy import delete, insert, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection
 
-from nudge.core.apps import AppRecord, get_app, is_admin_token, parse_bearer
+from nudge.core.apps import AppRecord, get_app
 from nudge.core.manifest import SCOPES
-from nudge.errors import Conflict, Forbidden, Invalid, NotFound, NudgeError, Unauthorized
-from nudge.ids import USER_TOKEN_RE, hash_secret, new_id, new_user_token
+from nudge.errors import Conflict, Invalid, NotFound
+from nudge.ids import hash_secret, new_id, new_user_token
 from nudge.net.guard import HostAllowList
 from nudge.net.webhooks import WebhookClient, WebhookTarget
-from nudge.store.models import Device, Install, User, UserFact
+from nudge.store import accounts
 from nudge.text import Line, Text, text_problem
 
 UID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
@@ -94,84 +92,35 @@ class NewDevice(BaseModel):
         return self
 
 
-async def create_user(conn: AsyncConnection, new: NewUser) -> dict[str, str]:
+def create_user(conn: Connection, new: NewUser) -> dict[str, str]:
     uid = new.uid or new_id("u")
     token = new_user_token()
-    now = time.time()
-    try:
-        await conn.execute(
-            insert(User).values(
-                uid=uid, name=new.name, token_hash=hash_secret(token), created_at=now
-            )
-        )
-    except IntegrityError:
-        raise Conflict(f"user {uid!r} already exists") from None
+    if not accounts.insert_user(
+        conn, uid=uid, name=new.name, token_hash=hash_secret(token), created_at=time.time()
+    ):
+        raise Conflict(f"user {uid!r} already exists")
     if new.facts:
-        await _insert_facts(conn, uid, new.facts)
+        add_facts(conn, uid, new.facts)
     return {"uid": uid, "user_token": token}
 
 
-async def get_user(conn: AsyncConnection, uid: str) -> Any:
-    row = (await conn.execute(select(User.uid, User.name).where(User.uid == uid))).first()
+def get_user(conn: Connection, uid: str) -> Any:
+    row = accounts.user(conn, uid)
     if row is None:
         raise NotFound(f"user {uid!r} not found")
     return row
 
 
-async def _insert_facts(conn: AsyncConnection, uid: str, facts: list[str]) -> None:
+def add_facts(conn: Connection, uid: str, facts: list[str]) -> list[str]:
+    get_user(conn, uid)
     now = time.time()
-    await conn.execute(
-        insert(UserFact), [{"uid": uid, "text": f, "created_at": now} for f in facts]
-    )
+    accounts.insert_facts(conn, [{"uid": uid, "text": f, "created_at": now} for f in facts])
+    return list_facts(conn, uid)
 
 
-async def add_facts(conn: AsyncConnection, uid: str, facts: list[str]) -> list[str]:
-    await get_user(conn, uid)
-    await _insert_facts(conn, uid, facts)
-    return await list_facts(conn, uid)
-
-
-async def list_facts(conn: AsyncConnection, uid: str) -> list[str]:
-    await get_user(conn, uid)
-    rows = await conn.execute(
-        select(UserFact.text).where(UserFact.uid == uid).order_by(UserFact.id)
-    )
-    return [r.text for r in rows]
-
-
-USER_CREDENTIAL = "user token or admin token"
-
-
-async def authenticate_user(
-    conn: AsyncConnection, authorization: str | None, uid: str, admin_token: str
-) -> None:
-    """Admin token, or this user's own token; 401/403 otherwise."""
-    token = parse_bearer(authorization, USER_CREDENTIAL)
-    if is_admin_token(token, admin_token):
-        return
-    owner = await conn.scalar(select(User.uid).where(User.token_hash == user_token_hash(token)))
-    refusal = user_token_refusal(owner, uid)
-    if refusal is not None:
-        raise refusal
-
-
-def user_token_hash(token: str) -> str:
-    """The stored hash of a user token; a 401 at once, with no lookup, for a token that is not
-    shaped like one (``ut_`` and 48 hex characters)."""
-    if not USER_TOKEN_RE.match(token):
-        raise Unauthorized(
-            "malformed token: expected the admin token or a user token ('ut_' and 48 hex digits)"
-        )
-    return hash_secret(token)
-
-
-def user_token_refusal(owner: str | None, uid: str) -> NudgeError | None:
-    """Why a user token that belongs to ``owner`` (None: to nobody) may not act for ``uid``."""
-    if owner is None:
-        return Unauthorized("unknown token: use the user's token or the admin token")
-    if owner != uid:
-        return Forbidden("this user token belongs to another user")
-    return None
+def list_facts(conn: Connection, uid: str) -> list[str]:
+    get_user(conn, uid)
+    return [r.text for r in accounts.facts(conn, uid)]
 
 
 async def check_setup_completed(
@@ -195,12 +144,10 @@ async def check_setup_completed(
         )
 
 
-async def install_app(
-    conn: AsyncConnection, uid: str, app_id: str, scopes: Sequence[str]
-) -> dict[str, Any]:
+def install_app(conn: Connection, uid: str, app_id: str, scopes: Sequence[str]) -> dict[str, Any]:
     """Install (or re-grant) an app for a user. Only scopes the app asks for can be granted."""
-    await get_user(conn, uid)
-    app = await get_app(conn, app_id)
+    get_user(conn, uid)
+    app = get_app(conn, app_id)
     requested = set(app.manifest.proactive_scopes)
     extra = [s for s in scopes if s not in requested]
     if extra:
@@ -208,27 +155,25 @@ async def install_app(
             f"scopes: {extra} are not requested by this app (it requests {sorted(requested)})"
         )
     granted = [s for s in SCOPES if s in scopes]
-    await conn.execute(delete(Install).where(Install.uid == uid, Install.app_id == app_id))
-    await conn.execute(
-        insert(Install).values(uid=uid, app_id=app_id, scopes=granted, installed_at=time.time())
-    )
+    accounts.replace_install(conn, uid, app_id, granted, time.time())
     return {"uid": uid, "app_id": app_id, "scopes": granted}
 
 
-async def uninstall_app(conn: AsyncConnection, uid: str, app_id: str) -> None:
-    result = await conn.execute(delete(Install).where(Install.uid == uid, Install.app_id == app_id))
-    if result.rowcount == 0:
+def uninstall_app(conn: Connection, uid: str, app_id: str) -> None:
+    if not accounts.delete_install(conn, uid, app_id):
         raise NotFound(f"app {app_id!r} is not installed for user {uid!r}")
 
 
-async def list_installs(conn: AsyncConnection, uid: str) -> list[dict[str, Any]]:
-    await get_user(conn, uid)
-    rows = await conn.execute(select(Install).where(Install.uid == uid).order_by(Install.app_id))
-    return [{"app_id": r.app_id, "scopes": r.scopes, "installed_at": r.installed_at} for r in rows]
+def list_installs(conn: Connection, uid: str) -> list[dict[str, Any]]:
+    get_user(conn, uid)
+    return [
+        {"app_id": r.app_id, "scopes": r.scopes, "installed_at": r.installed_at}
+        for r in accounts.installs(conn, uid)
+    ]
 
 
-async def add_device(
-    conn: AsyncConnection, uid: str, new: NewDevice, *, webpush_hosts: HostAllowList
+def add_device(
+    conn: Connection, uid: str, new: NewDevice, *, webpush_hosts: HostAllowList
 ) -> dict[str, Any]:
     """Register a device; registering the same token again returns the existing device. A Web
     Push endpoint's host must be on ``webpush_hosts`` (checked again at every send)."""
@@ -240,34 +185,26 @@ async def add_device(
         refusal = webpush_hosts.refusal(host)
         if refusal is not None:
             raise Invalid(f"subscription.endpoint: {refusal} (NUDGE_WEBPUSH_ALLOWED_HOSTS)")
-    await get_user(conn, uid)
+    get_user(conn, uid)
     assert new.token is not None
-    existing = (
-        await conn.execute(
-            select(Device.id).where(
-                Device.uid == uid, Device.platform == new.platform, Device.token == new.token
-            )
-        )
-    ).first()
+    existing = accounts.device_id(conn, uid, new.platform, new.token)
     if existing is not None:
-        return {"id": existing.id, "platform": new.platform, "created": False}
+        return {"id": existing, "platform": new.platform, "created": False}
     device_id = new_id("dev")
-    await conn.execute(
-        insert(Device).values(
-            id=device_id,
-            uid=uid,
-            platform=new.platform,
-            token=new.token,
-            subscription=new.subscription,
-            created_at=time.time(),
-        )
+    accounts.insert_device(
+        conn,
+        id=device_id,
+        uid=uid,
+        platform=new.platform,
+        token=new.token,
+        subscription=new.subscription,
+        created_at=time.time(),
     )
     return {"id": device_id, "platform": new.platform, "created": True}
 
 
-async def list_devices(conn: AsyncConnection, uid: str) -> list[dict[str, Any]]:
-    await get_user(conn, uid)
-    rows = await conn.execute(select(Device).where(Device.uid == uid).order_by(Device.id))
+def list_devices(conn: Connection, uid: str) -> list[dict[str, Any]]:
+    get_user(conn, uid)
     return [
         {
             "id": r.id,
@@ -275,11 +212,24 @@ async def list_devices(conn: AsyncConnection, uid: str) -> list[dict[str, Any]]:
             "token_hint": r.token[:8] + "…",
             "created_at": r.created_at,
         }
-        for r in rows
+        for r in accounts.devices(conn, uid)
     ]
 
 
-async def delete_device(conn: AsyncConnection, uid: str, device_id: str) -> None:
-    result = await conn.execute(delete(Device).where(Device.uid == uid, Device.id == device_id))
-    if result.rowcount == 0:
+def delete_device(conn: Connection, uid: str, device_id: str) -> None:
+    if not accounts.delete_device(conn, uid, device_id):
         raise NotFound(f"device {device_id!r} not found for user {uid!r}")
+
+
+def chat_messages(conn: Connection, uid: str, app_id: str, limit: int) -> list[dict[str, Any]]:
+    """The last ``limit`` messages between the user and an app, oldest first."""
+    get_user(conn, uid)
+    return [
+        {
+            "sender": r.sender,
+            "text": r.text,
+            "notification_id": r.notification_id,
+            "created_at": r.created_at,
+        }
+        for r in accounts.chat_messages(conn, uid, app_id, limit)
+    ]

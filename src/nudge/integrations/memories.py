@@ -18,19 +18,19 @@ import logging
 import re
 import time
 from datetime import UTC, datetime
-from typing import Any, Literal
+from functools import partial
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import insert, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection
 
+from nudge.config import Settings
 from nudge.core.notifications import RateLimit
 from nudge.errors import Invalid
-from nudge.integrations.access import authorize, limited
+from nudge.integrations.access import Limiting, authorize, limited
 from nudge.integrations.limits import memories_policy
-from nudge.llm import LLM, LLMError, build_llm
-from nudge.platform import Platform
-from nudge.store.models import UserFact
+from nudge.llm import LLM, LLMError
+from nudge.store import accounts
 from nudge.text import Line, Text, keywords
 
 log = logging.getLogger("nudge.integrations")
@@ -48,6 +48,17 @@ EXTRACT_SYSTEM = (
     "person (for example: User is vegetarian.). Only what the text says; no advice, no "
     "commentary. If the text states no fact about the user, answer only: NONE"
 )
+
+
+class Remembering(Limiting, Protocol):
+    """What an import needs of the running platform."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    def extraction_llm(self) -> LLM | None:
+        """The LLM that finds the facts in a text (None: the sentences fallback)."""
+
 
 _LIST_MARKER = re.compile(r"^\s*(?:[-*•·]+|\d{1,2}[.)])\s*")
 _SENTENCE = re.compile(r"[^.!?\n]+[.!?]*")
@@ -157,47 +168,36 @@ async def extract(llm: LLM | None, text: str, source: str) -> tuple[list[str], s
     return sentences(text), "sentences"
 
 
-async def store_memories(
-    conn: AsyncConnection, uid: str, app_id: str, memories: list[tuple[str, list[str]]]
+def store_memories(
+    conn: Connection, uid: str, app_id: str, memories: list[tuple[str, list[str]]]
 ) -> list[MemoryItem]:
     """Insert the ``(content, tags)`` pairs the user does not have yet; returns those stored."""
-    have = set(
-        await conn.scalars(
-            select(UserFact.text).where(
-                UserFact.uid == uid, UserFact.text.in_({text for text, _ in memories})
-            )
-        )
-    )
+    have = accounts.fact_texts_among(conn, uid, {text for text, _ in memories})
     now = time.time()
     rows: list[dict[str, Any]] = []
     for text, tags in memories:
         if text not in have:
             have.add(text)
             rows.append(
-                {"uid": uid, "text": text, "created_at": now, "app_id": app_id, "tags": tags}
+                {
+                    "uid": uid,
+                    "text": text,
+                    "created_at": now,
+                    "app_id": app_id,
+                    "tags": tags,
+                }
             )
     if not rows:
         return []
-    stored = await conn.execute(
-        insert(UserFact).returning(UserFact, sort_by_parameter_order=True), rows
-    )
-    return [MemoryItem.from_row(r) for r in stored]
-
-
-def extraction_llm(platform: Platform) -> LLM | None:
-    """The platform's LLM. A process that does not dispatch (``--role api``) builds it on first
-    use; one that cannot be built means the sentences fallback."""
-    if platform.llm is None:
-        try:
-            platform.llm = build_llm(platform.settings)
-        except LLMError as exc:
-            log.warning("no LLM for memory extraction", extra={"error": str(exc)})
-            return None
-    return platform.llm
+    return [MemoryItem.from_row(r) for r in accounts.insert_facts(conn, rows, returning=True)]
 
 
 async def import_memories(
-    platform: Platform, authorization: str | None, app_id: str, uid: str, body: CreateMemories
+    platform: Remembering,
+    authorization: str | None,
+    app_id: str,
+    uid: str,
+    body: CreateMemories,
 ) -> tuple[list[MemoryItem], RateLimit]:
     """``POST /v2/integrations/{app_id}/user/memories``: explicit memories as given, then those
     found in ``text``; returns those stored and the request window."""
@@ -209,34 +209,34 @@ async def import_memories(
             raise Invalid("text or memories: either text or explicit memories are required")
         if text:
             source = body.text_source_spec or body.text_source
-            facts, how = await extract(extraction_llm(platform), text, source)
+            facts, how = await extract(platform.extraction_llm(), text, source)
             log.info(
-                "memories extracted", extra={"app_id": app_id, "count": len(facts), "how": how}
+                "memories extracted",
+                extra={"app_id": app_id, "count": len(facts), "how": how},
             )
             pairs.extend((fact, []) for fact in facts)
-        async with platform.db.begin() as conn:
-            return await store_memories(conn, uid, app_id, pairs), rate
+        work = partial(store_memories, uid=uid, app_id=app_id, memories=pairs)
+        return await platform.db.write(work), rate
 
 
-async def memories_of(
-    conn: AsyncConnection, uid: str, *, limit: int, offset: int = 0
-) -> list[MemoryItem]:
+def memories_of(conn: Connection, uid: str, *, limit: int, offset: int = 0) -> list[MemoryItem]:
     """The user's memories, newest first (every app's and the platform's)."""
-    rows = await conn.execute(
-        select(UserFact)
-        .where(UserFact.uid == uid)
-        .order_by(UserFact.id.desc())
-        .limit(limit)
-        .offset(offset)
-    )
-    return [MemoryItem.from_row(r) for r in rows]
+    return [MemoryItem.from_row(r) for r in accounts.facts(conn, uid, limit=limit, offset=offset)]
 
 
 async def read_memories(
-    platform: Platform, authorization: str | None, app_id: str, uid: str, limit: int, offset: int
+    platform: Limiting,
+    authorization: str | None,
+    app_id: str,
+    uid: str,
+    limit: int,
+    offset: int,
 ) -> list[MemoryItem]:
     """``GET /v2/integrations/{app_id}/memories``: all of the user's memories, as Omi lists
     them to any app allowed to read them."""
-    async with platform.db.read() as conn:
-        await authorize(conn, authorization, app_id, uid, "read_memories")
-        return await memories_of(conn, uid, limit=limit, offset=offset)
+
+    def read(conn: Connection) -> list[MemoryItem]:
+        authorize(conn, authorization, app_id, uid, "read_memories")
+        return memories_of(conn, uid, limit=limit, offset=offset)
+
+    return await platform.db.query(read)
