@@ -408,18 +408,3 @@ def mark_read(conn: Connection, uid: str, notification_id: str) -> None:
     """Write work: mark the user's notification read (404 if there is none)."""
     if not store.mark_read(conn, uid, notification_id, time.time()):
         raise NotFound(f"notification {notification_id!r} not found for user {uid!r}")
-
-
-def chat_messages(
-    conn: Connection, uid: str, app_id: str, *, limit: int = 50
-) -> list[dict[str, Any]]:
-    """The last ``limit`` messages between a user and an app, oldest first."""
-    return [
-        {
-            "sender": r.sender,
-            "text": r.text,
-            "notification_id": r.notification_id,
-            "created_at": r.created_at,
-        }
-        for r in reversed(store.chat_messages(conn, uid, app_id, limit))
-    ]

@@ -261,12 +261,6 @@ def mark_read(conn: Connection, uid: str, notification_id: str, now: float) -> b
     return bool(result.rowcount)
 
 
-def chat_messages(conn: Connection, uid: str, app_id: str, limit: int) -> list[Any]:
-    """The last ``limit`` chat lines between a user and an app, newest first."""
-    q = sa.select(ChatMessage).where(ChatMessage.uid == uid, ChatMessage.app_id == app_id)
-    return list(conn.execute(q.order_by(ChatMessage.id.desc()).limit(limit)).all())
-
-
 def prune_chunk(conn: Connection, older_than: float, limit: int) -> int:
     """Delete up to ``limit`` of the oldest notifications made before ``older_than``, with their
     deliveries; returns how many."""
