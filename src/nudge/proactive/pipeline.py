@@ -281,8 +281,7 @@ class Pipeline:
             "output": written.text,
         }
         trace.detail.setdefault("timing", {})["llm_s"] = round(written.seconds, 4)
-        refused = generated(written.decision, written.reason)
-        if refused is not None:
+        if (refused := generated(written.decision, written.reason)) is not None:
             trace.outcome(*refused)
             return False
         # 8. Deliver as the app, stored in the app's chat.
