@@ -11,7 +11,13 @@ from fastapi.responses import JSONResponse
 from nudge.api.deps import PlatformDep
 from nudge.integrations import conversations, memories
 from nudge.integrations.notification import NotificationV1, send_notification_v1
-from nudge.sdk.models import NotificationAccepted
+from nudge.sdk.models import (
+    ConversationCreated,
+    ConversationsResponse,
+    MemoriesResponse,
+    NotificationAccepted,
+    SearchConversationsResponse,
+)
 
 router = APIRouter(tags=["integration API"])
 
@@ -48,10 +54,10 @@ async def create_conversation(
     platform: PlatformDep,
     response: Response,
     authorization: Authorization = None,
-) -> conversations.ConversationCreated:
+) -> ConversationCreated:
     item, rate = await conversations.import_conversation(platform, authorization, app_id, uid, body)
     response.headers.update(rate.headers())
-    return conversations.ConversationCreated(conversation=item)
+    return ConversationCreated(conversation=item)
 
 
 @router.get(
@@ -72,7 +78,7 @@ async def list_conversations(
     end_date: Annotated[str | None, Query(max_length=40)] = None,
     max_transcript_segments: MaxSegments = 100,
     authorization: Authorization = None,
-) -> conversations.ConversationsResponse:
+) -> ConversationsResponse:
     found = await conversations.read_conversations(
         platform,
         authorization,
@@ -86,7 +92,7 @@ async def list_conversations(
         end_date=end_date,
         max_segments=max_transcript_segments,
     )
-    return conversations.ConversationsResponse(conversations=found)
+    return ConversationsResponse(conversations=found)
 
 
 @router.post(
@@ -102,7 +108,7 @@ async def search_conversations(
     platform: PlatformDep,
     max_transcript_segments: MaxSegments = 100,
     authorization: Authorization = None,
-) -> conversations.SearchConversationsResponse:
+) -> SearchConversationsResponse:
     return await conversations.search_conversations(
         platform, authorization, app_id, uid, body, max_transcript_segments
     )
@@ -125,10 +131,10 @@ async def create_memories(
     platform: PlatformDep,
     response: Response,
     authorization: Authorization = None,
-) -> memories.MemoriesResponse:
+) -> MemoriesResponse:
     stored, rate = await memories.import_memories(platform, authorization, app_id, uid, body)
     response.headers.update(rate.headers())
-    return memories.MemoriesResponse(memories=stored)
+    return MemoriesResponse(memories=stored)
 
 
 @router.get(
@@ -144,9 +150,9 @@ async def list_memories(
     limit: Limit = 100,
     offset: Offset = 0,
     authorization: Authorization = None,
-) -> memories.MemoriesResponse:
+) -> MemoriesResponse:
     found = await memories.read_memories(platform, authorization, app_id, uid, limit, offset)
-    return memories.MemoriesResponse(memories=found)
+    return MemoriesResponse(memories=found)
 
 
 @router.post(

@@ -34,8 +34,6 @@ from nudge.errors import Invalid
 from nudge.integrations.access import Limiting, authorize, limited
 from nudge.integrations.limits import conversations_policy
 from nudge.proactive.conversation import (
-    DEFAULT_CATEGORY,
-    DEFAULT_EMOJI,
     IMPORTED_SOURCE,
     OMI_STATUS,
     GeolocationIn,
@@ -44,6 +42,7 @@ from nudge.proactive.conversation import (
 )
 from nudge.proactive.ingest import Dispatch, queue_memory_webhooks
 from nudge.proactive.segments import SegmentIn, derive_summary, transcript_line
+from nudge.sdk.models import ConversationItem, SearchConversationsResponse
 from nudge.store import conversations as sql
 from nudge.text import Line, Text
 
@@ -101,59 +100,6 @@ class CreateConversation(BaseModel):
         return self
 
 
-class SegmentItem(BaseModel):
-    text: str
-    speaker: str | None = None
-    speaker_id: int | None = None
-    is_user: bool = False
-    person_id: str | None = None
-    start: float = 0.0
-    end: float = 0.0
-
-
-class Structured(BaseModel):
-    title: str
-    overview: str
-    emoji: str = DEFAULT_EMOJI
-    category: str = DEFAULT_CATEGORY
-    action_items: list[dict[str, Any]] = Field(default_factory=list)
-    events: list[dict[str, Any]] = Field(default_factory=list)
-
-
-class GeolocationItem(BaseModel):
-    google_place_id: str | None = None
-    latitude: float
-    longitude: float
-    address: str | None = None
-    location_type: str | None = None
-
-
-class ConversationItem(BaseModel):
-    """Omi's ``ConversationItem`` (its integration API's view of a conversation)."""
-
-    id: str
-    created_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    source: str
-    structured: Structured
-    transcript_segments: list[SegmentItem] = Field(default_factory=list)
-    discarded: bool = False
-    app_id: str | None = None
-    language: str | None = None
-    external_data: dict[str, Any] | None = None
-    geolocation: GeolocationItem | None = None
-    status: str | None = None
-
-
-class ConversationCreated(BaseModel):
-    conversation: ConversationItem
-
-
-class ConversationsResponse(BaseModel):
-    conversations: list[ConversationItem]
-
-
 class SearchRequest(BaseModel):
     """Omi's ``SearchRequest``; ``page`` and ``per_page`` are clamped as Omi clamps them."""
 
@@ -164,13 +110,6 @@ class SearchRequest(BaseModel):
     include_discarded: bool | None = True
     start_date: Line | None = Field(default=None, max_length=40)
     end_date: Line | None = Field(default=None, max_length=40)
-
-
-class SearchConversationsResponse(BaseModel):
-    conversations: list[ConversationItem]
-    total_pages: int
-    current_page: int
-    per_page: int
 
 
 # --- Times ---------------------------------------------------------------------------------

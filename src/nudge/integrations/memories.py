@@ -30,6 +30,7 @@ from nudge.errors import Invalid
 from nudge.integrations.access import Limiting, authorize, limited
 from nudge.integrations.limits import memories_policy
 from nudge.llm import LLM, LLMError
+from nudge.sdk import models
 from nudge.store import accounts
 from nudge.text import Line, Text, keywords
 
@@ -89,21 +90,8 @@ class CreateMemories(BaseModel):
     memories: list[MemoryIn] | None = Field(default=None, max_length=MAX_MEMORIES)
 
 
-class MemoryItem(BaseModel):
-    """Omi's ``MemoryItem`` (its ``MemoryDB`` fields that mean something here)."""
-
-    id: str
-    uid: str
-    content: str
-    category: str = Field(description="always 'system': facts about the user")
-    visibility: str = "private"
-    tags: list[str]
-    created_at: datetime
-    updated_at: datetime
-    manually_added: bool = Field(description="added on the platform API, not by an app")
-    reviewed: bool
-    edited: bool = False
-    app_id: str | None = Field(default=None, description="the app that imported it")
+class MemoryItem(models.MemoryItem):
+    """Omi's ``MemoryItem``, from a ``user_facts`` row."""
 
     @classmethod
     def from_row(cls, row: Any) -> MemoryItem:
@@ -121,10 +109,6 @@ class MemoryItem(BaseModel):
             reviewed=manual,
             app_id=row.app_id,
         )
-
-
-class MemoriesResponse(BaseModel):
-    memories: list[MemoryItem]
 
 
 def _about(line: str, words: set[str]) -> bool:

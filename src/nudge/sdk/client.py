@@ -24,7 +24,10 @@ import httpx
 from nudge import __version__
 from nudge.sdk.backoff import parse_retry_after, retry_delay
 from nudge.sdk.errors import APIError, NudgeError, TransportError, error_class
+from nudge.sdk.models import ConversationItem as Conversation
+from nudge.sdk.models import MemoryItem as Memory
 from nudge.sdk.models import NotificationStatus
+from nudge.sdk.models import SearchConversationsResponse as ConversationPage
 
 log = logging.getLogger("nudge.sdk")
 
@@ -95,81 +98,8 @@ class SendResult:
     rate_limit: RateLimitInfo
 
 
-def _time(value: Any) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(str(value))
-
-
 def _when(value: datetime | str | None) -> str | None:
     return value.isoformat() if isinstance(value, datetime) else value
-
-
-@dataclass(frozen=True)
-class Memory:
-    """A fact about the user (Omi's memory), from the integration API."""
-
-    id: str
-    content: str
-    tags: list[str]
-    created_at: datetime
-    app_id: str | None  # the app that imported it; None: added on the platform
-    manually_added: bool
-
-    @classmethod
-    def from_json(cls, body: Mapping[str, Any]) -> Memory:
-        return cls(
-            id=str(body["id"]),
-            content=body["content"],
-            tags=list(body.get("tags") or []),
-            created_at=_time(body["created_at"]) or datetime.min,
-            app_id=body.get("app_id"),
-            manually_added=bool(body.get("manually_added", False)),
-        )
-
-
-@dataclass(frozen=True)
-class Conversation:
-    """A conversation in the shape of Omi's integration API (``data`` holds all of it)."""
-
-    id: str
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    source: str
-    status: str | None
-    title: str
-    overview: str
-    transcript_segments: list[dict[str, Any]]
-    external_data: dict[str, Any] | None
-    app_id: str | None
-    data: dict[str, Any]
-
-    @classmethod
-    def from_json(cls, body: Mapping[str, Any]) -> Conversation:
-        structured = body.get("structured") or {}
-        return cls(
-            id=str(body["id"]),
-            created_at=_time(body["created_at"]) or datetime.min,
-            started_at=_time(body.get("started_at")),
-            finished_at=_time(body.get("finished_at")),
-            source=str(body.get("source", "")),
-            status=body.get("status"),
-            title=str(structured.get("title", "")),
-            overview=str(structured.get("overview", "")),
-            transcript_segments=list(body.get("transcript_segments") or []),
-            external_data=body.get("external_data"),
-            app_id=body.get("app_id"),
-            data=dict(body),
-        )
-
-
-@dataclass(frozen=True)
-class ConversationPage:
-    """One page of a conversation search."""
-
-    conversations: list[Conversation]
-    current_page: int
-    total_pages: int
-    per_page: int
 
 
 def _detail(response: httpx.Response) -> str:
@@ -398,7 +328,7 @@ class _Plans(Generic[H]):
             json={k: v for k, v in body.items() if v is not None},
             idempotent=False,
         )
-        return Conversation.from_json(_json(response, "conversation")["conversation"])
+        return Conversation.model_validate(_json(response, "conversation")["conversation"])
 
     def _create_memories(
         self,
@@ -422,12 +352,12 @@ class _Plans(Generic[H]):
             json=body,
             idempotent=False,
         )
-        return [Memory.from_json(m) for m in _json(response, "memories")["memories"]]
+        return [Memory.model_validate(m) for m in _json(response, "memories")["memories"]]
 
     def _list_memories(self, uid: str, limit: int, offset: int) -> Plan[list[Memory]]:
         params = {"uid": uid, "limit": limit, "offset": offset}
         response, _ = yield from self._exchange("GET", self._integration("memories"), params=params)
-        return [Memory.from_json(m) for m in _json(response, "memories")["memories"]]
+        return [Memory.model_validate(m) for m in _json(response, "memories")["memories"]]
 
     def _list_conversations(
         self,
@@ -456,7 +386,7 @@ class _Plans(Generic[H]):
             params={k: v for k, v in params.items() if v is not None},
         )
         found = _json(response, "conversations")["conversations"]
-        return [Conversation.from_json(c) for c in found]
+        return [Conversation.model_validate(c) for c in found]
 
     def _search_conversations(
         self,
@@ -483,13 +413,7 @@ class _Plans(Generic[H]):
             params={"uid": uid, "max_transcript_segments": max_transcript_segments},
             json={k: v for k, v in body.items() if v is not None},
         )
-        found = _json(response, "conversations")
-        return ConversationPage(
-            conversations=[Conversation.from_json(c) for c in found["conversations"]],
-            current_page=int(found.get("current_page", page)),
-            total_pages=int(found.get("total_pages", page)),
-            per_page=int(found.get("per_page", per_page)),
-        )
+        return ConversationPage.model_validate(_json(response, "conversations"))
 
 
 class NudgeClient(_Plans[httpx.Client]):

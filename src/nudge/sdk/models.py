@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 SCOPES = ("user_name", "user_facts", "user_context", "user_chat")
 
@@ -254,3 +256,95 @@ class ConversationRow(Wire):
 class Knowledge(Wire):
     facts: list[FactRow]
     conversations: list[ConversationRow]
+
+
+# --- Omi's integration API ----------------------------------------------------------------
+
+
+class SegmentItem(BaseModel):
+    text: str
+    speaker: str | None = None
+    speaker_id: int | None = None
+    is_user: bool = False
+    person_id: str | None = None
+    start: float = 0.0
+    end: float = 0.0
+
+
+class Structured(BaseModel):
+    title: str
+    overview: str
+    emoji: str = "🧠"
+    category: str = "other"
+    action_items: list[dict[str, Any]] = Field(default_factory=list)
+    events: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class GeolocationItem(BaseModel):
+    google_place_id: str | None = None
+    latitude: float
+    longitude: float
+    address: str | None = None
+    location_type: str | None = None
+
+
+class ConversationItem(BaseModel):
+    """Omi's ``ConversationItem`` (its integration API's view of a conversation)."""
+
+    id: str
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    source: str
+    structured: Structured
+    transcript_segments: list[SegmentItem] = Field(default_factory=list)
+    discarded: bool = False
+    app_id: str | None = None
+    language: str | None = None
+    external_data: dict[str, Any] | None = None
+    geolocation: GeolocationItem | None = None
+    status: str | None = None
+
+    @property
+    def title(self) -> str:
+        return self.structured.title
+
+    @property
+    def overview(self) -> str:
+        return self.structured.overview
+
+
+class ConversationCreated(BaseModel):
+    conversation: ConversationItem
+
+
+class ConversationsResponse(BaseModel):
+    conversations: list[ConversationItem]
+
+
+class SearchConversationsResponse(BaseModel):
+    conversations: list[ConversationItem]
+    total_pages: int
+    current_page: int
+    per_page: int
+
+
+class MemoryItem(BaseModel):
+    """Omi's ``MemoryItem`` (its ``MemoryDB`` fields that mean something here)."""
+
+    id: str
+    uid: str
+    content: str
+    category: str = Field(description="always 'system': facts about the user")
+    visibility: str = "private"
+    tags: list[str]
+    created_at: datetime
+    updated_at: datetime
+    manually_added: bool = Field(description="added on the platform API, not by an app")
+    reviewed: bool
+    edited: bool = False
+    app_id: str | None = Field(default=None, description="the app that imported it")
+
+
+class MemoriesResponse(BaseModel):
+    memories: Sequence[MemoryItem]  # a list; Sequence lets the server pass its subclass
