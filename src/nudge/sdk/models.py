@@ -1,5 +1,7 @@
 """The API's wire shapes (pydantic): the server answers with them, the SDK reads them."""
 
+# Fields are declared in the order the server writes them: the answers keep their bytes.
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -11,21 +13,17 @@ from pydantic import BaseModel, ConfigDict, Field
 SCOPES = ("user_name", "user_facts", "user_context", "user_chat")
 
 
-class Wire(BaseModel):
-    """A JSON answer, its fields in the order the server writes them."""
-
-
-class Open(Wire):
+class Open(BaseModel):
     """An answer with more fields than it declares (kept, after the declared ones)."""
 
     model_config = ConfigDict(extra="allow")
 
 
-class Status(Wire):
+class Status(BaseModel):
     status: str
 
 
-class NotificationAccepted(Wire):
+class NotificationAccepted(BaseModel):
     """A direct notification, accepted (``duplicate`` only when it was one)."""
 
     status: str
@@ -34,7 +32,7 @@ class NotificationAccepted(Wire):
     duplicate: bool | None = None
 
 
-class Notification(Wire):
+class Notification(BaseModel):
     """One inbox item."""
 
     id: str
@@ -48,7 +46,7 @@ class Notification(Wire):
     read: bool
 
 
-class DeliveryState(Wire):
+class DeliveryState(BaseModel):
     id: str
     provider: str
     device_id: str | None
@@ -66,24 +64,24 @@ class NotificationStatus(Notification):
     deliveries: list[DeliveryState]
 
 
-class Inbox(Wire):
+class Inbox(BaseModel):
     items: list[Notification]
     next_cursor: str | None
 
 
-class AppCreated(Wire):
+class AppCreated(BaseModel):
     app_id: str
     app_secret: str
     webhook_secret: str
     key_id: str
 
 
-class KeyCreated(Wire):
+class KeyCreated(BaseModel):
     key_id: str
     app_secret: str
 
 
-class AppInfo(Wire):
+class AppInfo(BaseModel):
     app_id: str
     name: str
     manifest: dict[str, Any]
@@ -92,7 +90,7 @@ class AppInfo(Wire):
     status_reason: str
 
 
-class KeyInfo(Wire):
+class KeyInfo(BaseModel):
     key_id: str
     hint: str
     created_at: float
@@ -100,64 +98,64 @@ class KeyInfo(Wire):
     revoked_at: float | None
 
 
-class UserCreated(Wire):
+class UserCreated(BaseModel):
     uid: str
     user_token: str
 
 
-class InstalledApp(Wire):
+class InstalledApp(BaseModel):
     app_id: str
     scopes: list[str]
     installed_at: float
 
 
-class UserInfo(Wire):
+class UserInfo(BaseModel):
     uid: str
     name: str
     apps: list[InstalledApp]
 
 
-class Facts(Wire):
+class Facts(BaseModel):
     facts: list[str]
 
 
-class AuthStep(Wire):
+class AuthStep(BaseModel):
     name: str
     url: str
 
 
-class Installed(Wire):
+class Installed(BaseModel):
     uid: str
     app_id: str
     scopes: list[str]
     auth_steps: list[AuthStep] | None = None  # apps with an external integration
 
 
-class DeviceAdded(Wire):
+class DeviceAdded(BaseModel):
     id: str
     platform: str
     created: bool
 
 
-class DeviceInfo(Wire):
+class DeviceInfo(BaseModel):
     id: str
     platform: str  # fcm | apns | webpush | log
     token_hint: str
     created_at: float
 
 
-class ChatMessage(Wire):
+class ChatMessage(BaseModel):
     sender: str  # app | user
     text: str
     notification_id: str | None
     created_at: float
 
 
-class Chat(Wire):
+class Chat(BaseModel):
     messages: list[ChatMessage]
 
 
-class SegmentsAccepted(Wire):
+class SegmentsAccepted(BaseModel):
     session_id: str
     conversation_id: str
     accepted: int
@@ -177,7 +175,7 @@ class SessionConversation(Open):
     transcript_segments: list[dict[str, Any]]
 
 
-class TraceDelivery(Wire):
+class TraceDelivery(BaseModel):
     provider: str
     device_id: str | None
     state: str
@@ -202,49 +200,49 @@ class Trace(Open):
     deliveries: list[TraceDelivery]
 
 
-class TracedApp(Wire):
+class TracedApp(BaseModel):
     status: str
     status_reason: str
     webhook_failing_since: float | None
 
 
-class TracePage(Wire):
+class TracePage(BaseModel):
     items: list[Trace]
     next_cursor: str | None
     app: TracedApp
 
 
-class Ready(Wire):
+class Ready(BaseModel):
     status: str  # ok | unavailable
     providers: list[str] | None = None
     off: dict[str, str] | None = None  # provider -> why it is not configured
     detail: str | None = None
 
 
-class WhoAmI(Wire):
+class WhoAmI(BaseModel):
     role: str  # admin | user | app
     uid: str | None = None
     name: str | None = None
     app_id: str | None = None
 
 
-class ConsoleUser(Wire):
+class ConsoleUser(BaseModel):
     uid: str
     name: str
     created_at: float
 
 
-class ConsoleUsers(Wire):
+class ConsoleUsers(BaseModel):
     users: list[ConsoleUser]
 
 
-class FactRow(Wire):
+class FactRow(BaseModel):
     text: str
     app_id: str | None  # the app that imported it; None: added on the platform API
     created_at: float
 
 
-class ConversationRow(Wire):
+class ConversationRow(BaseModel):
     id: str
     title: str
     source: str  # omi (streamed) | external_integration (imported by app_id)
@@ -253,7 +251,7 @@ class ConversationRow(Wire):
     started_at: float
 
 
-class Knowledge(Wire):
+class Knowledge(BaseModel):
     facts: list[FactRow]
     conversations: list[ConversationRow]
 
