@@ -168,8 +168,6 @@ def db_prune(
     import time
 
     from nudge.core.retention import prune_notifications
-    from nudge.store.db import Database
-    from nudge.store.migrate import upgrade
 
     settings = load_settings()
     require_database(settings)
@@ -180,16 +178,8 @@ def db_prune(
     age_s = (
         settings.notification_retention_s if older_than_days is None else older_than_days * 86400
     )
-
-    async def main() -> int:
-        await upgrade(settings.database_url)
-        db = Database(settings.database_url)
-        try:
-            return await prune_notifications(db, time.time() - age_s)
-        finally:
-            await db.close()
-
-    emit({"status": "ok", "removed": asyncio.run(main()), "older_than_days": age_s / 86400})
+    removed = run_with_db(settings, lambda db: prune_notifications(db, time.time() - age_s))
+    emit({"status": "ok", "removed": removed, "older_than_days": age_s / 86400})
 
 
 def ignored_keys(raw: Any, model: BaseModel, where: str = "") -> list[str]:
@@ -410,20 +400,13 @@ def send(
         except CliError as exc:
             fail(str(exc))
         return
-    request = NotificationRequest(app_id=app_id, uid=uid, message=text, kind="admin")
-
-    async def work(db: Database) -> dict[str, Any]:
-        accepted = await db.write(
-            partial(
-                accept_notification,
-                request=request,
-                default_limit_per_hour=settings.direct_limit_per_hour,
-                dedupe_window_s=settings.dedupe_window_s,
-            )
-        )
-        return accepted.body()
-
-    emit(run_with_db(settings, work))
+    accept = partial(
+        accept_notification,
+        request=NotificationRequest(app_id=app_id, uid=uid, message=text, kind="admin"),
+        default_limit_per_hour=settings.direct_limit_per_hour,
+        dedupe_window_s=settings.dedupe_window_s,
+    )
+    emit(run_with_db(settings, lambda db: db.write(accept)).body())
 
 
 @new_cli.command("app")

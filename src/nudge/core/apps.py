@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import hmac
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection
 
 from nudge.core.manifest import Manifest
-from nudge.errors import Invalid, NotFound, Unauthorized
-from nudge.ids import APP_SECRET_RE, hash_secret, new_app_secret, new_id, new_webhook_secret
+from nudge.errors import Invalid, NotFound
+from nudge.ids import hash_secret, new_app_secret, new_id, new_webhook_secret
 from nudge.store import accounts
-from nudge.store.models import AppKey
 from nudge.text import STORED
 
 
@@ -59,8 +56,9 @@ def create_app(
         raise Invalid("direct_limit_per_hour: must be at least 1")
     app_id = new_id("app")
     webhook_secret = new_webhook_secret()
-    accounts.insert_app(
+    accounts.add(
         conn,
+        "apps",
         id=app_id,
         name=manifest.name,
         description=manifest.description,
@@ -81,10 +79,10 @@ def create_app(
 
 
 def get_app(conn: Connection, app_id: str) -> AppRecord:
-    row = accounts.app(conn, app_id)
-    if row is None:
+    rows = accounts.apps(conn, app_id)
+    if not rows:
         raise NotFound(f"app {app_id!r} not found")
-    return AppRecord.from_row(row)
+    return AppRecord.from_row(rows[0])
 
 
 def list_apps(conn: Connection) -> list[AppRecord]:
@@ -95,8 +93,9 @@ def create_key(conn: Connection, app_id: str) -> dict[str, str]:
     get_app(conn, app_id)
     secret = new_app_secret()
     key_id = new_id("key")
-    accounts.insert_key(
+    accounts.add(
         conn,
+        "app_keys",
         id=key_id,
         app_id=app_id,
         key_hash=hash_secret(secret),
@@ -124,46 +123,3 @@ def list_keys(conn: Connection, app_id: str) -> list[dict[str, Any]]:
 def revoke_key(conn: Connection, app_id: str, key_id: str) -> None:
     if not accounts.revoke_key(conn, app_id, key_id, time.time()):
         raise NotFound(f"active key {key_id!r} not found for app {app_id!r}")
-
-
-def parse_bearer(authorization: str | None, credential: str = "app secret") -> str:
-    """The token of an ``Authorization: Bearer <token>`` header, or 401 saying what is wrong and
-    which ``credential`` the call takes."""
-    if not authorization:
-        raise Unauthorized(
-            f"missing Authorization header: send 'Authorization: Bearer <{credential}>'"
-        )
-    scheme, _, token = authorization.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        raise Unauthorized(f"malformed Authorization header: expected 'Bearer <{credential}>'")
-    return token
-
-
-def is_admin_token(token: str, admin_token: str) -> bool:
-    """Compared in constant time: how long a wrong token took must not tell how close it was."""
-    return hmac.compare_digest(token.encode(), admin_token.encode())
-
-
-async def app_for_secret(conn: AsyncConnection, authorization: str | None) -> str:
-    """The app that a secret identifies (for ``/api/notifications/send``, which names no app)."""
-    token = parse_bearer(authorization)
-    if not APP_SECRET_RE.match(token):
-        raise Unauthorized("malformed app secret: expected 'sk_' followed by 32 hex characters")
-    row = (
-        await conn.execute(
-            select(AppKey.app_id, AppKey.revoked_at).where(AppKey.key_hash == hash_secret(token))
-        )
-    ).first()
-    if row is None or row.revoked_at is not None:
-        raise Unauthorized(
-            "unknown or revoked app secret: create a key with POST /v1/apps/{id}/keys"
-        )
-    return str(row.app_id)
-
-
-async def authenticate_app(conn: AsyncConnection, authorization: str | None, app_id: str) -> None:
-    """Check that the header holds a live key of ``app_id``; 401 otherwise."""
-    owner = await app_for_secret(conn, authorization)
-    if owner != app_id:
-        raise Unauthorized(f"this app secret belongs to another app, not {app_id!r}")

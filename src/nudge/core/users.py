@@ -191,8 +191,9 @@ def add_device(
     if existing is not None:
         return {"id": existing, "platform": new.platform, "created": False}
     device_id = new_id("dev")
-    accounts.insert_device(
+    accounts.add(
         conn,
+        "devices",
         id=device_id,
         uid=uid,
         platform=new.platform,

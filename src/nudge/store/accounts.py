@@ -19,21 +19,18 @@ from nudge.store.models import (
     UserFact,
 )
 
-
-def insert_app(conn: Connection, **values: Any) -> None:
-    conn.execute(insert(App).values(**values))
+_TABLES = {"apps": App, "app_keys": AppKey, "devices": Device}
 
 
-def app(conn: Connection, app_id: str) -> Row[Any] | None:
-    return conn.execute(select(App).where(App.id == app_id)).first()
+def add(conn: Connection, table: str, **values: Any) -> None:
+    """Insert one row of ``apps``, ``app_keys`` or ``devices``."""
+    conn.execute(insert(_TABLES[table]).values(**values))
 
 
-def apps(conn: Connection) -> Sequence[Row[Any]]:
-    return conn.execute(select(App).order_by(App.id)).all()
-
-
-def insert_key(conn: Connection, **values: Any) -> None:
-    conn.execute(insert(AppKey).values(**values))
+def apps(conn: Connection, app_id: str | None = None) -> Sequence[Row[Any]]:
+    """Every app, or the one ``app_id`` (none if it does not exist)."""
+    query = select(App) if app_id is None else select(App).where(App.id == app_id)
+    return conn.execute(query.order_by(App.id)).all()
 
 
 def keys(conn: Connection, app_id: str) -> Sequence[Row[Any]]:
@@ -149,10 +146,6 @@ def device_id(conn: Connection, uid: str, platform: str, token: str) -> str | No
             Device.uid == uid, Device.platform == platform, Device.token == token
         )
     )
-
-
-def insert_device(conn: Connection, **values: Any) -> None:
-    conn.execute(insert(Device).values(**values))
 
 
 def devices(conn: Connection, uid: str) -> Sequence[Row[Any]]:
