@@ -166,10 +166,7 @@ def uninstall_app(conn: Connection, uid: str, app_id: str) -> None:
 
 def list_installs(conn: Connection, uid: str) -> list[dict[str, Any]]:
     get_user(conn, uid)
-    return [
-        {"app_id": r.app_id, "scopes": r.scopes, "installed_at": r.installed_at}
-        for r in accounts.installs(conn, uid)
-    ]
+    return accounts.installs(conn, uid)
 
 
 def add_device(
@@ -225,12 +222,4 @@ def delete_device(conn: Connection, uid: str, device_id: str) -> None:
 def chat_messages(conn: Connection, uid: str, app_id: str, limit: int) -> list[dict[str, Any]]:
     """The last ``limit`` messages between the user and an app, oldest first."""
     get_user(conn, uid)
-    return [
-        {
-            "sender": r.sender,
-            "text": r.text,
-            "notification_id": r.notification_id,
-            "created_at": r.created_at,
-        }
-        for r in accounts.chat_messages(conn, uid, app_id, limit)
-    ]
+    return accounts.chat_messages(conn, uid, app_id, limit)

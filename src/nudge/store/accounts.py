@@ -136,8 +136,10 @@ def delete_install(conn: Connection, uid: str, app_id: str) -> bool:
     return bool(result.rowcount)
 
 
-def installs(conn: Connection, uid: str) -> Sequence[Row[Any]]:
-    return conn.execute(select(Install).where(Install.uid == uid).order_by(Install.app_id)).all()
+def installs(conn: Connection, uid: str) -> list[dict[str, Any]]:
+    """The user's installs: ``app_id``, ``scopes``, ``installed_at``."""
+    query = select(Install.app_id, Install.scopes, Install.installed_at).where(Install.uid == uid)
+    return [r._asdict() for r in conn.execute(query.order_by(Install.app_id))]
 
 
 def device_id(conn: Connection, uid: str, platform: str, token: str) -> str | None:
@@ -157,12 +159,13 @@ def delete_device(conn: Connection, uid: str, device_id: str) -> bool:
     return bool(result.rowcount)
 
 
-def chat_messages(conn: Connection, uid: str, app_id: str, limit: int) -> list[Row[Any]]:
+def chat_messages(conn: Connection, uid: str, app_id: str, limit: int) -> list[dict[str, Any]]:
     """The last ``limit`` messages between a user and an app, oldest first."""
+    m = ChatMessage
     rows = conn.execute(
-        select(ChatMessage)
-        .where(ChatMessage.uid == uid, ChatMessage.app_id == app_id)
-        .order_by(ChatMessage.id.desc())
+        select(m.sender, m.text, m.notification_id, m.created_at)
+        .where(m.uid == uid, m.app_id == app_id)
+        .order_by(m.id.desc())
         .limit(limit)
     ).all()
-    return list(reversed(rows))
+    return [r._asdict() for r in reversed(rows)]
