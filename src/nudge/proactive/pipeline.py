@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection
 
 from nudge.bus.local import EventBus
 from nudge.config import Settings
@@ -44,8 +44,7 @@ from nudge.proactive.plan import (
     rate_limited,
 )
 from nudge.proactive.traces import TraceRecorder, bounded
-from nudge.store.fast import Statement
-from nudge.store.models import Install
+from nudge.store import accounts
 
 log = logging.getLogger("nudge.proactive")
 
@@ -87,13 +86,6 @@ class AppTarget:
         )
 
 
-_INSTALL_SCOPES = Statement(
-    select(Install.scopes).where(
-        Install.uid == bindparam("uid"), Install.app_id == bindparam("app_id")
-    )
-)
-
-
 Found = tuple[AppTarget, Scopes, dict[str, str], dict[str, Any]]
 
 
@@ -102,12 +94,11 @@ def read_inputs(
 ) -> Found | None:
     """The app with the user's grants as they are now, the scopes that count with them, and the
     context values for those the prompt uses (step 5); None when the app is no longer installed."""
-    installed = _INSTALL_SCOPES.rows(conn, {"uid": uid, "app_id": app.app_id})
-    if not installed:
+    granted = accounts.install_scopes(conn, uid, app.app_id)
+    if granted is None:
         return None
-    granted = installed[0].scopes
-    if tuple(granted) != app.granted:
-        app = replace(app, granted=tuple(granted))
+    if granted != app.granted:
+        app = replace(app, granted=granted)
     scopes = decide_scopes(answer.params, answer.prompt or "", app.manifest_scopes, app.granted)
     values, notes = build_context(
         conn,

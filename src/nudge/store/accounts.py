@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from nudge.store.fast import Statement
 from nudge.store.models import (
     App,
     AppKey,
@@ -169,3 +170,16 @@ def chat_messages(conn: Connection, uid: str, app_id: str, limit: int) -> list[d
         .limit(limit)
     ).all()
     return [r._asdict() for r in reversed(rows)]
+
+
+_INSTALL_SCOPES = Statement(
+    select(Install.scopes).where(
+        Install.uid == bindparam("uid"), Install.app_id == bindparam("app_id")
+    )
+)
+
+
+def install_scopes(conn: Connection, uid: str, app_id: str) -> tuple[str, ...] | None:
+    """The scopes a user granted an app, None when it is not installed (on the proactive path)."""
+    rows = _INSTALL_SCOPES.rows(conn, {"uid": uid, "app_id": app_id})
+    return tuple(rows[0].scopes) if rows else None
