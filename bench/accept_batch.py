@@ -19,6 +19,7 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from itertools import count
 from pathlib import Path
 
@@ -79,7 +80,7 @@ async def main() -> None:
         db = Database(url)
         numbers = count()
         try:
-            await db.run_in_transaction(lambda conn: seed(conn, args.users))
+            await db.write_alone(lambda conn: seed(conn, args.users))
 
             def requests(size: int) -> list[NotificationRequest]:
                 return [
@@ -97,11 +98,10 @@ async def main() -> None:
                 started = time.process_time()
                 for _ in range(batches):
                     batch = requests(size)
-                    results = await db.run_in_transaction(
-                        lambda conn, batch=batch: accept_batch(
-                            conn, batch, LIMITS, lock_rows=db.is_postgres
-                        ),
-                        on_loop=True,
+                    results = await db.write(
+                        partial(
+                            accept_batch, requests=batch, limits=LIMITS, lock_rows=db.is_postgres
+                        )
                     )
                     if any(isinstance(r, Exception) for r in results):
                         raise SystemExit(f"a request was refused: {results}")

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 import httpx
-from sqlalchemy import insert
+from sqlalchemy import Connection, insert
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -57,18 +57,19 @@ DELIVERED = {"provider": "fcm", "outcome": "delivered"}
 async def setup(platform: Platform) -> str:
     """An app, USERS users who installed it, one FCM device each (bulk rows: setup is not timed)."""
     now = time.time()
-    async with platform.db.begin() as conn:
-        app = await create_app(conn, Manifest(name="Bench"), direct_limit_per_hour=1_000_000)
+
+    def work(conn: Connection) -> dict[str, str]:
+        app = create_app(conn, Manifest(name="Bench"), direct_limit_per_hour=1_000_000)
         uids = [f"u{i}" for i in range(USERS)]
-        await conn.execute(
+        conn.execute(
             insert(User),
             [{"uid": u, "name": u, "token_hash": f"bench-{u}", "created_at": now} for u in uids],
         )
-        await conn.execute(
+        conn.execute(
             insert(Install),
             [{"uid": u, "app_id": app["app_id"], "scopes": [], "installed_at": now} for u in uids],
         )
-        await conn.execute(
+        conn.execute(
             insert(Device),
             [
                 {
@@ -82,7 +83,9 @@ async def setup(platform: Platform) -> str:
                 for u in uids
             ],
         )
-    return app["app_id"]
+        return app
+
+    return (await platform.db.write_alone(work))["app_id"]
 
 
 async def accept(platform: Platform, app_id: str, n: int, tag: str) -> tuple[str, float]:

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 
 from nudge.api.app import create_app
 from nudge.platform import Platform
@@ -41,11 +41,14 @@ async def send(
 
 
 async def row_counts(platform: Platform) -> tuple[int, int, int]:
-    async with platform.db.read() as conn:
-        n = await conn.scalar(select(func.count()).select_from(Notification))
-        d = await conn.scalar(select(func.count()).select_from(Delivery))
-        m = await conn.scalar(select(func.count()).select_from(ChatMessage))
-    return int(n or 0), int(d or 0), int(m or 0)
+    def work(conn: Connection) -> tuple[int, int, int]:
+        n, d, m = (
+            int(conn.scalar(select(func.count()).select_from(table)) or 0)
+            for table in (Notification, Delivery, ChatMessage)
+        )
+        return n, d, m
+
+    return await platform.db.query(work)
 
 
 def assert_rate_headers(r: httpx.Response) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from sqlalchemy import event, insert, select
+from sqlalchemy import Connection, event, insert, select
 
 from nudge.api.app import create_app
 from nudge.core.notifications import NotificationRequest
@@ -348,7 +348,8 @@ async def test_rows_stored_with_bad_text_are_still_read(served: Served) -> None:
     on PostgreSQL)."""
     c, platform, w = served.client, served.platform, served.world
     hostile = f"x{BAD}y"
-    async with platform.db.begin() as conn:
+
+    def old_app(conn: Connection) -> None:
         manifest = {
             **MENTOR_MANIFEST,
             "name": "Old",
@@ -357,7 +358,7 @@ async def test_rows_stored_with_bad_text_are_still_read(served: Served) -> None:
                 "webhook_url": f"https://old.example/{hostile}",
             },
         }
-        await conn.execute(
+        conn.execute(
             insert(App).values(
                 id="app_old",
                 name="Old",
@@ -370,6 +371,7 @@ async def test_rows_stored_with_bad_text_are_still_read(served: Served) -> None:
             )
         )
 
+    await platform.db.write(old_app)
     async with served.live() as live:
         stream = asyncio.create_task(
             _sse_notifications(
@@ -399,6 +401,6 @@ async def test_rows_stored_with_bad_text_are_still_read(served: Served) -> None:
     assert status.status_code == 200, status.text
     assert status.json()["data"]["k"] == "x\ufffdy"
     # It is stored as it came: only the answers replace.
-    async with platform.db.read() as conn:
-        data = await conn.scalar(select(Notification.data).where(Notification.id == nid))
+    query = select(Notification.data).where(Notification.id == nid)
+    data = await platform.db.query(lambda conn: conn.execute(query).scalar_one())
     assert data["k"] == hostile

@@ -22,7 +22,7 @@ from nudge.core.notifications import (
     take_slot,
     windowed,
 )
-from nudge.errors import Invalid, NotFound, RateLimited, Unauthorized
+from nudge.errors import Invalid, NotFound, NudgeError, RateLimited, Unauthorized
 from nudge.store.notifications import Found
 
 NOW = 1_800_000_000.0
@@ -47,7 +47,7 @@ def found(**kw: object) -> Found:
     return Found(**(values | kw))  # type: ignore[arg-type]
 
 
-def run(requests: list[NotificationRequest], **kw: object) -> list[object]:
+def run(requests: list[NotificationRequest], **kw: object) -> list[Accepted | NudgeError]:
     digests = [dedupe_hash(r.app_id, r.uid, r.type, r.message) for r in requests]
     return decide(requests, digests, found(**kw), LIMITS, NOW).results
 

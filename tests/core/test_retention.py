@@ -46,15 +46,18 @@ async def send(db: Database, *messages: str) -> None:
         NotificationRequest(app_id=db.app_id, uid="u1", message=m)  # type: ignore[attr-defined]
         for m in messages
     ]
-    await db.run_in_transaction(lambda conn: accept_batch(conn, requests, Limits(100, 60)))
+    await db.write(lambda conn: accept_batch(conn, requests, Limits(100, 60)))
 
 
 async def counts(db: Database) -> tuple[int, int, int]:
-    found = []
-    async with db.read() as conn:
-        for table in (Notification, Delivery, ChatMessage):
-            found.append(int(await conn.scalar(select(func.count()).select_from(table)) or 0))
-    return found[0], found[1], found[2]
+    def work(conn: Connection) -> tuple[int, int, int]:
+        n, d, c = (
+            int(conn.scalar(select(func.count()).select_from(table)) or 0)
+            for table in (Notification, Delivery, ChatMessage)
+        )
+        return n, d, c
+
+    return await db.query(work)
 
 
 async def test_old_notifications_go_with_their_deliveries(db: Database) -> None:
@@ -67,8 +70,7 @@ async def test_old_notifications_go_with_their_deliveries(db: Database) -> None:
 
     assert await prune_notifications(db, cutoff, chunk=2) == 5  # three chunks
     assert await counts(db) == (1, 2, 6)  # the app chat stays
-    async with db.read() as conn:
-        assert await conn.scalar(select(Notification.body)) == "six"
+    assert await db.query(lambda conn: conn.scalar(select(Notification.body))) == "six"
     assert await prune_notifications(db, cutoff) == 0
 
 
@@ -94,22 +96,22 @@ async def test_old_traces_go_in_chunks(db: Database) -> None:
     from functools import partial
 
     from nudge.core.retention import prune_in_chunks
-    from nudge.proactive.traces import TraceRecorder, prune_traces, save_traces
+    from nudge.proactive.traces import TraceRecorder, save_traces
     from nudge.store.models import Trace
+    from nudge.store.traces import prune_traces
 
     def record(n: int) -> list[TraceRecorder]:
         return [TraceRecorder(db.app_id, "u1", "s1", "transcript_processed") for _ in range(n)]  # type: ignore[attr-defined]
 
-    await db.run_in_transaction(partial(save_traces, traces=record(5)))
+    await db.write(partial(save_traces, traces=record(5)))
     await asyncio.sleep(0.01)  # ids have millisecond resolution
     cutoff = time.time()
     await asyncio.sleep(0.01)
     kept = record(2)
-    await db.run_in_transaction(partial(save_traces, traces=kept))
+    await db.write(partial(save_traces, traces=kept))
 
     prune = partial(prune_traces, older_than=cutoff)
     assert await prune_in_chunks(db, prune, chunk=2) == 5  # three chunks
-    async with db.read() as conn:
-        left = set((await conn.execute(select(Trace.id))).scalars())
+    left = await db.query(lambda conn: set(conn.execute(select(Trace.id)).scalars()))
     assert left == {t.id for t in kept}
     assert await prune_in_chunks(db, prune) == 0

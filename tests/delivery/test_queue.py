@@ -30,7 +30,7 @@ async def db(database_url: str) -> AsyncIterator[Database]:
 async def accept(db: Database, app_id: str, *messages: str) -> None:
     """One batch: each message is two due deliveries (the user's device and inbox)."""
     batch = [req(app_id, message=m, kind="proactive") for m in messages]
-    await db.run_in_transaction(lambda conn: accept_batch(conn, batch, LIMITS))
+    await db.write(lambda conn: accept_batch(conn, batch, LIMITS))
 
 
 def ids(jobs: list[queue.Job]) -> set[str]:

@@ -19,20 +19,14 @@ async def test_a_claim_takes_at_most_its_limit(database_url: str) -> None:
     db = Database(database_url)
     try:
         app_id, _ = await seed(db)
-        async with db.begin() as conn:  # 60 notifications, 120 due deliveries (device + inbox)
-            await conn.run_sync(
-                accept_batch,
-                [req(app_id, message=f"m{i}", kind="proactive") for i in range(60)],
-                LIMITS,
-            )
+        batch = [req(app_id, message=f"m{i}", kind="proactive") for i in range(60)]
+        # 60 notifications, 120 due deliveries (device + inbox)
+        await db.write(lambda conn: accept_batch(conn, batch, LIMITS))
         first = await queue.claim(db, "w1", 20, lease_s=30)
         second = await queue.claim(db, "w2", 20, lease_s=30)
         assert len(first) == len(second) == 20
         assert not {j.delivery_id for j in first} & {j.delivery_id for j in second}
-        async with db.read() as conn:
-            sending = await conn.scalar(
-                select(func.count()).select_from(Delivery).where(Delivery.state == "sending")
-            )
-        assert sending == 40
+        query = select(func.count()).select_from(Delivery).where(Delivery.state == "sending")
+        assert await db.query(lambda conn: conn.scalar(query)) == 40
     finally:
         await db.close()

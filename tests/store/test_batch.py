@@ -54,16 +54,15 @@ def add_user(conn: Connection, uid: str, fail: bool = False) -> str:
 
 
 async def all_uids(db: Database) -> set[str]:
-    async with db.read() as conn:
-        return set((await conn.execute(select(User.uid))).scalars())
+    return await db.query(lambda conn: set(conn.execute(select(User.uid)).scalars()))
 
 
 @pytest.mark.parametrize("on_loop", [False, True])
-async def test_run_in_transaction_commits_or_rolls_back(db: Database, on_loop: bool) -> None:
-    kept = await db.run_in_transaction(lambda conn: add_user(conn, "kept"), on_loop=on_loop)
+async def test_a_transaction_commits_or_rolls_back(db: Database, on_loop: bool) -> None:
+    kept = await db._transact(lambda conn: add_user(conn, "kept"), on_loop=on_loop)
     assert kept == "kept"
     with pytest.raises(NotFound):
-        await db.run_in_transaction(lambda conn: add_user(conn, "gone", True), on_loop=on_loop)
+        await db._transact(lambda conn: add_user(conn, "gone", True), on_loop=on_loop)
     assert await all_uids(db) == {"kept"}
 
 
@@ -90,12 +89,10 @@ async def test_work_for_the_loop_waits_in_the_thread_while_another_process_write
                 await asyncio.sleep(0.01)
                 ticks += 1
 
-        await db.run_in_transaction(lambda conn: add_user(conn, "early"), on_loop=True)
+        await db._transact(lambda conn: add_user(conn, "early"), on_loop=True)
         other.execute("BEGIN IMMEDIATE")
         ticker = asyncio.create_task(tick())
-        work = asyncio.create_task(
-            db.run_in_transaction(lambda conn: add_user(conn, "late"), on_loop=True)
-        )
+        work = asyncio.create_task(db.write(lambda conn: add_user(conn, "late")))
         await asyncio.sleep(0.5)
         assert not work.done()
         assert ticks >= 5  # (blocking on the lock would have frozen the loop for 15 s)
@@ -115,10 +112,10 @@ async def test_the_wal_is_checkpointed_in_the_background(tmp_path: Path) -> None
     try:
         before = path.stat().st_size
         for uid in (f"u{n}" + "x" * 100 for n in range(CHECKPOINT_EVERY - 1)):
-            await db.run_in_transaction(partial(add_user, uid=uid))
+            await db.write_alone(partial(add_user, uid=uid))
         assert path.stat().st_size == before  # everything so far is only in the WAL
         for uid in (f"v{n}" + "x" * 100 for n in range(CHECKPOINT_EVERY)):
-            await db.run_in_transaction(partial(add_user, uid=uid), on_loop=True)
+            await db.write(partial(add_user, uid=uid))
     finally:
         await db.close()  # waits for the checkpoint in the thread
     assert path.stat().st_size > before
@@ -145,7 +142,7 @@ async def test_batch_writer_runs_sync_works_with_a_refusal_or_crash_kept_to_its_
 
         return work
 
-    writer = BatchWriter(partial(db.run_in_transaction, on_loop=True))
+    writer = BatchWriter(partial(db._transact, on_loop=True))
     writer.start()
     try:
         first = await asyncio.gather(
@@ -164,9 +161,7 @@ async def test_batch_writer_runs_sync_works_with_a_refusal_or_crash_kept_to_its_
         await writer.aclose()
     assert first[0] == "a" and first[2] == "b" and isinstance(first[1], NotFound)
     assert second[0] == "c" and second[2] == "d" and isinstance(second[1], RuntimeError)
-    async with db.read() as conn:
-        uids = set((await conn.execute(select(User.uid))).scalars())
-    assert uids == {"a", "b", "c", "d"}  # the crashed work's insert was rolled back
+    assert await all_uids(db) == {"a", "b", "c", "d"}  # the crashed work's insert was rolled back
 
 
 async def test_acceptor_batches_concurrent_requests_into_one_answer_each(db: Database) -> None:
@@ -199,5 +194,5 @@ async def test_acceptor_batches_concurrent_requests_into_one_answer_each(db: Dat
     assert isinstance(results[19], NotFound)
     ids = [r.notification_id for r in results[:19]]  # type: ignore[union-attr]
     assert len(set(ids)) == 19
-    async with db.read() as conn:
-        assert await conn.scalar(select(func.count()).select_from(Notification)) == 19
+    count = select(func.count()).select_from(Notification)
+    assert await db.query(lambda conn: conn.scalar(count)) == 19

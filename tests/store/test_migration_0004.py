@@ -4,28 +4,32 @@ on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 from alembic import command
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.exc import IntegrityError
 
 from nudge.store.db import Database
 from nudge.store.migrate import alembic_config, upgrade
 
 
-async def _insert_old_rows(db: Database) -> None:
-    async with db.begin() as conn:
-        await conn.execute(
-            text("INSERT INTO users (uid, name, token_hash, created_at) VALUES ('u', 'U', 'h', 0)")
-        )
-        await conn.execute(
-            text(
-                "INSERT INTO conversations (id, uid, status, title, overview, transcript, "
-                "created_at, started_at, flushed_upto) "
-                "VALUES ('old-session', 'u', 'finished', 'Old', '', 'User: hi\n', 1, 1, 0)"
-            )
-        )
+def _run(*statements: str) -> Callable[[Connection], None]:
+    def work(conn: Connection) -> None:
+        for statement in statements:
+            conn.execute(text(statement))
+
+    return work
+
+
+def _insert_old_rows(conn: Connection) -> None:
+    _run(
+        "INSERT INTO users (uid, name, token_hash, created_at) VALUES ('u', 'U', 'h', 0)",
+        "INSERT INTO conversations (id, uid, status, title, overview, transcript, "
+        "created_at, started_at, flushed_upto) "
+        "VALUES ('old-session', 'u', 'finished', 'Old', '', 'User: hi\n', 1, 1, 0)",
+    )(conn)
 
 
 def _live_row(conversation_id: str) -> str:
@@ -42,17 +46,13 @@ async def test_0004_keeps_old_conversations_and_allows_one_live_per_session(
     await upgrade(database_url, "0003")
     db = Database(database_url)
     try:
-        await _insert_old_rows(db)
+        await db.write_alone(_insert_old_rows)
         await upgrade(database_url)
-        async with db.read() as conn:
-            row = (
-                await conn.execute(
-                    text(
-                        "SELECT session_id, source, discarded, emoji, category, action_items, "
-                        "events, summary_pending, silence_due_at, geolocation FROM conversations"
-                    )
-                )
-            ).one()
+        select_new = text(
+            "SELECT session_id, source, discarded, emoji, category, action_items, "
+            "events, summary_pending, silence_due_at, geolocation FROM conversations"
+        )
+        row = await db.query(lambda conn: conn.execute(select_new).one())
         # The old id became the session id; Omi's defaults fill the new fields.
         assert row.session_id == "old-session" and row.source == "omi"
         assert not row.discarded and not row.summary_pending  # 0 on SQLite, False on PostgreSQL
@@ -60,14 +60,12 @@ async def test_0004_keeps_old_conversations_and_allows_one_live_per_session(
         assert row.action_items in ([], "[]") and row.events in ([], "[]")
         assert row.silence_due_at is None and row.geolocation is None
 
-        async with db.begin() as conn:
-            await conn.execute(text(_live_row("c1")))
+        await db.write_alone(_run(_live_row("c1")))
         with pytest.raises(IntegrityError):  # a second live conversation in the same session
-            async with db.begin() as conn:
-                await conn.execute(text(_live_row("c2")))
-        async with db.begin() as conn:  # once the first is finished, a new one may open
-            await conn.execute(text("UPDATE conversations SET status = 'finished' WHERE id='c1'"))
-            await conn.execute(text(_live_row("c2")))
+            await db.write_alone(_run(_live_row("c2")))
+        # once the first is finished, a new one may open
+        finish = "UPDATE conversations SET status = 'finished' WHERE id='c1'"
+        await db.write_alone(_run(finish, _live_row("c2")))
     finally:
         await db.close()
 
@@ -76,8 +74,11 @@ async def test_0004_keeps_old_conversations_and_allows_one_live_per_session(
     await upgrade(database_url)
     db = Database(database_url)
     try:
-        async with db.read() as conn:
-            ids = (await conn.execute(text("SELECT id FROM conversations ORDER BY id"))).scalars()
-            assert list(ids) == ["c1", "c2", "old-session"]
+        ids = text("SELECT id FROM conversations ORDER BY id")
+        assert await db.query(lambda conn: list(conn.execute(ids).scalars())) == [
+            "c1",
+            "c2",
+            "old-session",
+        ]
     finally:
         await db.close()

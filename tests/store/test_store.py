@@ -15,7 +15,7 @@ from nudge.core.notifications import Accepted, Limits, NotificationRequest, acce
 from nudge.delivery import queue
 from nudge.delivery.providers.base import Outcome, SendResult
 from nudge.delivery.queue import RetryPolicy
-from nudge.errors import NotFound, RateLimited, Unauthorized
+from nudge.errors import NotFound, NudgeError, RateLimited, Unauthorized
 from nudge.ids import hash_secret
 from nudge.net.guard import HostAllowList
 from nudge.store.db import Database
@@ -53,6 +53,14 @@ async def seed(db: Database) -> tuple[str, str]:
     return app["app_id"], app["app_secret"]
 
 
+async def accept(db: Database, batch: list[NotificationRequest]) -> list[Accepted | NudgeError]:
+    return await db.write(lambda conn: accept_batch(conn, batch, LIMITS, lock_rows=db.is_postgres))
+
+
+async def count(db: Database, model: object) -> int | None:
+    return await db.query(lambda conn: conn.scalar(select(func.count()).select_from(model)))  # type: ignore[arg-type]
+
+
 def req(app_id: str, uid: str = "u1", message: str = "hi", **kw: object) -> NotificationRequest:
     return NotificationRequest(app_id=app_id, uid=uid, message=message, **kw)  # type: ignore[arg-type]
 
@@ -71,8 +79,7 @@ async def test_batch_answers_each_request_in_order(db: Database) -> None:
         req(app_id, message="g", key_hash=good_key),
         req(app_id, message="h", key_hash=good_key),  # over the limit of 3
     ]
-    async with db.begin() as conn:
-        results = await conn.run_sync(accept_batch, batch, LIMITS, lock_rows=db.is_postgres)
+    results = await accept(db, batch)
     kinds = [type(r).__name__ for r in results]
     assert kinds == [
         "Accepted",
@@ -95,33 +102,25 @@ async def test_batch_answers_each_request_in_order(db: Database) -> None:
     assert isinstance(limited, RateLimited) and limited.retry_after >= 3599
     assert "has not installed" in str(results[3]) and isinstance(results[1], Unauthorized)
     assert isinstance(results[2], NotFound)
-    async with db.read() as conn:
-        assert await conn.scalar(select(func.count()).select_from(Notification)) == 3
-        # each accepted notification: the inbox + one device
-        assert await conn.scalar(select(func.count()).select_from(Delivery)) == 6
+    assert await count(db, Notification) == 3
+    assert await count(db, Delivery) == 6  # each accepted notification: the inbox + one device
 
 
 async def test_limit_counts_earlier_batches(db: Database) -> None:
     app_id, _ = await seed(db)
     for i in range(3):
-        async with db.begin() as conn:
-            (r,) = await conn.run_sync(accept_batch, [req(app_id, message=f"m{i}")], LIMITS)
+        (r,) = await accept(db, [req(app_id, message=f"m{i}")])
         assert isinstance(r, Accepted)
-    async with db.begin() as conn:
-        (r,) = await conn.run_sync(accept_batch, [req(app_id, message="m3")], LIMITS)
+    (r,) = await accept(db, [req(app_id, message="m3")])
     assert isinstance(r, RateLimited)
     # Proactive notifications have their own limit (the 30 s claim), not the hourly one.
-    async with db.begin() as conn:
-        (p,) = await conn.run_sync(
-            accept_batch, [req(app_id, message="p", kind="proactive")], LIMITS
-        )
+    (p,) = await accept(db, [req(app_id, message="p", kind="proactive")])
     assert isinstance(p, Accepted)
 
 
 async def test_claim_send_record(db: Database) -> None:
     app_id, _ = await seed(db)
-    async with db.begin() as conn:
-        await conn.run_sync(accept_batch, [req(app_id, message="x")], LIMITS)
+    await accept(db, [req(app_id, message="x")])
     jobs = await queue.claim(db, "w1", 10, lease_s=30)
     assert sorted(j.provider for j in jobs) == ["inbox", "log"]
     assert await queue.claim(db, "w2", 10, lease_s=30) == []  # claimed rows are not due
@@ -144,17 +143,15 @@ async def test_claim_send_record(db: Database) -> None:
         db, "w2", [(again, SendResult(Outcome.TOKEN_INVALID, "gone"))], policy
     )
     assert states == {again.delivery_id: "token-removed"}
-    async with db.read() as conn:
-        assert await conn.scalar(select(func.count()).select_from(Device)) == 0
+    assert await count(db, Device) == 0
 
 
 async def test_a_late_worker_cannot_overwrite_a_reclaimed_delivery(db: Database) -> None:
     app_id, _ = await seed(db)
-    async with db.begin() as conn:
-        await conn.run_sync(accept_batch, [req(app_id, message="x")], LIMITS)
+    await accept(db, [req(app_id, message="x")])
     jobs = await queue.claim(db, "slow", 10, lease_s=30)
-    async with db.begin() as conn:  # the lease runs out
-        await conn.execute(update(Delivery).values(lease_until=time.time() - 1))
+    # the lease runs out
+    await db.write(lambda conn: conn.execute(update(Delivery).values(lease_until=time.time() - 1)))
     taken = await queue.claim(db, "fast", 10, lease_s=30)
     assert {j.delivery_id for j in taken} == {j.delivery_id for j in jobs}
     policy = RetryPolicy(base_s=1, max_s=1, max_age_s=3600)
@@ -166,28 +163,21 @@ async def test_a_late_worker_cannot_overwrite_a_reclaimed_delivery(db: Database)
 
 async def test_retries_end_as_failed_after_the_max_age(db: Database) -> None:
     app_id, _ = await seed(db)
-    async with db.begin() as conn:
-        await conn.run_sync(accept_batch, [req(app_id, message="x")], LIMITS)
+    await accept(db, [req(app_id, message="x")])
     jobs = await queue.claim(db, "w", 10, lease_s=30)
     policy = RetryPolicy(base_s=10, max_s=10, max_age_s=1)
     states = await queue.record(
         db, "w", [(j, SendResult(Outcome.RETRY, "503")) for j in jobs], policy
     )
     assert set(states.values()) == {"failed"}
-    async with db.read() as conn:
-        errors = (await conn.execute(select(Delivery.last_error))).scalars().all()
+    errors = await db.query(lambda conn: conn.execute(select(Delivery.last_error)).scalars().all())
     assert all(e.startswith("gave up after 1 attempts") and e.endswith("503") for e in errors)
 
 
 async def test_concurrent_claimers_never_share_a_delivery(db: Database) -> None:
     """Four workers racing over 200 deliveries: each is claimed exactly once."""
     app_id, _ = await seed(db)
-    async with db.begin() as conn:
-        await conn.run_sync(
-            accept_batch,
-            [req(app_id, message=f"m{i}", kind="proactive") for i in range(100)],
-            LIMITS,
-        )
+    await accept(db, [req(app_id, message=f"m{i}", kind="proactive") for i in range(100)])
     claimed: list[str] = []
 
     async def worker(name: str) -> None:
@@ -236,7 +226,7 @@ async def test_batch_queries_search_indexes_on_sqlite(tmp_path: Path) -> None:
                 accept_batch(conn, batch, LIMITS)
             return len(statements), sqlite_scans(conn, statements)
 
-        count, scans = await database.run_in_transaction(accept_and_explain)
+        run, scans = await database.write_alone(accept_and_explain)
     finally:
         await database.close()
-    assert count >= 6 and scans == []
+    assert run >= 6 and scans == []

@@ -1,18 +1,16 @@
-"""Engine and connections.
+"""The database of one process: its engines and the three ways in (write, write_alone, query).
 
 SQLite: WAL, ``synchronous=NORMAL`` and a busy timeout. Writes start with ``BEGIN IMMEDIATE``
 so that several processes sharing the file queue for the write lock instead of failing on a
 read-to-write upgrade; reads use a second engine with ordinary deferred transactions.
 PostgreSQL uses one engine.
 
-:meth:`Database.run_in_transaction` runs synchronous SQLAlchemy work in one write transaction.
-On SQLite it runs on the synchronous driver in one trip to a thread of its own: through aiosqlite
-every statement costs four round trips between the event loop and aiosqlite's thread (cursor,
-execute, fetch, close), which made them most of the CPU of accepting a batch of notifications.
-Short, bounded work (acceptance, delivery claims, ingestion, proactive claims, the batch writer)
-may run on the event loop itself (``on_loop``). That synchronous connection never checkpoints the
-WAL as it commits (that copies pages and fsyncs); a separate connection does it in the thread
-every few commits.
+Write work is synchronous SQLAlchemy work. On SQLite it runs on the synchronous driver in one
+trip: through aiosqlite every statement costs four round trips between the event loop and
+aiosqlite's thread (cursor, execute, fetch, close). The group-committed writes of :meth:`write`
+run on the event loop itself when the file's write lock is free, long work (:meth:`write_alone`)
+in a thread of its own. That synchronous connection never checkpoints the WAL as it commits
+(that copies pages and fsyncs); a separate connection does it in the thread every few commits.
 """
 
 from __future__ import annotations
@@ -20,9 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, closing
+from contextlib import closing
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,7 +28,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from nudge.store.batch import BatchWriter
 
@@ -45,7 +43,7 @@ class _UseThread(Exception):
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
-    # The driver's own BEGIN is deferred: ours is sent by the "begin" event of the async engines
+    # The driver's own BEGIN is deferred: ours is sent by the "begin" event of the read engine
     # and by Database._transaction on the synchronous connection.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
@@ -65,22 +63,18 @@ def ensure_sqlite_dir(url: str) -> None:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
 
 
-def _sqlite_setup(engine: Engine, begin_sql: str) -> None:
-    event.listen(engine, "connect", _sqlite_connect)
-
-    def _begin(conn: Any) -> None:
-        conn.exec_driver_sql(begin_sql)
-
-    event.listen(engine, "begin", _begin)
+def _sqlite_begin(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN")
 
 
 def _no_autocheckpoint(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
 
 
-def _sqlite_engine(url: str, begin_sql: str, echo: bool) -> AsyncEngine:
+def _sqlite_engine(url: str, echo: bool) -> AsyncEngine:
     engine = create_async_engine(url, echo=echo)
-    _sqlite_setup(engine.sync_engine, begin_sql)
+    event.listen(engine.sync_engine, "connect", _sqlite_connect)
+    event.listen(engine.sync_engine, "begin", _sqlite_begin)
     return engine
 
 
@@ -98,8 +92,8 @@ class Database:
         self._sync_thread: ThreadPoolExecutor | None = None
         if self.dialect == "sqlite":
             ensure_sqlite_dir(url)
-            self.engine = _sqlite_engine(url, "BEGIN IMMEDIATE", echo)
-            self.read_engine = _sqlite_engine(url, "BEGIN", echo)
+            # Reads only: writes go through the synchronous driver (_transaction).
+            self.engine = self.read_engine = _sqlite_engine(url, echo)
             self._write_lock = asyncio.Lock()
             # One connection (and its statement cache) serves every trip, on the event loop or in
             # the one thread, taking turns under the write lock.
@@ -133,7 +127,7 @@ class Database:
             raise ValueError(
                 f"unsupported database URL {url!r}: use sqlite+aiosqlite:/// or postgresql+asyncpg://"
             )
-        self._writer = BatchWriter(partial(self.run_in_transaction, on_loop=True))
+        self._writer = BatchWriter(partial(self._transact, on_loop=True))
 
     def start(self) -> None:
         """Start group commit: from now on :meth:`write` batches concurrent work."""
@@ -152,7 +146,7 @@ class Database:
     async def write_alone(self, work: Callable[[Connection], T]) -> T:
         """Long write ``work`` (pruning, imports) in a transaction of its own, off the event loop
         on SQLite, so that it never holds up the short writes of :meth:`write` for long."""
-        return await self.run_in_transaction(work)
+        return await self._transact(work)
 
     async def query(self, work: Callable[[Connection], T]) -> T:
         """The read path: run synchronous ``work`` on a read connection (nothing is committed)."""
@@ -167,33 +161,16 @@ class Database:
     def is_postgres(self) -> bool:
         return self.dialect == "postgresql"
 
-    @asynccontextmanager
-    async def begin(self) -> AsyncIterator[AsyncConnection]:
-        """A connection in a write transaction: committed on success, rolled back on error.
-
-        On SQLite, writers of this process take turns on an asyncio lock: SQLite allows one writer
-        at a time, and waiting here is far cheaper than SQLite's busy handler, which sleeps in
-        steps of up to 100 ms. Other processes still wait through ``busy_timeout``.
-        """
-        if self._write_lock is None:
-            async with self.engine.begin() as conn:
-                yield conn
-            return
-        async with self._write_lock, self.engine.begin() as conn:
-            yield conn
-
-    async def run_in_transaction(
-        self, work: Callable[[Connection], T], *, on_loop: bool = False
-    ) -> T:
+    async def _transact(self, work: Callable[[Connection], T], *, on_loop: bool = False) -> T:
         """Run ``work`` in one write transaction: committed if it returns, rolled back if it raises.
 
-        SQLite: on the synchronous driver in this database's own thread, writers of this process
-        taking turns as in :meth:`begin`. With ``on_loop`` (for short, bounded work) it runs on
-        the event loop itself when the file's write lock is free at once: the trip to the thread
-        and back (futures, wake-ups, GIL hand-offs) cost a quarter of the CPU of a direct
-        notification. If another process holds the lock, the work waits for it in the thread as
-        usual, so the event loop never waits on a lock. PostgreSQL: through ``run_sync`` on an
-        async connection.
+        SQLite: on the synchronous driver in this database's own thread, the writers of this
+        process taking turns on an asyncio lock (far cheaper than SQLite's busy handler, which
+        sleeps in steps of up to 100 ms; other processes still wait through ``busy_timeout``).
+        With ``on_loop`` (short, bounded work) it runs on the event loop itself when the file's
+        write lock is free at once, sparing the trip to the thread and back (futures, wake-ups,
+        GIL hand-offs); if another process holds the lock, the work waits for it in the thread,
+        so the event loop never waits on a lock. PostgreSQL: ``run_sync`` on an async connection.
         """
         if self._sync_engine is None or self._write_lock is None:
             async with self.engine.begin() as conn:
@@ -263,15 +240,8 @@ class Database:
         if not future.cancelled() and future.exception() is not None:
             log.warning("WAL checkpoint failed", extra={"error": repr(future.exception())})
 
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for reads (nothing it does is committed)."""
-        async with self.read_engine.connect() as conn:
-            yield conn
-
     async def ping(self) -> None:
-        async with self.read() as conn:
-            await conn.execute(text("SELECT 1"))
+        await self.query(lambda conn: conn.execute(text("SELECT 1")))
 
     async def close(self) -> None:
         await self._writer.aclose()
