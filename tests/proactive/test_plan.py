@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from nudge.proactive.plan import (
-    Answer,
     Plan,
     Refusal,
     generated,
@@ -68,7 +67,6 @@ def test_params_are_deduplicated_in_order() -> None:
         json.dumps(ask("hello", ["user_chat", "user_name", "user_chat"])).encode()
     )
     assert answer.params == ["user_chat", "user_name"]
-    assert Answer().empty and not Answer(message="hi").empty
 
 
 def test_a_prompt_needs_the_capability() -> None:

@@ -29,10 +29,6 @@ class Answer:
     message: str | None = None  # None also for an empty one: no action
     error: str | None = None  # the answer broke a rule; nothing is done
 
-    @property
-    def empty(self) -> bool:
-        return self.prompt is None and self.message is None and self.error is None
-
 
 def parse_answer(body: bytes) -> Answer:
     """Read an app's answer; never raises."""
@@ -165,7 +161,7 @@ def plan(
     platform itself claims the slot atomically and reports :func:`rate_limited` when taken."""
     if answer.error:
         return Plan("invalid", Refusal("invalid_answer", answer.error))
-    if answer.empty:
+    if answer.prompt is None and answer.message is None:
         return Plan("none", Refusal("no_action"))
     step = said = None
     if (prompt := answer.prompt) is not None:
