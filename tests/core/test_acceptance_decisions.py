@@ -65,14 +65,13 @@ def test_secret_must_be_a_live_key_of_the_app() -> None:
 
 
 def test_target_tells_unknown_app_user_and_missing_install_apart() -> None:
-    apps = {"a1": SimpleNamespace(name="Coach")}
-    assert check_target(req(), apps, {("a1", "u1")}, set()).name == "Coach"
+    assert check_target(req(), found()).name == "Coach"
     with pytest.raises(NotFound, match="app 'a9' not found"):
-        check_target(req(app_id="a9"), apps, set(), set())
+        check_target(req(app_id="a9"), found())
     with pytest.raises(NotFound, match="user 'u1' not found"):
-        check_target(req(), apps, set(), set())
+        check_target(req(), found(installed=set()))
     with pytest.raises(NotFound, match="has not installed app 'a1'"):
-        check_target(req(), apps, set(), {"u1"})
+        check_target(req(), found(installed=set(), users={"u1"}))
 
 
 def test_a_repeat_is_found_by_idempotency_key_first_then_by_message() -> None:

@@ -138,18 +138,13 @@ def check_sender(request: NotificationRequest, owners: dict[str, str | None]) ->
             raise refusal
 
 
-def check_target(
-    request: NotificationRequest,
-    apps: dict[str, Any],
-    installed: set[tuple[str, str]],
-    users: set[str],
-) -> Any:
+def check_target(request: NotificationRequest, found: store.Found) -> Any:
     """404 unless the app exists and the user installed it; returns the app."""
-    app = apps.get(request.app_id)
+    app = found.apps.get(request.app_id)
     if app is None:
         raise NotFound(f"app {request.app_id!r} not found")
-    if (request.app_id, request.uid) not in installed:
-        if request.uid not in users:
+    if (request.app_id, request.uid) not in found.installed:
+        if request.uid not in found.users:
             raise NotFound(f"user {request.uid!r} not found: check the uid")
         raise NotFound(f"user {request.uid!r} has not installed app {request.app_id!r}")
     return app
@@ -211,7 +206,7 @@ def decide(
             check_sender(request, found.owners)
             if request.invalid is not None:
                 raise request.invalid
-            app = check_target(request, found.apps, found.installed, found.users)
+            app = check_target(request, found)
             first = repeat_of(request, digest, by_key, recent)
             if first is not None:
                 out.repeats.add(first)

@@ -64,20 +64,14 @@ def _job(r: Any) -> Job:
 
 
 async def record(
-    db: Database,
-    worker_id: str,
-    results: list[tuple[Job, SendResult]],
-    policy: RetryPolicy,
+    db: Database, worker_id: str, results: list[tuple[Job, SendResult]], policy: RetryPolicy
 ) -> dict[str, str]:
     """Write the outcome of each sent job; returns delivery id -> state.
 
-    Deliveries are the common case and share one UPDATE; the others are written one by one.
-    A row is written only while this worker still holds its claim. Until a result is written,
-    a worker that dies makes it be sent again, so writing soon matters (docs/delivery.md,
-    "kill -9"): on PostgreSQL the deliveries are one statement on its own (autocommit), a
-    single round trip, where a transaction around it took up to four (BEGIN, prepare for that
-    length of IN list, UPDATE, COMMIT), each waiting its turn on a busy worker's event loop.
-    The other outcomes are one unit of write work.
+    Deliveries are the common case and share one UPDATE; the others are written one by one,
+    each only while this worker still holds its claim. Until a result is written, a worker that
+    dies makes it be sent again, so writing soon matters: on PostgreSQL the deliveries are one
+    autocommit statement (:func:`nudge.store.notifications.record_delivered_now`).
     """
     delivered = [job.delivery_id for job, r in results if r.outcome is Outcome.DELIVERED]
     states: dict[str, str] = {}
