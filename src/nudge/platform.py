@@ -17,7 +17,7 @@ from nudge.core.notifications import Limits
 from nudge.core.retention import Housekeeper
 from nudge.delivery.providers import ProviderDeps, build_providers
 from nudge.delivery.providers.base import Provider
-from nudge.delivery.queue import RetryPolicy
+from nudge.delivery.queue import DeliveryRetry
 from nudge.delivery.worker import DeliveryWorker
 from nudge.integrations.limits import Counters, build_counters
 from nudge.llm import LLM, LLMError, build_llm
@@ -153,7 +153,7 @@ class Platform:
             self.providers,
             self.unconfigured,
             worker_id=s.worker_id,
-            policy=RetryPolicy(
+            policy=DeliveryRetry(
                 s.delivery_base_backoff_s, s.delivery_max_backoff_s, s.delivery_max_age_s
             ),
             metrics=self.metrics,

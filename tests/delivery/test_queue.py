@@ -14,7 +14,7 @@ from nudge.store.db import Database
 from nudge.store.migrate import upgrade
 from tests.store.test_store import LIMITS, req, seed
 
-POLICY = queue.RetryPolicy(base_s=1.0, max_s=600.0, max_age_s=3600.0)
+POLICY = queue.DeliveryRetry(base_s=1.0, max_s=600.0, max_age_s=3600.0)
 
 
 @pytest.fixture

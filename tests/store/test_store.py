@@ -14,7 +14,7 @@ from nudge.core.manifest import Manifest
 from nudge.core.notifications import Accepted, Limits, NotificationRequest, accept_batch
 from nudge.delivery import queue
 from nudge.delivery.providers.base import Outcome, SendResult
-from nudge.delivery.queue import RetryPolicy
+from nudge.delivery.queue import DeliveryRetry
 from nudge.errors import NotFound, NudgeError, RateLimited, Unauthorized
 from nudge.ids import hash_secret
 from nudge.net.guard import HostAllowList
@@ -124,7 +124,7 @@ async def test_claim_send_record(db: Database) -> None:
     jobs = await queue.claim(db, "w1", 10, lease_s=30)
     assert sorted(j.provider for j in jobs) == ["inbox", "log"]
     assert await queue.claim(db, "w2", 10, lease_s=30) == []  # claimed rows are not due
-    policy = RetryPolicy(base_s=0.01, max_s=0.01, max_age_s=3600)
+    policy = DeliveryRetry(base_s=0.01, max_s=0.01, max_age_s=3600)
     by = {j.provider: j for j in jobs}
     states = await queue.record(
         db,
@@ -154,7 +154,7 @@ async def test_a_late_worker_cannot_overwrite_a_reclaimed_delivery(db: Database)
     await db.write(lambda conn: conn.execute(update(Delivery).values(lease_until=time.time() - 1)))
     taken = await queue.claim(db, "fast", 10, lease_s=30)
     assert {j.delivery_id for j in taken} == {j.delivery_id for j in jobs}
-    policy = RetryPolicy(base_s=1, max_s=1, max_age_s=3600)
+    policy = DeliveryRetry(base_s=1, max_s=1, max_age_s=3600)
     assert (
         await queue.record(db, "slow", [(jobs[0], SendResult(Outcome.FAILED, "x"))], policy) == {}
     )
@@ -165,7 +165,7 @@ async def test_retries_end_as_failed_after_the_max_age(db: Database) -> None:
     app_id, _ = await seed(db)
     await accept(db, [req(app_id, message="x")])
     jobs = await queue.claim(db, "w", 10, lease_s=30)
-    policy = RetryPolicy(base_s=10, max_s=10, max_age_s=1)
+    policy = DeliveryRetry(base_s=10, max_s=10, max_age_s=1)
     states = await queue.record(
         db, "w", [(j, SendResult(Outcome.RETRY, "503")) for j in jobs], policy
     )

@@ -31,7 +31,9 @@ class Job:
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
+class DeliveryRetry:
+    """Retry timing of a delivery (not the SDK's RetryPolicy): backoff, its cap, when to fail."""
+
     base_s: float
     max_s: float
     max_age_s: float
@@ -64,7 +66,7 @@ def _job(r: Any) -> Job:
 
 
 async def record(
-    db: Database, worker_id: str, results: list[tuple[Job, SendResult]], policy: RetryPolicy
+    db: Database, worker_id: str, results: list[tuple[Job, SendResult]], policy: DeliveryRetry
 ) -> dict[str, str]:
     """Write the outcome of each sent job; returns delivery id -> state.
 
@@ -89,7 +91,7 @@ def _record(
     worker_id: str,
     delivered: list[str],
     rest: list[tuple[Job, SendResult]],
-    policy: RetryPolicy,
+    policy: DeliveryRetry,
     states: dict[str, str],
     conn: Connection,
 ) -> dict[str, str]:
@@ -107,7 +109,7 @@ def _record(
     return states
 
 
-def _values_for(job: Job, result: SendResult, policy: RetryPolicy, now: float) -> dict[str, Any]:
+def _values_for(job: Job, result: SendResult, policy: DeliveryRetry, now: float) -> dict[str, Any]:
     """The row update for an outcome other than delivered."""
     attempts = job.attempts + 1
     base: dict[str, Any] = {

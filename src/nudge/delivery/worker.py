@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from nudge.bus.local import EventBus
 from nudge.delivery import queue
 from nudge.delivery.providers.base import Outcome, Provider, SendResult
-from nudge.delivery.queue import Job, RetryPolicy
+from nudge.delivery.queue import DeliveryRetry, Job
 from nudge.metrics import Metrics
 from nudge.store.db import Database
 
@@ -38,7 +38,7 @@ class DeliveryWorker:
         unconfigured: Mapping[str, str],
         *,
         worker_id: str,
-        policy: RetryPolicy,
+        policy: DeliveryRetry,
         metrics: Metrics,
         batch_size: int = 200,
         concurrency: int = 256,
