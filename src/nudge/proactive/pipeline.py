@@ -111,24 +111,17 @@ def read_inputs(
     return app, scopes, values, notes
 
 
+@dataclass(kw_only=True, eq=False)
 class Pipeline:
-    def __init__(
-        self,
-        *,
-        settings: Settings,
-        acceptor: Acceptor,
-        bus: EventBus,
-        llm: LLM,
-        claims: Claims,
-        metrics: Metrics,
-    ) -> None:
-        self.settings = settings
-        self.acceptor = acceptor
-        self.bus = bus
-        self.llm = llm
-        self.claims = claims
-        self.metrics = metrics
-        self.write_options = WriteOptions.from_settings(settings, NOTIFICATION_MAX_CHARS)
+    settings: Settings
+    acceptor: Acceptor
+    bus: EventBus
+    llm: LLM
+    claims: Claims
+    metrics: Metrics
+
+    def __post_init__(self) -> None:
+        self.write_options = WriteOptions.from_settings(self.settings, NOTIFICATION_MAX_CHARS)
 
     async def handle(
         self,
