@@ -438,7 +438,8 @@ async def test_ingest_searches_indexes_on_sqlite(tmp_path: Any) -> None:
                 later = time.time() + 1000  # both silent by then
                 ended = finish_silent(conn, later, silence_s=120, limit=10)
             assert len(ended) == 2
-            assert sqlite_scans(conn, statements) == []
+            scans = sqlite_scans(conn, statements)  # seen on the driver: FTS5's own reads too
+            assert [s for s in scans if "conversations_fts_config" not in s] == []
             assert len(statements) >= 3
 
         await db.write(work)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from nudge.metrics import Metrics
@@ -29,22 +30,16 @@ REALTIME = "transcript_processed"
 MEMORY = "memory_creation"
 
 
+@dataclass
 class WebhookCalls:
-    def __init__(
-        self,
-        db: Database,
-        webhooks: WebhookClient,
-        pipeline: Pipeline,
-        metrics: Metrics,
-        *,
-        disable_after_s: float,
-    ) -> None:
-        self.db = db
-        self.webhooks = webhooks
-        self.pipeline = pipeline
-        self.metrics = metrics
-        self.disable_after_s = disable_after_s
-        self.traces = TraceWriter(db)
+    db: Database
+    webhooks: WebhookClient
+    pipeline: Pipeline
+    metrics: Metrics
+    disable_after_s: float  # an app whose webhook failed this long is disabled
+
+    def __post_init__(self) -> None:
+        self.traces = TraceWriter(self.db)
 
     def _trace(self, app: AppTarget, flush: Flush, kind: str) -> TraceRecorder:
         return TraceRecorder(

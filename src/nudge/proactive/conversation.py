@@ -1,5 +1,4 @@
-"""A conversation in the shape of Omi's ``Conversation`` model: the body of memory-creation
-webhooks, and how the platform API shows a conversation.
+"""A conversation in the shape of Omi's ``Conversation`` model (memory webhooks, the platform API).
 
 Every field of Omi's model is there, with Omi's types: ISO 8601 datetimes (UTC), enums as Omi's
 strings, lists empty rather than missing. Fields Nudge has no data for carry Omi's own defaults

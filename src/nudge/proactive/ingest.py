@@ -1,5 +1,4 @@
-"""Live transcripts in: segments are stored in the session's live conversation, and its flush is
-scheduled.
+"""Live transcripts stored: each in its session's live conversation, whose flush is scheduled.
 
 A session (``uid``, ``session_id``) is the client's stream; a conversation is one stretch of it
 with its own id. The first segment of a session (or the first after its conversation ended) opens

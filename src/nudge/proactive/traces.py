@@ -1,5 +1,6 @@
-"""One trace per webhook call, for the app's developer: what was sent, what came back, and every
-decision the pipeline took (scopes, rate limit, prompt, LLM output, notification, deliveries).
+"""One trace per webhook call, for the app's developer: what was sent, what came back, why.
+
+Every decision the pipeline took is there (scopes, rate limit, prompt, LLM output, notification).
 
 ``detail`` keys (each present when that step ran): ``request``, ``response``, ``answer``,
 ``scopes``, ``rate_limit``, ``context``, ``prompt``, ``llm``, ``notification`` (and

@@ -30,17 +30,10 @@ _CHAT = Statement(
     .limit(bindparam("n"))
 )
 
-_PAST_COLUMNS = {
-    "id": String,
-    "title": String,
-    "overview": String,
-    "category": String,
-    "action_items": JSON,
-    "events": JSON,
-    "created_at": Float,
-    "started_at": Float,
-    "snippet": String,
-}
+_PAST_COLUMNS: dict[str, Any] = dict.fromkeys(
+    ("id", "title", "overview", "category", "snippet"), String
+)
+_PAST_COLUMNS |= {"action_items": JSON, "events": JSON, "created_at": Float, "started_at": Float}
 _SELECT = "SELECT c.id, c.title, c.overview, c.category, c.action_items, c.events, c.created_at, "
 # Past conversations only: the user's, not the live one, ended, not discarded, in the date range.
 _PAST = (

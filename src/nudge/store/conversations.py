@@ -200,20 +200,17 @@ _MARK_SENT = Statement(
     .where(Conversation.id == bindparam("cid"))
     .values(flushed_upto=bindparam("upto"), flush_lease_until=bindparam("gate"))
 )
+_APP = (App.id, App.name, App.manifest, App.webhook_secret, App.webhook_failing_since)
 _INSTALLED_APPS = Statement(
-    select(
-        Install.uid,
-        Install.scopes,
-        App.id,
-        App.name,
-        App.manifest,
-        App.webhook_secret,
-        App.webhook_failing_since,
-    )
+    select(Install.uid, Install.scopes, *_APP)
     .join(App, App.id == Install.app_id)
     .where(Install.uid.in_(bindparam("uids", expanding=True)), App.status == "active")
     .order_by(App.id)
 )
+
+
+_RETURNED = "id uid session_id status summary_pending flushed_upto started_at flush_lease_until"
+_CLAIMED = [Conversation.__table__.c[name] for name in _RETURNED.split()]
 
 
 @lru_cache(maxsize=8)
@@ -234,16 +231,7 @@ def _claim_statement(postgres: bool, by_id: bool, limit: int) -> Statement:
                 (Conversation.status == "finishing", "finished"), else_=Conversation.status
             ),
         )
-        .returning(
-            Conversation.id,
-            Conversation.uid,
-            Conversation.session_id,
-            Conversation.status,
-            Conversation.summary_pending,
-            Conversation.flushed_upto,
-            Conversation.started_at,
-            Conversation.flush_lease_until,
-        )
+        .returning(*_CLAIMED)
     )
 
 
@@ -293,6 +281,12 @@ def first_segments(conn: Connection, ids: list[str], max_segments: int) -> list[
     return list(conn.execute(query))
 
 
+_MATCH_POSTGRES = "conversations.search @@ plainto_tsquery('english', :q)"
+_MATCH_SQLITE = (
+    "conversations.rowid IN (SELECT rowid FROM conversations_fts WHERE conversations_fts MATCH :q)"
+)
+
+
 def _where(
     conn: Connection,
     uid: str,
@@ -315,16 +309,10 @@ def _where(
     if end is not None:
         where.append(Conversation.created_at <= end)
     if words and conn.dialect.name == "postgresql":
-        clause = "conversations.search @@ plainto_tsquery('english', :q)"
-        where.append(text(clause).bindparams(q=" ".join(words)))  # type: ignore[arg-type]
+        match = text(_MATCH_POSTGRES).bindparams(q=" ".join(words))
     elif words:
-        clause = (
-            "conversations.rowid IN "
-            "(SELECT rowid FROM conversations_fts WHERE conversations_fts MATCH :q)"
-        )
-        match = text(clause).bindparams(q=" ".join(f'"{w}"' for w in words))
-        where.append(match)  # type: ignore[arg-type]
-    return where
+        match = text(_MATCH_SQLITE).bindparams(q=" ".join(f'"{w}"' for w in words))
+    return where + [match] if words else where  # type: ignore[list-item]
 
 
 def page_ids(conn: Connection, uid: str, limit: int, offset: int, **filters: Any) -> list[str]:
