@@ -1,20 +1,30 @@
-"""The web console at ``/console`` (see ``nudge.console``): its files and two small calls."""
+"""The web console at ``/console`` (its pages are in ``nudge/console/static``): files and calls."""
 
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import FileResponse
+from sqlalchemy import Connection
 
-from nudge import auth, console
+from nudge import auth
 from nudge.api.deps import AdminDep, PlatformDep, UserDep
+from nudge.core.users import get_user
 from nudge.errors import NotFound
 from nudge.sdk.models import ConsoleUsers, Knowledge, WhoAmI
 from nudge.store import accounts
 
 router = APIRouter(tags=["console"])
+STATIC = Path(__file__).parents[1] / "console" / "static"
+MEDIA_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
 
 # The page holds a token: no inline code, no framing, no referrer, no caching.
 PAGE_HEADERS = {
@@ -30,17 +40,17 @@ PAGE_HEADERS = {
 
 @router.get("/console", include_in_schema=False)
 async def page() -> FileResponse:
-    return FileResponse(console.STATIC / "index.html", headers=PAGE_HEADERS)
+    return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
 
 
 @router.get("/console/static/{name}", include_in_schema=False)
 async def static(name: str) -> FileResponse:
-    path = console.static_file(name)
-    if path is None:
+    path = STATIC / name  # a bare name of a known type only
+    if "/" in name or "\\" in name or path.suffix not in MEDIA_TYPES or not path.is_file():
         raise NotFound(f"no console file {name!r}")
     return FileResponse(
         path,
-        media_type=console.MEDIA_TYPES[path.suffix],
+        media_type=MEDIA_TYPES[path.suffix],
         headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"},
     )
 
@@ -81,5 +91,8 @@ async def users(platform: PlatformDep, limit: int = Query(200, ge=1, le=1000)) -
 async def knowledge(
     uid: str, platform: PlatformDep, limit: int = Query(50, ge=1, le=200)
 ) -> Knowledge:
-    known = await platform.db.query(partial(console.user_knowledge, uid=uid, limit=limit))
-    return Knowledge.model_validate(known)
+    def read(conn: Connection) -> dict[str, Any]:
+        get_user(conn, uid)
+        return accounts.knowledge(conn, uid, limit)
+
+    return Knowledge.model_validate(await platform.db.query(read))
