@@ -14,9 +14,8 @@ from nudge.core.notifications import validate_message
 from nudge.errors import NudgeError
 from nudge.proactive.context import Steering, parse_steering
 from nudge.proactive.filler import placeholders
+from nudge.sdk.webhook import MESSAGE_MIN_CHARS, PROMPT_MAX_CHARS, PROMPT_MIN_CHARS  # the wire's
 
-PROMPT_MIN, PROMPT_MAX = 5, 128_000
-MESSAGE_MIN = 6  # realtime {"message"} answers must be over 5 chars (as in Omi)
 MEMORY_CREATION = "memory_creation"  # a trace kind: memory-creation messages may be shorter
 NOTIFICATION_MAX_CHARS = 300
 
@@ -170,9 +169,11 @@ def plan(
             step = Step(
                 Refusal("not_allowed", why + "proactive_notification.scopes, to the manifest")
             )
-        elif not PROMPT_MIN <= len(prompt) <= PROMPT_MAX:
+        elif not PROMPT_MIN_CHARS <= len(prompt) <= PROMPT_MAX_CHARS:
             why = f"notification.prompt: {len(prompt)} characters; it must be "
-            step = Step(Refusal("invalid_answer", f"{why}{PROMPT_MIN} to {PROMPT_MAX:,}"))
+            step = Step(
+                Refusal("invalid_answer", f"{why}{PROMPT_MIN_CHARS} to {PROMPT_MAX_CHARS:,}")
+            )
         else:
             wait = next_slot(interval_s, last_sent_at, now)
             scopes = decide_scopes(answer.params, prompt, manifest_scopes, granted)
@@ -185,7 +186,7 @@ def plan(
 def message(text: str, kind: str, max_chars: int) -> Step:
     """``{"message"}``: over 5 characters from a realtime call (as in Omi), any from a
     memory-creation one, within the platform's message limits."""
-    if kind != MEMORY_CREATION and len(text.strip()) < MESSAGE_MIN:
+    if kind != MEMORY_CREATION and len(text.strip()) < MESSAGE_MIN_CHARS:
         return Step(Refusal("message_refused", "message: must be over 5 characters; ignored"))
     try:
         return Step(text=validate_message(text, max_chars))
