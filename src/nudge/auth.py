@@ -120,11 +120,9 @@ def identify(
     """Who the ``Authorization`` header (or the credential :func:`read` made of it) belongs to,
     among what ``takes`` takes; 401 (403 for another user's token) otherwise. With ``uid``, a
     user token must be that user's; with ``app_id``, an app secret must be that app's."""
-    credential = (
-        authorization
-        if isinstance(authorization, Admin | Token)
-        else read(authorization, takes, admin_token=admin_token)
-    )
+    credential = authorization
+    if not isinstance(credential, Admin | Token):
+        credential = read(credential, takes, admin_token=admin_token)
     if isinstance(credential, Admin):
         return credential
     if credential.kind == "app":
