@@ -173,7 +173,7 @@ def store_memories(
             )
     if not rows:
         return []
-    return [MemoryItem.from_row(r) for r in accounts.insert_facts(conn, rows, returning=True)]
+    return [MemoryItem.from_row(r) for r in accounts.insert_facts(conn, rows)]
 
 
 async def import_memories(

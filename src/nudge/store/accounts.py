@@ -63,27 +63,15 @@ def users(conn: Connection, limit: int) -> list[dict[str, Any]]:
 
 def knowledge(conn: Connection, uid: str, limit: int) -> dict[str, Any]:
     """The user's newest facts and conversations, for the console."""
-    facts = conn.execute(
-        select(UserFact.text, UserFact.app_id, UserFact.created_at)
-        .where(UserFact.uid == uid)
-        .order_by(UserFact.id.desc())
-        .limit(limit)
-    )
+    c = Conversation
     conversations = conn.execute(
-        select(
-            Conversation.id,
-            Conversation.title,
-            Conversation.source,
-            Conversation.app_id,
-            Conversation.status,
-            Conversation.started_at,
-        )
-        .where(Conversation.uid == uid)
-        .order_by(Conversation.created_at.desc())
+        select(c.id, c.title, c.source, c.app_id, c.status, c.started_at)
+        .where(c.uid == uid)
+        .order_by(c.created_at.desc())
         .limit(limit)
     )
     return {
-        "facts": [r._asdict() for r in facts],
+        "facts": [r._asdict() for r in facts(conn, uid, limit=limit)],
         "conversations": [r._asdict() for r in conversations],
     }
 
@@ -99,16 +87,10 @@ def insert_user(conn: Connection, **values: Any) -> bool:
     return True
 
 
-def insert_facts(
-    conn: Connection, rows: list[dict[str, Any]], *, returning: bool = False
-) -> list[Row[Any]]:
-    """``rows`` of ``uid``, ``text``, ``created_at`` (and ``app_id``, ``tags``)."""
-    if not returning:
-        conn.execute(insert(UserFact), rows)
-        return []
-    return list(
-        conn.execute(insert(UserFact).returning(UserFact, sort_by_parameter_order=True), rows)
-    )
+def insert_facts(conn: Connection, rows: list[dict[str, Any]]) -> list[Row[Any]]:
+    """``rows`` of ``uid``, ``text``, ``created_at`` (and ``app_id``, ``tags``); returns them."""
+    stored = insert(UserFact).returning(UserFact, sort_by_parameter_order=True)
+    return list(conn.execute(stored, rows))
 
 
 def facts(
