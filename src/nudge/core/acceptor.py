@@ -1,7 +1,7 @@
 """Batches concurrent notification requests into one ``accept_batch`` call each.
 
 While one batch is being written, the requests that arrive queue up and form the next one; each
-batch is one transaction (:meth:`~nudge.store.db.Database.write_batch`), so its callers are
+batch is one transaction (:meth:`~nudge.store.db.Database.write_now`), so its callers are
 answered only after their rows are committed.
 """
 
@@ -40,6 +40,6 @@ class Acceptor:
         return result
 
     async def _process(self, requests: list[NotificationRequest]) -> list[Accepted | NudgeError]:
-        return await self.db.write_batch(
+        return await self.db.write_now(
             partial(accept_batch, requests=requests, limits=self.limits, lock_rows=self.lock_rows)
         )

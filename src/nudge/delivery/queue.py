@@ -41,7 +41,9 @@ class DeliveryRetry:
 
 async def claim(db: Database, worker_id: str, limit: int, lease_s: float) -> list[Job]:
     """Claim up to ``limit`` due deliveries for ``worker_id`` and load what sending needs."""
-    rows = await db.write(lambda conn: store.claim(conn, worker_id, limit, time.time(), lease_s))
+    rows = await db.write_now(
+        lambda conn: store.claim(conn, worker_id, limit, time.time(), lease_s)
+    )
     return [_job(r) for r in rows]
 
 
@@ -84,7 +86,7 @@ async def record(
     rest = [(job, r) for job, r in results if r.outcome is not Outcome.DELIVERED]
     if not rest and not delivered:
         return states
-    return await db.write(partial(_record, worker_id, delivered, rest, policy, states))
+    return await db.write_now(partial(_record, worker_id, delivered, rest, policy, states))
 
 
 def _record(

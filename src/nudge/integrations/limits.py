@@ -59,7 +59,7 @@ class SqlCounters:
         self.db = db
 
     async def hit(self, key: str, window_s: float) -> Hit:
-        return Hit(*await self.db.write(lambda c: hit_counter(c, key, time.time(), window_s)))
+        return Hit(*await self.db.write_now(lambda c: hit_counter(c, key, time.time(), window_s)))
 
     async def aclose(self) -> None:
         return None

@@ -83,10 +83,10 @@ class SqlClaims:
                 return ClaimResult(Claim(key, token), then=then(conn) if then else None)
             return ClaimResult(None, max(until - now, 0.0))
 
-        return await self.db.write(work)
+        return await self.db.write_now(work)
 
     async def release(self, claim: Claim) -> None:
-        await self.db.write(lambda conn: sql.give_back(conn, claim.key, claim.token))
+        await self.db.write_now(lambda conn: sql.give_back(conn, claim.key, claim.token))
 
     async def aclose(self) -> None:
         return None

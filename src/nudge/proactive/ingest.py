@@ -287,7 +287,7 @@ class Ingestor:
         return result
 
     async def _process(self, requests: list[IngestRequest]) -> list[dict[str, Any] | NudgeError]:
-        results, flushes = await self.db.write(partial(self._work, requests))
+        results, flushes = await self.db.write_now(partial(self._work, requests))
         self._after(results, flushes)
         return results
 
