@@ -85,8 +85,8 @@ async def exchange(
 ) -> Answer:
     """Write ``head`` then each part of ``body`` (``pause`` s apart) while reading the answer,
     as a client that reads early answers does; stop writing once one has come."""
+    started = time.monotonic()  # before connecting: the server's clock starts at accept
     reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
-    started = time.monotonic()
 
     async def write() -> None:
         try:
