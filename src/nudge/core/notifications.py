@@ -104,7 +104,9 @@ class Limits:
 
 @dataclass
 class Window:
-    """The hourly window of one (kind, app, user), as the batch consumes it."""
+    """The hourly window of one (kind, app, user), as the batch consumes it: how many it counts
+    and when the oldest of them was counted until (the end of its minute bucket, see
+    ``store.bucket_end``): that slot frees an hour later."""
 
     used: int
     oldest: float | None
@@ -119,6 +121,7 @@ class Decision:
     deliveries: list[dict[str, Any]] = field(default_factory=list)
     chats: list[dict[str, Any]] = field(default_factory=list)
     repeats: set[str] = field(default_factory=set)  # notifications answered again
+    counted: list[dict[str, Any]] = field(default_factory=list)  # what the windows' buckets add
 
 
 def windowed(requests: Sequence[NotificationRequest], limits: Limits) -> set[tuple[str, str, str]]:
@@ -173,7 +176,7 @@ def hourly_limit(request: NotificationRequest, per_app: int | None, limits: Limi
 def take_slot(window: Window, limit: int, kind: str, now: float) -> RateLimit:
     """Count one more in ``window``; its state for the headers, or 429 when it is full."""
     if window.used >= limit:
-        reset = max(1, math.ceil((window.oldest or now) + HOUR - now))
+        reset = max(1, math.ceil((window.oldest or store.bucket_end(now)) + HOUR - now))
         rate = RateLimit(limit=limit, remaining=0, reset=reset)
         what = "notifications" if kind == "direct" else "webhook message answers"
         raise RateLimited(
@@ -183,7 +186,7 @@ def take_slot(window: Window, limit: int, kind: str, now: float) -> RateLimit:
             headers=rate.headers(),
         )
     window.used += 1
-    window.oldest = window.oldest or now
+    window.oldest = window.oldest or store.bucket_end(now)
     return RateLimit(limit, limit - window.used, max(0, math.ceil(window.oldest + HOUR - now)))
 
 
@@ -195,10 +198,12 @@ def decide(
     now: float,
 ) -> Decision:
     """Check each request in order against what the lookups found; the rows of those accepted.
-    Later requests of the batch see the earlier ones (repeats, hourly windows)."""
+    Later requests of the batch see the earlier ones (repeats, hourly windows). Repeats and
+    refusals use no slot."""
     windows = {
         key: Window(*found.windows.get(key, (0, None))) for key in windowed(requests, limits)
     }
+    taken = dict.fromkeys(windows, 0)
     recent, by_key = dict(found.recent), dict(found.by_key)
     out = Decision()
     for request, digest in zip(requests, digests):
@@ -213,10 +218,12 @@ def decide(
                 out.results.append(Accepted(first, -1, duplicate=True, rate_limit=None))
                 continue
             rate: RateLimit | None = None
-            window = windows.get((request.kind, request.app_id, request.uid))
+            key = (request.kind, request.app_id, request.uid)
+            window = windows.get(key)
             if window is not None:
                 limit = hourly_limit(request, app.direct_limit_per_hour, limits)
                 rate = take_slot(window, limit, request.kind, now)
+                taken[key] += 1
         except NudgeError as exc:
             out.results.append(exc)
             continue
@@ -229,6 +236,12 @@ def decide(
         out.results.append(
             Accepted(notification_id, len(devices), duplicate=False, rate_limit=rate)
         )
+    minute = store.bucket_of(now)
+    out.counted = [
+        {"uid": uid, "app_id": app_id, "kind": kind, "minute": minute, "count": n}
+        for (kind, app_id, uid), n in sorted(taken.items())
+        if n
+    ]
     return out
 
 
@@ -317,7 +330,9 @@ def accept_batch(
         lock_rows=lock_rows,
     )
     decision = decide(requests, digests, found, limits, now)
-    store.insert_accepted(conn, decision.notifications, decision.deliveries, decision.chats)
+    store.insert_accepted(
+        conn, decision.notifications, decision.deliveries, decision.chats, decision.counted
+    )
     if not decision.repeats:
         return decision.results
     counts = store.device_counts(conn, decision.repeats)

@@ -258,6 +258,21 @@ class RateClaim(Base):
     token: Mapped[str] = mapped_column(String(64))
 
 
+class WindowBucket(Base):
+    """One minute of the hourly window of a (kind, app, user): how many notifications were
+    accepted in it (migration 0006). A window reads at most 61 of these rows, however many
+    notifications the user was sent; buckets that left every window are pruned."""
+
+    __tablename__ = "window_buckets"
+    # Stored in primary-key order (no rowid): a window's buckets are one range of the table.
+    __table_args__ = (Index("ix_window_buckets_minute", "minute"), {"sqlite_with_rowid": False})
+    uid: Mapped[str] = mapped_column(String(128), primary_key=True)
+    app_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20), primary_key=True)
+    minute: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    count: Mapped[int] = mapped_column(Integer)
+
+
 class RateCounter(Base):
     """A fixed-window request count (the integration API's limits, migration 0005)."""
 

@@ -1,4 +1,5 @@
-"""SQL of notifications, their deliveries (the delivery queue) and the rate_counters windows.
+"""SQL of notifications, their deliveries (the delivery queue), the hourly windows'
+per-minute counters and the rate_counters windows.
 
 Plain synchronous functions on a ``Connection``: run them with ``Database.write`` / ``query`` /
 ``write_alone``. The hot statements are built once at import (:class:`~nudge.store.fast.Statement`):
@@ -16,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, Dialect
 from sqlalchemy.dialects import postgresql, sqlite
 
-from nudge.ids import id_floor, id_time
+from nudge.ids import id_floor
 from nudge.store.db import Database
 from nudge.store.fast import Statement
 from nudge.store.models import (
@@ -30,6 +31,7 @@ from nudge.store.models import (
     Notification,
     RateCounter,
     User,
+    WindowBucket,
 )
 
 # Acceptance. Pairs are looked up as ``a IN (...) AND b IN (...)`` and the extra combinations
@@ -78,26 +80,56 @@ _RECENT = Statement(
 )
 
 
-# The hourly window is counted on the inbox's index ``(uid, id, app_id, kind)`` alone: ids sort
-# by time (``nudge.ids``), so "since" is a range on the id. Its app is picked in Python: given an
-# ``app_id IN (...)`` term, SQLite (which has no statistics here) searches the app's idempotency
-# index instead, reading every row of the app.
-def _window_statement(kind: str) -> Statement:
-    return Statement(
-        sa.select(
-            Notification.app_id, Notification.uid, sa.func.count(), sa.func.min(Notification.id)
-        )
-        .where(
-            Notification.uid.in_(sa.bindparam("uids", expanding=True)),
-            Notification.id > sa.bindparam("since"),
-            Notification.kind == kind,
-        )
-        .group_by(Notification.app_id, Notification.uid)
+# The hourly windows are counted in buckets of a minute (``window_buckets``): a window is the
+# buckets from the one holding "an hour ago" to the current one, 61 at most, so it never holds
+# less than the last hour. Each (uid, app, kind) is one range of the primary key; the extra
+# combinations of the three lists are dropped in Python.
+BUCKET_S = 60
+_WINDOWS = Statement(
+    sa.select(
+        WindowBucket.uid,
+        WindowBucket.app_id,
+        WindowBucket.kind,
+        sa.func.sum(WindowBucket.count).label("used"),
+        sa.func.min(WindowBucket.minute).label("first"),
     )
+    .where(
+        WindowBucket.uid.in_(sa.bindparam("uids", expanding=True)),
+        WindowBucket.app_id.in_(sa.bindparam("app_ids", expanding=True)),
+        WindowBucket.kind.in_(sa.bindparam("kinds", expanding=True)),
+        WindowBucket.minute >= sa.bindparam("since"),
+    )
+    .group_by(WindowBucket.uid, WindowBucket.app_id, WindowBucket.kind)
+)
 
 
-# The kinds with an hourly window, each counted on its own.
-_WINDOWS = {"direct": _window_statement("direct"), "message": _window_statement("message")}
+def bucket_of(t: float) -> int:
+    """The minute bucket that time ``t`` is counted in."""
+    return int(t // BUCKET_S)
+
+
+def bucket_end(t: float) -> float:
+    """When the bucket of ``t`` ends: a notification counted in it leaves the window an hour
+    after that."""
+    return float((bucket_of(t) + 1) * BUCKET_S)
+
+
+def _windows(
+    conn: Connection, keys: set[tuple[str, str, str]], since: float
+) -> dict[tuple[str, str, str], tuple[int, float]]:
+    """(kind, app, uid) -> how many were counted since the bucket of ``since``, and the end of
+    the oldest bucket counted (see :func:`bucket_end`); only windows that are not empty."""
+    params = {
+        "uids": list({u for _, _, u in keys}),
+        "app_ids": list({a for _, a, _ in keys}),
+        "kinds": list({k for k, _, _ in keys}),
+        "since": bucket_of(since),
+    }
+    counts: dict[tuple[str, str, str], tuple[int, float]] = {}
+    for uid, app_id, kind, used, first in _WINDOWS.rows(conn, params):
+        if (kind, app_id, uid) in keys:
+            counts[(kind, app_id, uid)] = (int(used), float((int(first) + 1) * BUCKET_S))
+    return counts
 
 
 @dataclass
@@ -111,7 +143,8 @@ class Found:
     users: set[str]  # of the users of pairs not installed, those that exist
     by_key: dict[tuple[str, str], str]  # (app, idempotency key) -> notification id
     recent: dict[str, str]  # dedupe hash -> notification id, within the duplicate window
-    windows: dict[tuple[str, str, str], tuple[int, float]]  # (kind, app, uid) -> used, oldest
+    # (kind, app, uid) -> used, and the end of the oldest bucket counted (see bucket_end)
+    windows: dict[tuple[str, str, str], tuple[int, float]]
 
 
 def find_for_acceptance(
@@ -161,15 +194,7 @@ def find_for_acceptance(
             (r.app_id, r.idempotency_key): r.id for r in _BY_IDEMPOTENCY_KEY.rows(conn, params)
         }
     recent = _RECENT.rows(conn, {"digests": list(digests), "since": dedupe_since})
-    counts: dict[tuple[str, str, str], tuple[int, float]] = {}
-    since = id_floor("n", window_since)
-    for kind in {k for k, _, _ in windows}:
-        uids_of_kind = list({u for k, _, u in windows if k == kind})
-        for app_id, uid, used, oldest in _WINDOWS[kind].rows(
-            conn, {"uids": uids_of_kind, "since": since}
-        ):
-            if (kind, app_id, uid) in windows:
-                counts[(kind, app_id, uid)] = (int(used), id_time(oldest))
+    counts = _windows(conn, windows, window_since) if windows else {}
     recent_ids = {r.dedupe_hash: r.id for r in recent}
     return Found(owners, apps, installed, devices, users, by_key, recent_ids, counts)
 
@@ -179,27 +204,42 @@ def insert_accepted(
     notifications: list[dict[str, Any]],
     deliveries: list[dict[str, Any]],
     chats: list[dict[str, Any]],
+    counted: list[dict[str, Any]],
 ) -> None:
-    """The rows of accepted notifications: each with its deliveries and its app chat line."""
+    """The rows of accepted notifications: each with its deliveries and its app chat line, and
+    what they add to their windows' buckets (``uid, app_id, kind, minute, count``, one row per
+    bucket, in a fixed order so that concurrent batches lock buckets alike)."""
     if notifications:
         _insert_rows(conn, Notification, notifications)
         _insert_rows(conn, Delivery, deliveries)
         _insert_rows(conn, ChatMessage, chats)
+    if counted:
+        _insert_rows(conn, WindowBucket, counted, add_to="count")
 
 
-def _insert_rows(conn: Connection, model: type[Base], rows: list[dict[str, Any]]) -> None:
+def _insert_rows(
+    conn: Connection, model: type[Base], rows: list[dict[str, Any]], *, add_to: str = ""
+) -> None:
     """A multi-row insert with the rows passed to the driver as they are: SQLAlchemy's per-row
     parameter processing is a measurable part of a direct notification. JSON columns must
-    already be serialized."""
-    sql, columns = _insert_sql(conn.dialect, model, tuple(rows[0]))
+    already be serialized. With ``add_to``, a row whose primary key exists adds its value of
+    that column to the stored one."""
+    sql, columns = _insert_sql(conn.dialect, model, tuple(rows[0]), add_to)
     conn.exec_driver_sql(sql, [tuple(row[c] for c in columns) for row in rows])
 
 
 @lru_cache(maxsize=32)
 def _insert_sql(
-    dialect: Dialect, model: type[Base], columns: tuple[str, ...]
+    dialect: Dialect, model: type[Base], columns: tuple[str, ...], add_to: str
 ) -> tuple[str, tuple[str, ...]]:
-    compiled = sa.insert(model).compile(dialect=dialect, column_keys=list(columns))
+    stmt: Any = sa.insert(model)
+    if add_to:
+        stmt = (postgresql.insert if dialect.name == "postgresql" else sqlite.insert)(model)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=list(model.__table__.primary_key),
+            set_={add_to: getattr(model, add_to) + stmt.excluded[add_to]},
+        )
+    compiled = stmt.compile(dialect=dialect, column_keys=list(columns))
     return compiled.string, tuple(compiled.positiontup or columns)
 
 
@@ -217,17 +257,35 @@ def direct_window(
     conn: Connection, app_id: str | None, uid: str | None, since: float
 ) -> tuple[int | None, tuple[int, float] | None]:
     """The app's own hourly limit (None: the default) and, if the pair sent any since ``since``,
-    how many direct notifications and when the oldest was made."""
+    how many direct notifications and the end of the oldest bucket counted."""
     per_app = None
     if app_id:
         per_app = conn.scalar(sa.select(App.direct_limit_per_hour).where(App.id == app_id))
     if not app_id or not uid:
         return per_app, None
-    params = {"uids": [uid], "since": id_floor("n", since)}
-    for row_app, _, used, oldest in _WINDOWS["direct"].rows(conn, params):
-        if row_app == app_id:
-            return per_app, (int(used), id_time(oldest))
-    return per_app, None
+    return per_app, _windows(conn, {("direct", app_id, uid)}, since).get(("direct", app_id, uid))
+
+
+def prune_windows(conn: Connection, older_than: float, limit: int) -> int:
+    """Delete up to ``limit`` of the buckets that ended before ``older_than``; returns how
+    many. The keys are read first and deleted one by one: each a primary-key search."""
+    old = conn.execute(
+        sa.select(WindowBucket.uid, WindowBucket.app_id, WindowBucket.kind, WindowBucket.minute)
+        .where(WindowBucket.minute < bucket_of(older_than))
+        .order_by(WindowBucket.minute)
+        .limit(limit)
+    ).all()
+    if old:
+        conn.execute(
+            sa.delete(WindowBucket).where(
+                WindowBucket.uid == sa.bindparam("u"),
+                WindowBucket.app_id == sa.bindparam("a"),
+                WindowBucket.kind == sa.bindparam("k"),
+                WindowBucket.minute == sa.bindparam("m"),
+            ),
+            [{"u": u, "a": a, "k": k, "m": m} for u, a, k, m in old],
+        )
+    return len(old)
 
 
 # Reading back.
