@@ -4,19 +4,23 @@ Both run the same *plan*: a generator that yields either a request to send or a 
 to wait, and is sent back each request's outcome. Everything that matters (headers, the
 idempotency key, which errors are retried and how long to wait, the total time budget, turning
 answers into results or exceptions) lives in the plan, once; each client only does the I/O.
+Every call of the API is written once, as a plan method marked ``@_call``, which makes it a
+blocking method on ``NudgeClient`` and a coroutine method on ``AsyncNudgeClient``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import logging
 import random
 import time
 import uuid
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 from urllib.parse import quote
 
 import httpx
@@ -33,6 +37,8 @@ log = logging.getLogger("nudge.sdk")
 
 T = TypeVar("T")
 H = TypeVar("H", httpx.Client, httpx.AsyncClient)
+C = TypeVar("C", bound="_Plans[Any]")
+P = ParamSpec("P")
 Outcome = httpx.Response | httpx.TransportError
 # A plan yields a request to send (and gets its outcome back) or seconds to wait (gets None back).
 Plan = Generator[httpx.Request | float, Outcome | None, T]
@@ -166,6 +172,39 @@ def _driven(plan: Plan[T]) -> Generator[httpx.Request | float | _Done[T], Outcom
     yield _Done(value)
 
 
+class _call(Generic[C, P, T]):  # noqa: N801 (used as a decorator)
+    """A call of the API written once, as a plan: on ``NudgeClient`` a blocking method, on
+    ``AsyncNudgeClient`` a coroutine method, with the plan's signature and docstring."""
+
+    def __init__(self, plan: Callable[Concatenate[C, P], Plan[T]]) -> None:
+        self.plan = plan
+        self.__doc__ = plan.__doc__
+        signature = inspect.signature(plan)  # as the client's method: no ``self``, no plan
+        self.signature = signature.replace(
+            parameters=list(signature.parameters.values())[1:],
+            return_annotation=inspect.Signature.empty,
+        )
+
+    @overload
+    def __get__(self, client: NudgeClient, owner: type | None = None) -> Callable[P, T]: ...
+
+    @overload
+    def __get__(
+        self, client: AsyncNudgeClient, owner: type | None = None
+    ) -> Callable[P, Awaitable[T]]: ...
+
+    def __get__(self, client: Any, owner: type | None = None) -> Any:
+        if client is None:
+            return self
+
+        @functools.wraps(self.plan)
+        def call(*args: P.args, **kwargs: P.kwargs) -> Any:
+            return client._run(self.plan(client, *args, **kwargs))
+
+        call.__signature__ = self.signature  # type: ignore[attr-defined]
+        return call
+
+
 class _Plans(Generic[H]):
     """What both clients share: configuration, the HTTP client, and the plans of every call."""
 
@@ -265,50 +304,60 @@ class _Plans(Generic[H]):
             rate_limit=RateLimitInfo.from_headers(response.headers),
         )
 
-    def _send_notification(
-        self, uid: str, message: str, idempotency_key: str | None
+    def _integration(self, path: str) -> str:
+        return f"/v2/integrations/{quote(self.app_id, safe='')}/{path}"
+
+    @_call
+    def send_notification(
+        self, uid: str, message: str, *, idempotency_key: str | None = None
     ) -> Plan[SendResult]:
+        """``POST /v2/integrations/{app_id}/notification``: send ``message`` to user ``uid``."""
         return self._sending(
             "POST",
-            f"/v2/integrations/{quote(self.app_id, safe='')}/notification",
+            self._integration("notification"),
             idempotency_key,
             params={"uid": uid, "message": message},
         )
 
-    def _send(
+    @_call
+    def send(
         self,
         user_id: str,
         message: str,
-        type: str,
-        data: Mapping[str, str] | None,
-        idempotency_key: str | None,
+        *,
+        type: str = "",
+        data: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
     ) -> Plan[SendResult]:
+        """``POST /api/notifications/send``: a notification with a ``type`` and ``data``."""
         body = {"user_id": user_id, "type": type, "message": message, "data": dict(data or {})}
         return self._sending("POST", "/api/notifications/send", idempotency_key, json=body)
 
-    def _notification_status(self, notification_id: str) -> Plan[NotificationStatus]:
-        app = quote(self.app_id, safe="")
-        path = f"/v2/integrations/{app}/notifications/{quote(notification_id, safe='')}"
+    @_call
+    def notification_status(self, notification_id: str) -> Plan[NotificationStatus]:
+        """A notification this app sent and the state of each of its deliveries."""
+        path = self._integration(f"notifications/{quote(notification_id, safe='')}")
         response, _ = yield from self._exchange("GET", path)
         return NotificationStatus.model_validate(_json(response, "deliveries"))
 
     # --- Omi's integration API ----------------------------------------------------------------
 
-    def _integration(self, path: str) -> str:
-        return f"/v2/integrations/{quote(self.app_id, safe='')}/{path}"
-
-    def _create_conversation(
+    @_call
+    def create_conversation(
         self,
         uid: str,
-        text: str | None,
-        transcript_segments: Sequence[Mapping[str, Any]] | None,
-        started_at: datetime | str | None,
-        finished_at: datetime | str | None,
-        language: str | None,
-        geolocation: Mapping[str, Any] | None,
-        text_source: str,
-        text_source_spec: str | None,
+        text: str | None = None,
+        *,
+        transcript_segments: Sequence[Mapping[str, Any]] | None = None,
+        started_at: datetime | str | None = None,
+        finished_at: datetime | str | None = None,
+        language: str | None = None,
+        geolocation: Mapping[str, Any] | None = None,
+        text_source: str = "audio_transcript",
+        text_source_spec: str | None = None,
     ) -> Plan[Conversation]:
+        """Import a finished conversation for ``uid`` (``text`` or ``transcript_segments``);
+        needs the ``create_conversation`` action. Retried only on 429 (it is not idempotent)."""
         body = {
             "text": text,
             "transcript_segments": None
@@ -330,14 +379,18 @@ class _Plans(Generic[H]):
         )
         return Conversation.model_validate(_json(response, "conversation")["conversation"])
 
-    def _create_memories(
+    @_call
+    def create_memories(
         self,
         uid: str,
-        text: str | None,
-        memories: Sequence[str | Mapping[str, Any]] | None,
-        text_source: str,
-        text_source_spec: str | None,
+        *,
+        text: str | None = None,
+        memories: Sequence[str | Mapping[str, Any]] | None = None,
+        text_source: str = "other",
+        text_source_spec: str | None = None,
     ) -> Plan[list[Memory]]:
+        """Import memories for ``uid``: explicit ones (text, or ``{"content", "tags"}``) and
+        those found in ``text``; returns those stored. Needs ``create_memories``."""
         body: dict[str, Any] = {"text_source": text_source}
         if text is not None:
             body["text"] = text
@@ -354,22 +407,27 @@ class _Plans(Generic[H]):
         )
         return [Memory.model_validate(m) for m in _json(response, "memories")["memories"]]
 
-    def _list_memories(self, uid: str, limit: int, offset: int) -> Plan[list[Memory]]:
+    @_call
+    def list_memories(self, uid: str, *, limit: int = 100, offset: int = 0) -> Plan[list[Memory]]:
+        """The user's memories, newest first. Needs ``read_memories``."""
         params = {"uid": uid, "limit": limit, "offset": offset}
         response, _ = yield from self._exchange("GET", self._integration("memories"), params=params)
         return [Memory.model_validate(m) for m in _json(response, "memories")["memories"]]
 
-    def _list_conversations(
+    @_call
+    def list_conversations(
         self,
         uid: str,
-        limit: int,
-        offset: int,
-        include_discarded: bool,
-        statuses: Sequence[str] | None,
-        start_date: datetime | str | None,
-        end_date: datetime | str | None,
-        max_transcript_segments: int,
+        *,
+        limit: int = 100,
+        offset: int = 0,
+        include_discarded: bool = False,
+        statuses: Sequence[str] | None = None,
+        start_date: datetime | str | None = None,
+        end_date: datetime | str | None = None,
+        max_transcript_segments: int = 100,
     ) -> Plan[list[Conversation]]:
+        """The user's conversations, newest first. Needs ``read_conversations``."""
         params = {
             "uid": uid,
             "limit": limit,
@@ -388,17 +446,20 @@ class _Plans(Generic[H]):
         found = _json(response, "conversations")["conversations"]
         return [Conversation.model_validate(c) for c in found]
 
-    def _search_conversations(
+    @_call
+    def search_conversations(
         self,
         uid: str,
         query: str,
-        page: int,
-        per_page: int,
-        include_discarded: bool,
-        start_date: datetime | str | None,
-        end_date: datetime | str | None,
-        max_transcript_segments: int,
+        *,
+        page: int = 1,
+        per_page: int = 10,
+        include_discarded: bool = True,
+        start_date: datetime | str | None = None,
+        end_date: datetime | str | None = None,
+        max_transcript_segments: int = 100,
     ) -> Plan[ConversationPage]:
+        """Full-text search of the user's conversations. Needs ``read_conversations``."""
         body = {
             "query": query,
             "page": page,
@@ -442,126 +503,6 @@ class NudgeClient(_Plans[httpx.Client]):
         except httpx.TransportError as exc:
             return exc
 
-    def send_notification(
-        self, uid: str, message: str, *, idempotency_key: str | None = None
-    ) -> SendResult:
-        """``POST /v2/integrations/{app_id}/notification``: send ``message`` to user ``uid``."""
-        return self._run(self._send_notification(uid, message, idempotency_key))
-
-    def send(
-        self,
-        user_id: str,
-        message: str,
-        *,
-        type: str = "",
-        data: Mapping[str, str] | None = None,
-        idempotency_key: str | None = None,
-    ) -> SendResult:
-        """``POST /api/notifications/send``: a notification with a ``type`` and ``data``."""
-        return self._run(self._send(user_id, message, type, data, idempotency_key))
-
-    def notification_status(self, notification_id: str) -> NotificationStatus:
-        """A notification this app sent and the state of each of its deliveries."""
-        return self._run(self._notification_status(notification_id))
-
-    def create_conversation(
-        self,
-        uid: str,
-        text: str | None = None,
-        *,
-        transcript_segments: Sequence[Mapping[str, Any]] | None = None,
-        started_at: datetime | str | None = None,
-        finished_at: datetime | str | None = None,
-        language: str | None = None,
-        geolocation: Mapping[str, Any] | None = None,
-        text_source: str = "audio_transcript",
-        text_source_spec: str | None = None,
-    ) -> Conversation:
-        """Import a finished conversation for ``uid`` (``text`` or ``transcript_segments``);
-        needs the ``create_conversation`` action. Retried only on 429 (it is not idempotent)."""
-        return self._run(
-            self._create_conversation(
-                uid,
-                text,
-                transcript_segments,
-                started_at,
-                finished_at,
-                language,
-                geolocation,
-                text_source,
-                text_source_spec,
-            )
-        )
-
-    def create_memories(
-        self,
-        uid: str,
-        *,
-        text: str | None = None,
-        memories: Sequence[str | Mapping[str, Any]] | None = None,
-        text_source: str = "other",
-        text_source_spec: str | None = None,
-    ) -> list[Memory]:
-        """Import memories for ``uid``: explicit ones (text, or ``{"content", "tags"}``) and
-        those found in ``text``; returns those stored. Needs ``create_memories``."""
-        return self._run(self._create_memories(uid, text, memories, text_source, text_source_spec))
-
-    def list_memories(self, uid: str, *, limit: int = 100, offset: int = 0) -> list[Memory]:
-        """The user's memories, newest first. Needs ``read_memories``."""
-        return self._run(self._list_memories(uid, limit, offset))
-
-    def list_conversations(
-        self,
-        uid: str,
-        *,
-        limit: int = 100,
-        offset: int = 0,
-        include_discarded: bool = False,
-        statuses: Sequence[str] | None = None,
-        start_date: datetime | str | None = None,
-        end_date: datetime | str | None = None,
-        max_transcript_segments: int = 100,
-    ) -> list[Conversation]:
-        """The user's conversations, newest first. Needs ``read_conversations``."""
-        return self._run(
-            self._list_conversations(
-                uid,
-                limit,
-                offset,
-                include_discarded,
-                statuses,
-                start_date,
-                end_date,
-                max_transcript_segments,
-            )
-        )
-
-    def search_conversations(
-        self,
-        uid: str,
-        query: str,
-        *,
-        page: int = 1,
-        per_page: int = 10,
-        include_discarded: bool = True,
-        start_date: datetime | str | None = None,
-        end_date: datetime | str | None = None,
-        max_transcript_segments: int = 100,
-    ) -> ConversationPage:
-        """Full-text search of the user's conversations. Needs ``read_conversations``."""
-        return self._run(
-            self._search_conversations(
-                uid,
-                query,
-                page,
-                per_page,
-                include_discarded,
-                start_date,
-                end_date,
-                max_transcript_segments,
-            )
-        )
-
     def close(self) -> None:
         if self._owns_http:
             self._http.close()
@@ -594,128 +535,6 @@ class AsyncNudgeClient(_Plans[httpx.AsyncClient]):
             return await self._http.send(step)
         except httpx.TransportError as exc:
             return exc
-
-    async def send_notification(
-        self, uid: str, message: str, *, idempotency_key: str | None = None
-    ) -> SendResult:
-        """``POST /v2/integrations/{app_id}/notification``: send ``message`` to user ``uid``."""
-        return await self._run(self._send_notification(uid, message, idempotency_key))
-
-    async def send(
-        self,
-        user_id: str,
-        message: str,
-        *,
-        type: str = "",
-        data: Mapping[str, str] | None = None,
-        idempotency_key: str | None = None,
-    ) -> SendResult:
-        """``POST /api/notifications/send``: a notification with a ``type`` and ``data``."""
-        return await self._run(self._send(user_id, message, type, data, idempotency_key))
-
-    async def notification_status(self, notification_id: str) -> NotificationStatus:
-        """A notification this app sent and the state of each of its deliveries."""
-        return await self._run(self._notification_status(notification_id))
-
-    async def create_conversation(
-        self,
-        uid: str,
-        text: str | None = None,
-        *,
-        transcript_segments: Sequence[Mapping[str, Any]] | None = None,
-        started_at: datetime | str | None = None,
-        finished_at: datetime | str | None = None,
-        language: str | None = None,
-        geolocation: Mapping[str, Any] | None = None,
-        text_source: str = "audio_transcript",
-        text_source_spec: str | None = None,
-    ) -> Conversation:
-        """Import a finished conversation for ``uid`` (``text`` or ``transcript_segments``);
-        needs the ``create_conversation`` action. Retried only on 429 (it is not idempotent)."""
-        return await self._run(
-            self._create_conversation(
-                uid,
-                text,
-                transcript_segments,
-                started_at,
-                finished_at,
-                language,
-                geolocation,
-                text_source,
-                text_source_spec,
-            )
-        )
-
-    async def create_memories(
-        self,
-        uid: str,
-        *,
-        text: str | None = None,
-        memories: Sequence[str | Mapping[str, Any]] | None = None,
-        text_source: str = "other",
-        text_source_spec: str | None = None,
-    ) -> list[Memory]:
-        """Import memories for ``uid``: explicit ones (text, or ``{"content", "tags"}``) and
-        those found in ``text``; returns those stored. Needs ``create_memories``."""
-        return await self._run(
-            self._create_memories(uid, text, memories, text_source, text_source_spec)
-        )
-
-    async def list_memories(self, uid: str, *, limit: int = 100, offset: int = 0) -> list[Memory]:
-        """The user's memories, newest first. Needs ``read_memories``."""
-        return await self._run(self._list_memories(uid, limit, offset))
-
-    async def list_conversations(
-        self,
-        uid: str,
-        *,
-        limit: int = 100,
-        offset: int = 0,
-        include_discarded: bool = False,
-        statuses: Sequence[str] | None = None,
-        start_date: datetime | str | None = None,
-        end_date: datetime | str | None = None,
-        max_transcript_segments: int = 100,
-    ) -> list[Conversation]:
-        """The user's conversations, newest first. Needs ``read_conversations``."""
-        return await self._run(
-            self._list_conversations(
-                uid,
-                limit,
-                offset,
-                include_discarded,
-                statuses,
-                start_date,
-                end_date,
-                max_transcript_segments,
-            )
-        )
-
-    async def search_conversations(
-        self,
-        uid: str,
-        query: str,
-        *,
-        page: int = 1,
-        per_page: int = 10,
-        include_discarded: bool = True,
-        start_date: datetime | str | None = None,
-        end_date: datetime | str | None = None,
-        max_transcript_segments: int = 100,
-    ) -> ConversationPage:
-        """Full-text search of the user's conversations. Needs ``read_conversations``."""
-        return await self._run(
-            self._search_conversations(
-                uid,
-                query,
-                page,
-                per_page,
-                include_discarded,
-                start_date,
-                end_date,
-                max_transcript_segments,
-            )
-        )
 
     async def aclose(self) -> None:
         if self._owns_http:
