@@ -1,6 +1,7 @@
 """Direct-notification acceptance rate vs. the same server's /healthz rate, in one run.
 
     .venv/bin/python bench/direct.py [--seconds 5] [--clients 32] [--database-url URL]
+                                     [--role api|all|both] [--hot-user [--hot-prior 50000]]
 
 Starts `nudge serve` (one process, SQLite by default) and drives it over keep-alive HTTP/1.1 with
 32 concurrent clients: first GET /healthz, then POST /v2/integrations/{app}/notification (each
@@ -12,6 +13,13 @@ By default twice, each on a fresh server and database: ``--role api`` (acceptanc
 inbox, on the same core, while /healthz was measured with nothing to deliver). The targets
 (issue 2: ratio >= 50 %, >= 1,500 accepted/s) are about the endpoint, so they are read on the
 api run; the all run shows what delivering in the same process costs on top.
+
+``--hot-user`` (issue 18) then gives one user ``--hot-prior`` notifications made just before
+(accepted in batches of 500 through ``accept_batch`` on the same database: the app's limit is
+1,000,000) and sends the same load all to that user: its rate next to the many-user rate, and
+the ratio. An hourly window whose cost grows with the user's sends shows as a low ratio. The
+server is ``python -m nudge.cli`` of this interpreter, so ``PYTHONPATH=<other tree>/src`` measures
+another commit with the same load.
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ import asyncio
 import json
 import sys
 import tempfile
+import time
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -30,6 +40,7 @@ from _load import direct_request, free_port, run_load, start_server  # noqa: E40
 
 ADMIN = "bench-admin"
 USERS = 500
+HOT = "hot"  # the --hot-user run's one user
 
 
 def setup(url: str) -> tuple[str, str]:
@@ -37,10 +48,34 @@ def setup(url: str) -> tuple[str, str]:
         app = c.post(
             "/v1/apps", json={"manifest": {"name": "Bench"}, "direct_limit_per_hour": 1_000_000}
         ).json()
-        for i in range(USERS):
-            c.post("/v1/users", json={"uid": f"u{i}", "name": f"User {i}"}).raise_for_status()
-            c.post(f"/v1/users/u{i}/apps/{app['app_id']}", json={"scopes": []}).raise_for_status()
+        for uid in [*(f"u{i}" for i in range(USERS)), HOT]:
+            c.post("/v1/users", json={"uid": uid, "name": f"User {uid}"}).raise_for_status()
+            c.post(f"/v1/users/{uid}/apps/{app['app_id']}", json={"scopes": []}).raise_for_status()
     return app["app_id"], app["app_secret"]
+
+
+async def seed_hot_user(database_url: str, app_id: str, prior: int) -> float:
+    """``prior`` notifications to the hot user, made now; returns the seconds it took."""
+    from nudge.core.notifications import Limits, NotificationRequest, accept_batch
+    from nudge.store.db import Database
+
+    limits = Limits(default_per_hour=1_000_000, dedupe_window_s=60.0)
+    db = Database(database_url)
+    started = time.perf_counter()
+    try:
+        for start in range(0, prior, 500):
+            batch = [
+                NotificationRequest(app_id=app_id, uid=HOT, message=f"prior {n}")
+                for n in range(start, min(prior, start + 500))
+            ]
+            results = await db.write_now(
+                partial(accept_batch, requests=batch, limits=limits, lock_rows=db.is_postgres)
+            )
+            if any(isinstance(r, Exception) for r in results):
+                raise SystemExit(f"a prior notification was refused: {results}")
+    finally:
+        await db.close()
+    return time.perf_counter() - started
 
 
 async def measure(role: str, args: argparse.Namespace) -> dict[str, float]:
@@ -74,12 +109,22 @@ async def measure(role: str, args: argparse.Namespace) -> dict[str, float]:
             print(health.line(), flush=True)
             direct = await run_load(url, send_req, name="POST direct notification", **load)
             print(direct.line(), flush=True)
+            hot = None
+            if args.hot_user:
+                took = await seed_hot_user(env["NUDGE_DATABASE_URL"], app_id, args.hot_prior)
+                print(f"{args.hot_prior} prior notifications to one user in {took:.1f} s")
+
+                def hot_req(n: int, i: int) -> bytes:
+                    return direct_request(app_id, secret, HOT, f"hot+{n}+{i}")
+
+                hot = await run_load(url, hot_req, name="POST direct, one hot user", **load)
+                print(hot.line(), flush=True)
         finally:
             proc.terminate()
             proc.wait(20)
     ratio = direct.rate / health.rate if health.rate else 0.0
     print(f"ratio direct/healthz: {ratio:.0%}", flush=True)
-    return {
+    out = {
         "healthz_rps": round(health.rate),
         "direct_rps": round(direct.rate),
         "direct_p50_ms": round(direct.pct(50), 2),
@@ -88,13 +133,35 @@ async def measure(role: str, args: argparse.Namespace) -> dict[str, float]:
         "healthz_cpu_us": round(health.cpu_us or 0),
         "direct_cpu_us": round(direct.cpu_us or 0),
     }
+    if hot is not None:
+        hot_ratio = hot.rate / direct.rate if direct.rate else 0.0
+        print(
+            f"hot user {hot.rate:.0f}/s vs many users {direct.rate:.0f}/s: {hot_ratio:.0%} "
+            f"(target >= 90 %); CPU {hot.cpu_us or 0:.0f} vs {direct.cpu_us or 0:.0f} us/req",
+            flush=True,
+        )
+        out |= {
+            "hot_rps": round(hot.rate),
+            "hot_p99_ms": round(hot.pct(99), 2),
+            "hot_cpu_us": round(hot.cpu_us or 0),
+            "hot_ratio": round(hot_ratio, 3),
+        }
+    return out
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--database-url", default=None)
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="an empty database (each role run needs its own; default: a new SQLite file)",
+    )
+    parser.add_argument(
+        "--hot-user", action="store_true", help="then the same load to one user with history"
+    )
+    parser.add_argument("--hot-prior", type=int, default=50_000)
     parser.add_argument(
         "--role",
         default="both",
