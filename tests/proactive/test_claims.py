@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Connection, text
 
-from nudge.proactive.claims import Claims, RedisClaims, SqlClaims
+from nudge.proactive.claims import Claims, take
 from nudge.store.db import Database
 from nudge.store.migrate import upgrade
 from tests.proactive.helpers import ROOT
@@ -23,22 +23,17 @@ from tests.proactive.helpers import ROOT
 # One claimer process: waits for the common start time, then races its tasks for one key.
 CLAIMER = """
 import asyncio, json, sys, time
-from nudge.proactive.claims import RedisClaims, SqlClaims
+from nudge.proactive.claims import Claims
 from nudge.store.db import Database
 
 async def main(kind, url, key, start, tasks):
-    db = None
-    if kind == "sql":
-        db = Database(url)
-        claims = SqlClaims(db)
-    else:
-        claims = RedisClaims(url)
+    db = Database(url if kind == "sql" else "sqlite+aiosqlite://")
+    claims = Claims(db, url if kind == "redis" else None)
     await asyncio.sleep(max(start - time.time(), 0))
     results = await asyncio.gather(*(claims.claim(key, 30.0) for _ in range(tasks)))
     print(json.dumps([r.granted for r in results]))
     await claims.aclose()
-    if db:
-        await db.close()
+    await db.close()
 
 asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), int(sys.argv[5])))
 """
@@ -63,11 +58,13 @@ def race(kind: str, url: str, key: str, processes: int = 4, tasks: int = 5) -> l
 
 
 @asynccontextmanager
-async def sql_claims(url: str) -> AsyncIterator[SqlClaims]:
-    db = Database(url)
+async def claims_in(database_url: str, redis_url: str | None = None) -> AsyncIterator[Claims]:
+    db = Database(database_url)
+    claims = Claims(db, redis_url)
     try:
-        yield SqlClaims(db)
+        yield claims
     finally:
+        await claims.aclose()
         await db.close()
 
 
@@ -81,13 +78,14 @@ async def check_contract(claims: Claims, key: str) -> None:
     assert again.claim is not None
     await claims.release(first.claim)  # a stale token gives nothing back
     assert (await claims.claim(key, 0.2)).claim is None
+    assert claims.remembered(key) is not None  # and the refusal is remembered
     await asyncio.sleep(0.3)  # expired: free again
     assert (await claims.claim(key, 30.0)).claim is not None
 
 
 async def test_sql_claims_across_processes(database_url: str) -> None:
     await upgrade(database_url)
-    async with sql_claims(database_url) as claims:
+    async with claims_in(database_url) as claims:
         await check_contract(claims, "proactive:app:contract")
     wins = await asyncio.to_thread(race, "sql", database_url, "proactive:app:u1")
     assert wins.count(True) == 1 and len(wins) == 20
@@ -96,11 +94,9 @@ async def test_sql_claims_across_processes(database_url: str) -> None:
 @pytest.mark.redis
 async def test_redis_claims_across_processes(redis_url: str) -> None:
     key = f"test:{time.time_ns()}"
-    claims = RedisClaims(redis_url)
-    try:
+    async with claims_in("sqlite+aiosqlite://", redis_url) as claims:
+        assert claims.backend == "redis"
         await check_contract(claims, key + ":contract")
-    finally:
-        await claims.aclose()
     wins = await asyncio.to_thread(race, "redis", redis_url, key)
     assert wins.count(True) == 1 and len(wins) == 20
 
@@ -116,40 +112,23 @@ async def test_platform_uses_redis_claims_when_configured(tmp_path: Path, redis_
         await platform.close()
 
 
-async def check_then(claims: Claims, key: str) -> None:
-    """Work given with a claim runs only when the claim is won; if it fails, no slot is kept."""
-    ran: list[str] = []
-
-    def reads(conn: Connection) -> int:
-        ran.append(key)
-        return int(conn.execute(text("SELECT 41 + 1")).scalar_one())
-
-    won = await claims.claim(key, 30.0, reads)
-    assert won.claim is not None and won.then == 42 and ran == [key]
-    refused = await claims.claim(key, 30.0, reads)
-    assert refused.claim is None and refused.then is None and ran == [key]
-
-    def broken(conn: Connection) -> None:
-        raise RuntimeError("a bug in the work")
-
-    with pytest.raises(RuntimeError):
-        await claims.claim(key + ":broken", 30.0, broken)
-    assert (await claims.claim(key + ":broken", 30.0)).claim is not None
-
-
-async def test_sql_claim_runs_work_in_its_transaction(database_url: str) -> None:
+async def test_sql_claim_commits_or_rolls_back_with_its_unit_of_work(database_url: str) -> None:
+    """The claim in the database is a work function: composed with other work into one
+    transaction, it is kept only if that work succeeds."""
     await upgrade(database_url)
-    async with sql_claims(database_url) as claims:
-        await check_then(claims, f"proactive:app:then:{time.time_ns()}")
+    key = f"proactive:app:unit:{time.time_ns()}"
+    async with claims_in(database_url) as claims:
 
+        def broken(conn: Connection) -> None:
+            assert take(conn, key, 30.0).granted
+            raise RuntimeError("a bug in the work")
 
-@pytest.mark.redis
-async def test_redis_claim_runs_work_on_the_database(tmp_path: Path, redis_url: str) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path}/then.db"
-    await upgrade(url)
-    async with sql_claims(url) as sql:
-        claims = RedisClaims(redis_url, sql.db)
-        try:
-            await check_then(claims, f"test:{time.time_ns()}:then")
-        finally:
-            await claims.aclose()
+        with pytest.raises(RuntimeError):
+            await claims.db.write_now(broken)
+
+        def unit(conn: Connection) -> tuple[bool, int]:
+            won = take(conn, key, 30.0).granted
+            return won, int(conn.execute(text("SELECT 41 + 1")).scalar_one())
+
+        assert await claims.db.write_now(unit) == (True, 42)
+        assert await claims.db.write_now(unit) == (False, 42)

@@ -13,8 +13,8 @@
 - ``user_chat``: the last 10 messages between the user and this app.
 
 Each value is bounded so that a long history cannot crowd out the app's prompt. The reads are
-synchronous: the pipeline runs them, with the install check, as one piece of work in one trip to
-the database (see ``Pipeline._generate_and_send``).
+synchronous: the pipeline runs them with the install check and the rate claim as one unit of work
+in one trip to the database (``nudge.proactive.pipeline.claim_and_read``).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from nudge.errors import NudgeError
 from nudge.llm import LLM, LLMError
 from nudge.llm.writer import WriteOptions, write
 from nudge.metrics import Metrics
-from nudge.proactive.claims import Claims
+from nudge.proactive.claims import ClaimResult, Claims, take
 from nudge.proactive.context import build_context
 from nudge.proactive.filler import fill
 from nudge.proactive.plan import (
@@ -89,26 +89,43 @@ class AppTarget:
 Found = tuple[AppTarget, Scopes, dict[str, str], dict[str, Any]]
 
 
-def read_inputs(
-    conn: Connection, *, app: AppTarget, uid: str, conversation_id: str, answer: Answer
-) -> Found | None:
-    """The app with the user's grants as they are now, the scopes that count with them, and the
-    context values for those the prompt uses (step 5); None when the app is no longer installed."""
-    granted = accounts.install_scopes(conn, uid, app.app_id)
-    if granted is None:
-        return None
-    if granted != app.granted:
-        app = replace(app, granted=granted)
-    scopes = decide_scopes(answer.params, answer.prompt or "", app.manifest_scopes, app.granted)
-    values, notes = build_context(
-        conn,
-        uid=uid,
-        app_id=app.app_id,
-        conversation_id=conversation_id,
-        scopes=scopes.wanted,
-        steering=answer.steering,
-    )
-    return app, scopes, values, notes
+@dataclass(frozen=True)
+class Inputs:
+    """Step 5's reads for one answer, once the claim is won."""
+
+    app: AppTarget
+    uid: str
+    conversation_id: str
+    answer: Answer
+
+    def read(self, conn: Connection) -> Found | None:
+        """The app with the user's grants as they are now, the scopes that count with them, and
+        the context values for those the prompt uses; None when the app is no longer installed."""
+        app, answer = self.app, self.answer
+        granted = accounts.install_scopes(conn, self.uid, app.app_id)
+        if granted is None:
+            return None
+        if granted != app.granted:
+            app = replace(app, granted=granted)
+        scopes = decide_scopes(answer.params, answer.prompt or "", app.manifest_scopes, app.granted)
+        values, notes = build_context(
+            conn,
+            uid=self.uid,
+            app_id=app.app_id,
+            conversation_id=self.conversation_id,
+            scopes=scopes.wanted,
+            steering=answer.steering,
+        )
+        return app, scopes, values, notes
+
+
+def claim_and_read(
+    conn: Connection, key: str, ttl_s: float, inputs: Inputs
+) -> tuple[ClaimResult, Found | None]:
+    """Steps 4 and 5 as one unit of work on the database: the claim and, when it is won, the
+    reads, in one transaction (one trip; a failed read gives the claim back with it)."""
+    claimed = take(conn, key, ttl_s)
+    return claimed, inputs.read(conn) if claimed.granted else None
 
 
 @dataclass(kw_only=True, eq=False)
@@ -183,12 +200,9 @@ class Pipeline:
         self._trace_scopes(app, answer.params, step.scopes, trace)
         # 4. The claim: at most one proactive notification per user per app per interval.
         key = f"proactive:{app.app_id}:{uid}"
-        # Won, it brings the install as it is now and the context (one trip with the claim).
-        reads = partial(
-            read_inputs, app=app, uid=uid, conversation_id=conversation_id or "", answer=answer
-        )
         interval_s = self.settings.proactive_interval_s
-        claimed = await self.claims.claim(key, interval_s, reads)
+        inputs = Inputs(app, uid, conversation_id or "", answer)
+        claimed, found = await self._claim(key, interval_s, inputs)
         trace.detail["rate_limit"] = {
             "key": key,
             "backend": self.claims.backend,
@@ -201,11 +215,28 @@ class Pipeline:
             return
         sent = False
         try:
-            sent = await self._generate_and_send(app, uid, answer, claimed.then, trace)
+            if self.claims.redis is not None:  # 5. a claim in Redis: the reads come after it
+                found = await self.claims.db.query(inputs.read)
+            sent = await self._generate_and_send(app, uid, answer, found, trace)
         finally:
             if not sent:
                 await self.claims.release(claimed.claim)
                 trace.detail["rate_limit"]["decision"] = "released"
+
+    async def _claim(
+        self, key: str, ttl_s: float, inputs: Inputs
+    ) -> tuple[ClaimResult, Found | None]:
+        """The claim; in the database it brings step 5's reads too (:func:`claim_and_read`).
+        A slot this process saw taken is refused without a trip."""
+        claims = self.claims
+        if claims.redis is not None:
+            return await claims.claim(key, ttl_s), None
+        if (refused := claims.remembered(key)) is not None:
+            return refused, None
+        claimed, found = await claims.db.write_now(
+            partial(claim_and_read, key=key, ttl_s=ttl_s, inputs=inputs)
+        )
+        return claims.remember(key, ttl_s, claimed), found
 
     def _trace_scopes(
         self, app: AppTarget, params: list[str], scopes: Scopes, trace: TraceRecorder
@@ -226,7 +257,7 @@ class Pipeline:
         found: Found | None,
         trace: TraceRecorder,
     ) -> bool:
-        """Steps 5 to 8, with what :func:`read_inputs` found."""
+        """Steps 5 to 8, with what :meth:`Inputs.read` found."""
         if found is None:
             trace.outcome("not_allowed", "the user no longer has this app installed")
             return False
