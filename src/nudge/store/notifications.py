@@ -213,34 +213,37 @@ def insert_accepted(
         _insert_rows(conn, Notification, notifications)
         _insert_rows(conn, Delivery, deliveries)
         _insert_rows(conn, ChatMessage, chats)
-    if counted:
-        _insert_rows(conn, WindowBucket, counted, add_to="count")
+    _count_statement(conn.dialect.name).run_many(conn, counted)
 
 
-def _insert_rows(
-    conn: Connection, model: type[Base], rows: list[dict[str, Any]], *, add_to: str = ""
-) -> None:
+def _insert_rows(conn: Connection, model: type[Base], rows: list[dict[str, Any]]) -> None:
     """A multi-row insert with the rows passed to the driver as they are: SQLAlchemy's per-row
     parameter processing is a measurable part of a direct notification. JSON columns must
-    already be serialized. With ``add_to``, a row whose primary key exists adds its value of
-    that column to the stored one."""
-    sql, columns = _insert_sql(conn.dialect, model, tuple(rows[0]), add_to)
+    already be serialized."""
+    sql, columns = _insert_sql(conn.dialect, model, tuple(rows[0]))
     conn.exec_driver_sql(sql, [tuple(row[c] for c in columns) for row in rows])
 
 
 @lru_cache(maxsize=32)
 def _insert_sql(
-    dialect: Dialect, model: type[Base], columns: tuple[str, ...], add_to: str
+    dialect: Dialect, model: type[Base], columns: tuple[str, ...]
 ) -> tuple[str, tuple[str, ...]]:
-    stmt: Any = sa.insert(model)
-    if add_to:
-        stmt = (postgresql.insert if dialect.name == "postgresql" else sqlite.insert)(model)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=list(model.__table__.primary_key),
-            set_={add_to: getattr(model, add_to) + stmt.excluded[add_to]},
-        )
-    compiled = stmt.compile(dialect=dialect, column_keys=list(columns))
+    compiled = sa.insert(model).compile(dialect=dialect, column_keys=list(columns))
     return compiled.string, tuple(compiled.positiontup or columns)
+
+
+@lru_cache(maxsize=2)
+def _count_statement(dialect: str) -> Statement:
+    """One bucket's upsert: a new bucket, or its count plus the batch's."""
+    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(WindowBucket).values(
+        {c: sa.bindparam(c) for c in ("uid", "app_id", "kind", "minute", "count")}
+    )
+    return Statement(
+        stmt.on_conflict_do_update(
+            index_elements=list(WindowBucket.__table__.primary_key),
+            set_={"count": WindowBucket.count + stmt.excluded.count},
+        )
+    )
 
 
 def device_counts(conn: Connection, notification_ids: Iterable[str]) -> dict[str, int]:
