@@ -113,6 +113,17 @@ def test_a_message_must_mention_the_users_data() -> None:
     assert not grounded("Stay positive and keep going!", words)
     # The name and the context's own labels ("Current conversation", "User") do not count.
     assert not grounded("Ana, the current conversation is for the user.", words)
+    # Nor do the labels of past conversations as the platform renders them: a date and time
+    # in UTC, the category, "Action Items:", "Events:".
+    past = (
+        "Conversation #1\n07 Dec 2026 at 21:45 UTC (Personal)\nKnee check\n"
+        "Action Items:\n- Book a physio\n\n---------------------\n\n"
+        "Conversation #2\n01 Nov 2026 at 08:05 UTC (Health)\nEvents:\n- Physio visit"
+    )
+    words = data_words(parts({**VALUES, "user_facts": "", "user_context": past}))
+    assert grounded("Book that physio for your knee.", words)
+    for label in ("It is 21:45 UTC in Dec, you know.", "Your personal events and items."):
+        assert not grounded(label, words)
 
 
 async def test_a_clean_message_is_sent_with_what_cleaning_removed() -> None:

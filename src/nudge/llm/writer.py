@@ -94,6 +94,13 @@ _GENERIC_WORDS = """
     user users app current conversation conversations related past speaker
 """  # time words, politeness, and the labels in nudge.proactive.context's values
 _GENERIC = frozenset(_GENERIC_WORDS.split())
+# The lines nudge.proactive.context writes around past conversations ("Conversation #1",
+# "07 Dec 2026 at 21:45 UTC (Personal)", "Action Items:", "Events:"): labels, not the user's data.
+_CONTEXT_LABELS = re.compile(
+    r"^(?:Conversation #\d+|\d{1,2} \w{3} \d{4} at \d{1,2}:\d{2} UTC(?: \(\w+\))?"
+    r"|Action Items:|Events:|-{3,})\s*$",
+    re.MULTILINE,
+)
 _YOU = re.compile(r"\b(?:you|your|yours|yourself)\b", re.IGNORECASE)
 _MARKUP_LEFT = re.compile(r"[<>{}|*#`\[\]]")
 _ENDS_SENTENCE = re.compile(r"[.!?…][)'’]*$")
@@ -203,12 +210,13 @@ def _content_words(text: str) -> list[str]:
 
 
 def data_words(parts: Sequence[tuple[str, str | None]]) -> set[str]:
-    """Content words, as stems, of the user data the app was granted (the name aside)."""
+    """Content words, as stems, of the user data the app was granted (the name and the
+    context's labels aside)."""
     return {
         _stem(word)
         for text, scope in parts
         if scope not in (None, "user_name")
-        for word in _content_words(text)
+        for word in _content_words(_CONTEXT_LABELS.sub(" ", text))
     }
 
 
