@@ -8,7 +8,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import BaseModel
@@ -39,7 +39,7 @@ new_cli = typer.Typer(help="Start something new.", no_args_is_help=True)
 cli.add_typer(new_cli, name="new")
 
 
-def fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = 2) -> NoReturn:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
 
@@ -59,12 +59,18 @@ TOKEN_OPTION = typer.Option(
 )
 
 
-def over_http(
-    url: str, token: str | None, method: str, path: str, body: dict[str, Any] | None
+def admin(
+    url: str | None,
+    token: str | None,
+    request: tuple[str, str, dict[str, Any] | None],
+    here: Callable[[Database], Awaitable[Any]],
 ) -> Any:
-    """An admin call against a running server, with the token found as ``nudge serve`` keeps it."""
+    """With ``--url``, ``request`` (method, path, body) against a running server's admin API,
+    with the token found as ``nudge serve`` keeps it; else ``here`` on this machine's database."""
+    if not url:
+        return run_with_db(load_settings(), here)
     try:
-        return admin_call(url, admin_token(load_settings(), token), method, path, body)
+        return admin_call(url, admin_token(load_settings(), token), *request)
     except CliError as exc:
         fail(str(exc))
 
@@ -94,7 +100,6 @@ def run_with_db(settings: Settings, work: Callable[[Database], Awaitable[T]]) ->
         return asyncio.run(main())
     except NudgeError as exc:
         fail(exc.detail)
-        raise AssertionError("unreachable") from None
 
 
 @cli.command()
@@ -246,22 +251,16 @@ def apps_create(
         parsed = Manifest.model_validate(raw)
     except OSError as exc:
         fail(f"cannot read {manifest}: {exc.strerror}")
-        return
     except json.JSONDecodeError as exc:
         fail(f"{manifest} is not JSON: {exc}")
-        return
     except ValidationError as exc:
         fail(f"bad manifest: {describe_validation(list(exc.errors()))}")
-        return
     settings = load_settings()
     for warning in manifest_warnings(raw, parsed, settings):
         typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
-    if url:
-        body = {"manifest": raw, "direct_limit_per_hour": direct_limit_per_hour}
-        created = over_http(url, token, "POST", "/v1/apps", body)
-    else:
-        create = partial(create_app, manifest=parsed, direct_limit_per_hour=direct_limit_per_hour)
-        created = run_with_db(settings, lambda db: db.write(create))
+    body = {"manifest": raw, "direct_limit_per_hour": direct_limit_per_hour}
+    create = partial(create_app, manifest=parsed, direct_limit_per_hour=direct_limit_per_hour)
+    created = admin(url, token, ("POST", "/v1/apps", body), lambda db: db.write(create))
     if env:
         import shlex
 
@@ -278,12 +277,10 @@ def apps_list(url: str | None = URL_OPTION, token: str | None = TOKEN_OPTION) ->
     """List apps."""
     from nudge.core.apps import list_apps
 
-    if url:
-        emit(over_http(url, token, "GET", "/v1/apps", None))
-        return
+    def listed(conn: Connection) -> list[dict[str, Any]]:
+        return [a.public() for a in list_apps(conn)]
 
-    found = run_with_db(load_settings(), lambda db: db.query(list_apps))
-    emit([a.public() for a in found])
+    emit(admin(url, token, ("GET", "/v1/apps", None), lambda db: db.query(listed)))
 
 
 @users_cli.command("create")
@@ -304,15 +301,8 @@ def users_create(
         new = NewUser(uid=uid, name=name, facts=fact)
     except ValidationError as exc:
         fail(describe_validation(list(exc.errors())))
-        return
-    if url:
-        emit(
-            over_http(
-                url, token, "POST", "/v1/users", new.model_dump(mode="json", exclude_none=True)
-            )
-        )
-        return
-    emit(run_with_db(load_settings(), lambda db: db.write(partial(create_user, new=new))))
+    request = ("POST", "/v1/users", new.model_dump(mode="json", exclude_none=True))
+    emit(admin(url, token, request, lambda db: db.write(partial(create_user, new=new))))
 
 
 @users_cli.command("install")
@@ -330,12 +320,9 @@ def users_install(
     bad = [s for s in scope if s not in SCOPES]
     if bad:
         fail(f"unknown scopes {bad}; choose from {list(SCOPES)}")
-    if url:
-        path = f"/v1/users/{uid}/apps/{app_id}"
-        emit(over_http(url, token, "POST", path, {"scopes": scope}))
-        return
+    request = ("POST", f"/v1/users/{uid}/apps/{app_id}", {"scopes": scope})
     install = partial(install_app, uid=uid, app_id=app_id, scopes=scope)
-    emit(run_with_db(load_settings(), lambda db: db.write(install)))
+    emit(admin(url, token, request, lambda db: db.write(install)))
 
 
 @users_cli.command("facts")
@@ -393,7 +380,6 @@ def send(
         text = validate_message(message, settings.message_max_chars)
     except NudgeError as exc:
         fail(exc.detail)
-        return
     if url:
         try:
             emit(send_over_http(url, admin_token(settings, token), app_id, uid, text))
@@ -422,7 +408,6 @@ def new_app(
         folder, secret = scaffold(Path(name))
     except ScaffoldError as exc:
         fail(str(exc))
-        return
     typer.echo(
         f"made {folder}/ (app.py, app.json, talk.txt, test_app.py, README.md). Try it:\n\n"
         f"  cd {shlex.quote(str(folder))}\n"
