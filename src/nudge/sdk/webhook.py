@@ -38,6 +38,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from nudge.sdk import models
 from nudge.sdk.errors import describe_validation
 from nudge.sdk.models import SCOPES
 
@@ -123,25 +124,16 @@ class TranscriptSegment(Segment):
     translations: list[dict[str, Any]] | None = Field(default_factory=list)
 
 
-class Structured(BaseModel):
+class Structured(models.Structured):
     """Omi's ``Structured``: what the platform's LLM (or the client) wrote about it."""
 
     model_config = ConfigDict(extra="allow")
     title: str = ""
     overview: str = ""
-    emoji: str = "🧠"
-    category: str = "other"
-    action_items: list[dict[str, Any]] = Field(default_factory=list)
-    events: list[dict[str, Any]] = Field(default_factory=list)
 
 
-class Geolocation(BaseModel):
+class Geolocation(models.GeolocationItem):
     model_config = ConfigDict(extra="allow")
-    latitude: float
-    longitude: float
-    address: str | None = None
-    google_place_id: str | None = None
-    location_type: str | None = None
 
 
 class Conversation(BaseModel):
