@@ -185,6 +185,16 @@ async def test_a_failing_message_is_retried_with_another_variant_then_held() -> 
     assert len(written.calls) == 2
 
 
+async def test_two_sentences_that_copy_the_prompt_together_are_tried_again() -> None:
+    # Each sentence is under cleaning's 35 characters; together they copy the user's line.
+    said = "Current conversation:\nUser: My knee hurts at night. What do you think I should do?"
+    copy = '"My knee hurts at night. What do you think I should do?"'
+    llm = Scripted([copy, '"Ice your knee after long runs."'])
+    written = await write(llm, parts({**VALUES, "user_context": said}), WriteOptions(attempts=2))
+    assert written.calls[0]["result"] == "copies 35+ characters of the prompt"
+    assert written.decision == "send" and written.text == "Ice your knee after long runs."
+
+
 async def test_without_granted_data_any_well_formed_message_goes() -> None:
     bare = fill("Remind the user to drink water.", {}, {}).parts
     written = await write(Scripted(['"Time for you to drink a glass of water."']), bare)

@@ -35,7 +35,14 @@ from typing import Any, Literal
 
 from nudge.config import Settings
 from nudge.llm.base import LLM, Generation
-from nudge.llm.cleaning import CONTROL_MARKERS, clean_output, is_quiet_answer, plain
+from nudge.llm.cleaning import (
+    CONTROL_MARKERS,
+    ECHO_CHARS,
+    clean_output,
+    copied_from,
+    is_quiet_answer,
+    plain,
+)
 from nudge.text import STOPWORDS, WORD
 
 Decision = Literal["send", "quiet", "held"]
@@ -179,9 +186,10 @@ def read_answer(raw: str) -> tuple[bool | None, str]:
     return None, raw
 
 
-def problems(text: str, name: str = "") -> list[str]:
+def problems(text: str, name: str = "", prompt: str = "") -> list[str]:
     """Why ``text`` would not read as a notification to the user called ``name`` (empty when
-    it would)."""
+    it would). Cleaning drops sentences copied from ``prompt``; two sentences that are each
+    a little short of that can still copy it together, so the whole message is checked too."""
     found = []
     if len(text.split()) < MIN_WORDS:
         found.append(f"under {MIN_WORDS} words")
@@ -192,6 +200,8 @@ def problems(text: str, name: str = "") -> list[str]:
     first = name.split()[0].lower() if name.split() else ""
     if not _YOU.search(text) and not (first and first in text.lower()):
         found.append("does not speak to the user")
+    if prompt and copied_from(text, prompt):
+        found.append(f"copies {ECHO_CHARS}+ characters of the prompt")
     return found
 
 
@@ -290,7 +300,9 @@ async def write(
         cleaned = clean_output(message, options.max_chars, prompt)
         result.removed = cleaned.removed_as_dicts()
         wrong = (
-            problems(cleaned.text, name) if len(cleaned.text) >= QUIET_BELOW else ["nothing left"]
+            problems(cleaned.text, name, prompt)
+            if len(cleaned.text) >= QUIET_BELOW
+            else ["nothing left"]
         )
         if words and not wrong and not grounded(cleaned.text, words):
             wrong = ["mentions nothing from the user's data"]
