@@ -163,13 +163,7 @@ def store_memories(
         if text not in have:
             have.add(text)
             rows.append(
-                {
-                    "uid": uid,
-                    "text": text,
-                    "created_at": now,
-                    "app_id": app_id,
-                    "tags": tags,
-                }
+                {"uid": uid, "text": text, "created_at": now, "app_id": app_id, "tags": tags}
             )
     if not rows:
         return []

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import partial
 from typing import Any
 
@@ -82,17 +82,11 @@ class TraceRecorder:
             self.detail["error"] = error
 
     def row(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "app_id": self.app_id,
-            "uid": self.uid,
-            "session_id": self.session_id,
-            "conversation_id": self.conversation_id,
-            "kind": self.kind,
-            "created_at": self.created_at,
-            "detail": self.detail,
-            "notification_id": self.notification_id,
-        }
+        """The ``traces`` row: every field but ``step``, the recorder's own state."""
+        return {name: getattr(self, name) for name in _COLUMNS}
+
+
+_COLUMNS = tuple(f.name for f in fields(TraceRecorder) if f.name != "step")
 
 
 class TraceWriter:
