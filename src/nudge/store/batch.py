@@ -11,6 +11,11 @@ Works are synchronous (``Callable[[Connection], T]``) and short: a whole batch i
 on SQLite on the event loop when the write lock is free. Run in SQLite's thread instead, a batch
 held the process's write lock while it competed with the event loop for the GIL, and the claims,
 acceptances and deliveries behind it waited. Long work (pruning) does not belong here.
+
+SQLite has one writer, so one batch is written at a time. PostgreSQL takes concurrent
+transactions: there several batches are in flight at once (``concurrency``, see
+``Database.overlap``), so that the process does not sit idle through each batch's round trips
+and commit while requests queue.
 """
 
 from __future__ import annotations
@@ -36,11 +41,11 @@ log = logging.getLogger("nudge.store")
 class RequestBatcher(Generic[Req, Res]):
     """Queues requests from concurrent callers and hands them to ``process`` in batches.
 
-    While one batch is processed, the requests that arrive queue up and form the next one.
-    ``process`` answers a whole batch, one result per request, in order (a refusal is a result
-    too). If it raises, the batch's requests are processed again one at a time and only the one
-    that fails alone gets the error. Before :meth:`start` (tools, tests) each request is processed
-    alone.
+    While ``concurrency`` batches are processed, the requests that arrive queue up and form the
+    next one. ``process`` answers a whole batch, one result per request, in order (a refusal is a
+    result too). If it raises, the batch's requests are processed again one at a time and only the
+    one that fails alone gets the error. Before :meth:`start` (tools, tests) each request is
+    processed alone.
     """
 
     def __init__(
@@ -49,12 +54,15 @@ class RequestBatcher(Generic[Req, Res]):
         *,
         max_batch: int,
         name: str,
+        concurrency: int = 1,
     ) -> None:
         self.process = process
         self.max_batch = max_batch
         self.name = name
+        self.concurrency = max(1, concurrency)
         self._queue: asyncio.Queue[tuple[Req, asyncio.Future[Res]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._answering: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         if self._task is None:
@@ -66,6 +74,10 @@ class RequestBatcher(Generic[Req, Res]):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        for task in self._answering:
+            task.cancel()
+        if self._answering:
+            await asyncio.wait(self._answering)
 
     async def submit(self, request: Req) -> Res:
         if self._task is None:
@@ -76,7 +88,9 @@ class RequestBatcher(Generic[Req, Res]):
         return await future
 
     async def _loop(self) -> None:
+        slots = asyncio.Semaphore(self.concurrency)
         while True:
+            await slots.acquire()  # requests gather in the queue while every slot is busy
             batch = [await self._queue.get()]
             # Let the requests already on their way join this batch: take turns of the event loop
             # (each runs the handlers of requests whose data came in) while new ones keep coming.
@@ -84,9 +98,16 @@ class RequestBatcher(Generic[Req, Res]):
             while waiting != self._queue.qsize() < self.max_batch:
                 waiting = self._queue.qsize()
                 await asyncio.sleep(0)
-            while len(batch) < self.max_batch and not self._queue.empty():
+            # Share what waits among the free slots: a closed loop of callers answered together
+            # comes back together, and would otherwise stay one batch however many slots idle.
+            free = self.concurrency - len(self._answering)
+            size = min(self.max_batch, -(-(self._queue.qsize() + 1) // free))
+            while len(batch) < size and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            await self._answer(batch)
+            task = asyncio.create_task(self._answer(batch), name=self.name)
+            self._answering.add(task)
+            task.add_done_callback(self._answering.discard)
+            task.add_done_callback(lambda _: slots.release())
 
     async def _answer(self, batch: list[tuple[Req, asyncio.Future[Res]]]) -> None:
         try:
@@ -124,10 +145,11 @@ class BatchWriter:
         transact: Callable[[Callable[[Connection], Any]], Awaitable[Any]],
         *,
         max_batch: int = 128,
+        concurrency: int = 1,
     ) -> None:
         self._transact = transact
         self._batcher: RequestBatcher[Work, _Outcome] = RequestBatcher(
-            self._process, max_batch=max_batch, name="nudge-batch-writer"
+            self._process, max_batch=max_batch, name="nudge-batch-writer", concurrency=concurrency
         )
 
     def start(self) -> None:

@@ -65,7 +65,19 @@ _TARGETS_QUERY = (
     )
 )
 _TARGETS = Statement(_TARGETS_QUERY)
-_TARGETS_LOCKED = Statement(_TARGETS_QUERY.with_for_update(of=Install))
+# PostgreSQL locks the install rows in the order of the primary key, so that batches written at
+# once (and other processes) wait for one another in turn and never in a circle (a deadlock).
+# Its lists are arrays: one statement to prepare for any number of users.
+_TARGETS_LOCKED = Statement(
+    sa.select(*_TARGETS_QUERY.selected_columns)
+    .select_from(*_TARGETS_QUERY.get_final_froms())
+    .where(
+        Install.app_id == sa.any_(sa.bindparam("app_ids", type_=sa.ARRAY(sa.String))),
+        Install.uid == sa.any_(sa.bindparam("uids", type_=sa.ARRAY(sa.String))),
+    )
+    .order_by(Install.uid, Install.app_id)
+    .with_for_update(of=Install)
+)
 _BY_IDEMPOTENCY_KEY = Statement(
     sa.select(Notification.app_id, Notification.idempotency_key, Notification.id).where(
         Notification.app_id.in_(sa.bindparam("app_ids", expanding=True)),
