@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -126,18 +127,22 @@ async def send_direct(
 ) -> dict[str, tuple[str, str]]:
     """Send ``count`` distinct direct notifications, request i through ``urls[i % len(urls)]`` to
     user ``uids[i // len(urls) % len(uids)]`` (each user gets some through every URL); returns
-    notification_id -> (the API URL that accepted it, uid)."""
+    notification_id -> (the API URL that accepted it, uid).
+
+    Each client keeps to one URL, so that its one connection is never idle: a connection left
+    idle while the client talks to other processes may be closed by the server's keep-alive
+    timeout just as the client sends on it, and a POST is not retried."""
     accepted: dict[str, tuple[str, str]] = {}
-    queue: asyncio.Queue[int] = asyncio.Queue()
+    queues: list[asyncio.Queue[int]] = [asyncio.Queue() for _ in urls]
     for i in range(count):
-        queue.put_nowait(i)
+        queues[i % len(urls)].put_nowait(i)
     headers = {"Authorization": f"Bearer {secret}"}
 
-    async def client() -> None:
+    async def client(url: str, queue: asyncio.Queue[int]) -> None:
         async with httpx.AsyncClient(timeout=30, headers=headers) as c:
             while not queue.empty():
                 i = queue.get_nowait()
-                url, uid = urls[i % len(urls)], uids[i // len(urls) % len(uids)]
+                uid = uids[i // len(urls) % len(uids)]
                 r = await c.post(
                     f"{url}/v2/integrations/{app_id}/notification",
                     params={"uid": uid, "message": f"message number {i}"},
@@ -145,7 +150,8 @@ async def send_direct(
                 assert r.status_code == 200, r.text
                 accepted[r.json()["notification_id"]] = (url, uid)
 
-    await asyncio.gather(*(client() for _ in range(clients)))
+    n = max(clients, len(urls))
+    await asyncio.gather(*(client(urls[k % len(urls)], queues[k % len(urls)]) for k in range(n)))
     return accepted
 
 
@@ -159,9 +165,70 @@ async def wait_all_delivered(postgres_url: str, notifications: int, timeout: flo
 
 
 async def delivery_states(postgres_url: str) -> collections.Counter[str]:
+    rows = await fetch(postgres_url, "SELECT state, count(*) AS n FROM deliveries GROUP BY state")
+    return collections.Counter({r["state"]: r["n"] for r in rows})
+
+
+async def fetch(postgres_url: str, query: str, *args: Any) -> list[asyncpg.Record]:
+    """Rows read straight from the database, past every process."""
     conn = await asyncpg.connect(asyncpg_dsn(postgres_url))
     try:
-        rows = await conn.fetch("SELECT state, count(*) AS n FROM deliveries GROUP BY state")
+        return await conn.fetch(query, *args)
     finally:
         await conn.close()
-    return collections.Counter({r["state"]: r["n"] for r in rows})
+
+
+async def limited_app(url: str, uids: list[str], limit: int) -> tuple[str, str]:
+    """An app allowed ``limit`` direct sends per user per hour, installed by ``uids`` (created
+    here); returns (app_id, app_secret)."""
+    async with httpx.AsyncClient(base_url=url, headers=ADMIN_HEADERS, timeout=30) as c:
+        r = await c.post(
+            "/v1/apps", json={"manifest": {"name": "Limited"}, "direct_limit_per_hour": limit}
+        )
+        assert r.status_code == 201, r.text
+        app = r.json()
+        for uid in uids:
+            r = await c.post("/v1/users", json={"uid": uid, "name": uid})
+            assert r.status_code == 201, r.text
+            r = await c.post(f"/v1/users/{uid}/apps/{app['app_id']}", json={"scopes": []})
+            assert r.status_code == 200, r.text
+    return app["app_id"], app["app_secret"]
+
+
+async def send_at_once(
+    urls: list[str],
+    app_id: str,
+    secret: str,
+    uid: str,
+    messages: list[str],
+    headers: dict[str, str] | None = None,
+) -> list[httpx.Response]:
+    """One direct send per message to ``uid``, all at once, send i through ``urls[i % len]``."""
+    limits = httpx.Limits(max_connections=len(messages))
+    async with httpx.AsyncClient(timeout=30, limits=limits) as c:
+
+        async def send(i: int, message: str) -> httpx.Response:
+            return await c.post(
+                f"{urls[i % len(urls)]}/v2/integrations/{app_id}/notification",
+                params={"uid": uid, "message": message},
+                headers={"Authorization": f"Bearer {secret}", **(headers or {})},
+            )
+
+        return await asyncio.gather(*(send(i, m) for i, m in enumerate(messages)))
+
+
+async def listen_sse(url: str, uid: str, into: list[dict[str, Any]], ready: asyncio.Event) -> None:
+    """Read the user's live inbox on ``url``; ``ready`` is set once the stream is subscribed."""
+    async with (
+        httpx.AsyncClient(timeout=httpx.Timeout(60, connect=5)) as c,
+        c.stream("GET", f"{url}/v1/users/{uid}/notifications/stream", headers=ADMIN_HEADERS) as r,
+    ):
+        assert r.status_code == 200
+        event = None
+        async for line in r.aiter_lines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+                if event == "ready":
+                    ready.set()
+            elif line.startswith("data:") and event == "notification":
+                into.append(json.loads(line.split(":", 1)[1]))

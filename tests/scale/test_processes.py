@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import ADMIN, wait_for
+from tests.conftest import wait_for
 from tests.scale.conftest import (
     FcmProcess,
     base_env,
+    limited_app,
+    listen_sse,
     make_users,
+    send_at_once,
     send_direct,
     start_servers,
     stop_all,
@@ -30,51 +32,6 @@ from tests.scale.conftest import (
 )
 
 NOTIFICATIONS = 1000
-
-
-async def listen_sse(url: str, uid: str, into: list[dict[str, Any]], ready: asyncio.Event) -> None:
-    """Read the user's live inbox on ``url``; ``ready`` is set once the stream is subscribed."""
-    headers = {"Authorization": f"Bearer {ADMIN}"}
-    async with (
-        httpx.AsyncClient(timeout=httpx.Timeout(60, connect=5)) as c,
-        c.stream("GET", f"{url}/v1/users/{uid}/notifications/stream", headers=headers) as r,
-    ):
-        assert r.status_code == 200
-        event = None
-        async for line in r.aiter_lines():
-            if line.startswith("event:"):
-                event = line.split(":", 1)[1].strip()
-                if event == "ready":
-                    ready.set()
-            elif line.startswith("data:") and event == "notification":
-                into.append(json.loads(line.split(":", 1)[1]))
-
-
-async def race_limit(urls: list[str], uid: str, *, limit: int, sends: int) -> dict[int, int]:
-    """An app allowed ``limit`` sends per user per hour; ``sends`` at once, spread over ``urls``."""
-    admin = {"Authorization": f"Bearer {ADMIN}"}
-    async with httpx.AsyncClient(timeout=30) as c:
-        r = await c.post(
-            f"{urls[0]}/v1/apps",
-            json={"manifest": {"name": "Limited"}, "direct_limit_per_hour": limit},
-            headers=admin,
-        )
-        app = r.json()
-        r = await c.post(
-            f"{urls[0]}/v1/users/{uid}/apps/{app['app_id']}", json={"scopes": []}, headers=admin
-        )
-        assert r.status_code == 200, r.text
-
-        async def send(i: int) -> int:
-            r = await c.post(
-                f"{urls[i % len(urls)]}/v2/integrations/{app['app_id']}/notification",
-                params={"uid": uid, "message": f"limited {i}"},
-                headers={"Authorization": f"Bearer {app['app_secret']}"},
-            )
-            return r.status_code
-
-        codes = await asyncio.gather(*(send(i) for i in range(sends)))
-    return dict(collections.Counter(codes))
 
 
 @pytest.mark.parametrize("transport", ["redis", "postgres"])
@@ -133,7 +90,9 @@ async def test_two_api_two_workers_exactly_once(
         await asyncio.gather(sse, return_exceptions=True)
 
         # The hourly limit holds across API processes: 40 concurrent sends, 5 accepted.
-        statuses = await race_limit([api1.url, api2.url], watched, limit=5, sends=40)
-        assert statuses == {200: 5, 429: 35}
+        app_id, secret = await limited_app(api1.url, ["limited"], 5)
+        messages = [f"limited {i}" for i in range(40)]
+        answers = await send_at_once([api1.url, api2.url], app_id, secret, "limited", messages)
+        assert collections.Counter(r.status_code for r in answers) == {200: 5, 429: 35}
     finally:
         stop_all(servers)

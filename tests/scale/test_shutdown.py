@@ -22,13 +22,13 @@ from typing import Any
 import asyncpg
 import pytest
 
-from nudge.bus.transport import asyncpg_dsn
 from tests.conftest import Server, wait_for
 from tests.fakes.asgi import Reply, Request, asgi_app, serve
 from tests.fakes.fcm import FakeFcm
 from tests.scale.conftest import (
     FcmProcess,
     base_env,
+    fetch,
     make_users,
     send_direct,
     start_servers,
@@ -38,14 +38,11 @@ from tests.scale.conftest import (
 
 
 async def fcm_rows(postgres_url: str, where: str = "true") -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(asyncpg_dsn(postgres_url))
-    try:
-        return await conn.fetch(
-            "SELECT d.id, d.state, d.claimed_by, n.id AS notification_id FROM deliveries d "
-            f"JOIN notifications n ON n.id = d.notification_id WHERE d.provider = 'fcm' AND {where}"
-        )
-    finally:
-        await conn.close()
+    return await fetch(
+        postgres_url,
+        "SELECT d.id, d.state, d.claimed_by, n.id AS notification_id FROM deliveries d "
+        f"JOIN notifications n ON n.id = d.notification_id WHERE d.provider = 'fcm' AND {where}",
+    )
 
 
 KILLS = 3  # workers killed one after the other, each mid-drain
