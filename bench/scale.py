@@ -1,8 +1,10 @@
 """Scale-out: accepted and delivered notifications per second with 1, 2 and 4 processes on
-PostgreSQL, next to one process on SQLite, in one run.
+PostgreSQL, next to one process on SQLite, in one run; or a capacity run of API and worker
+processes by role.
 
     .venv/bin/python bench/scale.py [--seconds 8] [--clients 32] [--users 200] [--redis-url URL]
                                     [--processes 1,2,4] [--no-split] [--postgres-url URL]
+    .venv/bin/python bench/scale.py --capacity 1x1,2x1,2x2 [--redis-url URL] [...]
 
 Each configuration gets a fresh database (PostgreSQL: created and dropped here) and N
 ``nudge serve --role all`` processes (API and worker in each), sharing the FCM fake, which runs in
@@ -16,13 +18,24 @@ process (one adds processes when load grows) and sends distinct direct notificat
                 load until the last one was (deliveries keep up if this is close to accepted/s)
   backlog       deliveries not yet done when the load stopped
   PG commits    transactions committed in the configuration's database per notification
-  CPU ms/notif  CPU time per accepted notification: nudge processes, PostgreSQL (every postgres
-                process on the machine, so other work there counts too), the FCM fake, and this
-                load generator; with ``--role api`` and ``--role worker`` processes (the last
-                configuration) the nudge CPU is shown per role
+  CPU ms/notif  CPU time per accepted notification: nudge processes, PostgreSQL (the backends of
+                the configuration's database and the server's WAL writer, checkpointer and
+                background writer: see PostgresCpu), the FCM fake, this load generator, and
+                the whole machine (``machine``: everything that ran, ours or not); with
+                ``--role api`` and ``--role worker`` processes (the last configuration) the
+                nudge CPU is shown per role
   RSS           the largest resident memory of one nudge process at the end
   WAL, disk     PostgreSQL WAL written (the whole server's, so approximate) and database growth,
                 per notification
+
+``--capacity AxW,...`` runs, instead, A ``--role api`` and W ``--role worker`` processes per
+configuration against one fresh PostgreSQL database (the load goes to the API processes only) and
+prints one table: accepted/s, deliveries/s (every delivery row, FCM and inbox, recorded
+``delivered``, divided by the time from the start of the load until the last one was), the
+backlog, CPU ms per notification and cores busy (CPU seconds over that same time) per role and
+for PostgreSQL, cores busy on the whole machine (``all``: other work on a shared machine shows
+here), PostgreSQL commits per notification, the most PostgreSQL connections the configuration
+held at once, and the 1-minute load average before and after.
 
 Everything shares this machine's cores (``nproc``), so the processes compete with PostgreSQL, the
 fake and the load generator; the CPU columns are what the capacity model in docs/deploy.md uses.
@@ -58,16 +71,54 @@ from nudge.store.migrate import upgrade  # noqa: E402
 ADMIN = "bench-admin"
 
 
-def postgres_pids() -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() == "postgres":
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
+class PostgresCpu:
+    """CPU seconds of the PostgreSQL processes working for one database: the backends of its
+    connections (pg_stat_activity, looked at every 0.2 s, so that connections opened and closed
+    during the load count) and the server's WAL writer, checkpointer and background writer. Other
+    databases' work on a shared server is left out; a backend that exits between two looks loses
+    at most its last 0.2 s. Nothing on SQLite."""
+
+    QUERY = (
+        "SELECT pid, datname IS NOT NULL AS connection FROM pg_stat_activity"
+        " WHERE pid <> pg_backend_pid() AND (datname = current_database()"
+        " OR backend_type IN ('walwriter', 'checkpointer', 'background writer'))"
+    )
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self.first: dict[int, float] = {}  # pid -> CPU when first seen (0 if born during the run)
+        self.last: dict[int, float] = {}
+        self.connections = 0  # the most connections to the database seen at one look
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self.database_url.startswith("sqlite"):
+            return
+        conn = await asyncpg.connect(asyncpg_dsn(self.database_url))
+        self.first = {r["pid"]: cpu_seconds([r["pid"]]) for r in await conn.fetch(self.QUERY)}
+        self.last = dict(self.first)
+        self.task = asyncio.create_task(self._watch(conn))
+
+    async def _watch(self, conn: asyncpg.Connection) -> None:
+        try:
+            while True:
+                await asyncio.sleep(0.2)
+                rows = await conn.fetch(self.QUERY)
+                self.connections = max(self.connections, sum(r["connection"] for r in rows))
+                for r in rows:
+                    self.last[r["pid"]] = cpu_seconds([r["pid"]]) or self.last.get(r["pid"], 0)
+        finally:
+            await conn.close()
+
+    async def stop(self) -> float:
+        """CPU seconds used since :meth:`start`."""
+        if self.task is None:
+            return 0.0
+        for pid in self.last:  # one last look at those still alive
+            self.last[pid] = cpu_seconds([pid]) or self.last[pid]
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        return sum(cpu - self.first.get(pid, 0.0) for pid, cpu in self.last.items())
 
 
 @dataclass
@@ -75,9 +126,13 @@ class Outcome:
     name: str
     accepted_rate: float
     delivered_rate: float
+    deliveries_rate: float
     backlog: int
     notifications: int
     cpu_ms: dict[str, float]
+    busy: dict[str, float]  # cores: CPU seconds over the seconds from the load's start to done
+    load: tuple[float, float]  # 1-minute load average before and after
+    connections: int  # the most PostgreSQL connections of the nudge processes seen at once
     commits: float
     wal_kb: float
     disk_kb: float
@@ -93,6 +148,25 @@ class Outcome:
             f"{self.wal_kb:.1f} KB WAL {self.disk_kb:.1f} KB disk  RSS {self.rss_mb:.0f} MB\n"
             f"{'':<22} CPU ms/notif: {cpu}{bad}"
         )
+
+    def row(self) -> str:
+        """One line of the capacity table (see CAPACITY_HEADER)."""
+        cpu = "".join(f"{self.cpu_ms.get(k, 0.0):8.2f}" for k in CAPACITY_ROLES)
+        busy = "".join(f"{self.busy.get(k, 0.0):6.2f}" for k in (*CAPACITY_ROLES, "machine"))
+        bad = f"   non-200: {self.errors}" if self.errors else ""
+        return (
+            f"{self.name:<10}{self.accepted_rate:9.0f}{self.deliveries_rate:13.0f}"
+            f"{self.backlog:9d}{cpu}  {busy}{self.commits:8.2f}{self.connections:7d}"
+            f"  {self.load[0]:5.1f} -> {self.load[1]:4.1f}{bad}"
+        )
+
+
+CAPACITY_ROLES = ("nudge api", "nudge worker", "postgres")
+CAPACITY_HEADER = (
+    f"{'api x wkr':<10}{'accept/s':>9}{'deliveries/s':>13}{'backlog':>9}"
+    f"{'CPU ms/notif: api  worker  postgres':>36}  {'cores busy: api worker pg  all':>32}"
+    "  commits  conns  load 1m"
+)
 
 
 async def pg_stats(database_url: str) -> tuple[int, int, int]:
@@ -112,6 +186,14 @@ async def pg_stats(database_url: str) -> tuple[int, int, int]:
     return int(row["xact_commit"]), int(row["wal"]), int(row["size"])
 
 
+def machine_cpu_seconds() -> float:
+    """CPU seconds every process of the machine has used so far (/proc/stat): what else ran
+    during a configuration shows as the gap between this and the processes measured."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -119,23 +201,24 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def counts(database_url: str) -> tuple[int, int]:
-    """(FCM deliveries delivered, FCM deliveries in all)."""
+async def counts(database_url: str) -> tuple[int, int, int]:
+    """(FCM deliveries delivered, FCM deliveries in all, deliveries of any kind delivered)."""
     query = (
-        "SELECT count(*) FILTER (WHERE state = 'delivered'), count(*) FROM deliveries"
-        " WHERE provider = 'fcm'"
+        "SELECT count(*) FILTER (WHERE provider = 'fcm' AND state = 'delivered'),"
+        " count(*) FILTER (WHERE provider = 'fcm'), count(*) FILTER (WHERE state = 'delivered')"
+        " FROM deliveries"
     )
     if database_url.startswith("sqlite"):
         path = database_url.split(":///", 1)[1]
         with sqlite3.connect(path, timeout=30) as db:
             row = db.execute(query).fetchone()
-        return int(row[0]), int(row[1])
-    conn = await asyncpg.connect(asyncpg_dsn(database_url))
-    try:
-        row = await conn.fetchrow(query)
-    finally:
-        await conn.close()
-    return int(row[0]), int(row[1])
+    else:
+        conn = await asyncpg.connect(asyncpg_dsn(database_url))
+        try:
+            row = await conn.fetchrow(query)
+        finally:
+            await conn.close()
+    return int(row[0]), int(row[1]), int(row[2])
 
 
 async def setup(url: str, users: int) -> tuple[str, str]:
@@ -205,20 +288,22 @@ async def run_config(
 
             return make
 
-        pg = postgres_pids()
         groups = {
             role: [p.pid for p, r in zip(procs, roles, strict=True) if r == role] for role in roles
         }
 
         def cpu_now() -> dict[str, float]:
             return {
+                "machine": machine_cpu_seconds(),
                 **{f"nudge {role}": cpu_seconds(pids) for role, pids in groups.items()},
-                "postgres": cpu_seconds(pg),
                 "fake": cpu_seconds([fake.pid]),
                 "loadgen": time.process_time(),
             }
 
-        before = cpu_now()
+        load_before = os.getloadavg()[0]
+        pg_cpu = PostgresCpu(database_url)
+        await pg_cpu.start()
+        before = {**cpu_now(), "postgres": 0.0}
         commits_before, wal_before, size_before = await pg_stats(database_url)
         started = time.perf_counter()
         results = await asyncio.gather(
@@ -227,14 +312,14 @@ async def run_config(
                 for i, url in enumerate(urls)
             )
         )
-        done, total = await counts(database_url)
+        done, total, deliveries = await counts(database_url)
         backlog = total - done
         deadline = time.monotonic() + 120
         while done < total and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-            done, total = await counts(database_url)
+            done, total, deliveries = await counts(database_url)
         finished = time.perf_counter()
-        after = cpu_now()
+        after = {**cpu_now(), "postgres": await pg_cpu.stop()}
         commits_after, wal_after, size_after = await pg_stats(database_url)
         accepted = sum(r.ok for r in results)
         errors: dict[int, int] = {}
@@ -242,13 +327,18 @@ async def run_config(
             for status, n in r.statuses.items():
                 if status != 200:
                     errors[status] = errors.get(status, 0) + n
+        elapsed = finished - started
         return Outcome(
             name=name,
             accepted_rate=accepted / args.seconds,
-            delivered_rate=done / (finished - started) if done == total else 0.0,
+            delivered_rate=done / elapsed if done == total else 0.0,
+            deliveries_rate=deliveries / elapsed if done == total else 0.0,
             backlog=backlog,
             notifications=total,
             cpu_ms={k: (after[k] - before[k]) / total * 1000 for k in before},
+            busy={k: (after[k] - before[k]) / elapsed for k in before},
+            load=(load_before, os.getloadavg()[0]),
+            connections=pg_cpu.connections,
             commits=(commits_after - commits_before) / total,
             wal_kb=(wal_after - wal_before) / total / 1024,
             disk_kb=(size_after - size_before) / total / 1024,
@@ -280,6 +370,17 @@ async def drop_database(base_url: str, url: str) -> None:
         await conn.close()
 
 
+def capacity_configs(text: str) -> list[tuple[int, int]]:
+    """``1x1,2x2`` -> [(1, 1), (2, 2)]: API and worker processes of each configuration."""
+    configs = []
+    for config in text.split(","):
+        api, _, workers = config.partition("x")
+        if not (api.isdigit() and workers.isdigit() and int(api) >= 1 and int(workers) >= 1):
+            raise argparse.ArgumentTypeError(f"{config!r} is not API x workers, e.g. 2x1")
+        configs.append((int(api), int(workers)))
+    return configs
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--seconds", type=float, default=8.0)
@@ -297,6 +398,13 @@ async def main() -> None:
         dest="split",
         action="store_false",
         help="skip the 1 api + 1 worker configuration (CPU per role)",
+    )
+    parser.add_argument(
+        "--capacity",
+        type=capacity_configs,
+        default=[],
+        metavar="AxW,...",
+        help="instead: A api and W worker processes per configuration (e.g. 1x1,2x2), one table",
     )
     args = parser.parse_args()
 
@@ -316,6 +424,19 @@ async def main() -> None:
             flush=True,
         )
         try:
+            if args.capacity:
+                print(CAPACITY_HEADER, flush=True)
+                for api, workers in args.capacity:
+                    roles = ["api"] * api + ["worker"] * workers
+                    url = await postgres_database(args.postgres_url)
+                    try:
+                        outcome = await run_config(
+                            f"{api} x {workers}", url, roles, args, fcm_env, fake, data
+                        )
+                    finally:
+                        await drop_database(args.postgres_url, url)
+                    print(outcome.row(), flush=True)
+                return
             sqlite = f"sqlite+aiosqlite:///{data}/sqlite/nudge.db"
             (data / "sqlite").mkdir()
             configs = [(f"postgres all x{n}", ["all"] * int(n)) for n in args.processes.split(",")]
