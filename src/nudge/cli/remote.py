@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from nudge.config import Settings
-from nudge.sdk.client import _detail
+from nudge.sdk.client import error_detail
 
 
 class CliError(Exception):
@@ -65,7 +65,7 @@ def admin_call(
     except httpx.HTTPError as exc:
         raise CliError(f"cannot reach {url}: {exc}") from exc
     if response.status_code >= 400:
-        raise CliError(f"{method} {path}: {response.status_code} {_detail(response)}")
+        raise CliError(f"{method} {path}: {response.status_code} {error_detail(response)}")
     return response.json() if response.content else None
 
 

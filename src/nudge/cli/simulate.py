@@ -43,6 +43,7 @@ from nudge.proactive.filler import fill
 from nudge.proactive.plan import parse_answer, plan
 from nudge.proactive.segments import SegmentIn, check_session_id, derive_summary
 from nudge.proactive.traces import OUTCOMES
+from nudge.sdk.client import error_detail
 
 SEGMENTS = TypeAdapter(list[SegmentIn])
 LINE = re.compile(r"^\s*([^:]{1,64}?)\s*:\s*(\S.*?)\s*$")
@@ -433,11 +434,7 @@ class PlatformPlayer:
             ) from None
         if response.is_success:
             return response.json() if response.content else None
-        try:
-            detail = response.json().get("detail", response.text)
-        except ValueError:
-            detail = response.text[:300]
-        raise SimulateError(f"{method} {path}: {response.status_code} {detail}")
+        raise SimulateError(f"{method} {path}: {response.status_code} {error_detail(response)}")
 
     async def watch(self, app_ids: Sequence[str]) -> None:
         """Which installed apps to follow (all when ``app_ids`` is empty)."""

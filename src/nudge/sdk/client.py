@@ -108,7 +108,8 @@ def _when(value: datetime | str | None) -> str | None:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-def _detail(response: httpx.Response) -> str:
+def error_detail(response: httpx.Response) -> str:
+    """What an error answer says: its ``{"detail"}``, else its body (bounded)."""
     try:
         body = response.json()
     except ValueError:
@@ -141,7 +142,7 @@ def _error(outcome: Outcome, attempts: int) -> NudgeError:
             attempts=attempts,
         )
     return error_class(outcome.status_code)(
-        _detail(outcome),
+        error_detail(outcome),
         status_code=outcome.status_code,
         headers=outcome.headers,
         attempts=attempts,
