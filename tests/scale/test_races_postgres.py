@@ -76,9 +76,8 @@ async def test_limit_and_repeats_hold_across_four_api_processes(
             assert codes == {200: LIMIT, 429: SENDS - LIMIT}, codes
             for r in answers:
                 if r.status_code == 429:
-                    # Within the hour, rounded up: the refusing process may have read its clock
-                    # just before another one made the oldest notification of the window.
-                    assert 1 <= int(r.headers["Retry-After"]) <= 3601, r.headers
+                    # Within the hour plus the minute the window counts the oldest send in.
+                    assert 1 <= int(r.headers["Retry-After"]) <= 3660, r.headers
                     assert r.headers["X-RateLimit-Remaining"] == "0"
             ids = {r.json()["notification_id"] for r in answers if r.status_code == 200}
             assert len(ids) == LIMIT
