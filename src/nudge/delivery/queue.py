@@ -40,10 +40,14 @@ class DeliveryRetry:
 
 
 async def claim(db: Database, worker_id: str, limit: int, lease_s: float) -> list[Job]:
-    """Claim up to ``limit`` due deliveries for ``worker_id`` and load what sending needs."""
-    rows = await db.write_now(
-        lambda conn: store.claim(conn, worker_id, limit, time.time(), lease_s)
-    )
+    """Claim up to ``limit`` due deliveries for ``worker_id`` and load what sending needs: on
+    PostgreSQL one autocommit statement (:func:`nudge.store.notifications.claim_now`)."""
+    if db.is_postgres:
+        rows = await store.claim_now(db, worker_id, limit, time.time(), lease_s)
+    else:
+        rows = await db.write_now(
+            lambda conn: store.claim(conn, worker_id, limit, time.time(), lease_s)
+        )
     return [_job(r) for r in rows]
 
 

@@ -4,7 +4,9 @@ It runs as a pipeline so that no stage waits for another: the claim loop keeps u
 ``concurrency`` sends in flight (claiming the next batch while earlier ones are still sending),
 each send runs on its own, and a recorder writes finished results in batches (one transaction for
 whatever finished while the previous write ran). A slow provider call therefore holds up only its
-own delivery, never a batch.
+own delivery, never a batch. On PostgreSQL, where every claim and every write of results waits
+for its commit to reach the disk, :attr:`~nudge.store.db.Database.overlap` claim loops and as many
+writes of results run at once (SQLite: one of each).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class DeliveryWorker:
         self.poll_interval_s = poll_interval_s
         self._stopping = asyncio.Event()
         self._sending: set[asyncio.Task[None]] = set()
+        self._reserved = 0  # slots of the claims in flight
         self._room = asyncio.Event()
         self._finished: list[tuple[Job, SendResult]] = []
         self._results_ready = asyncio.Event()
@@ -79,24 +82,31 @@ class DeliveryWorker:
         log.info("delivery worker started", extra={"worker_id": self.worker_id})
         recorder = asyncio.create_task(self._record_loop(), name="nudge-delivery-recorder")
         try:
-            while not self._stopping.is_set():
-                room = self.concurrency - len(self._sending)
-                if room < self._min_claim:
-                    self._room.clear()
-                    await self._room.wait()
-                    continue
-                limit = min(room, self.batch_size)
-                try:
-                    claimed = await self._claim(limit)
-                except Exception:
-                    log.exception("claiming deliveries failed; trying again in 1 s")
-                    await asyncio.sleep(1.0)
-                    continue
-                if claimed < limit:  # the queue is empty for now
-                    await self.bus.wait_for_work(self.poll_interval_s)
-                    await self._gather_work()
+            await asyncio.gather(*(self._claim_loop() for _ in range(self.db.overlap)))
         finally:
             await self._drain(recorder)
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping.is_set():
+            room = self.concurrency - len(self._sending) - self._reserved
+            if room < self._min_claim:
+                self._room.clear()
+                await self._room.wait()
+                continue
+            limit = min(room, self.batch_size)
+            self._reserved += limit
+            try:
+                claimed = await self._claim(limit)
+            except Exception:
+                log.exception("claiming deliveries failed; trying again in 1 s")
+                await asyncio.sleep(1.0)
+                continue
+            finally:
+                self._reserved -= limit
+            if claimed < limit:  # the queue is empty for now
+                self._room.set()  # what this claim reserved and did not take is free again
+                await self.bus.wait_for_work(self.poll_interval_s)
+                await self._gather_work()
 
     async def _gather_work(self) -> None:
         """Woken by new work: claim at once if there is credit, else wait for it. Every worker
@@ -176,14 +186,22 @@ class DeliveryWorker:
             return SendResult(Outcome.RETRY, f"{type(exc).__name__}: {exc}")
 
     async def _record_loop(self) -> None:
+        slots = asyncio.Semaphore(self.db.overlap)
+        writing: set[asyncio.Task[None]] = set()
         while True:
             await self._results_ready.wait()
             self._results_ready.clear()
             while self._finished:
+                await slots.acquire()  # results gather while every write is in flight
                 batch = self._finished[:RECORD_BATCH]
                 del self._finished[:RECORD_BATCH]
-                await self._record(batch)
+                task = asyncio.create_task(self._record(batch))
+                writing.add(task)
+                task.add_done_callback(writing.discard)
+                task.add_done_callback(lambda _: slots.release())
             if self._stopping.is_set() and not self._sending and not self._finished:
+                if writing:
+                    await asyncio.wait(writing)
                 return
 
     async def _record(self, results: list[tuple[Job, SendResult]]) -> None:

@@ -361,18 +361,34 @@ _TAKE = sa.update(Delivery).values(
     claimed_by=sa.bindparam("worker"),
     updated_at=sa.bindparam("t_now"),
 )
-# PostgreSQL: a locking CTE runs once. As ``IN (subquery)`` PostgreSQL may plan a nested-loop
-# semi join that runs the subquery again for every row, each run skipping what the previous
-# ones locked, and claim every due row instead of ``pick``.
+
+
+def _due(state: str, condition: Any) -> Any:
+    """PostgreSQL: the first ``pick`` rows of one state, read in the order of ix_deliveries_due
+    (one equality on the state, so the scan stops after ``pick``) and locked, skipping rows that
+    other claims hold. A locking CTE runs once (as ``IN (subquery)`` PostgreSQL may run it again
+    for every row and claim every due row). With the states OR-ed in one query PostgreSQL read
+    and sorted every due row for each claim: 80 ms per claim with 20,000 queued."""
+    return (
+        sa.select(Delivery.id, Delivery.next_attempt_at)
+        .where(Delivery.state == state, condition)
+        .order_by(Delivery.next_attempt_at)
+        .limit(sa.bindparam("pick"))
+        .with_for_update(skip_locked=True)
+        .cte(f"due_{state}")
+    )
+
+
+_DUE_NOW = Delivery.next_attempt_at <= sa.bindparam("t_now")
+_LAPSED_NOW = Delivery.lease_until < sa.bindparam("t_now")
+_DUE = [_due(state, _DUE_NOW) for state in DUE_STATES] + [_due("sending", _LAPSED_NOW)]
+_DUE_ALL = sa.union_all(*(sa.select(due.c.id, due.c.next_attempt_at) for due in _DUE)).subquery()
 _PICKED = (
-    sa.select(Delivery.id)
-    .where(sa.or_(_WAITING, _LAPSED))
-    .order_by(Delivery.next_attempt_at)
+    sa.select(_DUE_ALL.c.id)
+    .order_by(_DUE_ALL.c.next_attempt_at)
     .limit(sa.bindparam("pick"))
-    .with_for_update(skip_locked=True)
     .cte("picked")
 )
-_CLAIM_POSTGRES = Statement(_TAKE.where(Delivery.id == _PICKED.c.id).returning(Delivery.id))
 
 
 def _first(condition: Any) -> Any:
@@ -396,29 +412,53 @@ _PICK_SQLITE = (
 _CLAIM_SQLITE = Statement(
     _TAKE.where(Delivery.id.in_(_PICK_SQLITE.scalar_subquery())).returning(Delivery.id)
 )
+
+
+# What sending needs, of the claimed deliveries (``deliveries``, or PostgreSQL's claim CTE).
+def _sending(claimed: Any) -> Any:
+    return (
+        sa.select(
+            claimed.c.id,
+            claimed.c.provider,
+            claimed.c.device_id,
+            claimed.c.attempts,
+            claimed.c.created_at,
+            Notification.id.label("notification_id"),
+            Notification.app_id,
+            Notification.uid,
+            Notification.title,
+            Notification.body,
+            Notification.data,
+            Notification.collapse_key,
+            Notification.created_at.label("notification_created_at"),
+            Device.platform,
+            Device.token,
+            Device.subscription,
+        )
+        .join_from(claimed, Notification, Notification.id == claimed.c.notification_id)
+        .outerjoin(Device, Device.id == claimed.c.device_id)
+    )
+
+
 _CLAIMED = Statement(
-    sa.select(
+    _sending(Delivery.__table__).where(Delivery.id.in_(sa.bindparam("ids", expanding=True)))
+)
+# PostgreSQL: the claim and what sending needs in one statement, a single round trip run on its
+# own (autocommit): the transaction around the two statements took four.
+_TAKEN = (
+    _TAKE.where(Delivery.id == _PICKED.c.id)
+    .returning(
         Delivery.id,
+        Delivery.notification_id,
         Delivery.provider,
         Delivery.device_id,
         Delivery.attempts,
         Delivery.created_at,
-        Notification.id.label("notification_id"),
-        Notification.app_id,
-        Notification.uid,
-        Notification.title,
-        Notification.body,
-        Notification.data,
-        Notification.collapse_key,
-        Notification.created_at.label("notification_created_at"),
-        Device.platform,
-        Device.token,
-        Device.subscription,
     )
-    .join(Notification, Notification.id == Delivery.notification_id)
-    .outerjoin(Device, Device.id == Delivery.device_id)
-    .where(Delivery.id.in_(sa.bindparam("ids", expanding=True)))
+    .add_cte(_PICKED)
+    .cte("taken")
 )
+_CLAIM_POSTGRES = _sending(_TAKEN)
 _HELD = sa.and_(Delivery.claimed_by == sa.bindparam("worker"), Delivery.state == "sending")
 _DONE = sa.update(Delivery).values(
     state="delivered",
@@ -440,11 +480,19 @@ _DELIVERED_POSTGRES = _DONE.where(
 
 
 def claim(conn: Connection, worker: str, limit: int, now: float, lease_s: float) -> list[Any]:
-    """Claim up to ``limit`` due deliveries for ``worker``; the rows of what sending needs."""
-    claim = _CLAIM_POSTGRES if conn.dialect.name == "postgresql" else _CLAIM_SQLITE
+    """SQLite: claim up to ``limit`` due deliveries for ``worker``; the rows of what sending
+    needs (PostgreSQL: :func:`claim_now`)."""
     params = {"t_now": now, "t_lease": now + lease_s, "worker": worker, "pick": limit}
-    claimed = [r.id for r in claim.rows(conn, params)]
+    claimed = [r.id for r in _CLAIM_SQLITE.rows(conn, params)]
     return _CLAIMED.rows(conn, {"ids": claimed}) if claimed else []
+
+
+async def claim_now(db: Database, worker: str, limit: int, now: float, lease_s: float) -> list[Any]:
+    """PostgreSQL: :func:`claim` as one statement on its own (autocommit)."""
+    async with db.engine.connect() as conn:
+        auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        params = {"t_now": now, "t_lease": now + lease_s, "worker": worker, "pick": limit}
+        return list((await auto.execute(_CLAIM_POSTGRES, params)).all())
 
 
 def record_delivered(conn: Connection, worker: str, ids: list[str], now: float) -> list[str]:
