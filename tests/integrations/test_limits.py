@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from nudge.errors import RateLimited
-from nudge.integrations.limits import Counters, Policy, RedisCounters, SqlCounters, take
+from nudge.integrations.limits import Counters, Policy, take
 from nudge.store.db import Database
 from nudge.store.migrate import upgrade
 
@@ -18,17 +18,17 @@ from nudge.store.migrate import upgrade
 async def counters(
     request: pytest.FixtureRequest, database_url: str, redis_url: str
 ) -> AsyncIterator[Counters]:
-    if request.param == "sql":
-        await upgrade(database_url)
-        db = Database(database_url)
-        yield SqlCounters(db)
-        await db.close()
-        return
     import secrets
 
-    redis_counters = RedisCounters(redis_url, prefix=f"nudge:test:{secrets.token_hex(4)}:")
-    yield redis_counters
-    await redis_counters.aclose()
+    sql = request.param == "sql"
+    if sql:
+        await upgrade(database_url)
+    db = Database(database_url)
+    prefix = f"nudge:test:{secrets.token_hex(4)}:"
+    counters = Counters(db, None if sql else redis_url, prefix=prefix)
+    yield counters
+    await counters.aclose()
+    await db.close()
 
 
 async def test_a_window_counts_then_starts_again(counters: Counters) -> None:

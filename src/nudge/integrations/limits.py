@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import Any
 
 from nudge.config import Settings
 from nudge.core.notifications import RateLimit
@@ -42,29 +42,6 @@ class Hit:
     reset_s: float  # until the window ends
 
 
-class Counters(Protocol):
-    backend: ClassVar[str]
-
-    async def hit(self, key: str, window_s: float) -> Hit:
-        """Count one request under ``key`` in its current window."""
-        ...
-
-    async def aclose(self) -> None: ...
-
-
-class SqlCounters:
-    backend: ClassVar[str] = "sql"
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    async def hit(self, key: str, window_s: float) -> Hit:
-        return Hit(*await self.db.write_now(lambda c: hit_counter(c, key, time.time(), window_s)))
-
-    async def aclose(self) -> None:
-        return None
-
-
 # INCR, and the expiry on the window's first request (Omi's script does the same, atomically).
 _HIT = """
 local count = redis.call('incr', KEYS[1])
@@ -73,29 +50,40 @@ return {count, redis.call('pttl', KEYS[1])}
 """
 
 
-class RedisCounters:
-    backend: ClassVar[str] = "redis"
+class Counters:
+    """Request counts per key and window: in the database, or in Redis when a URL is given."""
 
-    def __init__(self, url: str, *, prefix: str = "nudge:limit:") -> None:
-        import redis.asyncio as redis
-
-        self.redis = redis.from_url(url)
+    def __init__(
+        self, db: Database, redis_url: str | None = None, *, prefix: str = "nudge:limit:"
+    ) -> None:
+        self.db = db
         self.prefix = prefix
-        self._hit = self.redis.register_script(_HIT)
+        self.redis: Any = None
+        if redis_url:
+            import redis.asyncio as redis
+
+            self.redis = redis.from_url(redis_url)
+            self._hit = self.redis.register_script(_HIT)
 
     async def hit(self, key: str, window_s: float) -> Hit:
+        """Count one request under ``key`` in its current window."""
+        if self.redis is None:
+            return Hit(
+                *await self.db.write_now(lambda c: hit_counter(c, key, time.time(), window_s))
+            )
         count, left_ms = await self._hit(
             keys=[self.prefix + key], args=[max(math.ceil(window_s * 1000), 1)]
         )
         return Hit(int(count), max(int(left_ms), 0) / 1000)
 
     async def aclose(self) -> None:
-        await self.redis.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
 
 
 def build_counters(redis_url: str | None, db: Database) -> Counters:
     """Redis when configured (it holds the other shared limits too), else the database."""
-    return RedisCounters(redis_url) if redis_url else SqlCounters(db)
+    return Counters(db, redis_url)
 
 
 async def take(counters: Counters, policy: Policy, app_id: str, uid: str) -> RateLimit:
