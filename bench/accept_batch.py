@@ -6,9 +6,11 @@
 Runs ``nudge.core.notifications.accept_batch`` in write transactions on a fresh database
 (SQLite file by default; a PostgreSQL URL works too, on a database you can drop), as the
 Acceptor does, for distinct direct notifications from one app to ``--users`` users, and prints
-the process CPU time per request for each batch size. The sizes take turns round by round, so the
-machine's other load touches them alike; the table grows as it runs (as in bench/direct.py),
-which the later rounds show. Under ``bench/direct.py``'s 32 clients the batches hold about 16.
+the process CPU time per request for each batch size, and the wall time (on PostgreSQL the
+server's work and the round trips are not in this process's CPU). The sizes take turns round by
+round, so the machine's other load touches them alike; the table grows as it runs (as in
+bench/direct.py), which the later rounds show. Under ``bench/direct.py``'s 32 clients the
+batches hold about 16.
 """
 
 from __future__ import annotations
@@ -93,9 +95,9 @@ async def main() -> None:
                     for n in (next(numbers) for _ in range(size))
                 ]
 
-            async def one_round(size: int) -> float:
+            async def one_round(size: int) -> tuple[float, float]:
                 batches = max(1, args.per_round // size)
-                started = time.process_time()
+                started, wall = time.process_time(), time.perf_counter()
                 for _ in range(batches):
                     batch = requests(size)
                     results = await db.write(
@@ -105,23 +107,28 @@ async def main() -> None:
                     )
                     if any(isinstance(r, Exception) for r in results):
                         raise SystemExit(f"a request was refused: {results}")
-                return (time.process_time() - started) / (batches * size) * 1e6
+                n = batches * size
+                return (time.process_time() - started) / n * 1e6, (
+                    time.perf_counter() - wall
+                ) / n * 1e6
 
             print(
                 f"nudge bench/accept_batch: {url.split(':')[0]}, {args.users} users, "
                 f"{args.rounds} rounds of {args.per_round} requests per batch size",
                 flush=True,
             )
-            per_size: dict[int, list[float]] = {size: [] for size in sizes}
+            per_size: dict[int, list[tuple[float, float]]] = {size: [] for size in sizes}
             for n in range(args.rounds):
                 for size in sizes:
                     per_size[size].append(await one_round(size))
                 print(f"  round {n + 1}/{args.rounds} done", flush=True)
             for size, values in per_size.items():
-                rounds = " ".join(f"{v:.0f}" for v in values)
+                rounds = " ".join(f"{cpu:.0f}" for cpu, _ in values)
+                cpu = statistics.median(v[0] for v in values)
+                wall = statistics.median(v[1] for v in values)
                 print(
-                    f"batch {size:3d}: median {statistics.median(values):6.1f} us CPU per request"
-                    f"   (rounds: {rounds})"
+                    f"batch {size:3d}: median {cpu:6.1f} us CPU, {wall:6.1f} us wall per request"
+                    f"   (CPU by round: {rounds})"
                 )
         finally:
             await db.close()

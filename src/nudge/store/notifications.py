@@ -225,7 +225,12 @@ def insert_accepted(
         _insert_rows(conn, Notification, notifications)
         _insert_rows(conn, Delivery, deliveries)
         _insert_rows(conn, ChatMessage, chats)
-    _count_statement(conn.dialect.name).run_many(conn, counted)
+    if not counted:
+        return
+    if conn.dialect.name == "postgresql":
+        _COUNT_POSTGRES.run(conn, {c: [row[c] for row in counted] for c in _BUCKET_COLUMNS})
+    else:
+        _COUNT_SQLITE.run_many(conn, counted)
 
 
 def _insert_rows(conn: Connection, model: type[Base], rows: list[dict[str, Any]]) -> None:
@@ -244,18 +249,37 @@ def _insert_sql(
     return compiled.string, tuple(compiled.positiontup or columns)
 
 
-@lru_cache(maxsize=2)
-def _count_statement(dialect: str) -> Statement:
-    """One bucket's upsert: a new bucket, or its count plus the batch's."""
-    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(WindowBucket).values(
-        {c: sa.bindparam(c) for c in ("uid", "app_id", "kind", "minute", "count")}
+# The buckets' upsert: a new bucket, or its count plus the batch's. SQLite runs it once per
+# bucket on the driver (executemany); PostgreSQL once for the batch, the buckets as arrays (one
+# round trip and one prepared statement for any number of them), where SQLAlchemy's executemany
+# cost about 60 us of CPU per bucket.
+_BUCKET_COLUMNS = ("uid", "app_id", "kind", "minute", "count")
+_UPSERT_SQLITE = sqlite.insert(WindowBucket).values({c: sa.bindparam(c) for c in _BUCKET_COLUMNS})
+_COUNT_SQLITE = Statement(
+    _UPSERT_SQLITE.on_conflict_do_update(
+        index_elements=list(WindowBucket.__table__.primary_key),
+        set_={"count": WindowBucket.count + _UPSERT_SQLITE.excluded.count},
     )
-    return Statement(
-        stmt.on_conflict_do_update(
-            index_elements=list(WindowBucket.__table__.primary_key),
-            set_={"count": WindowBucket.count + stmt.excluded.count},
+)
+_BUCKET_ARRAYS = (
+    sa.func.unnest(
+        *(
+            sa.bindparam(c, type_=sa.ARRAY(WindowBucket.__table__.c[c].type))
+            for c in _BUCKET_COLUMNS
         )
     )
+    .table_valued(*_BUCKET_COLUMNS)
+    .render_derived(name="counted")
+)
+_UPSERT_POSTGRES = postgresql.insert(WindowBucket).from_select(
+    _BUCKET_COLUMNS, sa.select(*_BUCKET_ARRAYS.c)
+)
+_COUNT_POSTGRES = Statement(
+    _UPSERT_POSTGRES.on_conflict_do_update(
+        index_elements=list(WindowBucket.__table__.primary_key),
+        set_={"count": WindowBucket.count + _UPSERT_POSTGRES.excluded.count},
+    )
+)
 
 
 def device_counts(conn: Connection, notification_ids: Iterable[str]) -> dict[str, int]:
