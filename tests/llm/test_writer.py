@@ -118,11 +118,11 @@ def test_a_message_must_mention_the_users_data() -> None:
     past = (
         "Conversation #1\n07 Dec 2026 at 21:45 UTC (Personal)\nKnee check\n"
         "Action Items:\n- Book a physio\n\n---------------------\n\n"
-        "Conversation #2\n01 Nov 2026 at 08:05 UTC (Health)\nEvents:\n- Physio visit"
+        "Conversation #2\n01 Nov 2026 at 08:05 UTC (Personal Growth)\nEvents:\n- Physio visit"
     )
     words = data_words(parts({**VALUES, "user_facts": "", "user_context": past}))
     assert grounded("Book that physio for your knee.", words)
-    for label in ("It is 21:45 UTC in Dec, you know.", "Your personal events and items."):
+    for label in ("It is 21:45 UTC in Dec, you know.", "Your personal growth events and items."):
         assert not grounded(label, words)
 
 

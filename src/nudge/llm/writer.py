@@ -104,8 +104,8 @@ _GENERIC = frozenset(_GENERIC_WORDS.split())
 # The lines nudge.proactive.context writes around past conversations ("Conversation #1",
 # "07 Dec 2026 at 21:45 UTC (Personal)", "Action Items:", "Events:"): labels, not the user's data.
 _CONTEXT_LABELS = re.compile(
-    r"^(?:Conversation #\d+|\d{1,2} \w{3} \d{4} at \d{1,2}:\d{2} UTC(?: \(\w+\))?"
-    r"|Action Items:|Events:|-{3,})\s*$",
+    r"^(?:Conversation #\d+|\d{1,2} \w{3} \d{4} at \d{1,2}:\d{2} UTC(?: \([^)\n]*\))?"
+    r"|Action Items:|Events:)\s*$",
     re.MULTILINE,
 )
 _YOU = re.compile(r"\b(?:you|your|yours|yourself)\b", re.IGNORECASE)
