@@ -15,7 +15,8 @@ The pipeline and ``bench/quality.py`` both call :func:`write`.
    model and by ``response_format`` on servers that support it; free text is still understood.
 3. **Cleaning and checks.** :func:`nudge.llm.cleaning.clean_output` removes preambles, labels,
    tags, quotes, copied prompt text and extra sentences. What is left is sent only if it reads as
-   a message (three words or more, ends a sentence, no markup) and, when the app granted user
+   a message (three words or more, ends a sentence, no markup, copies no 35 characters of the
+   prompt) and, when the app granted user
    data, mentions something from it (a message that could be sent to anyone is not worth a
    notification). Otherwise the model is asked again, up to ``NUDGE_LLM_ATTEMPTS`` times with
    another seed, and then the message is held. The trace shows every try and why.
