@@ -16,10 +16,10 @@ The pipeline and ``bench/quality.py`` both call :func:`write`.
 3. **Cleaning and checks.** :func:`nudge.llm.cleaning.clean_output` removes preambles, labels,
    tags, quotes, copied prompt text and extra sentences. What is left is sent only if it reads as
    a message (three words or more, ends a sentence, no markup, copies no 35 characters of the
-   prompt) and, when the app granted user
-   data, mentions something from it (a message that could be sent to anyone is not worth a
-   notification). Otherwise the model is asked again, up to ``NUDGE_LLM_ATTEMPTS`` times with
-   another seed, and then the message is held. The trace shows every try and why.
+   prompt) and, when the app granted user data, mentions something from it (a message that
+   could be sent to anyone is not worth a notification). Otherwise the model is asked again,
+   up to ``NUDGE_LLM_ATTEMPTS`` times with another seed, and then the message is held. The
+   trace shows every try and why.
 4. **Optional stages** (``NUDGE_LLM_STAGES=gate-write-critic``, for stronger models): a yes/no
    call decides whether to notify, one writes, one reviews the message against the request and
    the data; a "no" holds it.
