@@ -100,11 +100,11 @@ class Platform:
         if settings.role in ("worker", "all"):
             platform.start_workers()
             platform.start_dispatcher()
-            if settings.notification_retention_s > 0:
-                platform.housekeeper = Housekeeper(db, settings.notification_retention_s)
-                platform.tasks.append(
-                    asyncio.create_task(platform.housekeeper.run(), name="nudge-retention")
-                )
+            # Always: the hourly windows' buckets are pruned even when notifications are kept.
+            platform.housekeeper = Housekeeper(db, settings.notification_retention_s)
+            platform.tasks.append(
+                asyncio.create_task(platform.housekeeper.run(), name="nudge-retention")
+            )
         platform.ingestor = Ingestor(
             db, platform.dispatcher, INGEST_BATCH, silence_s=settings.conversation_silence_s
         )
