@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Connection, func, select, update
@@ -20,7 +21,7 @@ from nudge.ids import hash_secret
 from nudge.net.guard import HostAllowList
 from nudge.store.db import Database
 from nudge.store.migrate import upgrade
-from nudge.store.models import Delivery, Device, Notification
+from nudge.store.models import ChatMessage, Delivery, Device, Notification
 from tests.conftest import sqlite_scans, statements_run
 
 LIMITS = Limits(default_per_hour=3, dedupe_window_s=60)
@@ -104,6 +105,40 @@ async def test_batch_answers_each_request_in_order(db: Database) -> None:
     assert isinstance(results[2], NotFound)
     assert await count(db, Notification) == 3
     assert await count(db, Delivery) == 6  # each accepted notification: the inbox + one device
+
+
+async def test_accepted_rows_read_back_as_written(db: Database) -> None:
+    """The batch's rows go in as one insert per table on PostgreSQL (arrays) and one per row on
+    SQLite: either way each column reads back as given, JSON as JSON, NULLs as NULLs, and the
+    chat lines in the batch's order."""
+    app_id, _ = await seed(db)
+    batch = [
+        req(app_id, message="first", type="t1", data={"k": "v"}, idempotency_key="idem-1"),
+        req(app_id, message="second: 'quoted' \"text\""),
+    ]
+    first, second = await accept(db, batch)
+    assert isinstance(first, Accepted) and isinstance(second, Accepted)
+
+    def read(conn: Connection) -> tuple[list[Any], list[Any], list[Any]]:
+        notes = conn.execute(select(Notification).order_by(Notification.id)).all()
+        sends = conn.execute(select(Delivery).order_by(Delivery.notification_id, Delivery.provider))
+        chats = conn.execute(select(ChatMessage).order_by(ChatMessage.id)).all()
+        return list(notes), list(sends.all()), list(chats)
+
+    notes, sends, chats = await db.query(read)
+    by_id = {n.id: n for n in notes}
+    one, two = by_id[first.notification_id], by_id[second.notification_id]
+    assert (one.body, one.type, one.idempotency_key, one.read_at) == ("first", "t1", "idem-1", None)
+    assert one.data["k"] == "v" and one.data["notification_id"] == one.id
+    assert (two.body, two.idempotency_key) == ("second: 'quoted' \"text\"", None)
+    assert [(d.notification_id, d.provider, d.state, d.attempts) for d in sends] == sorted(
+        (n, p, "queued", 0) for n in by_id for p in ("inbox", "log")
+    )
+    assert [d.device_id is None for d in sends] == [True, False, True, False]
+    assert [(c.text, c.notification_id) for c in chats] == [
+        ("first", one.id),
+        ("second: 'quoted' \"text\"", two.id),
+    ]
 
 
 async def test_limit_counts_earlier_batches(db: Database) -> None:
