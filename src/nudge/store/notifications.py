@@ -221,90 +221,89 @@ def insert_accepted(
     """The rows of accepted notifications: each with its deliveries and its app chat line, and
     what they add to their windows' buckets (``uid, app_id, kind, minute, count``, one row per
     bucket, in a fixed order so that concurrent batches lock buckets alike)."""
+    if conn.dialect.name == "postgresql":
+        tables = (Notification, Delivery, ChatMessage, WindowBucket)
+        parts = tuple(
+            (model, rows)
+            for model, rows in zip(tables, (notifications, deliveries, chats, counted))
+            if rows
+        )
+        if parts:
+            sql, columns = _insert_all_sql(tuple((model, tuple(rows[0])) for model, rows in parts))
+            values = [
+                [row[c] for row in rows] for (_, rows), names in zip(parts, columns) for c in names
+            ]
+            conn.exec_driver_sql(sql, tuple(values))
+        return
     if notifications:
-        _insert_rows(conn, Notification, notifications)
-        _insert_rows(conn, Delivery, deliveries)
-        _insert_rows(conn, ChatMessage, chats)
-    if not counted:
-        return
-    if conn.dialect.name == "postgresql":
-        _COUNT_POSTGRES.run(conn, {c: [row[c] for row in counted] for c in _BUCKET_COLUMNS})
-    else:
-        _COUNT_SQLITE.run_many(conn, counted)
-
-
-def _insert_rows(conn: Connection, model: type[Base], rows: list[dict[str, Any]]) -> None:
-    """A multi-row insert with the rows passed to the driver as they are: SQLAlchemy's per-row
-    parameter processing is a measurable part of a direct notification. JSON columns must
-    already be serialized. SQLite runs the insert once per row (executemany); PostgreSQL once
-    for all of them, each column an array (:func:`_unnest_insert_sql`)."""
-    if conn.dialect.name == "postgresql":
-        sql, columns = _unnest_insert_sql(model, tuple(rows[0]))
-        conn.exec_driver_sql(sql, tuple([row[c] for row in rows] for c in columns))
-        return
-    sql, columns = _insert_sql(conn.dialect, model, tuple(rows[0]))
-    conn.exec_driver_sql(sql, [tuple(row[c] for c in columns) for row in rows])
+        for model, rows in (
+            (Notification, notifications),
+            (Delivery, deliveries),
+            (ChatMessage, chats),
+        ):
+            sql, names = _insert_sql(conn.dialect, model, tuple(rows[0]))
+            conn.exec_driver_sql(sql, [tuple(row[c] for c in names) for row in rows])
+    _COUNT_SQLITE.run_many(conn, counted)
 
 
 @lru_cache(maxsize=32)
 def _insert_sql(
     dialect: Dialect, model: type[Base], columns: tuple[str, ...]
 ) -> tuple[str, tuple[str, ...]]:
+    """SQLite: an insert run once per row (executemany) with the rows passed to the driver as
+    they are: SQLAlchemy's per-row parameter processing is a measurable part of a direct
+    notification. JSON columns must already be serialized."""
     compiled = sa.insert(model).compile(dialect=dialect, column_keys=list(columns))
     return compiled.string, tuple(compiled.positiontup or columns)
 
 
 @lru_cache(maxsize=32)
-def _unnest_insert_sql(model: type[Base], columns: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
-    """PostgreSQL: ``INSERT ... SELECT FROM unnest($1::type[], ...)``, one row per array
-    element, in order. The driver's executemany ran the insert once per row: PostgreSQL's CPU
-    per statement (bind, execute, ~20-50 us per row measured in its log) for each notification,
-    its delivery and its chat line. JSON travels as text and is cast."""
+def _insert_all_sql(
+    parts: tuple[tuple[type[Base], tuple[str, ...]], ...],
+) -> tuple[str, tuple[tuple[str, ...], ...]]:
+    """PostgreSQL: the inserts of all ``(table, columns)`` as one statement (the first ones as
+    data-modifying ``WITH`` parts: one round trip, where each insert was one), each table's rows
+    as one array per column, ``INSERT ... SELECT FROM unnest($1::type[], ...)`` in order; the
+    window buckets as an upsert. The driver's executemany ran an insert once per row, each
+    costing PostgreSQL 10-30 us (its log) per notification, delivery and chat line. JSON
+    columns travel as text (already serialized) and are cast. A foreign key's check runs at
+    the statement's end, so deliveries may go in with their notifications."""
     dialect = postgresql.asyncpg.dialect()  # type: ignore[attr-defined]
-    table = Base.metadata.tables[model.__tablename__]
-    names = [dialect.identifier_preparer.quote(name) for name in columns]
-    arrays, selected = [], []
-    for n, (name, quoted) in enumerate(zip(columns, names), start=1):
-        column_type = table.c[name].type.compile(dialect=dialect)
-        is_json = isinstance(table.c[name].type, sa.JSON)
-        arrays.append(f"${n}::{'TEXT' if is_json else column_type}[]")
-        selected.append(f"r.{quoted}::{column_type}" if is_json else f"r.{quoted}")
-    sql = (
-        f"INSERT INTO {table.name} ({', '.join(names)}) "
-        f"SELECT {', '.join(selected)} FROM unnest({', '.join(arrays)}) AS r({', '.join(names)})"
-    )
-    return sql, columns
+    quote = dialect.identifier_preparer.quote
+    inserts, params = [], 0
+    for model, columns in parts:
+        table = Base.metadata.tables[model.__tablename__]
+        names = [quote(name) for name in columns]
+        arrays, selected = [], []
+        for name, quoted in zip(columns, names):
+            params += 1
+            column_type = table.c[name].type.compile(dialect=dialect)
+            is_json = isinstance(table.c[name].type, sa.JSON)
+            arrays.append(f"${params}::{'TEXT' if is_json else column_type}[]")
+            selected.append(f"r.{quoted}::{column_type}" if is_json else f"r.{quoted}")
+        sql = (
+            f"INSERT INTO {table.name} ({', '.join(names)}) SELECT {', '.join(selected)} "
+            f"FROM unnest({', '.join(arrays)}) AS r({', '.join(names)})"
+        )
+        if model is WindowBucket:
+            keys = ", ".join(quote(c.name) for c in table.primary_key)
+            sql += (
+                f" ON CONFLICT ({keys}) DO UPDATE SET count = {table.name}.count + excluded.count"
+            )
+        inserts.append(sql)
+    *first, last = inserts
+    with_parts = ", ".join(f"i{n} AS ({sql})" for n, sql in enumerate(first))
+    return (f"WITH {with_parts} {last}" if first else last), tuple(c for _, c in parts)
 
 
-# The buckets' upsert: a new bucket, or its count plus the batch's. SQLite runs it once per
-# bucket on the driver (executemany); PostgreSQL once for the batch, the buckets as arrays (one
-# round trip and one prepared statement for any number of them), where SQLAlchemy's executemany
-# cost about 60 us of CPU per bucket.
+# The buckets' upsert on SQLite: a new bucket, or its count plus the batch's, run once per
+# bucket on the driver (executemany). PostgreSQL's is part of :func:`_insert_all_sql`.
 _BUCKET_COLUMNS = ("uid", "app_id", "kind", "minute", "count")
 _UPSERT_SQLITE = sqlite.insert(WindowBucket).values({c: sa.bindparam(c) for c in _BUCKET_COLUMNS})
 _COUNT_SQLITE = Statement(
     _UPSERT_SQLITE.on_conflict_do_update(
         index_elements=list(WindowBucket.__table__.primary_key),
         set_={"count": WindowBucket.count + _UPSERT_SQLITE.excluded.count},
-    )
-)
-_BUCKET_ARRAYS = (
-    sa.func.unnest(
-        *(
-            sa.bindparam(c, type_=sa.ARRAY(WindowBucket.__table__.c[c].type))
-            for c in _BUCKET_COLUMNS
-        )
-    )
-    .table_valued(*_BUCKET_COLUMNS)
-    .render_derived(name="counted")
-)
-_UPSERT_POSTGRES = postgresql.insert(WindowBucket).from_select(
-    _BUCKET_COLUMNS, sa.select(*_BUCKET_ARRAYS.c)
-)
-_COUNT_POSTGRES = Statement(
-    _UPSERT_POSTGRES.on_conflict_do_update(
-        index_elements=list(WindowBucket.__table__.primary_key),
-        set_={"count": WindowBucket.count + _UPSERT_POSTGRES.excluded.count},
     )
 )
 
