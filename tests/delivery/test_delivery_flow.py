@@ -3,6 +3,7 @@ local fakes, and the status endpoint, the device list and /metrics show what hap
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -130,7 +131,11 @@ async def test_a_credential_error_removes_nothing_and_delivers_once_fixed(
 
     fcm.refuse_tokens = False  # the operator fixed the credentials
 
-    await wait_for(lambda: all_delivered(client, world, nid))
+    # Each goes at its next attempt, which backs off with the attempts made so far (more of them
+    # on a loaded machine): wait that long, and 10 s more.
+    due = [d["next_attempt_at"] or 0 for d in (await status(client, world, nid))["deliveries"]]
+    after = max(0.0, max(due) - time.time())
+    await wait_for(lambda: all_delivered(client, world, nid), timeout=after + 10)
     assert sorted(c.token for c in fcm.calls) == [f"fcm-token-{i}" for i in range(3)]
 
 
