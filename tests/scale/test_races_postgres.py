@@ -160,6 +160,21 @@ async def check_delivered_once(
     return receipts
 
 
+async def streamed(
+    sse: asyncio.Task[Any], seen: list[dict[str, Any]], watched: set[str]
+) -> collections.Counter[str]:
+    """Wait until the live stream showed every watched notification, stop it; how often each
+    notification came on it."""
+
+    async def all_seen() -> bool:
+        return {e["id"] for e in seen} >= watched
+
+    await wait_for(all_seen, timeout=10)
+    sse.cancel()
+    await asyncio.gather(sse, return_exceptions=True)
+    return collections.Counter(e["id"] for e in seen)
+
+
 async def test_four_processes_deliver_each_notification_once(
     tmp_path: Path, postgres_url: str, fcm_process: FcmProcess
 ) -> None:
@@ -181,14 +196,8 @@ async def test_four_processes_deliver_each_notification_once(
         await check_delivered_once(postgres_url, urls, accepted, fcm_process, set())
 
         watched = {nid for nid, (_, uid) in accepted.items() if uid == uids[0]}
-
-        async def streamed() -> bool:
-            return {e["id"] for e in seen} >= watched
-
-        await wait_for(streamed, timeout=10)
-        sse.cancel()
-        await asyncio.gather(sse, return_exceptions=True)
-        assert collections.Counter(e["id"] for e in seen) == dict.fromkeys(watched, 1)
+        streams = await streamed(sse, seen, watched)
+        assert streams == dict.fromkeys(watched, 1)
     finally:
         stop_all(servers)
 
@@ -238,14 +247,7 @@ async def test_a_worker_killed_mid_run_loses_nothing(
         )
 
         watched = {nid for nid, (_, uid) in accepted.items() if uid == uids[0]}
-
-        async def streamed() -> bool:
-            return {e["id"] for e in seen} >= watched
-
-        await wait_for(streamed, timeout=10)
-        sse.cancel()
-        await asyncio.gather(sse, return_exceptions=True)
-        streams = collections.Counter(e["id"] for e in seen)
+        streams = await streamed(sse, seen, watched)
         assert set(streams) == watched
         assert all(n == 1 or (nid, "inbox") in resendable for nid, n in streams.items())
         print(
