@@ -232,3 +232,31 @@ async def listen_sse(url: str, uid: str, into: list[dict[str, Any]], ready: asyn
                     ready.set()
             elif line.startswith("data:") and event == "notification":
                 into.append(json.loads(line.split(":", 1)[1]))
+
+
+class LiveInbox:
+    """A user's live inbox, read on one API process while a test runs."""
+
+    def __init__(self, url: str, uid: str) -> None:
+        self.seen: list[dict[str, Any]] = []
+        self._ready = asyncio.Event()
+        self._task = asyncio.create_task(listen_sse(url, uid, self.seen, self._ready))
+
+    @classmethod
+    async def open(cls, url: str, uid: str) -> LiveInbox:
+        """Start reading; returns once the stream is subscribed."""
+        inbox = cls(url, uid)
+        await asyncio.wait_for(inbox._ready.wait(), 10)
+        return inbox
+
+    async def close_once_seen(self, watched: set[str]) -> collections.Counter[str]:
+        """Wait until every watched notification came on the stream, stop reading; how often
+        each notification came."""
+
+        async def all_seen() -> bool:
+            return {e["id"] for e in self.seen} >= watched
+
+        await wait_for(all_seen, timeout=10)
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        return collections.Counter(e["id"] for e in self.seen)

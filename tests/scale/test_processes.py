@@ -12,17 +12,15 @@ from __future__ import annotations
 import asyncio
 import collections
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import wait_for
 from tests.scale.conftest import (
     FcmProcess,
+    LiveInbox,
     base_env,
     limited_app,
-    listen_sse,
     make_users,
     send_at_once,
     send_direct,
@@ -57,10 +55,7 @@ async def test_two_api_two_workers_exactly_once(
 
         app_id, secret, uids = await make_users(api1.url, 50)
         watched = uids[0]
-        seen: list[dict[str, Any]] = []
-        ready = asyncio.Event()
-        sse = asyncio.create_task(listen_sse(api1.url, watched, seen, ready))
-        await asyncio.wait_for(ready.wait(), 10)
+        inbox = await LiveInbox.open(api1.url, watched)
 
         accepted = await send_direct([api1.url, api2.url], app_id, secret, uids, NOTIFICATIONS)
         assert len(accepted) == NOTIFICATIONS
@@ -79,15 +74,8 @@ async def test_two_api_two_workers_exactly_once(
         # The SSE client on api1 saw each notification for its user once, from both API processes.
         expected = {nid for nid, (_, uid) in accepted.items() if uid == watched}
         assert {accepted[nid][0] for nid in expected} == {api1.url, api2.url}
-
-        async def seen_all() -> bool:
-            return {e["id"] for e in seen} >= expected
-
-        await wait_for(seen_all, timeout=10)
-        counts = collections.Counter(e["id"] for e in seen)
+        counts = await inbox.close_once_seen(expected)
         assert set(counts) == expected and set(counts.values()) == {1}
-        sse.cancel()
-        await asyncio.gather(sse, return_exceptions=True)
 
         # The hourly limit holds across API processes: 40 concurrent sends, 5 accepted.
         app_id, secret = await limited_app(api1.url, ["limited"], 5)

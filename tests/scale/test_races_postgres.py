@@ -28,10 +28,10 @@ from tests.conftest import wait_for
 from tests.scale.conftest import (
     ADMIN_HEADERS,
     FcmProcess,
+    LiveInbox,
     base_env,
     fetch,
     limited_app,
-    listen_sse,
     make_users,
     send_at_once,
     send_direct,
@@ -160,21 +160,6 @@ async def check_delivered_once(
     return receipts
 
 
-async def streamed(
-    sse: asyncio.Task[Any], seen: list[dict[str, Any]], watched: set[str]
-) -> collections.Counter[str]:
-    """Wait until the live stream showed every watched notification, stop it; how often each
-    notification came on it."""
-
-    async def all_seen() -> bool:
-        return {e["id"] for e in seen} >= watched
-
-    await wait_for(all_seen, timeout=10)
-    sse.cancel()
-    await asyncio.gather(sse, return_exceptions=True)
-    return collections.Counter(e["id"] for e in seen)
-
-
 async def test_four_processes_deliver_each_notification_once(
     tmp_path: Path, postgres_url: str, fcm_process: FcmProcess
 ) -> None:
@@ -185,10 +170,7 @@ async def test_four_processes_deliver_each_notification_once(
     urls = [s.url for s in servers]
     try:
         app_id, secret, uids = await make_users(urls[0], 40)
-        seen: list[dict[str, Any]] = []
-        ready = asyncio.Event()
-        sse = asyncio.create_task(listen_sse(urls[1], uids[0], seen, ready))
-        await asyncio.wait_for(ready.wait(), 10)
+        inbox = await LiveInbox.open(urls[1], uids[0])
 
         accepted = await send_direct(urls, app_id, secret, uids, 800)
         assert len(accepted) == 800
@@ -196,7 +178,7 @@ async def test_four_processes_deliver_each_notification_once(
         await check_delivered_once(postgres_url, urls, accepted, fcm_process, set())
 
         watched = {nid for nid, (_, uid) in accepted.items() if uid == uids[0]}
-        streams = await streamed(sse, seen, watched)
+        streams = await inbox.close_once_seen(watched)
         assert streams == dict.fromkeys(watched, 1)
     finally:
         stop_all(servers)
@@ -215,10 +197,7 @@ async def test_a_worker_killed_mid_run_loses_nothing(
     api_urls = [s.url for s in servers]
     try:
         app_id, secret, uids = await make_users(api_urls[0], 40)
-        seen: list[dict[str, Any]] = []
-        ready = asyncio.Event()
-        sse = asyncio.create_task(listen_sse(api_urls[0], uids[0], seen, ready))
-        await asyncio.wait_for(ready.wait(), 10)
+        inbox = await LiveInbox.open(api_urls[0], uids[0])
         # Distinct users for each batch: the same message to the same user is a repeat.
         accepted = await send_direct(api_urls, app_id, secret, uids[:20], BACKLOG)
         servers += await start_servers(
@@ -247,7 +226,7 @@ async def test_a_worker_killed_mid_run_loses_nothing(
         )
 
         watched = {nid for nid, (_, uid) in accepted.items() if uid == uids[0]}
-        streams = await streamed(sse, seen, watched)
+        streams = await inbox.close_once_seen(watched)
         assert set(streams) == watched
         assert all(n == 1 or (nid, "inbox") in resendable for nid, n in streams.items())
         print(
