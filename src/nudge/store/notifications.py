@@ -140,7 +140,7 @@ def _windows(
     counts: dict[tuple[str, str, str], tuple[int, float]] = {}
     for uid, app_id, kind, used, first in _WINDOWS.rows(conn, params):
         if (kind, app_id, uid) in keys:
-            counts[(kind, app_id, uid)] = (int(used), float((int(first) + 1) * BUCKET_S))
+            counts[(kind, app_id, uid)] = (int(used), bucket_end(int(first) * BUCKET_S))
     return counts
 
 
@@ -401,10 +401,10 @@ def prune_chunk(conn: Connection, older_than: float, limit: int) -> int:
 
 DUE_STATES = ("queued", "retrying")
 # Parameters: t_now, t_lease (lease end), worker, pick (how many), ids (expanding).
-_WAITING = sa.and_(
-    Delivery.state.in_(DUE_STATES), Delivery.next_attempt_at <= sa.bindparam("t_now")
-)
-_LAPSED = sa.and_(Delivery.state == "sending", Delivery.lease_until < sa.bindparam("t_now"))
+_DUE_NOW = Delivery.next_attempt_at <= sa.bindparam("t_now")
+_LAPSED_NOW = Delivery.lease_until < sa.bindparam("t_now")
+_WAITING = sa.and_(Delivery.state.in_(DUE_STATES), _DUE_NOW)
+_LAPSED = sa.and_(Delivery.state == "sending", _LAPSED_NOW)
 _TAKE = sa.update(Delivery).values(
     state="sending",
     lease_until=sa.bindparam("t_lease"),
@@ -429,8 +429,6 @@ def _due(state: str, condition: Any) -> Any:
     )
 
 
-_DUE_NOW = Delivery.next_attempt_at <= sa.bindparam("t_now")
-_LAPSED_NOW = Delivery.lease_until < sa.bindparam("t_now")
 _DUE = [_due(state, _DUE_NOW) for state in DUE_STATES] + [_due("sending", _LAPSED_NOW)]
 _DUE_ALL = sa.union_all(*(sa.select(due.c.id, due.c.next_attempt_at) for due in _DUE)).subquery()
 _PICKED = (
@@ -537,12 +535,17 @@ def claim(conn: Connection, worker: str, limit: int, now: float, lease_s: float)
     return _CLAIMED.rows(conn, {"ids": claimed}) if claimed else []
 
 
-async def claim_now(db: Database, worker: str, limit: int, now: float, lease_s: float) -> list[Any]:
-    """PostgreSQL: :func:`claim` as one statement on its own (autocommit)."""
+async def _alone(db: Database, statement: Any, params: dict[str, Any]) -> list[Any]:
+    """PostgreSQL: one statement on its own (autocommit): one round trip, no BEGIN or COMMIT."""
     async with db.engine.connect() as conn:
         auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        params = {"t_now": now, "t_lease": now + lease_s, "worker": worker, "pick": limit}
-        return list((await auto.execute(_CLAIM_POSTGRES, params)).all())
+        return list((await auto.execute(statement, params)).all())
+
+
+async def claim_now(db: Database, worker: str, limit: int, now: float, lease_s: float) -> list[Any]:
+    """PostgreSQL: :func:`claim` as one statement on its own (autocommit)."""
+    params = {"t_now": now, "t_lease": now + lease_s, "worker": worker, "pick": limit}
+    return await _alone(db, _CLAIM_POSTGRES, params)
 
 
 def record_delivered(conn: Connection, worker: str, ids: list[str], now: float) -> list[str]:
@@ -557,10 +560,8 @@ def record_delivered(conn: Connection, worker: str, ids: list[str], now: float) 
 async def record_delivered_now(db: Database, worker: str, ids: list[str], now: float) -> list[str]:
     """PostgreSQL: :func:`record_delivered` as one statement on its own (autocommit), a single
     round trip where a transaction took up to four (docs/delivery.md, "kill -9")."""
-    async with db.engine.connect() as conn:
-        auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        params = {"ids": ids, "worker": worker, "t_now": now}
-        return [r.id for r in await auto.execute(_DELIVERED_POSTGRES, params)]
+    params = {"ids": ids, "worker": worker, "t_now": now}
+    return [r.id for r in await _alone(db, _DELIVERED_POSTGRES, params)]
 
 
 def record_result(conn: Connection, worker: str, delivery_id: str, values: dict[str, Any]) -> bool:
