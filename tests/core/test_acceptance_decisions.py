@@ -40,6 +40,8 @@ def found(**kw: object) -> Found:
         "installed": {("a1", "u1")},
         "devices": {"u1": {"dev1": "fcm", "dev2": "apns"}},
         "users": set(),
+        "app_preferences": {("a1", "u1"): None},
+        "user_preferences": {"u1": None},
         "by_key": {},
         "recent": {},
         "windows": {},

@@ -44,6 +44,9 @@ class NotificationRequest:
     key_hash: str | None = None
     # A refusal found before the batch (bad fields); answered after the secret is checked.
     invalid: NudgeError | None = None
+    priority: str = "normal"  # low | normal | high
+    ttl: float | None = None  # seconds from when it is due (send_at, or now) until it expires
+    send_at: float | None = None  # a scheduled send (UNIX seconds); None: now
 
 
 @dataclass(frozen=True)
@@ -277,8 +280,14 @@ def _add_rows(
             "collapse_key": digest[:32],
             "idempotency_key": request.idempotency_key,
             "created_at": now,
+            "priority": request.priority,
+            "expires_at": None if request.ttl is None else (request.send_at or now) + request.ttl,
+            "send_at": request.send_at,
+            "hold": "",
+            "hold_reason": "",
         }
     )
+    due = request.send_at or now
     sends = [("inbox", None), *((p, d) for d, p in devices.items())]
     out.deliveries += [
         {
@@ -288,7 +297,7 @@ def _add_rows(
             "device_id": device_id,
             "state": "queued",
             "attempts": 0,
-            "next_attempt_at": now,
+            "next_attempt_at": due,
             "last_error": "",
             "created_at": now,
             "updated_at": now,
@@ -371,6 +380,13 @@ def _notification_json(row: Any) -> dict[str, Any]:
         "data": row.data,
         "created_at": row.created_at,
         "read": row.read_at is not None,
+        "seen": row.seen_at is not None,
+        "archived": row.archived_at is not None,
+        "priority": row.priority,
+        "expires_at": row.expires_at,
+        "send_at": row.send_at,
+        "hold": row.hold,
+        "hold_reason": row.hold_reason,
     }
 
 

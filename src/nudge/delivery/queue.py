@@ -61,6 +61,8 @@ def _job(r: Any) -> Job:
         data=r.data,
         collapse_key=r.collapse_key,
         created_at=r.notification_created_at,
+        priority=r.priority,
+        expires_at=r.expires_at,
     )
     if r.provider == "inbox":
         target: Target | None = Target(platform="inbox")

@@ -44,13 +44,22 @@ class Notification(BaseModel):
     data: dict[str, Any]
     created_at: float
     read: bool
+    # The user in control (defaults: what a server before them answers).
+    seen: bool = False
+    archived: bool = False
+    priority: str = "normal"  # low | normal | high
+    expires_at: float | None = None
+    send_at: float | None = None  # a scheduled send
+    hold: str = ""  # "" | muted | quiet | digest: why no push went out at once
+    hold_reason: str = ""
 
 
 class DeliveryState(BaseModel):
     id: str
     provider: str
     device_id: str | None
-    state: str  # queued, delivered, retrying, failed, token-removed
+    # queued, delivered, retrying, failed, token-removed, expired, cancelled, merged
+    state: str
     attempts: int
     last_error: str
     next_attempt_at: float | None

@@ -18,6 +18,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+# A notification that counts as unread (the unread count and the APNs badge).
+UNREAD = "read_at IS NULL AND archived_at IS NULL"
+
 
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
@@ -53,6 +56,8 @@ class User(Base):
     name: Mapped[str] = mapped_column(String(200))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[float] = mapped_column(Float)
+    # {"timezone", "quiet_hours", "daily_cap"} (migration 0007); None: no settings.
+    preferences: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class UserFact(Base):
@@ -77,6 +82,9 @@ class Install(Base):
     )
     scopes: Mapped[list[Any]] = mapped_column(JSON)
     installed_at: Mapped[float] = mapped_column(Float)
+    # The user's settings for this app: {"muted", "proactive", "direct", "channels", "digest_s"}
+    # (migration 0007); None: the defaults.
+    preferences: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class Device(Base):
@@ -96,6 +104,13 @@ class Notification(Base):
         # The inbox and the hourly window (migration 0003).
         Index("ix_notifications_user_recent", "uid", "id", "app_id", "kind"),
         Index("ix_notifications_dedupe", "dedupe_hash", "created_at"),
+        # The unread count (migration 0007).
+        Index(
+            "ix_notifications_unread",
+            "uid",
+            sqlite_where=text(UNREAD),
+            postgresql_where=text(UNREAD),
+        ),
         UniqueConstraint("app_id", "idempotency_key", name="uq_notification_idempotency"),
     )
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -111,6 +126,16 @@ class Notification(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
     read_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Migration 0007: the user in control.
+    priority: Mapped[str] = mapped_column(String(8), default="normal", server_default="normal")
+    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # from the ttl
+    send_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # a scheduled send
+    # Why no push went out at once: "" none, "muted" (none at all), "quiet" (until the user's
+    # quiet hours end), "digest" (until the app's digest window ends); hold_reason in words.
+    hold: Mapped[str] = mapped_column(String(20), default="", server_default="")
+    hold_reason: Mapped[str] = mapped_column(Text, default="", server_default="")
+    seen_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    archived_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Delivery(Base):
@@ -124,7 +149,9 @@ class Delivery(Base):
     )
     provider: Mapped[str] = mapped_column(String(20))
     device_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    # queued | sending | retrying | delivered | failed | token-removed
+    # queued | sending | retrying | delivered | failed | token-removed, and (migration 0007)
+    # expired (its ttl ran out first) | cancelled (by the sending app) | merged (sent as part of
+    # one push for several held notifications)
     state: Mapped[str] = mapped_column(String(20))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[float] = mapped_column(Float)

@@ -55,9 +55,18 @@ _KEYS = Statement(
     )
 )
 _USERS = Statement(sa.select(User.uid).where(User.uid.in_(sa.bindparam("uids", expanding=True))))
-# The installs, each with its user's devices: the targets of every accepted notification.
+# The installs, each with its user's devices and both levels of the user's preferences: the
+# targets of every accepted notification, and what the user allows them.
 _TARGETS_QUERY = (
-    sa.select(Install.app_id, Install.uid, Device.id.label("device_id"), Device.platform)
+    sa.select(
+        Install.app_id,
+        Install.uid,
+        Device.id.label("device_id"),
+        Device.platform,
+        Install.preferences.label("app_preferences"),
+        User.preferences.label("user_preferences"),
+    )
+    .join(User, User.uid == Install.uid)
     .outerjoin(Device, Device.uid == Install.uid)
     .where(
         Install.app_id.in_(sa.bindparam("app_ids", expanding=True)),
@@ -153,6 +162,10 @@ class Found:
     installed: set[tuple[str, str]]  # the batch's (app, uid) pairs that are installed
     devices: dict[str, dict[str, str]]  # uid -> device id -> platform
     users: set[str]  # of the users of pairs not installed, those that exist
+    # The installed pairs' preferences: (app, uid) -> the user's settings for the app, and
+    # uid -> the user's own settings (None: none set).
+    app_preferences: dict[tuple[str, str], dict[str, Any] | None]
+    user_preferences: dict[str, dict[str, Any] | None]
     by_key: dict[tuple[str, str], str]  # (app, idempotency key) -> notification id
     recent: dict[str, str]  # dedupe hash -> notification id, within the duplicate window
     # (kind, app, uid) -> used, and the end of the oldest bucket counted (see bucket_end)
@@ -190,8 +203,12 @@ def find_for_acceptance(
     installed: set[tuple[str, str]] = set()
     devices: dict[str, dict[str, str]] = {}
     query = _TARGETS_LOCKED if lock_rows else _TARGETS
+    app_preferences: dict[tuple[str, str], dict[str, Any] | None] = {}
+    user_preferences: dict[str, dict[str, Any] | None] = {}
     for target in query.rows(conn, {"app_ids": app_ids, "uids": uids}):
         installed.add((target.app_id, target.uid))
+        app_preferences[(target.app_id, target.uid)] = target.app_preferences
+        user_preferences[target.uid] = target.user_preferences
         if target.device_id is not None:
             devices.setdefault(target.uid, {})[target.device_id] = target.platform
     installed &= pairs
@@ -208,7 +225,18 @@ def find_for_acceptance(
     recent = _RECENT.rows(conn, {"digests": list(digests), "since": dedupe_since})
     counts = _windows(conn, windows, window_since) if windows else {}
     recent_ids = {r.dedupe_hash: r.id for r in recent}
-    return Found(owners, apps, installed, devices, users, by_key, recent_ids, counts)
+    return Found(
+        owners,
+        apps,
+        installed,
+        devices,
+        users,
+        app_preferences,
+        user_preferences,
+        by_key,
+        recent_ids,
+        counts,
+    )
 
 
 def insert_accepted(
@@ -479,6 +507,9 @@ def _sending(claimed: Any) -> Any:
             Notification.data,
             Notification.collapse_key,
             Notification.created_at.label("notification_created_at"),
+            Notification.priority,
+            Notification.expires_at,
+            Notification.hold,
             Device.platform,
             Device.token,
             Device.subscription,

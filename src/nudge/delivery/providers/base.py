@@ -46,6 +46,9 @@ class PushMessage:
     data: dict[str, Any]
     collapse_key: str
     created_at: float
+    priority: str = "normal"  # low | normal | high: the provider's priority/urgency fields
+    expires_at: float | None = None  # from the sender's ttl: the provider's lifetime fields
+    badge: int | None = None  # the user's unread count (APNs badge); None: leave it unchanged
 
 
 @dataclass(frozen=True)
