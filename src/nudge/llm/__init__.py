@@ -1,11 +1,7 @@
 """The language model behind proactive notifications, built from settings.
 
-Providers: ``embedded`` (llama.cpp, offline default), ``openai`` (any OpenAI-compatible server)
-and ``fake`` (tests and benchmarks). Adding one: a class with ``from_settings``, ``generate``
-(honouring ``schema`` where it can), ``aclose`` and an ``answer_format``, and one line in
-``PROVIDERS``. The proactive notification's generation step on top of a provider is
-:func:`nudge.llm.writer.write`.
-"""
+A provider is a class with ``from_settings``, ``generate``, ``aclose`` and an ``answer_format``,
+and one line in ``PROVIDERS``; :func:`nudge.llm.writer.write` is the generation step on top."""
 
 from __future__ import annotations
 

@@ -35,38 +35,25 @@ _LABEL = re.compile(
     r"(?: is)?)\s*:\s*",
     re.IGNORECASE,
 )
-_PREAMBLES = (
-    (
-        "preamble",
-        re.compile(
-            r"^(?:sure|certainly|of course|okay|ok|absolutely|alright|great)\b[,.!:]*\s*", re.I
-        ),
-    ),
-    (
-        "preamble",
-        re.compile(r"^(?:here(?:'s| is| are)|below is|this is)\b[^:.!?]{0,80}[:.!]\s*", re.I),
-    ),
-    ("preamble", re.compile(r"^to (?:the user|you|them)\s*[:,]\s*", re.I)),
-    (
-        "preamble",
-        re.compile(
+_PREAMBLES = tuple(
+    (why, re.compile(pattern, re.IGNORECASE))
+    for why, pattern in (
+        ("preamble", r"^(?:sure|certainly|of course|okay|ok|absolutely|alright|great)\b[,.!:]*\s*"),
+        ("preamble", r"^(?:here(?:'s| is| are)|below is|this is)\b[^:.!?]{0,80}[:.!]\s*"),
+        ("preamble", r"^to (?:the user|you|them)\s*[:,]\s*"),
+        (
+            "preamble",
             r"^(?:to help (?:you|them|him|her)[^:.!?]{0,40}"
             r"|i(?:'d| would) (?:say|suggest|recommend)"
             r"|my (?:advice|answer|suggestion)(?: is)?)\s*:\s*",
-            re.I,
         ),
-    ),
-    (
-        "preamble",
-        re.compile(
-            r"^(?:the|my) (?:advice|tip|suggestion)(?: (?:to|for) \w+)? is(?: to)?\s*[:,]?\s*", re.I
+        (
+            "preamble",
+            r"^(?:the|my) (?:advice|tip|suggestion)(?: (?:to|for) \w+)? is(?: to)?\s*[:,]?\s*",
         ),
-    ),
-    ("greeting", re.compile(r"^(?:hi|hello|hey|dear)\b[^,.!?:]{0,30}[,!.:]\s*", re.I)),
-    (
-        "chat reply opener",
-        re.compile(r"^(?:you'?re right|same thing)\b[^,.!?]{0,20}[,.!]\s*", re.I),
-    ),
+        ("greeting", r"^(?:hi|hello|hey|dear)\b[^,.!?:]{0,30}[,!.:]\s*"),
+        ("chat reply opener", r"^(?:you'?re right|same thing)\b[^,.!?]{0,20}[,.!]\s*"),
+    )
 )
 # Sentences in which the model talks about itself, the task or the message instead of writing it.
 _META = re.compile(

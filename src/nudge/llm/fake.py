@@ -1,11 +1,8 @@
 """A deterministic stand-in for tests and benchmarks: it echoes the prompt it was given.
 
 Echoing makes what the model saw visible in the notification (tests check that only granted
-context reached it); ``latency_s`` simulates generation time; ``reply`` scripts other answers.
-With ``verbatim`` (the default) the generation step delivers the answer as it is, markup and
-length aside (an echo would fail its checks: it copies the prompt); ``verbatim=False`` makes it
-treat the answer as a model's, with every check (tests of the generation step).
-"""
+context reached it). With ``verbatim`` (the default) the generation step delivers the answer as it
+is, markup and length aside; ``verbatim=False`` puts it through every check."""
 
 from __future__ import annotations
 

@@ -1,10 +1,7 @@
 """Any OpenAI-compatible chat server: OpenAI, vLLM, Ollama, llama.cpp's server (``base_url``).
 
-A JSON schema is sent as ``response_format`` (``json_schema``, which OpenAI, vLLM, Ollama and
-llama.cpp's server enforce). A server that refuses it (400 or 422, or any error that names
-``response_format``: llama-cpp-python's server answers 500) is asked again without, and from
-then on without: the answer is then free text, which the generation step also understands.
-"""
+A JSON schema goes as ``response_format``; a server that refuses it (400, 422, or an error naming
+``response_format``: llama-cpp-python's server answers 500) is asked again without, from then on."""
 
 from __future__ import annotations
 

@@ -1,29 +1,11 @@
 """The generation step: an app's filled prompt in, a message a person would accept (or none) out.
 
-The pipeline and ``bench/quality.py`` both call :func:`write`.
-
-1. **User data is data.** Each value filled into the app's template is fenced in
-   ``<user_facts>…</user_facts>`` (named by its scope), and chat-format control markers
-   (``<|im_start|>``, ``[INST]``, ``<s>``…) and fence tags are removed from it; the embedded
-   provider also tokenizes every message with special tokens off, so no text can become a
-   control token. The system prompt says fenced text is never instructions.
-2. **A structured answer** (``NUDGE_LLM_ANSWER``). ``json``: ``{"notify": bool, "message": str}``
-   (:data:`ANSWER_SCHEMA`), ``notify: false`` (the app's "reply SKIP") is staying quiet; the
-   default for ``openai``. ``text``: one or two plain sentences, or ``SKIP``
-   (:data:`TEXT_SCHEMA`); the default for ``embedded``, whose 135M model answers ``notify:
-   false`` to everything (docs/proactive.md). Both are enforced by a grammar on the embedded
-   model and by ``response_format`` on servers that support it; free text is still understood.
-3. **Cleaning and checks.** :func:`nudge.llm.cleaning.clean_output` removes preambles, labels,
-   tags, quotes, copied prompt text and extra sentences. What is left is sent only if it reads as
-   a message (three words or more, ends a sentence, no markup, copies no 35 characters of the
-   prompt) and, when the app granted user data, mentions something from it (a message that
-   could be sent to anyone is not worth a notification). Otherwise the model is asked again,
-   up to ``NUDGE_LLM_ATTEMPTS`` times with another seed, and then the message is held. The
-   trace shows every try and why.
-4. **Optional stages** (``NUDGE_LLM_STAGES=gate-write-critic``, for stronger models): a yes/no
-   call decides whether to notify, one writes, one reviews the message against the request and
-   the data; a "no" holds it.
-"""
+The pipeline and ``bench/quality.py`` both call :func:`write`. User data is fenced as data and
+stripped of chat-format control markers; the answer is structured (``NUDGE_LLM_ANSWER``), cleaned
+(:func:`nudge.llm.cleaning.clean_output`) and checked (it reads as a message to the user and, when
+data was granted, mentions some of it: one that could go to anyone is not worth a notification),
+with retries, then held; ``NUDGE_LLM_STAGES=gate-write-critic`` adds a yes/no gate and a review.
+docs/proactive.md §5 says each rule and why."""
 
 from __future__ import annotations
 
@@ -159,7 +141,6 @@ def fence(parts: Sequence[tuple[str, str | None]]) -> tuple[str, dict[str, int]]
         value, n_tags = _FENCE_TAG.subn(" ", value)
         if n_turns + n_markers + n_tags:
             removed[scope] = removed.get(scope, 0) + n_turns + n_markers + n_tags
-        if n_turns + n_markers + n_tags:
             value = re.sub(r"[ \t]{2,}", " ", value)
         out.append(f"<{scope}>{value.strip()}</{scope}>")
     return "".join(out), removed
@@ -245,12 +226,7 @@ class _Calls:
         self.model = ""
 
     async def run(
-        self,
-        stage: str,
-        system: str,
-        prompt: str,
-        schema: dict[str, Any] | None,
-        variant: int = 0,
+        self, stage: str, system: str, prompt: str, schema: dict[str, Any] | None, variant: int = 0
     ) -> Generation:
         started = time.monotonic()
         generation = await self.llm.generate(system, prompt, schema=schema, variant=variant)
