@@ -18,6 +18,7 @@ from nudge.delivery.providers.base import Outcome, PushMessage, SendResult, Targ
 from nudge.sdk.backoff import retry_delay
 from nudge.store import notifications as store
 from nudge.store.db import Database
+from nudge.store.inbox import unread_counts
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Job:
     created_at: float
     message: PushMessage
     target: Target | None  # None: the device was removed after the notification was accepted
+    hold: str = ""  # the notification's hold: "quiet" and "digest" pushes are sent summarised
 
 
 @dataclass(frozen=True)
@@ -41,17 +43,31 @@ class DeliveryRetry:
 
 async def claim(db: Database, worker_id: str, limit: int, lease_s: float) -> list[Job]:
     """Claim up to ``limit`` due deliveries for ``worker_id`` and load what sending needs: on
-    PostgreSQL one autocommit statement (:func:`nudge.store.notifications.claim_now`)."""
+    PostgreSQL one autocommit statement (:func:`nudge.store.notifications.claim_now`). APNs jobs
+    carry their user's unread count (the badge): one more query per claim that has any."""
     if db.is_postgres:
         rows = await store.claim_now(db, worker_id, limit, time.time(), lease_s)
+        uids = _badged(rows)
+        badges = await db.query(lambda conn: unread_counts(conn, uids)) if uids else {}
     else:
-        rows = await db.write_now(
-            lambda conn: store.claim(conn, worker_id, limit, time.time(), lease_s)
-        )
-    return [_job(r) for r in rows]
+        rows, badges = await db.write_now(partial(_claim, worker_id, limit, lease_s))
+    return [_job(r, badges) for r in rows]
 
 
-def _job(r: Any) -> Job:
+def _claim(
+    worker_id: str, limit: int, lease_s: float, conn: Connection
+) -> tuple[list[Any], dict[str, int]]:
+    rows = store.claim(conn, worker_id, limit, time.time(), lease_s)
+    uids = _badged(rows)
+    return rows, unread_counts(conn, uids) if uids else {}
+
+
+def _badged(rows: list[Any]) -> set[str]:
+    """The users of the claimed APNs deliveries."""
+    return {r.uid for r in rows if r.provider == "apns"}
+
+
+def _job(r: Any, badges: dict[str, int]) -> Job:
     message = PushMessage(
         notification_id=r.notification_id,
         app_id=r.app_id,
@@ -63,6 +79,7 @@ def _job(r: Any) -> Job:
         created_at=r.notification_created_at,
         priority=r.priority,
         expires_at=r.expires_at,
+        badge=badges.get(r.uid, 0) if r.provider == "apns" else None,
     )
     if r.provider == "inbox":
         target: Target | None = Target(platform="inbox")
@@ -70,7 +87,7 @@ def _job(r: Any) -> Job:
         target = None
     else:
         target = Target(r.platform, r.device_id, r.token, r.subscription)
-    return Job(r.id, r.provider, r.attempts, r.created_at, message, target)
+    return Job(r.id, r.provider, r.attempts, r.created_at, message, target, r.hold)
 
 
 async def record(
@@ -107,13 +124,21 @@ def _record(
     states.update(
         dict.fromkeys(store.record_delivered(conn, worker_id, delivered, now), "delivered")
     )
+    merged: dict[str, list[str]] = {}  # the reason (it names the summary's delivery) -> ids
     for job, result in rest:
+        if result.outcome is Outcome.MERGED:
+            merged.setdefault(result.reason, []).append(job.delivery_id)
+            continue
         values = _values_for(job, result, policy, now)
         if not store.record_result(conn, worker_id, job.delivery_id, values):
             continue  # our lease expired and another worker took it over
         states[job.delivery_id] = values["state"]
         if result.outcome is Outcome.TOKEN_INVALID and job.target and job.target.device_id:
             store.remove_device(conn, job.target.device_id, now)
+    for reason, ids in merged.items():
+        states.update(
+            dict.fromkeys(store.record_merged(conn, worker_id, ids, reason, now), "merged")
+        )
     return states
 
 
@@ -131,6 +156,8 @@ def _values_for(job: Job, result: SendResult, policy: DeliveryRetry, now: float)
         return base | {"state": "token-removed"}
     if result.outcome is Outcome.FAILED:
         return base | {"state": "failed"}
+    if result.outcome is Outcome.EXPIRED:
+        return base | {"attempts": job.attempts, "state": "expired"}  # never sent
     # RETRY and PROVIDER_ALERT: try again later, until the message is too old.
     delay = retry_delay(
         attempts, base_s=policy.base_s, max_s=policy.max_s, retry_after=result.retry_after

@@ -17,7 +17,8 @@ import time
 from collections.abc import Mapping
 
 from nudge.bus.local import EventBus
-from nudge.delivery import queue
+from nudge.delivery import held, queue
+from nudge.delivery.held import Send
 from nudge.delivery.providers.base import Outcome, Provider, SendResult
 from nudge.delivery.queue import DeliveryRetry, Job
 from nudge.metrics import Metrics
@@ -157,8 +158,12 @@ class DeliveryWorker:
 
     async def _claim(self, limit: int) -> int:
         jobs = await queue.claim(self.db, self.worker_id, limit, self.lease_s)
-        for job in jobs:
-            task = asyncio.create_task(self._send_one(job))
+        done, sends = held.plan(jobs, time.time())
+        if done:  # expired: recorded without a send
+            self._finished += done
+            self._results_ready.set()
+        for send in sends:
+            task = asyncio.create_task(self._send_one(send))
             self._sending.add(task)
             task.add_done_callback(self._sent)
         return len(jobs)
@@ -168,8 +173,8 @@ class DeliveryWorker:
         if self.concurrency - len(self._sending) >= self._min_claim:
             self._room.set()
 
-    async def _send_one(self, job: Job) -> None:
-        self._finished.append((job, await self._send(job)))
+    async def _send_one(self, send: Send) -> None:
+        self._finished += send.results(await self._send(send.job))
         self._results_ready.set()
 
     async def _send(self, job: Job) -> SendResult:

@@ -604,6 +604,30 @@ def record_result(conn: Connection, worker: str, delivery_id: str, values: dict[
     return bool(held.rowcount)
 
 
+_MERGED = Statement(
+    sa.update(Delivery)
+    .values(
+        state="merged",
+        lease_until=None,
+        claimed_by=None,
+        updated_at=sa.bindparam("t_now"),
+        delivered_at=sa.bindparam("t_now"),
+        last_error=sa.bindparam("reason"),
+    )
+    .where(Delivery.id.in_(sa.bindparam("ids", expanding=True)), _HELD)
+    .returning(Delivery.id)
+)
+
+
+def record_merged(
+    conn: Connection, worker: str, ids: list[str], reason: str, now: float
+) -> list[str]:
+    """Mark ``merged`` (their content went out inside one summary push, which ``reason``
+    names) those of ``ids`` that ``worker`` still holds; returns them."""
+    params = {"ids": ids, "worker": worker, "t_now": now, "reason": reason}
+    return [r.id for r in _MERGED.rows(conn, params)]
+
+
 def remove_device(conn: Connection, device_id: str, now: float) -> None:
     """A dead token: delete the device and close its other pending deliveries."""
     conn.execute(sa.delete(Device).where(Device.id == device_id))

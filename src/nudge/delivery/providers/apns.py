@@ -28,8 +28,11 @@ from nudge.delivery.providers.base import (
 )
 from nudge.delivery.providers.http import http_fallback, unreachable
 from nudge.delivery.providers.payload import (
+    APNS_PRIORITY,
+    INTERRUPTION_LEVEL,
     collapse_id,
     compact_json,
+    expiry,
     fit,
     string_data,
 )
@@ -104,10 +107,12 @@ def classify(response: httpx.Response) -> SendResult:
 
 def _payload(m: PushMessage) -> dict[str, Any]:
     data = {k: v for k, v in string_data(m.data).items() if k != "aps"}
-    return {
-        "aps": {"alert": {"title": m.title, "body": m.body}, "sound": "default"},
-        **data,
-    }
+    aps: dict[str, Any] = {"alert": {"title": m.title, "body": m.body}, "sound": "default"}
+    if m.badge is not None:
+        aps["badge"] = m.badge
+    if m.priority in INTERRUPTION_LEVEL:
+        aps["interruption-level"] = INTERRUPTION_LEVEL[m.priority]
+    return {"aps": aps, **data}
 
 
 def payload_size(m: PushMessage) -> int:
@@ -163,8 +168,8 @@ class ApnsProvider:
         headers = {
             "apns-topic": self.topic,
             "apns-push-type": "alert",
-            "apns-priority": "10",
-            "apns-expiration": str(int(m.created_at + self.max_age_s)),
+            "apns-priority": APNS_PRIORITY[m.priority],
+            "apns-expiration": str(int(expiry(m, self.max_age_s))),
             "apns-collapse-id": collapse_id(m.collapse_key),
             # The same id on every attempt of one delivery, so Apple's logs match ours.
             "apns-id": str(uuid.uuid5(APNS_ID_NAMESPACE, f"{m.notification_id}/{target.token}")),

@@ -25,6 +25,9 @@ class Outcome(StrEnum):
     TOKEN_INVALID = "token-invalid"  # the device is gone: remove it
     FAILED = "failed"  # permanent for this message: record the provider's reason
     PROVIDER_ALERT = "provider-alert"  # our credentials/config are wrong: keep devices, retry later
+    # Decided by the worker, never by a provider:
+    EXPIRED = "expired"  # the sender's ttl ran out before it could be sent: not sent
+    MERGED = "merged"  # sent inside one summary push with other held notifications
 
 
 @dataclass(frozen=True)

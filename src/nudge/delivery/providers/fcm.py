@@ -35,6 +35,10 @@ from nudge.delivery.providers.http import (
     unreachable,
 )
 from nudge.delivery.providers.payload import (
+    APNS_PRIORITY,
+    FCM_PRIORITY,
+    INTERRUPTION_LEVEL,
+    URGENCY,
     collapse_id,
     compact_json,
     fit,
@@ -220,6 +224,22 @@ def payload_size(m: PushMessage) -> int:
     return len(compact_json(_content(m)))
 
 
+def _apns(m: PushMessage) -> dict[str, Any]:
+    """The block FCM forwards to APNs: the collapse id and priority, and only where the sender
+    asked for them (so that a default message is sent as before) its expiry and interruption
+    level."""
+    headers = {
+        "apns-collapse-id": collapse_id(m.collapse_key),
+        "apns-priority": APNS_PRIORITY[m.priority],
+    }
+    if m.expires_at is not None:
+        headers["apns-expiration"] = str(int(m.expires_at))
+    block: dict[str, Any] = {"headers": headers}
+    if m.priority in INTERRUPTION_LEVEL:
+        block["payload"] = {"aps": {"interruption-level": INTERRUPTION_LEVEL[m.priority]}}
+    return block
+
+
 class FcmProvider:
     name: ClassVar[str] = "fcm"
 
@@ -260,19 +280,14 @@ class FcmProvider:
                     **_content(m),
                     "android": {
                         "collapse_key": m.collapse_key,
-                        "priority": "high",
+                        "priority": FCM_PRIORITY[m.priority],
                         "ttl": f"{ttl}s",
                     },
-                    "apns": {
-                        "headers": {
-                            "apns-collapse-id": collapse_id(m.collapse_key),
-                            "apns-priority": "10",
-                        }
-                    },
+                    "apns": _apns(m),
                     "webpush": {
                         "headers": {
                             "Topic": topic(m.collapse_key),
-                            "Urgency": "high",
+                            "Urgency": URGENCY[m.priority],
                             "TTL": str(ttl),
                         }
                     },

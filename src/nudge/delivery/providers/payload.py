@@ -1,4 +1,5 @@
-"""The push providers' shared payload rules: size limits, string data, lifetimes, collapse ids.
+"""The push providers' shared payload rules: size limits, string data, lifetimes, priorities,
+collapse ids.
 
 Every push service refuses payloads over about 4 KB. Rather than let it refuse, a provider asks
 :func:`fit` for a message whose rendered payload is within its limit: the body is cut at a
@@ -26,6 +27,16 @@ ELLIPSIS = "…"
 PLATFORM_DATA_KEYS = frozenset({"app_id", "notification_id", "type", "navigate_to"})
 _JOINERS = {"\u200d"}  # ZERO WIDTH JOINER: glues emoji sequences together
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+MAX_TTL_S = 28 * 24 * 3600  # the longest FCM and the Web Push services keep a message (4 weeks)
+
+# A notification's priority in each service's terms. ``normal`` (every notification of an app
+# written for Omi) sends what was sent before priorities existed: the services' top priority;
+# ``low`` lets the service wait for a good moment, ``high`` also breaks through a Focus on iOS.
+FCM_PRIORITY = {"high": "high", "normal": "high", "low": "normal"}  # android.priority
+APNS_PRIORITY = {"high": "10", "normal": "10", "low": "5"}  # apns-priority
+# aps.interruption-level; normal sends none (Apple's default is "active", as before).
+INTERRUPTION_LEVEL = {"high": "time-sensitive", "low": "passive"}
+URGENCY = {"high": "high", "normal": "high", "low": "low"}  # Web Push Urgency (RFC 8030 5.3)
 
 
 def compact_json(value: Any) -> bytes:
@@ -110,10 +121,18 @@ def string_data(data: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def expiry(message: PushMessage, max_age_s: float) -> float:
+    """When the message is no longer worth showing: the sender's ``ttl`` ran out, or (without
+    one) our own max age, after which we would give up on it."""
+    if message.expires_at is not None:
+        return message.expires_at
+    return message.created_at + max_age_s
+
+
 def remaining_ttl(message: PushMessage, max_age_s: float, now: float | None = None) -> int:
-    """Seconds the provider may keep the message: what is left of our own max age."""
-    left = message.created_at + max_age_s - (time.time() if now is None else now)
-    return max(0, int(left))
+    """Seconds the provider may keep the message (until :func:`expiry`, at most 4 weeks)."""
+    left = expiry(message, max_age_s) - (time.time() if now is None else now)
+    return min(max(0, int(left)), MAX_TTL_S)
 
 
 def collapse_id(key: str, max_bytes: int = 64) -> str:

@@ -41,6 +41,7 @@ from nudge.delivery.providers.http import (
     unreachable,
 )
 from nudge.delivery.providers.payload import (
+    URGENCY,
     compact_json,
     fit,
     remaining_ttl,
@@ -192,7 +193,7 @@ class WebPushProvider:
             raise ValueError(f"no VAPID signature can name the origin {origin}: {exc}") from None
         headers = {
             "TTL": str(remaining_ttl(m, self.max_age_s)),
-            "Urgency": "high",
+            "Urgency": URGENCY[m.priority],
             "Topic": topic(m.collapse_key),
             "Content-Encoding": "aes128gcm",
             "Content-Type": "application/octet-stream",
