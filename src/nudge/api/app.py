@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from nudge import __version__
-from nudge.api import apps, console, direct, health, integrations, proactive, users
+from nudge.api import apps, console, direct, health, integrations, preferences, proactive, users
 from nudge.api.asgi import SafeJSONResponse
 from nudge.api.deps import TextInputDep
 from nudge.api.direct_route import DirectNotificationRoute, add_openapi_entry
@@ -64,7 +64,9 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
     install_docs(app)
     # A worker process serves only /healthz, /readyz and /metrics (probes and Prometheus).
     api = (
-        () if settings.role == "worker" else (direct, apps, users, proactive, console, integrations)
+        ()
+        if settings.role == "worker"
+        else (direct, apps, users, preferences, proactive, console, integrations)
     )
     for module in (health, *api):
         app.include_router(module.router)

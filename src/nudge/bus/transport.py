@@ -1,24 +1,11 @@
 """Live events between processes (contract.md §8): the inbox stream and the worker wake-up.
 
-Each process keeps a :class:`LocalEventBus` for the SSE clients connected to it; a transport
-carries events and wake-ups between processes:
-
-- Redis (``NUDGE_REDIS_URL``): one channel per user, ``nudge:inbox:<uid>``, subscribed only while
-  that user has a live client on this process, so an event reaches only the processes that serve
-  that user; wake-ups on ``nudge:work``.
-- PostgreSQL LISTEN/NOTIFY otherwise: every inbox event on ``nudge_inbox`` (each process keeps
-  those of its own clients' users, reading only the uid of the others) and ``nudge_work``. An
-  event over NOTIFY's 8,000-byte payload limit travels in numbered parts in one statement.
-
-Publishing is batched: what is published while a send is in flight goes out together in the next
-one (one Redis pipeline, or one ``SELECT pg_notify(...) FROM unnest(...)``), and wake-ups collapse
-into at most one per batch. Channels are listened to lazily: a worker-only process never receives
-inbox events, an API-only process never receives wake-ups.
-
-The live stream is best effort, as it is within one process: while the transport is down, events
-reach this process's own clients only (logged) and the inbox (``GET .../notifications``) stays the
-record; workers still find due deliveries by polling (``NUDGE_DELIVERY_POLL_INTERVAL_S``).
-"""
+Each process keeps a :class:`LocalEventBus` for its own SSE clients; a transport carries events
+and wake-ups between processes: Redis (one channel per user, subscribed only while that user has
+a client here) or else PostgreSQL LISTEN/NOTIFY (one inbox channel; an event over NOTIFY's
+payload limit travels in parts). Sends are batched and channels listened to lazily. The stream is
+best effort: while the transport is down, events reach this process's clients only and workers
+poll; the inbox stays the record (docs/deploy.md)."""
 
 from __future__ import annotations
 
@@ -182,13 +169,6 @@ class TransportBus(ABC):
         for uid, event in events:
             self.local.deliver_local(uid, event)
 
-    # -- receiving -------------------------------------------------------------------------
-    def _received(self, uid: str, event: Event) -> None:
-        self.local.deliver_local(uid, event)
-
-    def _woken(self) -> None:
-        self.local.deliver_wake()
-
     # -- failures --------------------------------------------------------------------------
     def _resting(self) -> bool:
         """While the transport is down, try it once per ``RETRY_S``, not once per batch (each
@@ -312,14 +292,14 @@ class RedisEventBus(TransportBus):
             return
         name = channel.decode()
         if name == self.work_channel:
-            self._woken()
+            self.local.deliver_wake()
         elif name.startswith(self.inbox_prefix):
             try:
                 event = json.loads(message["data"])
             except ValueError:
                 log.warning("unreadable inbox event on Redis", extra={"channel": name})
                 return
-            self._received(name.removeprefix(self.inbox_prefix), event)
+            self.local.deliver_local(name.removeprefix(self.inbox_prefix), event)
 
     async def _close_transport(self) -> None:
         if self._reader is not None:
@@ -445,7 +425,7 @@ class PostgresEventBus(TransportBus):
 
     def _on_notify(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
         if channel == PG_WORK:
-            self._woken()
+            self.local.deliver_wake()
         elif channel == PG_INBOX:
             whole = self._assemble(payload) if payload.startswith("#") else payload
             if whole is not None:
@@ -456,7 +436,7 @@ class PostgresEventBus(TransportBus):
         try:
             uid = json.loads(head)
             if uid in self._users:
-                self._received(uid, json.loads(body))
+                self.local.deliver_local(uid, json.loads(body))
         except ValueError:
             log.warning("unreadable inbox event on NOTIFY", extra={"payload": whole[:200]})
 

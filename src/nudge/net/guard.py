@@ -1,24 +1,11 @@
 """The outbound-address guard: which addresses Nudge may call when someone else chose them.
 
-Every call Nudge makes to such an address (app webhooks, setup checks, Web Push endpoints) goes
-through it.
-
-- Resolve the name once, check EVERY address it resolves to (a name that mixes public and
-  private answers is refused), and hand the HTTP client only checked addresses, so it connects
-  to one of them and never resolves the name itself: no DNS-rebinding window.
-- The connected peer is checked once more (this also covers IP literals in URLs).
-- Refused, unless ``NUDGE_ALLOW_PRIVATE_WEBHOOKS=1``: loopback, private, link-local, site-local,
-  shared (100.64/10), reserved, documentation and other non-global addresses, and IPv6 outside
-  global unicast space (2000::/3). Unspecified and multicast addresses are refused always.
-- IPv6 forms that carry an IPv4 address are judged by that address: IPv4-mapped (``::ffff:``),
-  IPv4-compatible (``::a.b.c.d``), NAT64 (``64:ff9b::/96``) and 6to4 (``2002::/16``); the
-  local-use NAT64 prefix ``64:ff9b:1::/48`` is not public.
-- Legacy IPv4 spellings that the C library accepts (``0x7f.1``, ``127.1``, ``2130706433``,
-  ``0177.0.0.1``) are read as the address they spell, whatever the HTTP client would do with them.
-
-The rules are written out here rather than read from ``ipaddress.is_global`` alone: Python 3.11
-calls ``fec0::1``, ``::7f00:1`` and ``64:ff9b:1::1`` global.
-"""
+App webhooks, setup checks and Web Push endpoints all go through it: the name is resolved once,
+every address it resolves to is checked (IPv6 forms carrying an IPv4 address and legacy IPv4
+spellings such as ``0x7f.1`` are judged by the address they reach), the client connects only to a
+checked address (no DNS-rebinding window) and the connected peer is checked once more
+(docs/security.md). The rules are written out rather than read from ``ipaddress.is_global``
+alone: Python 3.11 calls ``fec0::1``, ``::7f00:1`` and ``64:ff9b:1::1`` global."""
 
 from __future__ import annotations
 

@@ -1,24 +1,12 @@
 """A minimal HTTP/1.1 keep-alive client for webhook calls: asyncio + httptools' C response parser.
 
-Why not httpx, which contract.md §7 names for every outbound call, or aiohttp, which replaced
-it here before: webhook calls are the hottest outbound path (three per transcript segment,
-hundreds a second), their CPU is what limits a busy process, and this client spends a fraction
-of either's per call (bench/webhooks.py; the figures are in docs/performance.md and
-docs/decisions.md). This is a deliberate, measured exception for this one path; it does only
-what webhooks need:
-
-- ``http``/``https`` URLs; GET, POST, PUT, PATCH, DELETE; a body of bytes; no redirects followed
-  (a 3xx is returned like any other answer); answers with a length, chunked, or ended by close;
-  the body capped at ``limit`` bytes (the rest is not read, the connection is dropped).
-- One pool of idle connections per (scheme, host, port): at most ``max_idle_per_origin``, each
-  closed after ``idle_timeout_s`` unused. A connection goes back to the pool only when its answer
-  was read completely, the server kept it alive and sent nothing more.
-- Where to connect is the caller's decision: ``address_for(host, port)`` gives the address (the
-  SSRF guard, which resolves the name once) and ``check_peer(ip)`` vets the peer actually
-  connected to; the URL's name stays in ``Host``, TLS SNI and certificate checks.
-
-Every failure of the exchange is an :class:`HTTPError` whose message says what happened.
-"""
+Webhook calls are the hottest outbound path and their CPU limits a busy process; this client
+spends a fraction of httpx's or aiohttp's per call (docs/decisions.md, docs/performance.md), and
+does only what webhooks need: no redirects followed, bodies capped at ``limit``, idle connections
+pooled per origin and reused only after a complete answer. Where to connect is the caller's
+decision (``address_for``, ``check_peer``: the SSRF guard); the URL's name stays in ``Host``, TLS
+SNI and certificate checks. Every failure of the exchange is an :class:`HTTPError` saying what
+happened."""
 
 from __future__ import annotations
 

@@ -1,19 +1,9 @@
 """Calls from Nudge to apps (contract.md §2): signed, SSRF-safe, bounded, one breaker per app.
 
-- Signed per Standard Webhooks: ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature``
-  (``v1,`` + base64 HMAC-SHA256 of ``id.timestamp.body`` under the app's ``whsec_`` secret).
-- SSRF: the host is resolved once, when a connection is opened, by the outbound-address guard
-  (:mod:`nudge.net.guard`, which says what is refused); the connection goes to a checked address
-  and its peer is checked once more. URL, ``Host``, TLS SNI and certificate checks keep the real
-  host name, and nothing resolves it a second time, so there is no DNS-rebinding window.
-- Connect timeout 2 s, total 15 s (configurable), no redirects, every 2xx is success, answers
-  capped in size, and a circuit breaker per app: after N consecutive failures its calls are
-  skipped for a cool-down, then one trial call decides. Each app has its own lane (at most
-  ``NUDGE_WEBHOOK_CONCURRENCY_PER_APP`` calls at once, a bounded queue behind them) and there is
-  no process-wide connection cap, so a slow app never holds up another one.
-- Calls go through :mod:`nudge.net.http1`, a minimal keep-alive HTTP/1.1 client (it says
-  why not aiohttp or httpx: CPU per call, measured).
-"""
+Signed per Standard Webhooks; each address vetted by :mod:`nudge.net.guard`; sent over
+:mod:`nudge.net.http1`. Each app has its own lane (``NUDGE_WEBHOOK_CONCURRENCY_PER_APP`` calls at
+once, a bounded queue behind them) and its own circuit breaker, so a slow or failing app never
+holds up another (docs/proactive.md, "How calls are made")."""
 
 from __future__ import annotations
 

@@ -4,11 +4,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SCOPES = ("user_name", "user_facts", "user_context", "user_chat")
 
@@ -126,6 +128,68 @@ class UserInfo(BaseModel):
 
 class Facts(BaseModel):
     facts: list[str]
+
+
+HHMM = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+MAX_DIGEST_S = 86_400
+
+
+class QuietHours(BaseModel):
+    """A daily window, in the user's time zone, in which pushes wait until it ends."""
+
+    start: str = Field(description='"HH:MM"; may be after end (the window wraps midnight)')
+    end: str = Field(description='"HH:MM", not equal to start')
+    allow_high: bool = Field(default=False, description="high priority pushes go out anyway")
+
+    @field_validator("start", "end")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        if not HHMM.match(value):
+            raise ValueError('must be a 24-hour time "HH:MM", e.g. "22:00"')
+        return value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> QuietHours:
+        if self.start == self.end:
+            raise ValueError("start and end must differ (an empty window)")
+        return self
+
+
+class AppPreferences(BaseModel):
+    """The user's settings for one installed app; the defaults change nothing."""
+
+    muted: bool = False
+    proactive: bool = True  # the app's proactive notifications and webhook message answers
+    direct: bool = True  # what the app sends through the API
+    channels: list[Literal["push", "inbox"]] = Field(
+        default_factory=lambda: ["push", "inbox"], min_length=1, max_length=2
+    )
+    digest_s: int = Field(default=0, ge=0, le=MAX_DIGEST_S)
+
+    @field_validator("channels")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("each channel at most once")
+        return value
+
+
+class Preferences(BaseModel):
+    """``GET``/``PUT /v1/users/{uid}/preferences``: the user's settings and each installed app's."""
+
+    timezone: str = Field(default="UTC", description="an IANA time zone name")
+    quiet_hours: QuietHours | None = None
+    daily_cap: int | None = Field(default=None, ge=1, description="pushes per local day")
+    apps: dict[str, AppPreferences] = Field(default_factory=dict)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ValueError, ZoneInfoNotFoundError):
+            raise ValueError(f"{value!r} is not an IANA time zone name (Europe/Paris)") from None
+        return value
 
 
 class AuthStep(BaseModel):

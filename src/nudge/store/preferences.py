@@ -1,0 +1,48 @@
+"""SQL of the user's preferences: ``users.preferences`` and each install's ``preferences``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import Connection
+
+from nudge.store.models import Install, User
+
+
+def read(
+    conn: Connection, uid: str
+) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any] | None]] | None:
+    """The user's own settings and app id -> the settings of each installed app (None: the
+    defaults), in one query; None when there is no such user."""
+    rows = conn.execute(
+        sa.select(User.preferences, Install.app_id, Install.preferences.label("app_preferences"))
+        .outerjoin(Install, Install.uid == User.uid)
+        .where(User.uid == uid)
+        .order_by(Install.app_id)
+    ).all()
+    if not rows:
+        return None
+    apps = {r.app_id: r.app_preferences for r in rows if r.app_id is not None}
+    return rows[0].preferences, apps
+
+
+def write(
+    conn: Connection,
+    uid: str,
+    user: dict[str, Any] | None,
+    apps: dict[str, dict[str, Any] | None],
+) -> None:
+    """Replace the user's settings and those of the installed apps named in ``apps`` (None:
+    SQL NULL, the defaults)."""
+
+    def stored(value: dict[str, Any] | None) -> Any:
+        return sa.null() if value is None else value
+
+    conn.execute(sa.update(User).where(User.uid == uid).values(preferences=stored(user)))
+    for app_id, value in sorted(apps.items()):
+        conn.execute(
+            sa.update(Install)
+            .where(Install.uid == uid, Install.app_id == app_id)
+            .values(preferences=stored(value))
+        )

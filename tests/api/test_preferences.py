@@ -1,0 +1,202 @@
+"""``GET``/``PUT /v1/users/{uid}/preferences`` and what the preferences do to a notification,
+on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from nudge.config import Settings
+from tests.conftest import MENTOR_MANIFEST, World, make_settings
+
+DEFAULT_APP = {
+    "muted": False,
+    "proactive": True,
+    "direct": True,
+    "channels": ["push", "inbox"],
+    "digest_s": 0,
+}
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return make_settings(tmp_path, database_url=database_url)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def url(world: World) -> str:
+    return f"/v1/users/{world.uid}/preferences"
+
+
+async def device(client: httpx.AsyncClient, uid: str) -> None:
+    r = await client.post(f"/v1/users/{uid}/devices", json={"platform": "log", "token": "t1"})
+    assert r.status_code == 201, r.text
+
+
+async def send(client: httpx.AsyncClient, world: World, message: str) -> dict[str, Any]:
+    r = await client.post(
+        f"/v2/integrations/{world.app_id}/notification",
+        params={"uid": world.uid, "message": message},
+        headers=bearer(world.app_secret),
+    )
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+async def status(client: httpx.AsyncClient, world: World, notification_id: str) -> Any:
+    r = await client.get(
+        f"/v2/integrations/{world.app_id}/notifications/{notification_id}",
+        headers=bearer(world.app_secret),
+    )
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def test_defaults_then_replace_the_whole_document(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    user = bearer(world.user_token)
+    r = await client.get(url(world), headers=user)
+    assert r.status_code == 200, r.text
+    assert r.json() == {
+        "timezone": "UTC",
+        "quiet_hours": None,
+        "daily_cap": None,
+        "apps": {world.app_id: DEFAULT_APP},
+    }
+    document = {
+        "timezone": "Europe/Paris",
+        "quiet_hours": {"start": "22:00", "end": "07:00", "allow_high": True},
+        "daily_cap": 5,
+        "apps": {world.app_id: {"muted": True, "channels": ["inbox"], "digest_s": 900}},
+    }
+    r = await client.put(url(world), json=document, headers=user)
+    assert r.status_code == 200, r.text
+    expected = {
+        **document,
+        "apps": {world.app_id: {**DEFAULT_APP, "muted": True, "channels": ["inbox"], "digest_s": 900}},
+    }
+    assert r.json() == expected
+    assert (await client.get(url(world), headers=user)).json() == expected
+
+    # PUT replaces: what is left out goes back to its default.
+    r = await client.put(url(world), json={"daily_cap": 2}, headers=user)
+    assert r.json() == {
+        "timezone": "UTC",
+        "quiet_hours": None,
+        "daily_cap": 2,
+        "apps": {world.app_id: DEFAULT_APP},
+    }
+
+
+async def test_only_the_user_or_the_admin(client: httpx.AsyncClient, world: World) -> None:
+    r = await client.post("/v1/users", json={"uid": "other", "name": "Bo"})
+    other = r.json()["user_token"]
+    for method in ("GET", "PUT"):
+        r = await client.request(method, url(world), json={}, headers=bearer(other))
+        assert r.status_code == 403, r.text
+        r = await client.request(method, url(world), json={}, headers=bearer(world.app_secret))
+        assert r.status_code == 401, r.text
+    r = await client.put(url(world), json={"daily_cap": 3})  # the admin token (the client's)
+    assert r.status_code == 200 and r.json()["daily_cap"] == 3
+    r = await client.get("/v1/users/nobody/preferences")
+    assert r.status_code == 404 and "nobody" in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("document", "field"),
+    [
+        ({"timezone": "Mars/Olympus"}, "timezone"),
+        ({"timezone": 5}, "timezone"),
+        ({"quiet_hours": {"start": "22:00", "end": "22:00"}}, "quiet_hours"),
+        ({"quiet_hours": {"start": "7:00", "end": "22:00"}}, "quiet_hours.start"),
+        ({"quiet_hours": {"start": "22:00", "end": "24:00"}}, "quiet_hours.end"),
+        ({"quiet_hours": {"start": "22:00"}}, "quiet_hours.end"),
+        ({"quiet_hours": {"start": "22:00", "end": "07:00", "allow_high": "yes"}}, "allow_high"),
+        ({"daily_cap": 0}, "daily_cap"),
+        ({"daily_cap": "3"}, "daily_cap"),
+        ({"apps": {"APP": {"channels": []}}}, "apps.APP.channels"),
+        ({"apps": {"APP": {"channels": ["sms"]}}}, "apps.APP.channels.0"),
+        ({"apps": {"APP": {"channels": ["push", "push"]}}}, "apps.APP.channels"),
+        ({"apps": {"APP": {"digest_s": 86_401}}}, "apps.APP.digest_s"),
+        ({"apps": {"APP": {"digest_s": -1}}}, "apps.APP.digest_s"),
+        ({"apps": {"APP": {"muted": 1}}}, "apps.APP.muted"),
+        ({"apps": {"APP": {"mute": True}}}, "apps.APP.mute"),
+        ({"apps": {"not_installed": {}}}, "apps.not_installed"),
+        ({"quiet": True}, "quiet"),
+    ],
+)
+async def test_bad_fields_are_422_naming_the_field_and_change_nothing(
+    client: httpx.AsyncClient, world: World, document: dict[str, Any], field: str
+) -> None:
+    before = (await client.get(url(world))).json()
+    body = {k: ({world.app_id: v["APP"]} if k == "apps" and "APP" in v else v) for k, v in {
+        "daily_cap": 9, **document}.items()}
+    r = await client.put(url(world), json=body)
+    assert r.status_code == 422, r.text
+    assert field.replace("APP", world.app_id) in r.json()["detail"], r.json()
+    assert (await client.get(url(world))).json() == before
+
+
+async def test_muted_app_is_accepted_kept_in_the_inbox_and_never_pushed(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    await device(client, world.uid)
+    r = await client.put(url(world), json={"apps": {world.app_id: {"muted": True}}})
+    assert r.status_code == 200, r.text
+    sent = await send(client, world, "you will not hear this")
+    assert (sent["status"], sent["devices"]) == ("ok", 0)
+    note = await status(client, world, sent["notification_id"])
+    assert (note["hold"], note["hold_reason"]) == ("muted", "app muted by the user")
+    assert [d["provider"] for d in note["deliveries"]] == ["inbox"]
+    inbox = (await client.get(f"/v1/users/{world.uid}/notifications")).json()["items"]
+    assert [(n["body"], n["hold"]) for n in inbox] == [("you will not hear this", "muted")]
+
+
+async def test_direct_off_mutes_direct_only_and_inbox_only_channel(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    await device(client, world.uid)
+    prefs = {"apps": {world.app_id: {"direct": False, "proactive": True}}}
+    assert (await client.put(url(world), json=prefs)).status_code == 200
+    sent = await send(client, world, "direct one")
+    note = await status(client, world, sent["notification_id"])
+    assert note["hold"] == "muted" and "direct" in note["hold_reason"]
+
+    prefs = {"apps": {world.app_id: {"channels": ["push"]}}}
+    assert (await client.put(url(world), json=prefs)).status_code == 200
+    sent = await send(client, world, "push only")
+    assert sent["devices"] == 1
+    note = await status(client, world, sent["notification_id"])
+    assert note["hold"] == "" and [d["provider"] for d in note["deliveries"]] == ["log"]
+
+
+async def test_quiet_hours_hold_device_pushes_until_the_window_ends(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    await device(client, world.uid)
+    # A window that always contains now: from one minute past the current hour's start... the
+    # whole day but one minute (start == end is refused).
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    end = (now - timedelta(minutes=2)).strftime("%H:%M")  # ends ~a day from now
+    start = (now - timedelta(minutes=1)).strftime("%H:%M")
+    prefs = {"timezone": "UTC", "quiet_hours": {"start": start, "end": end}}
+    assert (await client.put(url(world), json=prefs)).status_code == 200
+    sent = await send(client, world, "at night")
+    assert sent["devices"] == 1  # the push is held, not dropped
+    note = await status(client, world, sent["notification_id"])
+    assert note["hold"] == "quiet"
+    assert note["hold_reason"] == f"quiet hours until {end} UTC"
+    (push,) = [d for d in note["deliveries"] if d["provider"] == "log"]
+    assert push["state"] == "queued"
+    assert push["next_attempt_at"] > time.time() + 23 * 3600
