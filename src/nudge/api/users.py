@@ -11,7 +11,7 @@ from sqlalchemy import Connection
 from sse_starlette.sse import EventSourceResponse
 
 from nudge.api.deps import AdminDep, PlatformDep, UserDep
-from nudge.core import notifications, users
+from nudge.core import inbox, users
 from nudge.core.apps import AppRecord, get_app
 from nudge.net.guard import HostAllowList
 from nudge.sdk.models import (
@@ -21,11 +21,13 @@ from nudge.sdk.models import (
     Facts,
     Inbox,
     Installed,
+    Notification,
+    ReadAllResult,
     Status,
+    UnreadCount,
     UserCreated,
     UserInfo,
 )
-from nudge.text import json_text
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
 
@@ -146,7 +148,7 @@ async def delete_device(uid: str, device_id: str, platform: PlatformDep) -> None
 @router.get(
     "/{uid}/notifications",
     dependencies=[UserDep],
-    summary="The inbox, newest first",
+    summary="The inbox, newest first (archived ones only with archived=true)",
     response_model=Inbox,
 )
 async def list_notifications(
@@ -154,10 +156,11 @@ async def list_notifications(
     platform: PlatformDep,
     limit: int = Query(50, ge=1, le=200),
     cursor: str | None = Query(None, max_length=100),
+    archived: bool = Query(False, description="Include archived notifications"),
 ) -> dict[str, Any]:
     def work(conn: Connection) -> dict[str, Any]:
         users.get_user(conn, uid)
-        return notifications.list_notifications(conn, uid, limit=limit, cursor=cursor)
+        return inbox.list_inbox(conn, uid, limit=limit, cursor=cursor, archived=archived)
 
     return await platform.db.query(work)
 
@@ -165,7 +168,7 @@ async def list_notifications(
 @router.get(
     "/{uid}/notifications/stream",
     dependencies=[UserDep],
-    summary="The inbox live, as Server-Sent Events",
+    summary="The inbox live, as Server-Sent Events (notification and state events)",
     responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
 )
 async def stream_notifications(uid: str, request: Request, platform: PlatformDep) -> Any:
@@ -181,11 +184,7 @@ async def stream_notifications(uid: str, request: Request, platform: PlatformDep
                     if await request.is_disconnected():
                         return
                     continue
-                yield {
-                    "event": "notification",
-                    "id": event.get("id", ""),
-                    "data": json_text(event),
-                }
+                yield inbox.stream_message(event)
 
     return EventSourceResponse(events(), ping=15)
 
@@ -197,10 +196,48 @@ async def stream_notifications(uid: str, request: Request, platform: PlatformDep
     response_model=Status,
 )
 async def mark_read(uid: str, notification_id: str, platform: PlatformDep) -> dict[str, str]:
-    await platform.db.write(
-        partial(notifications.mark_read, uid=uid, notification_id=notification_id)
-    )
+    await inbox.set_state(platform.db, platform.bus, uid, notification_id, {"read": True})
     return {"status": "ok"}
+
+
+@router.get(
+    "/{uid}/notifications/unread-count",
+    dependencies=[UserDep],
+    summary="How many notifications are neither read nor archived",
+    response_model=UnreadCount,
+)
+async def unread_count(uid: str, platform: PlatformDep) -> dict[str, int]:
+    def work(conn: Connection) -> dict[str, int]:
+        users.get_user(conn, uid)
+        return inbox.unread_count(conn, uid)
+
+    return await platform.db.query(work)
+
+
+@router.post(
+    "/{uid}/notifications/read-all",
+    dependencies=[UserDep],
+    summary="Mark every unread notification read (optionally only up to one id)",
+    response_model=ReadAllResult,
+)
+async def read_all(
+    uid: str, platform: PlatformDep, body: inbox.ReadAll | None = None
+) -> dict[str, int]:
+    await platform.db.query(partial(users.get_user, uid=uid))
+    up_to = body.up_to if body is not None else None
+    return await inbox.read_all(platform.db, platform.bus, uid, up_to)
+
+
+@router.patch(
+    "/{uid}/notifications/{notification_id}",
+    dependencies=[UserDep],
+    summary="Set or clear a notification's read, seen and archived flags",
+    response_model=Notification,
+)
+async def change_state(
+    uid: str, notification_id: str, body: inbox.StateChange, platform: PlatformDep
+) -> dict[str, Any]:
+    return await inbox.set_state(platform.db, platform.bus, uid, notification_id, body.changes())
 
 
 @router.get(

@@ -369,7 +369,8 @@ def accept_notification(
     return result
 
 
-def _notification_json(row: Any) -> dict[str, Any]:
+def notification_json(row: Any) -> dict[str, Any]:
+    """A notification row as the API answers it (the inbox, the status endpoint)."""
     return {
         "id": row.id,
         "app_id": row.app_id,
@@ -390,21 +391,11 @@ def _notification_json(row: Any) -> dict[str, Any]:
     }
 
 
-def list_notifications(
-    conn: Connection, uid: str, *, limit: int = 50, cursor: str | None = None
-) -> dict[str, Any]:
-    """Newest first; ``cursor`` is the last id of the previous page."""
-    rows = store.list_notifications(conn, uid, limit + 1, cursor)
-    items = [_notification_json(r) for r in rows[:limit]]
-    next_cursor = items[-1]["id"] if len(rows) > limit else None
-    return {"items": items, "next_cursor": next_cursor}
-
-
 def get_notification(conn: Connection, notification_id: str) -> dict[str, Any]:
     row = store.get_notification(conn, notification_id)
     if row is None:
         raise NotFound(f"notification {notification_id!r} not found")
-    return _notification_json(row) | {"uid": row.uid}
+    return notification_json(row) | {"uid": row.uid}
 
 
 def notification_status(conn: Connection, app_id: str, notification_id: str) -> dict[str, Any]:
@@ -428,9 +419,3 @@ def notification_status(conn: Connection, app_id: str, notification_id: str) -> 
         for r in store.deliveries_of(conn, notification_id)
     ]
     return note
-
-
-def mark_read(conn: Connection, uid: str, notification_id: str) -> None:
-    """Write work: mark the user's notification read (404 if there is none)."""
-    if not store.mark_read(conn, uid, notification_id, time.time()):
-        raise NotFound(f"notification {notification_id!r} not found for user {uid!r}")

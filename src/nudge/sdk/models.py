@@ -80,6 +80,19 @@ class Inbox(BaseModel):
     next_cursor: str | None
 
 
+class UnreadCount(BaseModel):
+    """How many of the user's notifications are neither read nor archived (the APNs badge)."""
+
+    unread: int
+
+
+class ReadAllResult(BaseModel):
+    """``read-all``: how many notifications it marked read, and how many stay unread."""
+
+    changed: int
+    unread: int
+
+
 class AppCreated(BaseModel):
     app_id: str
     app_secret: str
