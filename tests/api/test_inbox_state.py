@@ -14,6 +14,8 @@ import httpx
 import pytest
 
 from nudge.config import Settings
+from nudge.sdk.client import AsyncNudgeClient, NudgeClient
+from nudge.sdk.errors import APIError
 from tests.conftest import (
     ADMIN,
     World,
@@ -275,3 +277,31 @@ async def test_a_change_on_one_process_reaches_a_stream_on_another(
     finally:
         one.stop()
         two.stop()
+
+
+async def test_the_sdk_marks_reads_all_and_counts(
+    client: httpx.AsyncClient, world: World, live_url: str
+) -> None:
+    ids = [await send(client, world, f"sdk {i}") for i in range(3)]
+    async with AsyncNudgeClient(live_url, world.app_id, world.app_secret) as nudge:
+        note = await nudge.mark_notification(
+            world.uid, ids[0], user_token=world.user_token, archived=True, seen=True
+        )
+        assert (note.id, note.archived, note.seen, note.read) == (ids[0], True, True, False)
+        assert await nudge.unread_count(world.uid, user_token=world.user_token) == 2
+        done = await nudge.read_all(world.uid, user_token=world.user_token, up_to=ids[1])
+        assert (done.changed, done.unread) == (2, 1)
+        with pytest.raises(ValueError, match="at least one"):
+            await nudge.mark_notification(world.uid, ids[2], user_token=world.user_token)
+        # The app secret is not the user's credential.
+        with pytest.raises(APIError) as refused:
+            await nudge.unread_count(world.uid, user_token=world.app_secret)
+        assert refused.value.status_code == 401
+
+    def blocking() -> tuple[int, int]:  # the same calls on the blocking client (in a thread:
+        # the server runs on this test's event loop)
+        with NudgeClient(live_url, world.app_id, world.app_secret) as nudge:
+            changed = nudge.read_all(world.uid, user_token=ADMIN).changed
+            return changed, nudge.unread_count(world.uid, user_token=world.user_token)
+
+    assert await asyncio.to_thread(blocking) == (1, 0)

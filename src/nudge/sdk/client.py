@@ -30,7 +30,7 @@ from nudge.sdk.backoff import parse_retry_after, retry_delay
 from nudge.sdk.errors import APIError, NudgeError, TransportError, error_class
 from nudge.sdk.models import ConversationItem as Conversation
 from nudge.sdk.models import MemoryItem as Memory
-from nudge.sdk.models import NotificationStatus
+from nudge.sdk.models import Notification, NotificationStatus, ReadAllResult, UnreadCount
 from nudge.sdk.models import SearchConversationsResponse as ConversationPage
 
 log = logging.getLogger("nudge.sdk")
@@ -246,10 +246,12 @@ class _Plans(Generic[H]):
         json: Any = None,
         idempotency_key: str | None = None,
         idempotent: bool = True,
+        bearer: str | None = None,
     ) -> Plan[tuple[httpx.Response, int]]:
-        """Send until success, a final error, or the end of the time budget."""
+        """Send until success, a final error, or the end of the time budget. ``bearer``: the
+        credential to send instead of the app secret (a user token, for the user's calls)."""
         headers = {
-            "Authorization": f"Bearer {self._secret}",
+            "Authorization": f"Bearer {bearer or self._secret}",
             "User-Agent": f"nudge-sdk-python/{__version__}",
         }
         if idempotency_key is not None:
@@ -476,6 +478,49 @@ class _Plans(Generic[H]):
             json={k: v for k, v in body.items() if v is not None},
         )
         return ConversationPage.model_validate(_json(response, "conversations"))
+
+    # --- The user's inbox: calls made with the user's token (or the admin token) ---------------
+
+    def _inbox(self, uid: str, path: str = "") -> str:
+        return f"/v1/users/{quote(uid, safe='')}/notifications{path}"
+
+    @_call
+    def mark_notification(
+        self,
+        uid: str,
+        notification_id: str,
+        *,
+        user_token: str,
+        read: bool | None = None,
+        seen: bool | None = None,
+        archived: bool | None = None,
+    ) -> Plan[Notification]:
+        """Set (True) or clear (False) the flags given on one of the user's notifications; the
+        notification after. At least one flag."""
+        flags = {"read": read, "seen": seen, "archived": archived}
+        body = {name: on for name, on in flags.items() if on is not None}
+        if not body:
+            raise ValueError("give at least one of read, seen, archived")
+        path = self._inbox(uid, f"/{quote(notification_id, safe='')}")
+        response, _ = yield from self._exchange("PATCH", path, json=body, bearer=user_token)
+        return Notification.model_validate(_json(response, "id"))
+
+    @_call
+    def read_all(
+        self, uid: str, *, user_token: str, up_to: str | None = None
+    ) -> Plan[ReadAllResult]:
+        """Mark the user's unread notifications read (only ids up to ``up_to``, if given)."""
+        body = {} if up_to is None else {"up_to": up_to}
+        path = self._inbox(uid, "/read-all")
+        response, _ = yield from self._exchange("POST", path, json=body, bearer=user_token)
+        return ReadAllResult.model_validate(_json(response, "changed"))
+
+    @_call
+    def unread_count(self, uid: str, *, user_token: str) -> Plan[int]:
+        """How many of the user's notifications are neither read nor archived."""
+        path = self._inbox(uid, "/unread-count")
+        response, _ = yield from self._exchange("GET", path, bearer=user_token)
+        return UnreadCount.model_validate(_json(response, "unread")).unread
 
 
 class NudgeClient(_Plans[httpx.Client]):
