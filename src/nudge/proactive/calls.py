@@ -1,10 +1,7 @@
 """The webhook calls of a flush, as Omi makes them, each with its trace and the app's health.
 
-Realtime: ``POST {url}?session_id=UID&uid=UID`` with ``{"session_id": UID, "conversation_id",
-"segments"}``. A finished conversation's ``memory_creation`` call carries the conversation (after
-the LLM wrote its title and overview, when it has to). Calls are made after the claim committed:
-a crash mid-call loses that call (the transcript is stored), never duplicates one.
-"""
+Calls are made after the claim committed: a crash mid-call loses that call (the transcript is
+stored), never duplicates one."""
 
 from __future__ import annotations
 

@@ -1,14 +1,9 @@
 """The proactive rate limit as an atomic claim: "this (user, app) slot is taken for 30 s".
 
-A claim is taken before the LLM runs and given back when nothing is sent, so across every process
-at most one proactive notification per user per app goes out per interval. In the database by
-default (the ``rate_claims`` table, one conditional upsert), in Redis (``SET NX PX`` and a
-compare-and-delete script) when ``NUDGE_REDIS_URL`` is set.
-
-In the database the claim is a work function, :func:`take`, that a caller composes with the work
-that needs the claim into one unit of work: the pipeline's ``claim_and_read`` takes the claim
-and, when won, reads what the notification needs in one transaction, one trip.
-"""
+Taken before the LLM runs and given back when nothing is sent, so across every process at most
+one proactive notification per user per app goes out per interval: in the database (the
+``rate_claims`` table) or in Redis when ``NUDGE_REDIS_URL`` is set. In the database :func:`take`
+is a work function the pipeline composes with its reads into one unit of work."""
 
 from __future__ import annotations
 
@@ -60,13 +55,9 @@ return 0
 
 
 class Claims:
-    """This process's claims: in the database, or in Redis when a URL is given.
-
-    A slot this process saw taken is refused from memory until it frees up (:meth:`remembered`):
-    apps ask again with every flush (once a second per session) while the slot stays taken for
-    30 s; answering those from memory saves a database or Redis round trip per call. It only ever
-    refuses: a slot given back early by another process is seen when the remembered time passes.
-    """
+    """This process's claims: in the database, or in Redis when a URL is given. A slot seen
+    taken is refused from memory until it frees up (apps ask again with every flush while it stays
+    taken for 30 s); a slot given back early elsewhere is seen when the remembered time passes."""
 
     def __init__(
         self,

@@ -1,21 +1,10 @@
 """The user's data behind the four scopes, read only for the scopes that count.
 
-- ``user_name``: the display name.
-- ``user_facts``: the user's facts, joined into one line.
-- ``user_context``: the user's past conversations relevant to the live one, as Omi fills it (not
-  the live transcript: the app has it already). Found by full-text search (SQLite FTS5 table
-  ``conversations_fts`` / PostgreSQL ``search`` tsvector column) on the words of the answer's
-  ``notification.context.question`` when it has one, else on the live conversation's most
-  frequent words; ``notification.context.filters`` (``people``, ``topics``, ``entities``: a
-  conversation must mention one of them, as Omi's metadata filter; ``dates``: it must have started
-  on one of those days) narrow it. When nothing matches and no filter is set, the most recent
-  conversations are given (Omi's vector search always returns its nearest ones).
-- ``user_chat``: the last 10 messages between the user and this app.
-
-Each value is bounded so that a long history cannot crowd out the app's prompt. The reads are
-synchronous: the pipeline runs them with the install check and the rate claim as one unit of work
-in one trip to the database (``nudge.proactive.pipeline.claim_and_read``).
-"""
+``user_context`` is the user's past conversations relevant to the live one, found by full-text
+search as Omi fills it (docs/proactive.md, docs/omi.md), not the live transcript: the app has it
+already. Each value is bounded so that a long history cannot crowd out the app's prompt. The reads
+are synchronous: the pipeline runs them with the install check and the rate claim as one unit of
+work (``nudge.proactive.pipeline.claim_and_read``)."""
 
 from __future__ import annotations
 

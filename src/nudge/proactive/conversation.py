@@ -1,10 +1,8 @@
 """A conversation in the shape of Omi's ``Conversation`` model (memory webhooks, the platform API).
 
-Every field of Omi's model is there, with Omi's types: ISO 8601 datetimes (UTC), enums as Omi's
-strings, lists empty rather than missing. Fields Nudge has no data for carry Omi's own defaults
-(``photos: []``, ``visibility: "private"``, ``is_locked: false``...). ``deleted`` and
-``postprocessing`` come from Omi's older model, which apps built on it still parse.
-"""
+Every field of Omi's model is there with Omi's types; fields Nudge has no data for carry Omi's
+own defaults, and ``deleted`` and ``postprocessing`` come from Omi's older model, which apps still
+parse."""
 
 from __future__ import annotations
 

@@ -1,12 +1,8 @@
 """The webhook dispatcher (contract.md §2): when each conversation's new segments go to its apps.
 
-Per conversation, at most once per ``NUDGE_WEBHOOK_FLUSH_INTERVAL_S``, the segments that arrived
-since the last call go to every installed, active app with ``triggers_on: transcript_processed``,
-concurrently (:mod:`nudge.proactive.calls`). A finished conversation's last flush also sends the
-``memory_creation`` webhooks. Conversations silent for ``NUDGE_CONVERSATION_SILENCE_S`` are ended
-here too (:func:`nudge.proactive.ingest.finish_silent`, claimed like flushes, see
-:mod:`nudge.proactive.flushes`).
-"""
+At most once per ``NUDGE_WEBHOOK_FLUSH_INTERVAL_S`` per conversation, to every installed app with
+``triggers_on: transcript_processed`` (:mod:`nudge.proactive.calls`); a finished conversation's
+last flush also sends the ``memory_creation`` webhooks, and silent conversations are ended here."""
 
 from __future__ import annotations
 

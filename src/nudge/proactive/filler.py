@@ -1,11 +1,8 @@
 """Fill ``{{ name }}`` placeholders of an app's prompt with the user's context, as data.
 
-One left-to-right pass over the app's template: each placeholder of the four scopes is replaced by
-its value, and the inserted text is never scanned again, so user data that itself contains
-``{{user_facts}}``, braces or template syntax stays literal text. No template language runs.
-Control characters (other than newline and tab) are dropped from values. ``Filled.parts`` keeps
-which pieces are the app's text and which are user data, so the generation step can fence the data.
-"""
+One left-to-right pass: inserted text is never scanned again, so user data containing
+``{{user_facts}}`` or braces stays literal; no template language runs. ``Filled.parts`` keeps which
+pieces are user data, so the generation step can fence them."""
 
 from __future__ import annotations
 

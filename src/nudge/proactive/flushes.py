@@ -1,11 +1,7 @@
 """Claiming conversations to flush: each new segment goes to the apps once, across processes.
 
-Claiming is one conditional UPDATE on ``conversations`` (``flush_due_at`` reached and the
-``flush_lease_until`` gate open; ``FOR UPDATE SKIP LOCKED`` on PostgreSQL), in the same
-transaction that reads the new segments and advances ``flushed_upto``: with any number of
-processes, each segment is sent once. The gate is the start of the conversation's next one-second
-window (see :func:`next_gate`).
-"""
+One conditional UPDATE (``SKIP LOCKED`` on PostgreSQL) in the transaction that reads the new
+segments and advances ``flushed_upto``, gated by the next window (:func:`next_gate`)."""
 
 from __future__ import annotations
 
@@ -41,13 +37,8 @@ class Flush:
 
 def next_gate(became_due: float, started_at: float, interval_s: float) -> float:
     """When the conversation's next call may go out: the start of the next flush window.
-
-    Windows are ``interval_s`` long and centred on multiples of the interval after the conversation
-    started; each window holds at most one call. A segment arriving in a window whose call was
-    made waits for the next window. Unlike "one interval after the last call", fixed windows do
-    not drift: a steady segment-a-second stream keeps getting one call per segment however its
-    arrival times jitter (within half an interval).
-    """
+    Windows are ``interval_s`` long, centred on multiples of the interval after the conversation
+    started, one call each: unlike "one interval after the last call", they do not drift."""
     if interval_s <= 0:
         return became_due
     window = math.floor((became_due - started_at) / interval_s + 0.5)

@@ -1,22 +1,10 @@
 """Live transcripts stored: each in its session's live conversation, whose flush is scheduled.
 
-A session (``uid``, ``session_id``) is the client's stream; a conversation is one stretch of it
-with its own id. The first segment of a session (or the first after its conversation ended) opens
-a new conversation; Omi's clients stream every conversation under one session id (the uid). Each
-ingest sets ``flush_due_at`` (if not already set) and pushes ``silence_due_at`` forward; the
-dispatcher then sends the new segments to the apps.
-
-A conversation ends on ``finish`` or after ``NUDGE_CONVERSATION_SILENCE_S`` without a segment
-(the dispatcher claims ``silence_due_at`` across processes, :func:`finish_silent`). Ending one
-writes its transcript (for full-text search), a plain title and overview (the LLM may replace
-them, see ``nudge.proactive.summary``) and marks it ``finishing``; the dispatcher's next flush
-sends what is left, fires the ``memory_creation`` webhooks and marks it ``finished``. A
-conversation stored whole (Omi's integration API) fires them through
-:func:`queue_memory_webhooks`.
-
+A session (``uid``, ``session_id``) is the client's stream; a conversation is one stretch of it.
+The first segment of a session (or the first after its conversation ended) opens one; it ends on
+``finish`` or after ``NUDGE_CONVERSATION_SILENCE_S`` without a segment (docs/proactive.md).
 Write order matters on PostgreSQL: the conversation row is updated (locked) before segments are
-inserted, so per conversation segment ids grow in commit order and a flush never skips one.
-"""
+inserted, so per conversation segment ids grow in commit order and a flush never skips one."""
 
 from __future__ import annotations
 
@@ -55,11 +43,6 @@ class IngestRequest:
     session_id: str
     segments: list[SegmentIn]
     token_hash: str | None = None  # a user token to check in the batch; None: checked already
-
-
-def _token_refusals(conn: Connection, requests: list[IngestRequest]) -> dict[int, NudgeError]:
-    """Requests whose user token is unknown or another user's (one query, see ``nudge.auth``)."""
-    return auth.user_token_refusals(conn, [(r.token_hash, r.uid) for r in requests])
 
 
 def _schedule(
@@ -110,7 +93,7 @@ def ingest_batch(
     refusal) per request, in order. User tokens are checked first; a session without a live
     conversation gets a new one; each touched conversation's flush is scheduled and its silence
     deadline (``silence_s`` from now; 0: none) pushed."""
-    denied = _token_refusals(conn, requests)
+    denied = auth.user_token_refusals(conn, [(r.token_hash, r.uid) for r in requests])
     allowed = [r for i, r in enumerate(requests) if i not in denied]
     stored = iter(_store(conn, allowed, silence_s) if allowed else [])
     return [denied[i] if i in denied else next(stored) for i in range(len(requests))]
@@ -213,16 +196,10 @@ def finish_silent(conn: Connection, now: float, *, silence_s: float, limit: int)
 
 
 def queue_memory_webhooks(conn: Connection, conversation_id: str) -> None:
-    """Send the ``memory_creation`` webhooks of a conversation stored whole (Omi's integration
-    API imports one finished, with its segments and summary), in the caller's transaction.
-
-    The conversation is marked ``finishing`` with its flush due now: the next dispatcher claim,
-    in any worker process, marks it ``finished`` and calls every installed app with
-    ``triggers_on: memory_creation`` once, as for a live conversation that ended (a
-    ``discarded`` one calls none, as in Omi). Its segments count as sent: realtime apps are not
-    called for them. Set ``summary_pending`` on the row first to have the LLM write its title
-    and overview before the calls.
-    """
+    """Send the ``memory_creation`` webhooks of a conversation stored whole (an integration API
+    import), in the caller's transaction: it is marked ``finishing`` with its flush due now, so
+    the next dispatcher claim, in any process, calls each memory app once; its segments count as
+    sent (realtime apps are not called for them)."""
     sql.queue_finished(conn, conversation_id, time.time())
 
 
@@ -239,14 +216,9 @@ class Dispatch(Protocol):
 
 
 class Ingestor:
-    """Stores segments from concurrent requests in batches.
-
-    While one batch is written, new requests queue up and form the next: each batch is one
-    unit of work with a fixed handful of statements (:func:`ingest_batch`), plus, in a process
-    that dispatches, the flush claim of those conversations whose window is open
-    (:func:`nudge.proactive.flushes.claim_flushes`). Callers are answered once their segments are
-    committed.
-    """
+    """Stores segments from concurrent requests in batches: while one batch is written, new
+    requests form the next. A batch is one unit of work (:func:`ingest_batch`, plus the flush
+    claim of conversations whose window is open); callers are answered once it committed."""
 
     def __init__(
         self,

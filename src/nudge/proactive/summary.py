@@ -1,10 +1,5 @@
-"""A finished conversation's title, overview and category, written by the configured LLM.
-
-Omi's backend has its LLM write a conversation's ``structured`` part when it ends; so does Nudge,
-for conversations whose client sent no title or overview. The plain ones taken from the
-transcript (``nudge.proactive.segments.derive_summary``) stay when the LLM fails, answers something
-unusable, or is the ``fake`` provider (tests and benchmarks).
-"""
+"""A finished conversation's title, overview and category, written by the configured LLM, as Omi's
+backend does; the plain ones from the transcript stay when it fails or answers nothing usable."""
 
 from __future__ import annotations
 

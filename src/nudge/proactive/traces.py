@@ -1,15 +1,8 @@
 """One trace per webhook call, for the app's developer: what was sent, what came back, why.
 
-Every decision the pipeline took is there (scopes, rate limit, prompt, LLM output, notification).
-
-``detail`` keys (each present when that step ran): ``request``, ``response``, ``answer``,
-``scopes``, ``rate_limit``, ``context``, ``prompt``, ``llm``, ``notification`` (and
-``also_notification`` when an answer sent two), ``timing``.
-``outcome`` is one of :data:`OUTCOMES`; ``error`` says what went wrong, in words. An answer that
-asks for a proactive notification and carries a ``message`` has two: ``outcomes`` lists each
-(``step``: ``proactive`` or ``message``), and ``outcome`` is the first that sent something, else
-the first.
-"""
+``detail`` holds each step that ran (docs/proactive.md lists the keys); ``outcome`` is one of
+:data:`OUTCOMES`. An answer asking for a proactive notification and carrying a ``message`` has
+two: ``outcomes`` lists each, and ``outcome`` is the first that sent something, else the first."""
 
 from __future__ import annotations
 
