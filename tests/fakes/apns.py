@@ -1,7 +1,8 @@
 """A fake APNs: the HTTP/2 provider API (``POST /3/device/<token>``) with token authentication.
 
 It answers HTTP/2 requests only, verifies the ES256 provider token (``kid``, ``iss``, ``iat`` no
-older than an hour) with the public half of the key it generated, checks Apple's headers and the
+older than an hour) with the public half of the key it generated, checks Apple's headers (priority,
+expiration, collapse id), the ``aps`` keys it reads (badge, interruption level) and the
 4096-byte payload limit, and answers ``{"reason": ...}`` with Apple's status codes.
 """
 
@@ -31,6 +32,7 @@ PUSH_TYPES = {
     "location",
     "pushtotalk",
 }
+INTERRUPTION_LEVELS = {"passive", "active", "time-sensitive", "critical"}
 UUID_RE = re.compile(
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 )
@@ -164,5 +166,11 @@ class FakeApns:
         except ValueError:
             return apns_error(400, "BadPayload")
         if not isinstance(payload, dict) or not isinstance(payload.get("aps"), dict):
+            return apns_error(400, "BadPayload")
+        aps = payload["aps"]
+        badge = aps.get("badge", 0)
+        if not isinstance(badge, int) or isinstance(badge, bool) or badge < 0:
+            return apns_error(400, "BadPayload")
+        if aps.get("interruption-level", "active") not in INTERRUPTION_LEVELS:
             return apns_error(400, "BadPayload")
         return None

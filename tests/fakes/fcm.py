@@ -3,7 +3,8 @@
 The token endpoint checks the service account's RS256-signed JWT assertion (RFC 7523) against
 the public half of the key it generated for ``service_account()``; the send API checks the
 bearer token it issued, the project, and the message (string data, TTL format, priority, the
-4096-byte payload limit), and answers in FCM's error format (``error.details[].errorCode``).
+priority/expiration/urgency headers it forwards to APNs and Web Push, the 4096-byte payload
+limit), and answers in FCM's error format (``error.details[].errorCode``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.fakes.asgi import Reply, Request, Script, asgi_app
+from tests.fakes.webpush import URGENCIES
 
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 TOKEN_PATH = "/oauth2/v4/custom-token"  # deliberately not Google's: proves token_uri is honoured
@@ -256,6 +258,14 @@ def validate(message: dict[str, Any]) -> Reply | None:
         return bad_request("message.android.ttl", f"Invalid value at 'message.android.ttl' ({ttl})")
     if float(ttl[:-1]) > 2_419_200:
         return bad_request("message.android.ttl", "TTL is over four weeks")
-    if android.get("priority", "normal") not in ("normal", "high"):
+    if str(android.get("priority", "normal")).lower() not in ("normal", "high"):
         return bad_request("message.android.priority", "Invalid priority")
+    apns_headers = (message.get("apns") or {}).get("headers") or {}
+    if apns_headers.get("apns-priority", "10") not in ("1", "5", "10"):
+        return bad_request("message.apns.headers", "Invalid apns-priority")
+    if not str(apns_headers.get("apns-expiration", "0")).isdigit():
+        return bad_request("message.apns.headers", "Invalid apns-expiration")
+    webpush_headers = (message.get("webpush") or {}).get("headers") or {}
+    if webpush_headers.get("Urgency", "normal") not in URGENCIES:
+        return bad_request("message.webpush.headers", "Invalid Urgency")
     return None

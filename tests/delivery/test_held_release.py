@@ -1,0 +1,261 @@
+"""Issue 17 in the delivery worker, on SQLite and PostgreSQL: held pushes released as one summary
+when their window ends (the rest recorded merged), expired notifications recorded and never
+sent, and the APNs badge from the user's unread count."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, update
+
+from nudge.bus.local import LocalEventBus
+from nudge.core import users
+from nudge.core.notifications import Accepted, Limits, accept_batch, notification_status
+from nudge.delivery import queue
+from nudge.delivery.held import Send, plan, summary
+from nudge.delivery.providers.base import Outcome, PushMessage, SendResult, Target
+from nudge.delivery.worker import DeliveryWorker
+from nudge.metrics import Metrics
+from nudge.net.guard import HostAllowList
+from nudge.store import notifications as store
+from nudge.store.db import Database
+from nudge.store.migrate import upgrade
+from nudge.store.models import Delivery, Notification
+from tests.conftest import wait_for
+from tests.store.test_store import req, seed
+
+POLICY = queue.DeliveryRetry(base_s=0.05, max_s=0.2, max_age_s=3600.0)
+LIMITS = Limits(default_per_hour=100, dedupe_window_s=60)
+FINAL = ("delivered", "merged", "expired", "failed", "token-removed")
+
+
+class Recording:
+    """A provider that keeps what it was asked to send."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[PushMessage, Target]] = []
+
+    async def send(self, message: PushMessage, target: Target) -> SendResult:
+        self.sent.append((message, target))
+        return SendResult(Outcome.DELIVERED)
+
+    async def aclose(self) -> None:
+        pass
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    await upgrade(database_url)
+    database = Database(database_url)
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+async def notify(db: Database, app_id: str, message: str, **request: Any) -> str:
+    batch = [req(app_id, message=message, **request)]
+    [accepted] = await db.write(
+        lambda conn: accept_batch(conn, batch, LIMITS, lock_rows=db.is_postgres)
+    )
+    assert isinstance(accepted, Accepted)
+    return accepted.notification_id
+
+
+async def hold(db: Database, ids: list[str], until: float) -> None:
+    """What acceptance does in quiet hours: the pushes wait for the window's end."""
+
+    def work(conn: Connection) -> None:
+        conn.execute(
+            update(Notification)
+            .where(Notification.id.in_(ids))
+            .values(hold="quiet", hold_reason="quiet hours until 07:00 Europe/Paris")
+        )
+        conn.execute(
+            update(Delivery)
+            .where(Delivery.notification_id.in_(ids), Delivery.provider != "inbox")
+            .values(next_attempt_at=until)
+        )
+
+    await db.write(work)
+
+
+async def statuses(db: Database, app_id: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """notification id -> its status as the status endpoint shows it."""
+
+    def work(conn: Connection) -> dict[str, dict[str, Any]]:
+        return {nid: notification_status(conn, app_id, nid) for nid in ids}
+
+    return await db.query(work)
+
+
+async def run_until_settled(
+    db: Database, app_id: str, ids: list[str], providers: dict[str, Recording]
+) -> dict[str, dict[str, Any]]:
+    worker = DeliveryWorker(
+        db,
+        LocalEventBus(),
+        providers,  # type: ignore[arg-type]
+        {},
+        worker_id="w1",
+        policy=POLICY,
+        metrics=Metrics(),
+        poll_interval_s=0.05,
+    )
+    running = asyncio.create_task(worker.run())
+
+    async def settled() -> dict[str, dict[str, Any]] | None:
+        found = await statuses(db, app_id, ids)
+        states = [d["state"] for s in found.values() for d in s["deliveries"]]
+        return found if all(state in FINAL for state in states) else None
+
+    try:
+        return await wait_for(settled, timeout=20)
+    finally:
+        worker.stop()
+        await running
+
+
+def device_delivery(status: dict[str, Any]) -> dict[str, Any]:
+    [delivery] = [d for d in status["deliveries"] if d["provider"] != "inbox"]
+    return delivery
+
+
+async def test_held_pushes_of_a_device_go_out_as_one_summary_and_the_rest_are_merged(
+    db: Database,
+) -> None:
+    app_id, _ = await seed(db)  # u1 has one device (the log provider)
+    ids = [await notify(db, app_id, text) for text in ("first", "second", "third")]
+    window_end = time.time() + 0.5
+    await hold(db, ids, window_end)
+    inbox, device = Recording(), Recording()
+
+    found = await run_until_settled(db, app_id, ids, {"inbox": inbox, "log": device})
+
+    assert sorted(m.body for m, _ in inbox.sent) == ["first", "second", "third"]  # each, whole
+    [(pushed, _)] = device.sent  # one push for the three
+    assert pushed.title == "Store Test says (3)" and pushed.body == "third"
+    assert pushed.notification_id == ids[2] and pushed.data["summary_of"] == 3
+    carrier = device_delivery(found[ids[2]])
+    assert carrier["state"] == "delivered" and carrier["delivered_at"] >= window_end
+    for nid in ids[:2]:
+        merged = device_delivery(found[nid])
+        assert merged["state"] == "merged"
+        assert carrier["id"] in merged["last_error"]
+        assert merged["delivered_at"] >= window_end  # when the summary carrying it went
+    inboxes = [d for s in found.values() for d in s["deliveries"] if d["provider"] == "inbox"]
+    assert [d["state"] for d in inboxes] == ["delivered"] * 3
+
+
+async def test_a_notification_past_its_expiry_is_recorded_expired_and_not_sent(
+    db: Database,
+) -> None:
+    app_id, _ = await seed(db)
+    stale = await notify(db, app_id, "stale", ttl=0.2)
+    fresh = await notify(db, app_id, "fresh", ttl=3600.0)
+    await hold(db, [stale, fresh], time.time() + 0.4)  # both wait past the stale one's expiry
+    inbox, device = Recording(), Recording()
+
+    found = await run_until_settled(db, app_id, [stale, fresh], {"inbox": inbox, "log": device})
+
+    assert [m.body for m, _ in device.sent] == ["fresh"]
+    expired = device_delivery(found[stale])
+    assert expired["state"] == "expired" and expired["attempts"] == 0
+    assert expired["last_error"].startswith("expired at ")
+    assert expired["delivered_at"] is None
+    assert device_delivery(found[fresh])["state"] == "delivered"
+
+
+async def test_apns_jobs_carry_the_users_unread_count_as_their_badge(db: Database) -> None:
+    app_id, _ = await seed(db)
+    await db.write(
+        lambda conn: users.add_device(
+            conn,
+            "u1",
+            users.NewDevice(platform="apns", token="c3" * 32),
+            webpush_hosts=HostAllowList.parse("*"),
+        )
+    )
+    read = await notify(db, app_id, "read already")
+    await notify(db, app_id, "unread")
+    await notify(db, app_id, "unread too")
+    await db.write(lambda conn: store.mark_read(conn, "u1", read, time.time()))
+
+    jobs = await queue.claim(db, "w1", 100, lease_s=30.0)
+
+    badges = {(job.provider, job.message.body): job.message.badge for job in jobs}
+    assert len(badges) == 9  # inbox, log device and APNs device of each
+    for (provider, _), badge in badges.items():
+        assert badge == (2 if provider == "apns" else None)
+
+
+# The summary itself, without a database.
+
+
+def job(
+    n: int,
+    *,
+    app_id: str = "app_a",
+    device: str | None = "dev_1",
+    provider: str = "fcm",
+    hold: str = "quiet",
+    **message: Any,
+) -> queue.Job:
+    values: dict[str, Any] = {
+        "notification_id": f"n{n}",
+        "app_id": app_id,
+        "uid": "u1",
+        "title": f"{app_id} says",
+        "body": f"body {n}",
+        "data": {"notification_id": f"n{n}"},
+        "collapse_key": f"k{n}",
+        "created_at": 1000.0 + n,
+    } | message
+    target = Target("inbox") if provider == "inbox" else Target(provider, device, f"t-{device}")
+    return queue.Job(f"d{n}", provider, 0, 1000.0 + n, PushMessage(**values), target, hold)
+
+
+def test_a_summary_across_apps_counts_them_and_takes_the_highest_priority() -> None:
+    send = summary(
+        [
+            job(2, app_id="app_b", priority="high", expires_at=5000.0),
+            job(3, priority="low", expires_at=9000.0),
+            job(1, priority="normal", expires_at=7000.0),
+        ]
+    )
+    m = send.job.message
+    assert (m.title, m.body) == ("3 new notifications", "app_a says: body 3")
+    assert send.job.delivery_id == "d3" and m.notification_id == "n3"  # the newest carries it
+    assert m.priority == "high" and m.expires_at == 9000.0
+    assert [j.delivery_id for j in send.merged] == ["d1", "d2"]
+    assert summary([job(1), job(2, expires_at=5000.0)]).job.message.expires_at is None
+
+
+def test_only_held_device_pushes_are_merged_per_device_and_expired_ones_are_not_sent() -> None:
+    jobs = [
+        job(1),
+        job(2),
+        job(3, device="dev_2"),
+        job(4, hold=""),  # not held: sent as it is
+        job(5, provider="inbox"),  # the inbox is never merged
+        job(6, expires_at=1500.0),  # held, but expired before its window ended
+        job(7, hold="muted"),  # muted has no device deliveries; never merged if one appears
+    ]
+    done, sends = plan(jobs, now=2000.0)
+    assert [(j.delivery_id, r.outcome) for j, r in done] == [("d6", Outcome.EXPIRED)]
+    groups = sorted((s.job.delivery_id, sorted(j.delivery_id for j in s.merged)) for s in sends)
+    assert groups == [("d2", ["d1"]), ("d3", []), ("d4", []), ("d5", []), ("d7", [])]
+
+
+def test_merged_jobs_share_the_summarys_fate_until_it_is_delivered() -> None:
+    send = summary([job(1), job(2), job(3)])
+    retry = SendResult(Outcome.RETRY, "FCM 503 UNAVAILABLE", retry_after=5.0)
+    assert [r for _, r in send.results(retry)] == [retry, retry, retry]
+    delivered = send.results(SendResult(Outcome.DELIVERED))
+    assert [r.outcome for _, r in delivered] == [Outcome.DELIVERED, Outcome.MERGED, Outcome.MERGED]
+    assert all("d3" in r.reason for _, r in delivered[1:])
+    assert Send(job(4)).results(retry) == [(job(4), retry)]
