@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,6 +20,8 @@ from nudge.sdk.client import AsyncNudgeClient, NudgeClient
 from nudge.sdk.errors import APIError
 from tests.conftest import (
     ADMIN,
+    MENTOR_MANIFEST,
+    Server,
     World,
     make_settings,
     make_world,
@@ -305,3 +309,52 @@ async def test_the_sdk_marks_reads_all_and_counts(
             return changed, nudge.unread_count(world.uid, user_token=world.user_token)
 
     assert await asyncio.to_thread(blocking) == (1, 0)
+
+
+def test_the_cli_shows_and_changes_the_inbox_state(tmp_path: Path, server: Server) -> None:
+    """``nudge users inbox|unread|mark|read-all``, over HTTP and on the database itself."""
+    with httpx.Client(base_url=server.url, headers=bearer(ADMIN), timeout=30) as c:
+        app = c.post("/v1/apps", json={"manifest": MENTOR_MANIFEST}).json()
+        c.post("/v1/users", json={"uid": "u1", "name": "Ana"}).raise_for_status()
+        c.post(f"/v1/users/u1/apps/{app['app_id']}", json={"scopes": []}).raise_for_status()
+        ids = [
+            c.post(
+                f"/v2/integrations/{app['app_id']}/notification",
+                params={"uid": "u1", "message": f"cli {i}"},
+                headers=bearer(app["app_secret"]),
+            ).json()["notification_id"]
+            for i in range(2)
+        ]
+    env = {**server.env, "NUDGE_DATA_DIR": str(tmp_path / "cli-data")}
+
+    def nudge(*args: str, ok: bool = True) -> Any:
+        out = subprocess.run(
+            [sys.executable, "-m", "nudge.cli", "users", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert (out.returncode == 0) == ok, out.stdout + out.stderr
+        assert "Traceback" not in out.stderr
+        return json.loads(out.stdout) if ok else out.stderr
+
+    remote = ("--url", server.url, "--token", ADMIN)
+    assert nudge("unread", "u1", *remote) == {"unread": 2}
+    marked = nudge("mark", "u1", ids[0], "--read", "--archived", *remote)
+    assert (marked["id"], marked["read"], marked["archived"], marked["seen"]) == (
+        ids[0],
+        True,
+        True,
+        False,
+    )
+    assert [n["id"] for n in nudge("inbox", "u1", *remote)["items"]] == [ids[1]]
+    assert len(nudge("inbox", "u1", "--archived", *remote)["items"]) == 2
+    assert nudge("read-all", "u1", *remote) == {"changed": 1, "unread": 0}
+    assert "at least one of read, seen, archived" in nudge("mark", "u1", ids[0], ok=False)
+    assert "404" in nudge("mark", "u1", "n_missing", "--seen", *remote, ok=False)
+    # Without --url: the same database, directly.
+    assert nudge("mark", "u1", ids[1], "--unread")["read"] is False
+    assert nudge("unread", "u1") == {"unread": 1}
+    assert nudge("read-all", "u1", "--up-to", ids[0]) == {"changed": 0, "unread": 1}
+    assert "not found" in nudge("unread", "nobody", ok=False)

@@ -20,6 +20,7 @@ from nudge.errors import NudgeError
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
+    from nudge.bus.local import EventBus
     from nudge.store.db import Database
 
 T = TypeVar("T")
@@ -361,6 +362,117 @@ def users_conversations(
         return [c.model_dump(mode="json", exclude_none=True) for c in found]
 
     emit(run_with_db(load_settings(), lambda db: db.query(work)))
+
+
+def inbox_call(
+    url: str | None,
+    token: str | None,
+    request: tuple[str, str, dict[str, Any] | None],
+    here: Callable[[Database, EventBus], Awaitable[Any]],
+) -> Any:
+    """:func:`admin` for an inbox change: on this machine's database with the event bus, so the
+    users' live streams on running servers hear of it (those on SQLite: only with --url)."""
+    from nudge.bus.transport import build_bus
+
+    settings = load_settings()
+
+    async def work(db: Database) -> Any:
+        bus = build_bus(settings)
+        try:
+            return await here(db, bus)
+        finally:
+            await bus.aclose()
+
+    return admin(url, token, request, work)
+
+
+@users_cli.command("inbox")
+def users_inbox(
+    uid: str = typer.Argument(..., help="The user."),
+    limit: int = typer.Option(50, min=1, max=200, help="How many, newest first."),
+    archived: bool = typer.Option(False, "--archived", help="Show archived ones too."),
+    url: str | None = URL_OPTION,
+    token: str | None = TOKEN_OPTION,
+) -> None:
+    """A user's inbox, newest first, with each notification's read, seen and archived state."""
+    from nudge.core.inbox import list_inbox
+    from nudge.core.users import get_user
+
+    def work(conn: Connection) -> dict[str, Any]:
+        get_user(conn, uid)
+        return list_inbox(conn, uid, limit=limit, cursor=None, archived=archived)
+
+    query = f"?limit={limit}&archived={str(archived).lower()}"
+    request = ("GET", f"/v1/users/{uid}/notifications{query}", None)
+    emit(admin(url, token, request, lambda db: db.query(work)))
+
+
+@users_cli.command("unread")
+def users_unread(
+    uid: str = typer.Argument(..., help="The user."),
+    url: str | None = URL_OPTION,
+    token: str | None = TOKEN_OPTION,
+) -> None:
+    """How many of a user's notifications are neither read nor archived."""
+    from nudge.core.inbox import unread_count
+    from nudge.core.users import get_user
+
+    def work(conn: Connection) -> dict[str, int]:
+        get_user(conn, uid)
+        return unread_count(conn, uid)
+
+    request = ("GET", f"/v1/users/{uid}/notifications/unread-count", None)
+    emit(admin(url, token, request, lambda db: db.query(work)))
+
+
+@users_cli.command("mark")
+def users_mark(
+    uid: str = typer.Argument(..., help="The user."),
+    notification_id: str = typer.Argument(..., help="One of the user's notifications."),
+    read: bool | None = typer.Option(None, "--read/--unread", help="Set or clear read."),
+    seen: bool | None = typer.Option(None, "--seen/--unseen", help="Set or clear seen."),
+    archived: bool | None = typer.Option(
+        None, "--archived/--unarchived", help="Set or clear archived."
+    ),
+    url: str | None = URL_OPTION,
+    token: str | None = TOKEN_OPTION,
+) -> None:
+    """Set or clear a notification's read, seen and archived flags; prints it after."""
+    from pydantic import ValidationError
+
+    from nudge.api.errors import describe_validation
+    from nudge.core.inbox import StateChange, set_state
+
+    try:
+        change = StateChange(read=read, seen=seen, archived=archived)
+    except ValidationError as exc:
+        fail(describe_validation(list(exc.errors())))
+    body = change.changes()
+    request = ("PATCH", f"/v1/users/{uid}/notifications/{notification_id}", dict(body))
+    emit(
+        inbox_call(
+            url, token, request, lambda db, bus: set_state(db, bus, uid, notification_id, body)
+        )
+    )
+
+
+@users_cli.command("read-all")
+def users_read_all(
+    uid: str = typer.Argument(..., help="The user."),
+    up_to: str | None = typer.Option(None, help="Only notifications up to this id."),
+    url: str | None = URL_OPTION,
+    token: str | None = TOKEN_OPTION,
+) -> None:
+    """Mark all of a user's unread notifications read; prints how many changed."""
+    from nudge.core.inbox import read_all
+    from nudge.core.users import get_user
+
+    async def here(db: Database, bus: EventBus) -> dict[str, int]:
+        await db.query(partial(get_user, uid=uid))
+        return await read_all(db, bus, uid, up_to)
+
+    request = ("POST", f"/v1/users/{uid}/notifications/read-all", {"up_to": up_to})
+    emit(inbox_call(url, token, request, here))
 
 
 @cli.command("send")
