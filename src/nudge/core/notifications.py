@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from nudge import auth
+from nudge.core import preferences
 from nudge.errors import Invalid, NotFound, NudgeError, RateLimited
 from nudge.ids import new_id
 from nudge.store import notifications as store
@@ -124,6 +125,8 @@ class Decision:
     deliveries: list[dict[str, Any]] = field(default_factory=list)
     chats: list[dict[str, Any]] = field(default_factory=list)
     repeats: set[str] = field(default_factory=set)  # notifications answered again
+    # (index in results, uid) of accepted pushes whose user has a daily cap (counted after)
+    capped: list[tuple[int, str]] = field(default_factory=list)
     counted: list[dict[str, Any]] = field(default_factory=list)  # what the windows' buckets add
 
 
@@ -232,7 +235,19 @@ def decide(
             continue
         notification_id = new_id("n")
         devices = found.devices.get(request.uid, {})
-        _add_rows(out, request, app.name, notification_id, digest, devices, now)
+        user = found.user_preferences.get(request.uid)
+        hold = preferences.hold_for(
+            request.kind,
+            request.priority,
+            found.app_preferences.get((request.app_id, request.uid)),
+            user,
+            request.send_at or now,
+        )
+        if hold.kind == "muted":
+            devices = {}  # kept in the inbox, no push (docs/api.md, "Preferences")
+        elif devices and user and user.get("daily_cap"):
+            out.capped.append((len(out.results), request.uid))
+        _add_rows(out, request, app.name, notification_id, digest, devices, now, hold)
         recent[digest] = notification_id
         if request.idempotency_key is not None:
             by_key[(request.app_id, request.idempotency_key)] = notification_id
@@ -256,9 +271,10 @@ def _add_rows(
     digest: str,
     devices: dict[str, str],
     now: float,
+    hold: preferences.Hold = preferences.NO_HOLD,
 ) -> None:
     """The rows of an accepted request: the notification, one delivery per target (the inbox
-    and each device) and the app chat line."""
+    and each device; a held push due when its hold ends) and the app chat line."""
     data = {
         **request.data,
         "app_id": request.app_id,
@@ -283,12 +299,12 @@ def _add_rows(
             "priority": request.priority,
             "expires_at": None if request.ttl is None else (request.send_at or now) + request.ttl,
             "send_at": request.send_at,
-            "hold": "",
-            "hold_reason": "",
+            "hold": hold.kind,
+            "hold_reason": hold.reason,
         }
     )
     due = request.send_at or now
-    sends = [("inbox", None), *((p, d) for d, p in devices.items())]
+    sends = [*([("inbox", None)] if hold.inbox else []), *((p, d) for d, p in devices.items())]
     out.deliveries += [
         {
             "id": new_id("d"),
@@ -297,7 +313,7 @@ def _add_rows(
             "device_id": device_id,
             "state": "queued",
             "attempts": 0,
-            "next_attempt_at": due,
+            "next_attempt_at": due if provider == "inbox" or hold.until is None else hold.until,
             "last_error": "",
             "created_at": now,
             "updated_at": now,
@@ -339,6 +355,8 @@ def accept_batch(
         lock_rows=lock_rows,
     )
     decision = decide(requests, digests, found, limits, now)
+    if decision.capped:
+        _apply_daily_caps(conn, decision, found.user_preferences, now)
     store.insert_accepted(
         conn, decision.notifications, decision.deliveries, decision.chats, decision.counted
     )
@@ -350,6 +368,35 @@ def accept_batch(
         if isinstance(r, Accepted) and r.duplicate
         else r
         for r in decision.results
+    ]
+
+
+def _apply_daily_caps(
+    conn: Connection,
+    decision: Decision,
+    user_preferences: dict[str, dict[str, Any] | None],
+    now: float,
+) -> None:
+    """Count the decision's capped pushes (``preferences.over_daily_cap``, in the acceptance
+    transaction); those over their user's cap keep only their inbox delivery, marked muted."""
+    settings = [(uid, user_preferences[uid] or {}) for _, uid in decision.capped]
+    reasons: dict[str, str] = {}
+    for (index, _), (_, user), over in zip(
+        decision.capped, settings, preferences.over_daily_cap(conn, settings, now)
+    ):
+        result = decision.results[index]
+        if over and isinstance(result, Accepted):
+            reasons[result.notification_id] = preferences.cap_reason(user)
+            decision.results[index] = replace(result, devices=0)
+    if not reasons:
+        return
+    for row in decision.notifications:
+        if row["id"] in reasons:
+            row["hold"], row["hold_reason"] = "muted", reasons[row["id"]]
+    decision.deliveries = [
+        d
+        for d in decision.deliveries
+        if d["provider"] == "inbox" or d["notification_id"] not in reasons
     ]
 
 

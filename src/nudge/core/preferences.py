@@ -46,7 +46,9 @@ class PreferencesIn(Preferences):
 
     model_config = _STRICT
     quiet_hours: QuietHoursIn | None = None
-    apps: dict[str, AppPreferencesIn] = Field(default_factory=dict)
+    # Narrows the value type (the strict model); pydantic reads the override, mypy's dict is
+    # invariant.
+    apps: dict[str, AppPreferencesIn] = Field(default_factory=dict)  # type: ignore[assignment]
 
 
 def get_preferences(conn: Connection, uid: str) -> dict[str, Any]:
@@ -172,18 +174,21 @@ def over_daily_cap(
     conn: Connection, pushing: Sequence[tuple[str, Mapping[str, Any]]], now: float
 ) -> list[bool]:
     """For each (uid, the user's settings with a ``daily_cap``) of notifications that would
-    push, in order: whether it is over the cap of the user's local day. Each counts one in the
-    user's ``rate_counters`` row (a window ending at the user's next midnight), upserted in the
-    acceptance transaction: exact under concurrency (the row stays locked until commit). Rows
-    are taken in uid order, so concurrent batches lock alike."""
+    push, in order: whether it is over the cap of the user's local day. The user's
+    ``rate_counters`` row (a window ending at the user's next midnight) counts the pushes let
+    through, upserted in the acceptance transaction: exact under concurrency (the row stays
+    locked until commit). Rows are taken in uid order, so concurrent batches lock alike."""
     over = [False] * len(pushing)
     for index in sorted(range(len(pushing)), key=lambda i: pushing[i][0]):
         uid, user = pushing[index]
         zone = ZoneInfo(user.get("timezone") or "UTC")
         local = datetime.fromtimestamp(now, zone)
         midnight = datetime.combine(local.date() + timedelta(days=1), clock(), tzinfo=zone)
-        count, _ = hit_counter(conn, f"daily_cap:{uid}", now, midnight.timestamp() - now)
-        over[index] = count > int(user["daily_cap"])
+        key = f"daily_cap:{uid}"
+        count, _ = hit_counter(conn, key, now, midnight.timestamp() - now)
+        if count > int(user["daily_cap"]):
+            over[index] = True
+            store.uncount(conn, key)
     return over
 
 

@@ -175,7 +175,7 @@ class AppPreferences(BaseModel):
     proactive: bool = True  # the app's proactive notifications and webhook message answers
     direct: bool = True  # what the app sends through the API
     channels: list[Literal["push", "inbox"]] = Field(
-        default_factory=lambda: ["push", "inbox"], min_length=1, max_length=2
+        default=["push", "inbox"], min_length=1, max_length=2
     )
     digest_s: int = Field(default=0, ge=0, le=MAX_DIGEST_S)
 

@@ -7,7 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
-from nudge.store.models import Install, User
+from nudge.store.models import Install, RateCounter, User
 
 
 def read(
@@ -46,3 +46,11 @@ def write(
             .where(Install.uid == uid, Install.app_id == app_id)
             .values(preferences=stored(value))
         )
+
+
+def uncount(conn: Connection, key: str) -> None:
+    """Take back one count of the ``rate_counters`` row ``key`` (a push the cap refused: the
+    row counts those that went, so a raised cap lets more through the same day)."""
+    conn.execute(
+        sa.update(RateCounter).where(RateCounter.key == key).values(count=RateCounter.count - 1)
+    )
