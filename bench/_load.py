@@ -20,16 +20,46 @@ import httpx
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of these processes so far (Linux /proc)."""
-    total = 0
+def cpu_by_pid(pids: list[int]) -> dict[int, float]:
+    """User + system CPU seconds of each of these processes so far (Linux /proc); processes
+    that are gone are left out."""
+    cpu: dict[int, float] = {}
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / TICK
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+    return cpu
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes so far (Linux /proc)."""
+    return sum(cpu_by_pid(pids).values())
+
+
+async def database_cpu(database_url: str | None) -> dict[int, float]:
+    """PostgreSQL on this machine: CPU seconds so far of each server process serving the
+    database (:func:`cpu_by_pid`); empty for SQLite or when they cannot be read."""
+    if not database_url or not database_url.startswith("postgresql"):
+        return {}
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await conn.close()
+    return cpu_by_pid([row["pid"] for row in rows])
+
+
+def cpu_since(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds used between two :func:`database_cpu` readings (a process that started
+    in between counts from zero)."""
+    return sum(t - before.get(pid, 0.0) for pid, t in after.items())
 
 
 @dataclass
@@ -39,6 +69,7 @@ class Result:
     latencies: list[float] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
     server_cpu_s: float | None = None  # the server's CPU time over the measured seconds
+    database_cpu_s: float | None = None  # PostgreSQL's (its processes serving the database)
 
     @property
     def ok(self) -> int:
@@ -61,8 +92,17 @@ class Result:
             return None
         return self.server_cpu_s / self.ok * 1e6
 
+    @property
+    def database_cpu_us(self) -> float | None:
+        """PostgreSQL's CPU per successful request."""
+        if not self.database_cpu_s or not self.ok:
+            return None
+        return self.database_cpu_s / self.ok * 1e6
+
     def line(self) -> str:
         cpu = f"   server CPU {self.cpu_us:5.0f} us/req" if self.cpu_us is not None else ""
+        if self.database_cpu_us is not None:
+            cpu += f"   PostgreSQL CPU {self.database_cpu_us:5.0f} us/req"
         return (
             f"{self.name:<28} {self.rate:9.0f} req/s   p50 {self.pct(50):6.2f} ms   "
             f"p99 {self.pct(99):6.2f} ms{cpu}   statuses {dict(sorted(self.statuses.items()))}"
@@ -101,10 +141,12 @@ async def run_load(
     seconds: float = 5.0,
     warmup: float = 1.0,
     server_pid: int | None = None,
+    database_url: str | None = None,
 ) -> Result:
     """``clients`` connections send back-to-back requests for ``seconds`` after a warm-up.
 
-    With ``server_pid``, the server's CPU time over the measured seconds is recorded too."""
+    With ``server_pid``, the server's CPU time over the measured seconds is recorded too, and
+    with a PostgreSQL ``database_url`` that of the database's server processes."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     result = Result(name, seconds)
@@ -133,9 +175,11 @@ async def run_load(
 
     async def server_cpu(pid: int) -> None:
         await asyncio.sleep(measure_from - time.perf_counter())
-        before = cpu_seconds([pid])
+        before, database = cpu_seconds([pid]), await database_cpu(database_url)
         await asyncio.sleep(stop_at - time.perf_counter())
         result.server_cpu_s = cpu_seconds([pid]) - before
+        if database:
+            result.database_cpu_s = cpu_since(database, await database_cpu(database_url))
 
     tasks = [client(n) for n in range(clients)]
     if server_pid is not None:

@@ -38,7 +38,7 @@ from sqlalchemy import Connection, insert
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from _load import cpu_seconds  # noqa: E402
+from _load import cpu_seconds, cpu_since, database_cpu  # noqa: E402
 from tests.fakes.asgi import free_port  # noqa: E402
 from tests.fakes.process import start_fcm  # noqa: E402
 
@@ -125,6 +125,7 @@ async def drain(
     load = os.getloadavg()[0]
     worker = await Platform.start(settings.model_copy(update={"role": "worker"}), migrate=False)
     tune_garbage_collector()  # as `nudge serve` does after start-up
+    database = await database_cpu(settings.database_url)
     started, cpu, fake_cpu = (
         time.perf_counter(),
         cpu_seconds([os.getpid()]),
@@ -133,13 +134,15 @@ async def drain(
     finished = await wait_delivered(worker, n, timeout=300)
     cpu_us = (cpu_seconds([os.getpid()]) - cpu) / n * 1e6
     fake_us = (cpu_seconds([fake_pid]) - fake_cpu) / n * 1e6
+    database_us = cpu_since(database, await database_cpu(settings.database_url)) / n * 1e6
     await worker.close()
     drain_s = finished - started
+    postgres = f", PostgreSQL {database_us:.0f} us" if database_us else ""
     print(
         f"drain {transport:7s} {n} FCM deliveries sent and recorded in "
         f"{drain_s:.2f} s: {n / drain_s:,.0f}/s (target >= 2,000/s); worker CPU {cpu_us:.0f} us "
-        f"per delivery ({1e6 / cpu_us:,.0f}/s per free core), fake FCM {fake_us:.0f} us per "
-        f"request; load average {load:.1f}",
+        f"per delivery ({1e6 / cpu_us:,.0f}/s per free core){postgres}, fake FCM "
+        f"{fake_us:.0f} us per request; load average {load:.1f}",
         flush=True,
     )
 
@@ -152,7 +155,9 @@ def pct(values: list[float], p: float) -> float:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--notifications", type=int, default=10_000)
-    parser.add_argument("--rate", type=float, default=500.0, help="offered rate of the live run")
+    parser.add_argument(
+        "--rate", type=float, default=500.0, help="offered rate of the live run (0: no live run)"
+    )
     parser.add_argument("--database-url", default=None)
     parser.add_argument(
         "--transports",
@@ -194,6 +199,8 @@ async def main() -> None:
                 for transport in transports:
                     await drain(base, transport, app_id, n, fake.pid, f"drain {r} {transport}")
 
+            if args.rate <= 0:
+                return
             # live: accept at a steady rate while the worker delivers.
             live_settings = base.model_copy(
                 update={"role": "all", "push_http_transport": transports[0]}

@@ -104,7 +104,12 @@ async def measure(role: str, args: argparse.Namespace) -> dict[str, float]:
                 f"database {env['NUDGE_DATABASE_URL'].split(':')[0]}, role {role}",
                 flush=True,
             )
-            load = dict(clients=args.clients, seconds=args.seconds, server_pid=proc.pid)
+            load = dict(
+                clients=args.clients,
+                seconds=args.seconds,
+                server_pid=proc.pid,
+                database_url=env["NUDGE_DATABASE_URL"],
+            )
             health = await run_load(url, lambda n, i: health_req, name="GET /healthz", **load)
             print(health.line(), flush=True)
             direct = await run_load(url, send_req, name="POST direct notification", **load)
@@ -132,6 +137,7 @@ async def measure(role: str, args: argparse.Namespace) -> dict[str, float]:
         "ratio": round(ratio, 3),
         "healthz_cpu_us": round(health.cpu_us or 0),
         "direct_cpu_us": round(direct.cpu_us or 0),
+        "direct_database_cpu_us": round(direct.database_cpu_us or 0),
     }
     if hot is not None:
         hot_ratio = hot.rate / direct.rate if direct.rate else 0.0

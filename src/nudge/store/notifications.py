@@ -567,10 +567,11 @@ def claim(conn: Connection, worker: str, limit: int, now: float, lease_s: float)
 
 
 async def _alone(db: Database, statement: Any, params: dict[str, Any]) -> list[Any]:
-    """PostgreSQL: one statement on its own (autocommit): one round trip, no BEGIN or COMMIT."""
-    async with db.engine.connect() as conn:
-        auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        return list((await auto.execute(statement, params)).all())
+    """PostgreSQL: one statement on its own (autocommit, ``Database.queue_engine``): one round
+    trip, no BEGIN or COMMIT."""
+    assert db.queue_engine is not None
+    async with db.queue_engine.connect() as conn:
+        return list((await conn.execute(statement, params)).all())
 
 
 async def claim_now(db: Database, worker: str, limit: int, now: float, lease_s: float) -> list[Any]:
