@@ -1,21 +1,11 @@
 """``nudge demo``: the whole platform on the embedded defaults, end to end, in one command.
 
-1. Start the platform (SQLite in ``--data-dir``, the embedded LLM, private webhook targets
-   allowed) on a local port, and load the model while showing progress.
-2. Start the mentor example app (``examples/mentor``) as its own process, exactly as a developer
-   runs it (``python -m examples.mentor.app``), register it, create a user with facts and install
-   the app with its scopes.
-3. Play a short conversation with a trigger phrase through the platform (the player of
-   ``nudge simulate --platform``) and print each webhook call, the filled prompt, what the model
-   wrote and the notification with its deliveries; when the model's answer was held or quiet,
-   say why and how to configure a stronger model.
-4. Send a direct notification with the SDK client and print it.
-5. Exit 0, or with ``--keep`` stay up and print the console URL (with the admin token).
-
-``examples/`` is not an installed package. The demo finds it next to the source tree of the
-installed ``nudge`` package (the editable install of a clone that ``make`` sets up), then in the
-current directory; ``--examples DIR`` names it explicitly.
-"""
+It starts the platform and the mentor example app (as its own process, exactly as a developer
+runs it), plays a conversation through the platform with the player of ``nudge simulate
+--platform``, sends a direct notification with the SDK, and prints what happened at each step
+(docs/console.md). ``examples/`` is not an installed package: it is found next to the source tree
+of the installed ``nudge`` (a clone's editable install), then in the current directory, or named
+with ``--examples DIR``."""
 
 from __future__ import annotations
 
@@ -40,7 +30,14 @@ from rich.text import Text
 
 import nudge
 from nudge.api.app import create_app
-from nudge.cli.simulate import PlatformPlayer, Play, SimulateError, parse_transcript, say
+from nudge.cli.simulate import (
+    PlatformPlayer,
+    Play,
+    SimulateError,
+    parse_transcript,
+    platform_call,
+    say,
+)
 from nudge.config import Settings
 from nudge.llm import LLMError
 from nudge.platform import Platform
@@ -252,15 +249,17 @@ async def run_demo(options: DemoOptions, out: Console | None = None) -> dict[str
             httpx.AsyncClient(base_url=base_url, headers=admin, timeout=30)
         )
         mentor_port = free_port("127.0.0.1", 0)
-        created = await _ok(http.post("/v1/apps", json={"manifest": mentor_manifest(mentor_port)}))
+        manifest = mentor_manifest(mentor_port)
+        created = await platform_call(http, "POST", "/v1/apps", json={"manifest": manifest})
         log_path = Path(settings.data_dir) / "mentor.log"
         mentor_url = await stack.enter_async_context(
             mentor_process(examples, mentor_port, created["webhook_secret"], log_path)
         )
         say(out, ("app ", "dim"), f"Mentor {created['app_id']} at {mentor_url}/webhook")
-        user = await _ok(http.post("/v1/users", json={"name": "Ana", "facts": FACTS}))
+        user = await platform_call(http, "POST", "/v1/users", json={"name": "Ana", "facts": FACTS})
         uid = user["uid"]
-        await _ok(http.post(f"/v1/users/{uid}/apps/{created['app_id']}", json={"scopes": SCOPES}))
+        install = f"/v1/users/{uid}/apps/{created['app_id']}"
+        await platform_call(http, "POST", install, json={"scopes": SCOPES})
         say(out, ("install ", "dim"), f"Ana ({uid}) granted Mentor {', '.join(SCOPES)}")
         trace = await _conversation(http, uid, created["app_id"], options.wait_s, out)
         direct = await _direct(base_url, created, uid, out)
@@ -331,14 +330,6 @@ async def _direct(base_url: str, app: dict[str, str], uid: str, out: Console) ->
             await asyncio.sleep(0.1)
     say(out, "    deliveries: ", ", ".join(f"{d.provider} {d.state}" for d in status.deliveries))
     return {"id": sent.notification_id, "title": status.title, "body": status.body}
-
-
-async def _ok(request: Any) -> dict[str, Any]:
-    response: httpx.Response = await request
-    if not response.is_success:
-        raise DemoError(f"{response.request.method} {response.request.url.path}: {response.text}")
-    body: dict[str, Any] = response.json()
-    return body
 
 
 def _not_sent(trace: dict[str, Any]) -> Panel:

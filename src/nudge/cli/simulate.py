@@ -1,18 +1,10 @@
 """``nudge simulate``: play a conversation to an app and show what happens at every step.
 
-- ``--webhook URL`` needs no platform. Each batch of segments is one call made by the platform's
-  own webhook client, as Omi's backend makes it (``POST URL?session_id=UID&uid=UID``, body
-  ``{"session_id": UID, "conversation_id", "segments"}``, Standard Webhooks signature); the answer
-  is read by the platform's own parser, and a proactive answer's prompt is filled by the
-  platform's own filler with sample user data (``--user-name``, ``--fact``, ``--chat``, and
-  ``--past`` conversations as ``{{user_context}}``, written as the platform writes them).
-- ``--platform URL`` plays it through a running platform (``POST .../sessions/{sid}/segments``,
-  then ``.../finish``) and reads back what its dispatcher did for that conversation from the app
-  traces and the inbox.
-
-Transcripts are ``Speaker: text`` lines (``#`` comments and blank lines are skipped) or JSON: a list
-of segments, ``{"segments": [...]}`` or an Omi conversation's ``{"transcript_segments": [...]}``.
-"""
+``--webhook URL`` needs no platform: each batch is one call by the platform's own webhook client,
+as Omi's backend makes it, and the answer goes through the platform's own parser, decisions
+(:func:`nudge.proactive.plan.plan`) and filler. ``--platform URL`` plays it through a running
+platform and reads back what its dispatcher did from the app traces and the inbox. Transcript
+formats and options: docs/console.md."""
 
 from __future__ import annotations
 
@@ -207,6 +199,11 @@ def show_segments(out: Console, transcript: Transcript, segments: Sequence[Segme
         say(out, "    ", (f"{transcript.who(s)}: ", "bold"), s.text)
 
 
+def show_scopes(out: Console, decisions: dict[str, str]) -> None:
+    for name, why in decisions.items():
+        say(out, f"    {name}: ", (why, "green" if why == "filled" else "yellow"))
+
+
 def plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
@@ -276,18 +273,11 @@ class WebhookPlayer:
     """Plays a transcript to one webhook URL, one signed call per batch."""
 
     def __init__(
-        self,
-        settings: Settings,
-        *,
-        url: str,
-        secret: str,
-        user: SampleUser,
-        out: Console,
+        self, settings: Settings, *, url: str, secret: str, user: SampleUser, out: Console
     ) -> None:
         self.client = WebhookClient(settings)
         self.target = WebhookTarget("simulated-app", secret)
-        self.url, self.user, self.settings = url, user, settings
-        self.out = out
+        self.url, self.user, self.settings, self.out = url, user, settings, out
         self.conversation_id = new_conversation_id()
         self.last_proactive_at: float | None = None
 
@@ -366,8 +356,7 @@ class WebhookPlayer:
             say(
                 self.out, ("= proactive notification asked", "magenta"), f"  params {answer.params}"
             )
-            for name, why in step.scopes.decisions.items():
-                say(self.out, f"    {name}: ", (why, "green" if why == "filled" else "yellow"))
+            show_scopes(self.out, step.scopes.decisions)
             if step.refused is not None:
                 why = f"the platform would send nothing: {step.refused.reason}"
                 say(self.out, ("    rate limit: ", "yellow"), why)
@@ -402,6 +391,20 @@ def summarize_calls(out: Console, reports: list[CallReport]) -> bool:
 # --- Playing through a platform ------------------------------------------------------------
 
 
+async def platform_call(http: httpx.AsyncClient, method: str, path: str, **kwargs: Any) -> Any:
+    """One platform API call; its JSON, or a :class:`SimulateError` with the platform's detail."""
+    try:
+        response = await http.request(method, path, **kwargs)
+    except httpx.HTTPError as exc:
+        raise SimulateError(
+            f"cannot reach the platform at {http.base_url} ({type(exc).__name__}): "
+            "is `nudge serve` running there?"
+        ) from None
+    if response.is_success:
+        return response.json() if response.content else None
+    raise SimulateError(f"{method} {path}: {response.status_code} {error_detail(response)}")
+
+
 @dataclass
 class PlatformRun:
     session_id: str
@@ -413,28 +416,12 @@ class PlatformRun:
 class PlatformPlayer:
     """Posts a transcript to a running platform and reads back its traces and the inbox."""
 
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        *,
-        uid: str,
-        out: Console,
-    ) -> None:
-        self.http, self.uid = http, uid
-        self.out = out
+    def __init__(self, http: httpx.AsyncClient, *, uid: str, out: Console) -> None:
+        self.http, self.uid, self.out = http, uid, out
         self.apps: dict[str, dict[str, Any]] = {}  # app_id -> its manifest (apps we can trace)
 
     async def api(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = await self.http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise SimulateError(
-                f"cannot reach the platform at {self.http.base_url} ({type(exc).__name__}): "
-                "is `nudge serve` running there?"
-            ) from None
-        if response.is_success:
-            return response.json() if response.content else None
-        raise SimulateError(f"{method} {path}: {response.status_code} {error_detail(response)}")
+        return await platform_call(self.http, method, path, **kwargs)
 
     async def watch(self, app_ids: Sequence[str]) -> None:
         """Which installed apps to follow (all when ``app_ids`` is empty)."""
@@ -517,7 +504,7 @@ class PlatformPlayer:
                             if trace["notification_id"]:
                                 trace = await self.settled(trace)
                                 seen[trace["id"]] = trace
-                            self.show_trace(trace)
+                            show_trace(self.out, trace, self.apps[app_id]["name"])
                     if self._complete(app_id, mine, sent, finished):
                         done.add(app_id)
                 if len(done) == len(self.apps):
@@ -543,9 +530,6 @@ class PlatformPlayer:
             await asyncio.sleep(0.1)
             trace = await self.api("GET", f"/v1/apps/{trace['app_id']}/traces/{trace['id']}")
         return trace
-
-    def show_trace(self, trace: dict[str, Any]) -> None:
-        show_trace(self.out, trace, self.apps[trace["app_id"]]["name"])
 
     async def inbox_since(self, started: float) -> list[dict[str, Any]]:
         page = await self.api("GET", f"/v1/users/{self.uid}/notifications", params={"limit": 50})
@@ -584,8 +568,7 @@ def show_trace(out: Console, trace: dict[str, Any], app_name: str) -> None:
             f"{response['status']} in {_ms(response.get('seconds') or 0)}  ",
             _compact(response.get("body") or "") or "(empty body)",
         )
-    for name, why in ((trace.get("scopes") or {}).get("decisions") or {}).items():
-        say(out, f"    {name}: ", (why, "green" if why == "filled" else "yellow"))
+    show_scopes(out, (trace.get("scopes") or {}).get("decisions") or {})
     limit = trace.get("rate_limit")
     if limit:
         say(
