@@ -22,6 +22,7 @@ from nudge.api.errors import respond_error
 from nudge.core.direct import DirectSend, refusal, send_direct
 from nudge.errors import Invalid, NudgeError
 from nudge.platform import Platform
+from nudge.sdk.models import PRIORITIES, TTL_MAX_S
 
 PATH = "/v2/integrations/{app_id}/notification"
 _PATH_RE = re.compile(r"/v2/integrations/([^/]+)/notification")
@@ -79,6 +80,9 @@ class DirectNotificationRoute:
                     uid=uid,
                     message=params.get("message"),
                     idempotency_key=idempotency_key,
+                    priority=params.get("priority"),
+                    ttl=params.get("ttl"),
+                    send_at=params.get("send_at"),
                 ),
             )
         except Exception as exc:
@@ -89,12 +93,18 @@ class DirectNotificationRoute:
         await respond_json(send, 200, accepted.body(), rate.headers())
 
 
-def _parameter(name: str, where: str, description: str, required: bool = True) -> dict[str, Any]:
+def _parameter(
+    name: str,
+    where: str,
+    description: str,
+    required: bool = True,
+    schema: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     return {
         "name": name,
         "in": where,
         "required": required,
-        "schema": {"type": "string"},
+        "schema": schema or {"type": "string"},
         "description": description,
     }
 
@@ -103,6 +113,28 @@ _PARAMETERS = [
     _parameter("app_id", "path", "The app's id"),
     _parameter("uid", "query", "The target user's id"),
     _parameter("message", "query", "The notification text (at most 2,000 characters by default)"),
+    _parameter(
+        "priority",
+        "query",
+        "low, normal (the default) or high: the push services' priority, and high goes first",
+        False,
+        {"type": "string", "enum": list(PRIORITIES)},
+    ),
+    _parameter(
+        "ttl",
+        "query",
+        "Seconds from when it is due until it expires (not sent after that)",
+        False,
+        {"type": "integer", "minimum": 1, "maximum": TTL_MAX_S},
+    ),
+    _parameter(
+        "send_at",
+        "query",
+        "When to send it: ISO 8601 with its offset (Z or %2BHH:MM), at most 30 days ahead; "
+        "a past time is now",
+        False,
+        {"type": "string", "format": "date-time"},
+    ),
     _parameter("Authorization", "header", "Bearer <app secret>"),
     _parameter(
         "Idempotency-Key", "header", "A repeat with the same key returns the first result", False

@@ -1,11 +1,9 @@
 """The outermost ASGI middleware: bounded requests and failed-authentication throttling.
 
-Ahead of everything, before any credential is looked at: a query string over
-``NUDGE_MAX_QUERY_BYTES`` is a 414, a body over ``NUDGE_MAX_BODY_BYTES`` a 413 (from
-``Content-Length``, or as a chunked body is read), an address with too many refused credentials
-(:mod:`nudge.api.throttle`) a 429. Answers 401/403 (and sockets closed with 1008) are counted on
-their way out. The protocol's own bounds are in :mod:`nudge.api.protocol`; see docs/security.md.
-"""
+Ahead of everything, before any credential is looked at: an over-long query string is a 414, an
+over-large body a 413 (from ``Content-Length``, or as a chunked body is read), an address with too
+many refused credentials (:mod:`nudge.api.throttle`) a 429; answers 401/403 (and sockets closed
+with 1008) are counted on their way out (docs/security.md)."""
 
 from __future__ import annotations
 

@@ -1,13 +1,8 @@
 """Live transcripts in (POST and WebSocket), finishing sessions, and traces for app developers.
 
-The segments POST is the hottest route of live sessions (one a second per session). Its plain
-case (the admin token or one shaped like a user token, a uid and session id of plain text, a JSON
-body that validates) is answered by :class:`FastSegments`, an ASGI middleware ahead of FastAPI's
-router: no routing or dependency solving, the body validated straight from its bytes, a user token
-checked inside the ingestion batch (one query for the batch) and the admin token without touching
-the database. Anything else is handed, body and all, to the typed route, which answers it (errors
-included) as before.
-"""
+The segments POST is the hottest route of live sessions; its plain case is answered by
+:class:`FastSegments`, ahead of FastAPI's router (docs/decisions.md), and anything else goes to
+the typed route, which answers it (errors included) as before."""
 
 from __future__ import annotations
 

@@ -1,22 +1,11 @@
 """How ``nudge serve`` runs uvicorn: its limits, and a protocol that bounds a request's arrival.
 
-uvicorn's httptools protocol (its default) keeps a connection open for as long as a client takes
-to send a request, and gathers the request line and headers without limit: a client trickling
-its headers or body held a connection indefinitely, and a huge query string cost a lot of CPU
-to refuse (docs/performance.md). :class:`BoundedHttpToolsProtocol` adds, per connection:
-
-- the head (request line and headers) must arrive within ``NUDGE_HEADER_TIMEOUT_S`` of the
-  connection (first request) or of its first byte (later ones), and the body within
-  ``NUDGE_BODY_TIMEOUT_S`` of the head; otherwise 408 (a connection that sent nothing is just
-  closed);
-- the head may be at most ``NUDGE_MAX_HEADER_BYTES`` (counted as it arrives, so exceeded by at
-  most one read): 414 when the URL is what is too long, 431 otherwise.
-
-A request only notes its deadline (a clock read); one timer per connection, armed when it
-opens, looks at the deadline when it fires and re-arms itself for it (on uvloop, a timer per
-request would cost more). The uvicorn version is pinned; tests/api/test_limits.py runs every
-bound against a real ``nudge serve``.
-"""
+uvicorn's httptools protocol lets a client trickle its head or body for as long as it likes and
+gathers the head without limit. :class:`BoundedHttpToolsProtocol` adds, per connection, the head
+and body timeouts and the head size limit of docs/security.md. A request only notes its deadline
+(a clock read); one timer per connection looks at it when it fires and re-arms itself (on uvloop,
+a timer per request would cost more). The uvicorn version is pinned; tests/api/test_limits.py
+runs every bound against a real ``nudge serve``."""
 
 from __future__ import annotations
 
@@ -120,12 +109,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(408, f"request body not received within {timeout}")
 
     def _refuse(self, status: int, detail: str) -> None:
-        """Answer with JSON and end the connection (the request is not passed on).
-
-        Closing a socket with unread data makes the kernel send a reset, which can destroy the
-        answer before the client reads it, so the close lingers: our side is shut, what the
-        client still sends is dropped, and the connection closes when it stops (or after
-        ``LINGER_S``)."""
+        """Answer with JSON and end the connection (the request is not passed on). The close
+        lingers: closing with unread data sends a reset, which can destroy the answer."""
         body = json.dumps({"detail": detail}).encode()
         phrase = http.HTTPStatus(status).phrase
         head = (

@@ -480,18 +480,29 @@ def send(
     app_id: str = typer.Argument(..., help="The sending app."),
     uid: str = typer.Argument(..., help="The user."),
     message: str = typer.Argument(..., help="The exact text."),
+    priority: str | None = typer.Option(None, help="low, normal (the default) or high."),
+    ttl: int | None = typer.Option(None, help="Seconds from when it is due until it expires."),
+    send_at: str | None = typer.Option(
+        None, help="When to send it: ISO 8601 with its offset (e.g. 2026-01-31T09:00:00Z)."
+    ),
     url: str | None = URL_OPTION,
     token: str | None = TOKEN_OPTION,
 ) -> None:
     """Queue a direct notification as an app (admin; no app secret needed, no hourly limit; with
     --url it goes through the public API with a one-time key, so the hourly limit applies)."""
+    import time
+
+    from nudge.core.direct import send_options
     from nudge.core.notifications import NotificationRequest, accept_notification, validate_message
 
     settings = load_settings()
     try:
         text = validate_message(message, settings.message_max_chars)
+        options = send_options(priority, ttl, send_at, time.time())
     except NudgeError as exc:
         fail(exc.detail)
+    if url and (priority, ttl, send_at) != (None, None, None):
+        fail("--priority, --ttl and --send-at are not sent with --url yet: send without --url")
     if url:
         try:
             emit(send_over_http(url, admin_token(settings, token), app_id, uid, text))
@@ -500,7 +511,15 @@ def send(
         return
     accept = partial(
         accept_notification,
-        request=NotificationRequest(app_id=app_id, uid=uid, message=text, kind="admin"),
+        request=NotificationRequest(
+            app_id=app_id,
+            uid=uid,
+            message=text,
+            kind="admin",
+            priority=options.priority,
+            ttl=options.ttl,
+            send_at=options.send_at,
+        ),
         default_limit_per_hour=settings.direct_limit_per_hour,
         dedupe_window_s=settings.dedupe_window_s,
     )

@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, replace
-from typing import Protocol
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import Connection
 
 from nudge import auth
 from nudge.bus.local import EventBus
@@ -16,10 +19,12 @@ from nudge.core.notifications import (
     Accepted,
     NotificationRequest,
     RateLimit,
+    notification_status,
     validate_message,
 )
-from nudge.errors import Invalid, NudgeError
+from nudge.errors import Conflict, Invalid, NudgeError
 from nudge.metrics import Metrics
+from nudge.sdk.models import check_priority, check_ttl
 from nudge.store import notifications as store
 from nudge.store.db import Database
 from nudge.text import check_text
@@ -44,6 +49,57 @@ class DirectSend:
     type: str = ""
     data: dict[str, str] | None = None
     idempotency_key: str | None = None
+    # As the caller gave them (a query string's are text): checked by send_direct.
+    priority: str | None = None
+    ttl: int | str | None = None
+    send_at: str | None = None
+
+
+# How far ahead a send may be scheduled.
+SEND_AT_MAX_AHEAD_S = 30 * 86_400
+
+
+@dataclass(frozen=True)
+class SendOptions:
+    priority: str = "normal"
+    ttl: int | None = None
+    send_at: float | None = None  # UNIX seconds, in the future; None: now
+
+
+def send_options(
+    priority: str | None, ttl: int | str | None, send_at: str | None, now: float
+) -> SendOptions:
+    """The optional ``priority``, ``ttl`` and ``send_at`` as given (a query string's are
+    text), checked: an ``Invalid`` (422) names the field."""
+    if isinstance(ttl, str) and ttl.isascii() and ttl.isdigit() and len(ttl) <= 12:
+        ttl = int(ttl)
+    try:
+        checked = SendOptions(
+            "normal" if priority is None else check_priority(priority),
+            None if ttl is None else check_ttl(ttl),
+        )
+    except ValueError as exc:
+        raise Invalid(str(exc)) from None
+    return replace(checked, send_at=_send_at(send_at, now))
+
+
+def _send_at(value: str | None, now: float) -> float | None:
+    """An ISO 8601 time with its offset, at most 30 days ahead; None for a time already past."""
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+        t = when.timestamp() if when.tzinfo is not None else None
+    except ValueError:
+        raise Invalid(
+            "send_at: must be an ISO 8601 time with its offset, e.g. 2026-01-31T09:00:00Z or "
+            "2026-01-31T10:00:00+01:00 (in a query string, write + as %2B)"
+        ) from None
+    if t is None:
+        raise Invalid("send_at: give the time's offset (Z for UTC, or +HH:MM / -HH:MM)")
+    if t > now + SEND_AT_MAX_AHEAD_S:
+        raise Invalid("send_at: at most 30 days ahead")
+    return t if t > now else None
 
 
 def _check_idempotency_key(key: str | None) -> str | None:
@@ -63,12 +119,14 @@ async def send_direct(platform: Senders, send: DirectSend) -> tuple[Accepted, Ra
         check_text(send.app_id, "app_id", line=True)
     invalid: NudgeError | None = None
     message = ""
+    options = SendOptions()
     try:
         if send.uid is None or not send.uid.strip():
             raise Invalid("uid: required and must not be empty")
         check_text(send.uid, "uid", line=True)
         message = validate_message(send.message, settings.message_max_chars)
         _check_idempotency_key(send.idempotency_key)
+        options = send_options(send.priority, send.ttl, send.send_at, time.time())
     except NudgeError as exc:
         invalid = exc
     request = NotificationRequest(
@@ -83,6 +141,9 @@ async def send_direct(platform: Senders, send: DirectSend) -> tuple[Accepted, Ra
         idempotency_key=None if invalid else send.idempotency_key,
         key_hash=key.hash,
         invalid=invalid,
+        priority=options.priority,
+        ttl=options.ttl,
+        send_at=options.send_at,
     )
     if send.app_id is None:  # /api/notifications/send: the secret names the app
         app = await auth.caller(platform.db, send.authorization, auth.APP)
@@ -119,3 +180,16 @@ async def refusal(
             rate = RateLimit(platform.settings.direct_limit_per_hour, 0, 0)
         exc.headers.update(rate.headers())
     return exc
+
+
+def cancel_notification(conn: Connection, app_id: str, notification_id: str) -> dict[str, Any]:
+    """Write work: cancel what of the app's notification has not gone yet (scheduled and held
+    pushes too; one a worker is sending now goes on); its status after. 404 for another app's,
+    409 when nothing is left to cancel."""
+    notification_status(conn, app_id, notification_id)  # 404 unless it is the app's
+    if not store.cancel_pending(conn, notification_id, time.time()):
+        status = notification_status(conn, app_id, notification_id)
+        raise Conflict(
+            f"notification {notification_id!r}: nothing left to cancel (it is {status['state']})"
+        )
+    return notification_status(conn, app_id, notification_id)

@@ -17,6 +17,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection
@@ -29,6 +30,9 @@ from nudge.store import notifications as store
 from nudge.text import check_text
 
 HOUR = 3600.0
+# The queue claims due deliveries in ``next_attempt_at`` order: a high-priority notification due
+# now is queued as if it had waited this long, so it goes before what was queued in that time.
+HIGH_HEAD_START_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -304,6 +308,8 @@ def _add_rows(
         }
     )
     due = request.send_at or now
+    if request.priority == "high" and due <= now:
+        due -= HIGH_HEAD_START_S  # see HIGH_HEAD_START_S; a scheduled one never goes early
     sends = [*([("inbox", None)] if hold.inbox else []), *((p, d) for d, p in devices.items())]
     out.deliveries += [
         {
@@ -450,6 +456,8 @@ def notification_status(conn: Connection, app_id: str, notification_id: str) -> 
     note = get_notification(conn, notification_id)
     if note["app_id"] != app_id:
         raise NotFound(f"notification {notification_id!r} not found for app {app_id!r}")
+    rows = store.deliveries_of(conn, notification_id)
+    note["state"], note["reason"] = status_summary(note, rows, time.time())
     note["deliveries"] = [
         {
             "id": r.id,
@@ -460,9 +468,47 @@ def notification_status(conn: Connection, app_id: str, notification_id: str) -> 
             else ("queued" if r.state == "sending" else r.state),
             "attempts": r.attempts,
             "last_error": r.last_error,
-            "next_attempt_at": r.next_attempt_at if r.state in ("queued", "retrying") else None,
+            # Not before it was made (a high-priority one is queued as if it had waited).
+            "next_attempt_at": max(r.next_attempt_at, r.created_at)
+            if r.state in store.DUE_STATES
+            else None,
             "delivered_at": r.delivered_at,
         }
-        for r in store.deliveries_of(conn, notification_id)
+        for r in rows
     ]
     return note
+
+
+def _utc(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def status_summary(note: dict[str, Any], deliveries: Sequence[Any], now: float) -> tuple[str, str]:
+    """The one ``state`` of a notification and why (docs/api.md, "Status"), from its row and
+    its deliveries' rows: what still waits decides first, then how the rest ended."""
+    states = [d.state for d in deliveries]
+    gone = sum(s in ("delivered", "merged") for s in states)
+    if "cancelled" in states:
+        went = f"; {gone} of {len(states)} deliveries had gone before" if gone else ""
+        return "cancelled", f"cancelled by the app{went}"
+    if note["hold"] == "muted":
+        return "muted", note["hold_reason"]
+    expired = f"its ttl ran out at {_utc(note['expires_at'] or now)} before it could be sent"
+    pending = [d for d in deliveries if d.state in (*store.DUE_STATES, "sending")]
+    if pending:
+        if note["expires_at"] is not None and note["expires_at"] <= now:
+            return "expired", expired
+        if any(d.state == "sending" for d in pending):
+            return "sending", ""
+        if min(d.next_attempt_at for d in pending) > now:
+            if note["hold"]:
+                return "held", note["hold_reason"]
+            if note["send_at"] is not None:
+                return "scheduled", f"scheduled for {_utc(note['send_at'])}"
+        return "queued", next((d.last_error for d in pending if d.state == "retrying"), "")
+    if "expired" in states:
+        return "expired", expired
+    if gone == len(states):
+        return "delivered", ""
+    failure = next(d.last_error for d in deliveries if d.state not in ("delivered", "merged"))
+    return ("partly_delivered" if gone else "failed"), failure

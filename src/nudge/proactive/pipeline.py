@@ -24,6 +24,7 @@ from sqlalchemy import Connection
 from nudge.bus.local import EventBus
 from nudge.config import Settings
 from nudge.core.acceptor import Acceptor
+from nudge.core.direct import SendOptions
 from nudge.core.notifications import NotificationRequest
 from nudge.errors import NudgeError
 from nudge.llm import LLM, LLMError
@@ -174,7 +175,9 @@ class Pipeline:
                 if said.refused is not None:
                     trace.outcome(*said.refused)
                 else:
-                    await self._accept(app, uid, said.text, "message", trace)
+                    await self._accept(
+                        app, uid, said.text, "message", answer.message_sending, trace
+                    )
         except Exception as exc:  # a bug here must not stop the dispatcher; the trace says so
             log.exception("pipeline failed", extra={"app_id": app.app_id, "uid": uid})
             trace.outcome("internal_error", f"{type(exc).__name__}; it was logged on the platform")
@@ -300,12 +303,25 @@ class Pipeline:
             trace.outcome(*refused)
             return False
         # 8. Deliver as the app, stored in the app's chat.
-        return await self._accept(app, uid, written.text, "proactive", trace)
+        return await self._accept(app, uid, written.text, "proactive", answer.sending, trace)
 
     async def _accept(
-        self, app: AppTarget, uid: str, text: str, kind: str, trace: TraceRecorder
+        self,
+        app: AppTarget,
+        uid: str,
+        text: str,
+        kind: str,
+        options: SendOptions,
+        trace: TraceRecorder,
     ) -> bool:
-        request = NotificationRequest(app_id=app.app_id, uid=uid, message=text, kind=kind)
+        request = NotificationRequest(
+            app_id=app.app_id,
+            uid=uid,
+            message=text,
+            kind=kind,
+            priority=options.priority,
+            ttl=options.ttl,
+        )
         try:
             accepted = await self.acceptor.accept(request)
         except NudgeError as exc:
@@ -320,6 +336,8 @@ class Pipeline:
             "body": text,
             "devices": accepted.devices,
             "duplicate": accepted.duplicate,
+            "priority": options.priority,
+            "ttl": options.ttl,
         }
         if trace.notification_id is None:  # the first one (an answer may send two)
             trace.notification_id = accepted.notification_id

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+from nudge.core.direct import SendOptions
 from nudge.core.manifest import SCOPES
 from nudge.core.notifications import validate_message
 from nudge.errors import NudgeError
 from nudge.proactive.context import Steering, parse_steering
 from nudge.proactive.filler import placeholders
+from nudge.sdk.models import check_priority, check_ttl
 from nudge.sdk.webhook import MESSAGE_MIN_CHARS, PROMPT_MAX_CHARS, PROMPT_MIN_CHARS  # the wire's
 
 MEMORY_CREATION = "memory_creation"  # a trace kind: memory-creation messages may be shorter
@@ -27,6 +29,18 @@ class Answer:
     steering: Steering | None = None  # notification.context
     message: str | None = None  # None also for an empty one: no action
     error: str | None = None  # the answer broke a rule; nothing is done
+    sending: SendOptions = SendOptions()  # notification.priority, notification.ttl
+    message_sending: SendOptions = SendOptions()  # priority, ttl beside "message"
+
+
+def _options(source: dict[str, Any], where: str) -> SendOptions:
+    """The optional ``priority`` and ``ttl`` of ``source`` (``where``: their path's prefix);
+    a ValueError names the bad one."""
+    priority, ttl = source.get("priority"), source.get("ttl")
+    return SendOptions(
+        "normal" if priority is None else check_priority(priority, f"{where}priority"),
+        None if ttl is None else check_ttl(ttl, f"{where}ttl"),
+    )
 
 
 def parse_answer(body: bytes) -> Answer:
@@ -52,6 +66,7 @@ def parse_answer(body: bytes) -> Answer:
             return Answer(error="notification.params: must be a list of scope names (strings)")
         try:
             out.steering = parse_steering(note.get("context"))
+            out.sending = _options(note, "notification.")
         except ValueError as exc:
             return Answer(error=str(exc))
         out.prompt, out.params = prompt, list(dict.fromkeys(params))
@@ -59,6 +74,10 @@ def parse_answer(body: bytes) -> Answer:
     if message is not None:
         if not isinstance(message, str):
             return Answer(error="message: must be a string")
+        try:
+            out.message_sending = _options(data, "")
+        except ValueError as exc:
+            return Answer(error=str(exc))
         out.message = message if message.strip() else None
     return out
 

@@ -138,17 +138,10 @@ def _deliveries(conn: Connection, notification_ids: list[str]) -> dict[str, list
 
 
 def list_traces(
-    conn: Connection,
-    app_id: str,
-    *,
-    limit: int = 50,
-    cursor: str | None = None,
-    session_id: str | None = None,
-    conversation_id: str | None = None,
-    uid: str | None = None,
+    conn: Connection, app_id: str, *, limit: int, cursor: str | None, **filters: str | None
 ) -> dict[str, Any]:
-    """Newest first; ``cursor`` is the last id of the previous page."""
-    filters = {"session_id": session_id, "conversation_id": conversation_id, "uid": uid}
+    """Newest first; ``cursor`` is the last id of the previous page; ``filters``: session_id,
+    conversation_id, uid (each when given)."""
     rows = sql.trace_page(conn, app_id, limit + 1, cursor, **filters)
     page = rows[:limit]
     deliveries = _deliveries(conn, [r.notification_id for r in page if r.notification_id])

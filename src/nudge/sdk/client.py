@@ -30,7 +30,14 @@ from nudge.sdk.backoff import parse_retry_after, retry_delay
 from nudge.sdk.errors import APIError, NudgeError, TransportError, error_class
 from nudge.sdk.models import ConversationItem as Conversation
 from nudge.sdk.models import MemoryItem as Memory
-from nudge.sdk.models import Notification, NotificationStatus, ReadAllResult, UnreadCount
+from nudge.sdk.models import (
+    Notification,
+    NotificationStatus,
+    ReadAllResult,
+    UnreadCount,
+    check_priority,
+    check_ttl,
+)
 from nudge.sdk.models import SearchConversationsResponse as ConversationPage
 
 log = logging.getLogger("nudge.sdk")
@@ -106,6 +113,21 @@ class SendResult:
 
 def _when(value: datetime | str | None) -> str | None:
     return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _options(
+    priority: str | None, ttl: int | None, send_at: datetime | str | None
+) -> dict[str, Any]:
+    """The optional sending fields that were given, checked as the platform checks them (a
+    naive ``send_at`` has no offset: the platform refuses it)."""
+    options: dict[str, Any] = {}
+    if priority is not None:
+        options["priority"] = check_priority(priority)
+    if ttl is not None:
+        options["ttl"] = check_ttl(ttl)
+    if send_at is not None:
+        options["send_at"] = _when(send_at)
+    return options
 
 
 def error_detail(response: httpx.Response) -> str:
@@ -312,14 +334,23 @@ class _Plans(Generic[H]):
 
     @_call
     def send_notification(
-        self, uid: str, message: str, *, idempotency_key: str | None = None
+        self,
+        uid: str,
+        message: str,
+        *,
+        idempotency_key: str | None = None,
+        priority: str | None = None,
+        ttl: int | None = None,
+        send_at: datetime | str | None = None,
     ) -> Plan[SendResult]:
-        """``POST /v2/integrations/{app_id}/notification``: send ``message`` to user ``uid``."""
+        """``POST /v2/integrations/{app_id}/notification``: send ``message`` to user ``uid``.
+
+        ``priority`` low | normal | high; ``ttl`` seconds until it expires (from when it is
+        due); ``send_at`` when to send it (an aware datetime or ISO 8601 with its offset)."""
+        params = {"uid": uid, "message": message}
+        params.update(_options(priority, ttl, send_at))
         return self._sending(
-            "POST",
-            self._integration("notification"),
-            idempotency_key,
-            params={"uid": uid, "message": message},
+            "POST", self._integration("notification"), idempotency_key, params=params
         )
 
     @_call
@@ -331,9 +362,19 @@ class _Plans(Generic[H]):
         type: str = "",
         data: Mapping[str, str] | None = None,
         idempotency_key: str | None = None,
+        priority: str | None = None,
+        ttl: int | None = None,
+        send_at: datetime | str | None = None,
     ) -> Plan[SendResult]:
-        """``POST /api/notifications/send``: a notification with a ``type`` and ``data``."""
-        body = {"user_id": user_id, "type": type, "message": message, "data": dict(data or {})}
+        """``POST /api/notifications/send``: a notification with a ``type`` and ``data``
+        (``priority``, ``ttl`` and ``send_at`` as for :meth:`send_notification`)."""
+        body: dict[str, Any] = {
+            "user_id": user_id,
+            "type": type,
+            "message": message,
+            "data": dict(data or {}),
+        }
+        body.update(_options(priority, ttl, send_at))
         return self._sending("POST", "/api/notifications/send", idempotency_key, json=body)
 
     @_call
@@ -341,6 +382,15 @@ class _Plans(Generic[H]):
         """A notification this app sent and the state of each of its deliveries."""
         path = self._integration(f"notifications/{quote(notification_id, safe='')}")
         response, _ = yield from self._exchange("GET", path)
+        return NotificationStatus.model_validate(_json(response, "deliveries"))
+
+    @_call
+    def cancel_notification(self, notification_id: str) -> Plan[NotificationStatus]:
+        """Cancel what of a notification this app sent has not gone yet (a scheduled or held
+        one: all of it); its status after. An ``APIError`` with ``status_code`` 409 when nothing
+        was left to cancel (it had gone)."""
+        path = self._integration(f"notifications/{quote(notification_id, safe='')}")
+        response, _ = yield from self._exchange("DELETE", path)
         return NotificationStatus.model_validate(_json(response, "deliveries"))
 
     # --- Omi's integration API ----------------------------------------------------------------

@@ -13,6 +13,25 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SCOPES = ("user_name", "user_facts", "user_context", "user_chat")
+PRIORITIES = ("low", "normal", "high")  # a notification's priority; normal when not given
+TTL_MAX_S = 2_419_200  # the longest ttl: 28 days, the longest FCM keeps a message
+
+
+def check_priority(value: object, name: str = "priority") -> str:
+    """``value`` if it is a priority, else a ValueError naming ``name`` (server and SDK alike)."""
+    if not isinstance(value, str) or value not in PRIORITIES:
+        raise ValueError(f"{name}: must be one of {', '.join(PRIORITIES)}, not {value!r:.40}")
+    return value
+
+
+def check_ttl(value: object, name: str = "ttl") -> int:
+    """``value`` if it is a whole number of seconds from 1 to 28 days, else a ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= TTL_MAX_S:
+        raise ValueError(
+            f"{name}: must be a whole number of seconds from 1 to {TTL_MAX_S} (28 days), "
+            f"not {value!r:.40}"
+        )
+    return value
 
 
 class Open(BaseModel):
@@ -69,9 +88,15 @@ class DeliveryState(BaseModel):
 
 
 class NotificationStatus(Notification):
-    """A notification an app sent and the state of each of its deliveries."""
+    """A notification an app sent and the state of each of its deliveries.
+
+    ``state`` sums them up: scheduled | held | muted | queued | sending | delivered |
+    partly_delivered | failed | expired | cancelled ("" from a server before them); ``reason``
+    says why it is held, muted, expired, cancelled or failed (else "")."""
 
     uid: str
+    state: str = ""
+    reason: str = ""
     deliveries: list[DeliveryState]
 
 

@@ -11,7 +11,8 @@
 - answers a repeated ``webhook-id`` (a platform retry) with the first answer instead of processing
   the segments again,
 - turns the app's ``Answer`` into the wire format: ``{"session_id", "notification": {"prompt",
-  "params"}}``, ``{"session_id", "message"}`` or ``{"session_id"}``.
+  "params"}}``, ``{"session_id", "message"}`` or ``{"session_id"}`` (a notification or a message
+  may add ``priority`` and ``ttl``).
 
 Memory-creation calls (``POST {url}?uid=U`` with the finished conversation, in the shape of Omi's
 ``Conversation``) get the same checks; :class:`Conversation` parses every field of it.
@@ -40,7 +41,7 @@ from starlette.responses import JSONResponse
 
 from nudge.sdk import models
 from nudge.sdk.errors import describe_validation
-from nudge.sdk.models import SCOPES
+from nudge.sdk.models import SCOPES, check_priority, check_ttl
 
 if TYPE_CHECKING:  # FastAPI is imported by router() and app() only: the rest runs without it
     from fastapi import APIRouter, FastAPI
@@ -68,10 +69,28 @@ class Answer:
     body: dict[str, Any]
 
 
-def proactive(prompt: str, params: Iterable[str] | None = None) -> Answer:
+def _sending(priority: str | None, ttl: int | None) -> dict[str, Any]:
+    """An answer's optional ``priority`` (low | normal | high) and ``ttl`` (seconds)."""
+    out: dict[str, Any] = {}
+    if priority is not None:
+        out["priority"] = check_priority(priority)
+    if ttl is not None:
+        out["ttl"] = check_ttl(ttl)
+    return out
+
+
+def proactive(
+    prompt: str,
+    params: Iterable[str] | None = None,
+    *,
+    priority: str | None = None,
+    ttl: int | None = None,
+) -> Answer:
     """Ask the platform for a proactive notification written from ``prompt``.
 
     ``params`` are the scopes the prompt uses; by default the ``{{ placeholders }}`` found in it.
+    ``priority`` (low | normal | high) and ``ttl`` (seconds until it expires) are the
+    notification's; the platform's defaults (normal, none) when not given.
     """
     if not PROMPT_MIN_CHARS <= len(prompt.strip()) <= PROMPT_MAX_CHARS:
         raise ValueError(f"prompt: must be {PROMPT_MIN_CHARS} to {PROMPT_MAX_CHARS} characters")
@@ -79,14 +98,16 @@ def proactive(prompt: str, params: Iterable[str] | None = None) -> Answer:
     unknown = [n for n in names if n not in SCOPES]
     if unknown:
         raise ValueError(f"params: {unknown} are not scopes; use some of {list(SCOPES)}")
-    return Answer({"notification": {"prompt": prompt, "params": names}})
+    note = {"prompt": prompt, "params": names, **_sending(priority, ttl)}
+    return Answer({"notification": note})
 
 
-def message(text: str) -> Answer:
-    """Ask the platform to send ``text`` to the user as a direct notification from the app."""
+def message(text: str, *, priority: str | None = None, ttl: int | None = None) -> Answer:
+    """Ask the platform to send ``text`` to the user as a direct notification from the app
+    (``priority`` and ``ttl`` as for :func:`proactive`)."""
     if len(text.strip()) < MESSAGE_MIN_CHARS:
         raise ValueError(f"message: must be at least {MESSAGE_MIN_CHARS} characters")
-    return Answer({"message": text})
+    return Answer({"message": text, **_sending(priority, ttl)})
 
 
 def nothing() -> Answer:

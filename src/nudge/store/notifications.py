@@ -674,3 +674,14 @@ def hit_counter(conn: Connection, key: str, now: float, window_s: float) -> tupl
     params = {"key": key, "window_end": now + window_s, "now": now}
     ((count, window_end),) = _hit_statement(conn.dialect.name).rows(conn, params)
     return int(count), max(window_end - now, 0.0)
+
+
+def cancel_pending(conn: Connection, notification_id: str, now: float) -> int:
+    """Cancel a notification's deliveries that wait (queued or retrying: scheduled and held
+    ones too); one a worker holds is being sent and is left to finish. Returns how many."""
+    result = conn.execute(
+        sa.update(Delivery)
+        .where(Delivery.notification_id == notification_id, Delivery.state.in_(DUE_STATES))
+        .values(state="cancelled", last_error="cancelled by the app", updated_at=now)
+    )
+    return int(result.rowcount or 0)

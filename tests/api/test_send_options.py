@@ -1,0 +1,377 @@
+"""Issue 17 at the app API: priority, ttl and send_at on both send routes and in webhook answers,
+the status's one ``state``, cancelling what has not gone, and high priority first in the queue;
+on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from nudge.delivery import queue
+from nudge.platform import Platform
+from nudge.proactive.plan import parse_answer
+from nudge.sdk import webhook
+from tests.api.test_direct import assert_rate_headers, auth, row_counts
+from tests.conftest import ServeASGI, World, make_settings, make_world, running, wait_for
+from tests.proactive.helpers import (
+    create_app,
+    create_user,
+    install,
+    manifest,
+    post_segments,
+    wait_traces,
+)
+
+
+@dataclass
+class Env:
+    client: httpx.AsyncClient
+    platform: Platform
+    world: World
+
+
+async def _env(tmp_path: Path, database_url: str, **settings: Any) -> AsyncIterator[Env]:
+    overrides = {"database_url": database_url, **settings}
+    async with running(make_settings(tmp_path, **overrides)) as (platform, client):
+        yield Env(client, platform, await make_world(client))
+
+
+@pytest.fixture
+async def env(tmp_path: Path, database_url: str) -> AsyncIterator[Env]:
+    """An app and a user who installed it, with a delivery worker running."""
+    async for e in _env(tmp_path, database_url):
+        yield e
+
+
+@pytest.fixture
+async def api_only(tmp_path: Path, database_url: str) -> AsyncIterator[Env]:
+    """The same without a worker: nothing is sent, the queue is left for the test to read."""
+    async for e in _env(tmp_path, database_url, role="api"):
+        yield e
+
+
+def iso(seconds_from_now: float) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=seconds_from_now)).isoformat()
+
+
+async def send(env: Env, route: str, message: str, **options: Any) -> httpx.Response:
+    """Send through the Omi route (options as query parameters) or /api/notifications/send."""
+    w, c = env.world, env.client
+    if route == "query":
+        params = {"uid": w.uid, "message": message, **options}
+        return await c.post(
+            f"/v2/integrations/{w.app_id}/notification", params=params, headers=auth(w.app_secret)
+        )
+    body = {"user_id": w.uid, "message": message, **options}
+    return await c.post("/api/notifications/send", json=body, headers=auth(w.app_secret))
+
+
+def status_url(w: World, nid: str) -> str:
+    return f"/v2/integrations/{w.app_id}/notifications/{nid}"
+
+
+async def status(env: Env, nid: str) -> dict[str, Any]:
+    r = await env.client.get(status_url(env.world, nid), headers=auth(env.world.app_secret))
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+async def cancel(env: Env, nid: str, app: World | None = None) -> httpx.Response:
+    w = app or env.world
+    return await env.client.delete(status_url(w, nid), headers=auth(w.app_secret))
+
+
+@pytest.mark.parametrize("route", ["query", "body"])
+async def test_each_option_is_accepted_and_stored(api_only: Env, route: str) -> None:
+    at = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=2)
+    r = await send(api_only, route, "Later, loud", priority="high", ttl=600, send_at=at.isoformat())
+    assert r.status_code == 200, r.text
+    assert set(r.json()) == {"status", "notification_id", "devices"}
+    s = await status(api_only, r.json()["notification_id"])
+    assert s["priority"] == "high"
+    assert s["send_at"] == at.timestamp()
+    assert s["expires_at"] == at.timestamp() + 600  # the ttl counts from when it is due
+    assert s["state"] == "scheduled"
+    assert s["reason"] == f"scheduled for {at.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+    # A scheduled high-priority send never goes early: due at its time.
+    assert [d["next_attempt_at"] for d in s["deliveries"]] == [at.timestamp()]
+
+    # Another offset is the same instant; a time already past is "now".
+    paris = (at + timedelta(minutes=1)).astimezone(timezone(timedelta(hours=1)))
+    r = await send(api_only, route, "Later, in Paris", send_at=paris.isoformat(), priority="low")
+    s = await status(api_only, r.json()["notification_id"])
+    assert (s["send_at"], s["priority"], s["expires_at"]) == (at.timestamp() + 60, "low", None)
+    r = await send(api_only, route, "Past is now", send_at="2020-01-01T00:00:00Z", ttl=60)
+    s = await status(api_only, r.json()["notification_id"])
+    assert s["send_at"] is None and s["state"] == "queued"
+    assert s["expires_at"] == pytest.approx(s["created_at"] + 60, abs=1)
+
+
+BAD_QUERY: list[tuple[str, str, str]] = [
+    ("priority", "urgent", "priority: must be one of low, normal, high"),
+    ("priority", "", "priority: must be one of"),
+    ("priority", "HIGH", "priority: must be one of"),
+    ("ttl", "0", "ttl: must be a whole number of seconds from 1 to 2419200"),
+    ("ttl", "2419201", "ttl: must be a whole number"),
+    ("ttl", "-5", "ttl: must be a whole number"),
+    ("ttl", "1.5", "ttl: must be a whole number"),
+    ("ttl", "ten", "ttl: must be a whole number"),
+    ("ttl", "9" * 5000, "ttl: must be a whole number"),
+    ("send_at", "tomorrow", "send_at: must be an ISO 8601 time with its offset"),
+    ("send_at", "", "send_at: must be an ISO 8601 time"),
+    ("send_at", "2030-01-01T09:00:00", "send_at: give the time's offset"),
+    ("send_at", "2030-01-01", "send_at: give the time's offset"),
+    # An unencoded + arrives as a space.
+    ("send_at", "2030-01-01T09:00:00 01:00", "write + as %2B"),
+    ("send_at", "2030-13-01T09:00:00Z", "send_at: must be an ISO 8601 time"),
+    ("send_at", "9999-12-31T23:59:59Z", "send_at: at most 30 days ahead"),
+]
+BAD_BODY: list[tuple[str, Any, str]] = [
+    ("priority", "urgent", "priority: must be one of low, normal, high"),
+    ("priority", 3, "priority"),
+    ("ttl", 0, "ttl"),
+    ("ttl", 2419201, "ttl"),
+    ("ttl", "60", "ttl"),
+    ("ttl", 1.5, "ttl"),
+    ("ttl", True, "ttl"),
+    ("send_at", 1767225600, "send_at"),
+    ("send_at", "2030-01-01T09:00:00", "send_at: give the time's offset"),
+]
+
+
+async def test_each_bad_value_is_a_422_naming_the_field_and_writes_nothing(
+    api_only: Env,
+) -> None:
+    before = await row_counts(api_only.platform)
+    far = ("send_at", iso(31 * 86_400), "send_at: at most 30 days ahead")
+    for route, cases in (("query", [*BAD_QUERY, far]), ("body", [*BAD_BODY, far])):
+        for name, value, words in cases:
+            r = await send(api_only, route, f"Bad {name}", **{name: value})
+            assert r.status_code == 422, (route, name, value, r.text)
+            assert words in r.json()["detail"], (route, name, value, r.json())
+            assert r.json()["detail"].startswith(name), r.json()
+            if route == "query":
+                assert_rate_headers(r)
+    assert await row_counts(api_only.platform) == before
+    # The secret is still checked first (as for every other field).
+    w = api_only.world
+    r = await api_only.client.post(
+        f"/v2/integrations/{w.app_id}/notification",
+        params={"uid": w.uid, "message": "Hi", "ttl": "0"},
+        headers=auth("sk_" + "0" * 32),
+    )
+    assert r.status_code == 401
+
+
+async def test_a_send_without_options_is_as_before(env: Env) -> None:
+    r = await send(env, "query", "Plain")
+    assert r.status_code == 200 and set(r.json()) == {"status", "notification_id", "devices"}
+    nid = r.json()["notification_id"]
+
+    async def delivered() -> dict[str, Any] | None:
+        s = await status(env, nid)
+        return s if s["state"] == "delivered" else None
+
+    s = await wait_for(delivered)
+    assert (s["priority"], s["send_at"], s["expires_at"], s["hold"]) == ("normal", None, None, "")
+    assert s["reason"] == "" and [d["state"] for d in s["deliveries"]] == ["delivered"]
+
+
+async def test_a_scheduled_send_goes_only_at_its_time(env: Env) -> None:
+    for token in ("tok-a", "tok-b"):
+        r = await env.client.post(
+            f"/v1/users/{env.world.uid}/devices", json={"platform": "log", "token": token}
+        )
+        assert r.status_code == 201
+    at = datetime.now(UTC) + timedelta(seconds=2)
+    r = await send(env, "body", "In two seconds", send_at=at.isoformat())
+    assert r.status_code == 200 and r.json()["devices"] == 2
+    nid = r.json()["notification_id"]
+    first = await status(env, nid)
+
+    async def delivered() -> dict[str, Any] | None:
+        s = await status(env, nid)
+        return s if s["state"] == "delivered" else None
+
+    done = await wait_for(delivered, timeout=20)
+    if first["deliveries"][0]["delivered_at"] is None:  # read before it went (not if very slow)
+        assert first["state"] == "scheduled"
+        assert {d["state"] for d in first["deliveries"]} == {"queued"}
+    assert len(done["deliveries"]) == 3
+    for d in done["deliveries"]:
+        assert d["state"] == "delivered" and d["delivered_at"] >= at.timestamp()
+
+
+async def test_cancel_before_it_goes_then_409_and_404(env: Env) -> None:
+    r = await send(env, "query", "Tomorrow maybe", send_at=iso(3600))
+    nid = r.json()["notification_id"]
+    r = await cancel(env, nid)
+    assert r.status_code == 200, r.text
+    s = r.json()
+    assert s["id"] == nid and s["state"] == "cancelled"
+    assert s["reason"] == "cancelled by the app"
+    assert [(d["state"], d["next_attempt_at"]) for d in s["deliveries"]] == [("cancelled", None)]
+    assert (await status(env, nid))["state"] == "cancelled"
+    again = await cancel(env, nid)
+    assert again.status_code == 409
+    assert "nothing left to cancel (it is cancelled)" in again.json()["detail"]
+
+    # Another app's secret and path, an unknown id, a missing secret.
+    other = await make_world(env.client, uid="other-user")
+    assert (await cancel(env, nid, app=other)).status_code == 404
+    assert (await cancel(env, "n_unknown")).status_code == 404
+    r = await env.client.delete(status_url(env.world, nid), headers={"Authorization": ""})
+    assert r.status_code == 401
+
+    # One that has gone: nothing to cancel, and it stays delivered.
+    nid = (await send(env, "body", "Right now")).json()["notification_id"]
+
+    async def delivered() -> bool:
+        return bool((await status(env, nid))["state"] == "delivered")
+
+    await wait_for(delivered)
+    r = await cancel(env, nid)
+    assert r.status_code == 409
+    assert "nothing left to cancel (it is delivered)" in r.json()["detail"]
+    assert (await status(env, nid))["deliveries"][0]["state"] == "delivered"
+
+
+async def test_a_cancelled_scheduled_send_is_never_sent(env: Env) -> None:
+    at = datetime.now(UTC) + timedelta(seconds=1)
+    nid = (await send(env, "query", "Soon, or not", send_at=at.isoformat())).json()[
+        "notification_id"
+    ]
+    assert (await cancel(env, nid)).status_code == 200
+    # A later send goes through the same worker: by the time it is delivered, the cancelled one
+    # has been due for a while.
+    later = datetime.now(UTC) + timedelta(seconds=2)
+    probe = (await send(env, "query", "Probe", send_at=later.isoformat())).json()["notification_id"]
+
+    async def probe_delivered() -> bool:
+        return bool((await status(env, probe))["state"] == "delivered")
+
+    await wait_for(probe_delivered, timeout=20)
+    s = await status(env, nid)
+    assert s["state"] == "cancelled" and s["deliveries"][0]["delivered_at"] is None
+
+
+async def test_expiry_shows_in_the_status(api_only: Env) -> None:
+    nid = (await send(api_only, "body", "Short-lived", ttl=1)).json()["notification_id"]
+    s = await status(api_only, nid)
+    assert s["expires_at"] == pytest.approx(s["created_at"] + 1, abs=0.01)
+
+    async def expired() -> dict[str, Any] | None:
+        s = await status(api_only, nid)
+        return s if s["state"] == "expired" else None
+
+    s = await wait_for(expired, timeout=10)
+    assert (
+        s["reason"].startswith("its ttl ran out at ") and "before it could be sent" in s["reason"]
+    )
+    # What has expired may still be cancelled (nothing of it went).
+    assert (await cancel(api_only, nid)).json()["state"] == "cancelled"
+
+
+async def test_high_priority_drains_first(api_only: Env) -> None:
+    normal = [
+        (await send(api_only, "query", f"Normal {i}")).json()["notification_id"] for i in range(3)
+    ]
+    low = (await send(api_only, "query", "Low one", priority="low")).json()["notification_id"]
+    high = (await send(api_only, "body", "High one", priority="high")).json()["notification_id"]
+    db = api_only.platform.db
+    jobs = await queue.claim(db, "test-worker", 1, lease_s=60)
+    assert [j.message.notification_id for j in jobs] == [high]
+    assert jobs[0].message.priority == "high"
+    rest = [(await queue.claim(db, "test-worker", 1, lease_s=60))[0] for _ in range(4)]
+    assert [j.message.notification_id for j in rest] == [*normal, low]  # the rest as they came
+    # The status reads well: claimed is "sending", and no time before it was made.
+    assert (await status(api_only, high))["state"] == "sending"
+    nid = (await send(api_only, "query", "High two", priority="high")).json()["notification_id"]
+    s = await status(api_only, nid)
+    assert s["state"] == "queued"
+    assert s["deliveries"][0]["next_attempt_at"] >= s["created_at"]
+
+
+# Webhook answers.
+
+
+def wire(answer: webhook.Answer) -> bytes:
+    return json.dumps(answer.body).encode()
+
+
+def test_answers_carry_priority_and_ttl() -> None:
+    answer = parse_answer(wire(webhook.message("Stand up and stretch", priority="high", ttl=300)))
+    assert (answer.message_sending.priority, answer.message_sending.ttl) == ("high", 300)
+    answer = parse_answer(wire(webhook.proactive("Tip for {{user_name}}", ttl=60, priority="low")))
+    assert (answer.sending.priority, answer.sending.ttl) == ("low", 60)
+    assert answer.message_sending.priority == "normal"
+    plain = parse_answer(b'{"message": "Stand up and stretch"}')
+    assert (plain.message_sending.priority, plain.message_sending.ttl) == ("normal", None)
+    for body, words in (
+        (b'{"message": "Stand up now", "priority": "urgent"}', "priority: must be one of"),
+        (b'{"message": "Stand up now", "ttl": 0}', "ttl: must be a whole number"),
+        (b'{"message": "Stand up now", "ttl": "60"}', "ttl: must be a whole number"),
+        (b'{"notification": {"prompt": "Hello there", "ttl": 1.5}}', "notification.ttl: must"),
+        (b'{"notification": {"prompt": "Hello there", "priority": 1}}', "notification.priority"),
+    ):
+        assert words in (parse_answer(body).error or ""), body
+    with pytest.raises(ValueError, match="priority"):
+        webhook.message("Stand up and stretch", priority="loud")
+    with pytest.raises(ValueError, match="ttl"):
+        webhook.proactive("Tip for {{user_name}}", ttl=0)
+
+
+def answering_app() -> FastAPI:
+    api = FastAPI()
+
+    @api.post("/message")
+    async def message() -> dict[str, Any]:
+        return webhook.message("Time for a short walk", priority="high", ttl=900).body
+
+    @api.post("/proactive")
+    async def proactive() -> dict[str, Any]:
+        return webhook.proactive("A short tip for {{user_name}}", priority="low", ttl=120).body
+
+    @api.post("/bad")
+    async def bad() -> dict[str, Any]:
+        return {"message": "Time for a short walk", "priority": "urgent"}
+
+    return api
+
+
+async def test_webhook_answers_send_with_their_priority_and_ttl(
+    tmp_path: Path, database_url: str
+) -> None:
+    settings = make_settings(tmp_path, database_url=database_url)
+    async with running(settings) as (_, client), ServeASGI(answering_app()) as served:
+        await create_user(client, "walker")
+        apps = {}
+        for case in ("message", "proactive", "bad"):
+            body = manifest(case, f"{served.url}/{case}", scopes=["user_name"])
+            apps[case] = (await create_app(client, body))["app_id"]
+            await install(client, "walker", apps[case], ["user_name"])
+        await post_segments(client, "walker", "walk", "I have been sitting all day.")
+        notes: dict[str, dict[str, Any]] = {}
+        for case, outcome in (("message", "message_sent"), ("proactive", "notified")):
+            (trace,) = await wait_traces(client, apps[case], 1)
+            assert trace["outcome"] == outcome, trace
+            r = await client.get("/v1/users/walker/notifications")
+            (notes[case],) = [n for n in r.json()["items"] if n["app_id"] == apps[case]]
+        message, proactive = notes["message"], notes["proactive"]
+        assert message["priority"] == "high"
+        assert message["expires_at"] == pytest.approx(message["created_at"] + 900, abs=0.01)
+        assert proactive["priority"] == "low"
+        assert proactive["expires_at"] == pytest.approx(proactive["created_at"] + 120, abs=0.01)
+        (trace,) = await wait_traces(client, apps["bad"], 1)
+        assert trace["outcome"] == "invalid_answer"
+        assert "priority: must be one of low, normal, high" in trace["error"]
+        assert trace["notification_id"] is None
