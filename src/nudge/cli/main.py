@@ -38,6 +38,10 @@ cli.add_typer(apps_cli, name="apps")
 cli.add_typer(users_cli, name="users")
 new_cli = typer.Typer(help="Start something new.", no_args_is_help=True)
 cli.add_typer(new_cli, name="new")
+preferences_cli = typer.Typer(
+    help="A user's preferences (mute, quiet hours, digest, daily cap).", no_args_is_help=True
+)
+cli.add_typer(preferences_cli, name="preferences")
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -524,6 +528,48 @@ def send(
         dedupe_window_s=settings.dedupe_window_s,
     )
     emit(run_with_db(settings, lambda db: db.write(accept)).body())
+
+
+@preferences_cli.command("get")
+def preferences_get(
+    uid: str = typer.Argument(..., help="The user."),
+    url: str | None = URL_OPTION,
+    token: str | None = TOKEN_OPTION,
+) -> None:
+    """The user's preferences and each installed app's, defaults filled in."""
+    from nudge.core.preferences import get_preferences
+
+    request = ("GET", f"/v1/users/{uid}/preferences", None)
+    emit(admin(url, token, request, lambda db: db.query(partial(get_preferences, uid=uid))))
+
+
+@preferences_cli.command("set")
+def preferences_set(
+    uid: str = typer.Argument(..., help="The user."),
+    file: str = typer.Argument(
+        ..., help="The whole document as JSON (docs/api.md, Preferences); - reads stdin."
+    ),
+    url: str | None = URL_OPTION,
+    token: str | None = TOKEN_OPTION,
+) -> None:
+    """Replace the user's preferences (keys left out go back to their defaults); prints them."""
+    from pydantic import ValidationError
+
+    from nudge.api.errors import describe_validation
+    from nudge.core.preferences import PreferencesIn, put_preferences
+
+    try:
+        raw = sys.stdin.read() if file == "-" else Path(file).read_text()
+        document = PreferencesIn.model_validate(json.loads(raw))
+    except OSError as exc:
+        fail(f"cannot read {file}: {exc.strerror}")
+    except json.JSONDecodeError as exc:
+        fail(f"{file} is not JSON: {exc}")
+    except ValidationError as exc:
+        fail(describe_validation(list(exc.errors())))
+    request = ("PUT", f"/v1/users/{uid}/preferences", document.model_dump(mode="json"))
+    put = partial(put_preferences, uid=uid, document=document)
+    emit(admin(url, token, request, lambda db: db.write(put)))
 
 
 @new_cli.command("app")

@@ -33,6 +33,7 @@ from nudge.sdk.models import MemoryItem as Memory
 from nudge.sdk.models import (
     Notification,
     NotificationStatus,
+    Preferences,
     ReadAllResult,
     UnreadCount,
     check_priority,
@@ -571,6 +572,29 @@ class _Plans(Generic[H]):
         path = self._inbox(uid, "/unread-count")
         response, _ = yield from self._exchange("GET", path, bearer=user_token)
         return UnreadCount.model_validate(_json(response, "unread")).unread
+
+    # --- The user's preferences (DESIGN §10), with the user's token (or the admin token) -----
+
+    def _preferences(self, uid: str) -> str:
+        return f"/v1/users/{quote(uid, safe='')}/preferences"
+
+    @_call
+    def get_preferences(self, uid: str, *, user_token: str) -> Plan[Preferences]:
+        """The user's preferences and each installed app's, defaults filled in."""
+        path = self._preferences(uid)
+        response, _ = yield from self._exchange("GET", path, bearer=user_token)
+        return Preferences.model_validate(_json(response, "apps"))
+
+    @_call
+    def set_preferences(
+        self, uid: str, preferences: Preferences | Mapping[str, Any], *, user_token: str
+    ) -> Plan[Preferences]:
+        """Replace the user's whole document (keys left out: their defaults; only installed
+        apps); the document as stored."""
+        body = Preferences.model_validate(preferences).model_dump(mode="json")
+        path = self._preferences(uid)
+        response, _ = yield from self._exchange("PUT", path, json=body, bearer=user_token)
+        return Preferences.model_validate(_json(response, "apps"))
 
 
 class NudgeClient(_Plans[httpx.Client]):
