@@ -5,6 +5,9 @@ on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -18,7 +21,8 @@ from fastapi import FastAPI
 from nudge.delivery import queue
 from nudge.platform import Platform
 from nudge.proactive.plan import parse_answer
-from nudge.sdk import webhook
+from nudge.sdk import AsyncNudgeClient, webhook
+from nudge.sdk.errors import APIError
 from tests.api.test_direct import assert_rate_headers, auth, row_counts
 from tests.conftest import ServeASGI, World, make_settings, make_world, running, wait_for
 from tests.proactive.helpers import (
@@ -299,6 +303,68 @@ async def test_high_priority_drains_first(api_only: Env) -> None:
     s = await status(api_only, nid)
     assert s["state"] == "queued"
     assert s["deliveries"][0]["next_attempt_at"] >= s["created_at"]
+
+
+async def test_the_sdk_sends_with_options_and_cancels(api_only: Env) -> None:
+    w = api_only.world
+    async with AsyncNudgeClient(
+        "http://nudge.test", w.app_id, w.app_secret, http=api_only.client
+    ) as sdk:
+        at = datetime.now(UTC) + timedelta(hours=1)
+        sent = await sdk.send_notification(
+            w.uid, "From the SDK", priority="high", ttl=120, send_at=at
+        )
+        status = await sdk.notification_status(sent.notification_id)
+        assert (status.priority, status.state) == ("high", "scheduled")
+        assert status.expires_at == pytest.approx(at.timestamp() + 120)
+        typed = await sdk.send(w.uid, "Typed, from the SDK", type="tip", priority="low", ttl=60)
+        status = await sdk.notification_status(typed.notification_id)
+        assert (status.priority, status.type, status.state, status.send_at) == (
+            "low",
+            "tip",
+            "queued",
+            None,
+        )
+        cancelled = await sdk.cancel_notification(sent.notification_id)
+        assert cancelled.state == "cancelled" and cancelled.reason == "cancelled by the app"
+        with pytest.raises(APIError) as refused:
+            await sdk.cancel_notification(sent.notification_id)
+        assert refused.value.status_code == 409
+        with pytest.raises(ValueError, match="priority"):
+            await sdk.send_notification(w.uid, "Never sent", priority="loud")
+        with pytest.raises(ValueError, match="ttl"):
+            await sdk.send(w.uid, "Never sent", ttl=0)
+
+
+async def test_nudge_send_takes_the_options(
+    api_only: Env, database_url: str, tmp_path: Path
+) -> None:
+    w = api_only.world
+    env = {**os.environ, "NUDGE_DATABASE_URL": database_url, "NUDGE_DATA_DIR": str(tmp_path)}
+
+    def nudge_send(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "nudge.cli", "send", w.app_id, w.uid, *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+
+    at = (datetime.now(UTC) + timedelta(hours=3)).replace(microsecond=0)
+    out = nudge_send(
+        "From the CLI", "--priority", "high", "--ttl", "30", "--send-at", at.isoformat()
+    )
+    assert out.returncode == 0, out.stderr
+    s = await status(api_only, json.loads(out.stdout)["notification_id"])
+    assert (s["priority"], s["send_at"], s["expires_at"]) == (
+        "high",
+        at.timestamp(),
+        at.timestamp() + 30,
+    )
+    for args, words in (
+        (("--send-at", "tomorrow"), "send_at: must be an ISO 8601 time"),
+        (("--priority", "loud"), "priority: must be one of"),
+        (("--ttl", "0"), "ttl: must be a whole number"),
+    ):
+        bad = nudge_send("Bad CLI", *args)
+        assert bad.returncode == 2 and words in bad.stderr, bad.stderr
+        assert "Traceback" not in bad.stderr
 
 
 # Webhook answers.
