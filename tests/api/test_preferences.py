@@ -226,3 +226,29 @@ async def test_daily_cap_lets_exactly_the_cap_through_concurrent_sends(
     assert (await client.put(url(world), json={"daily_cap": 4})).status_code == 200
     assert (await send(client, world, "the fourth"))["devices"] == 1
     assert (await send(client, world, "the fifth"))["devices"] == 0
+
+
+async def test_muting_later_withdraws_pushes_still_waiting(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    await device(client, world.uid)
+    now = datetime.now(UTC)
+    quiet = {
+        "start": (now - timedelta(minutes=1)).strftime("%H:%M"),
+        "end": (now - timedelta(minutes=2)).strftime("%H:%M"),
+    }
+    assert (await client.put(url(world), json={"quiet_hours": quiet})).status_code == 200
+    held = await send(client, world, "held for the night")
+    assert (await status(client, world, held["notification_id"]))["hold"] == "quiet"
+    # Proactive off: a direct notification's held push stays.
+    prefs: dict[str, Any] = {"quiet_hours": quiet, "apps": {world.app_id: {"proactive": False}}}
+    assert (await client.put(url(world), json=prefs)).status_code == 200
+    note = await status(client, world, held["notification_id"])
+    assert note["hold"] == "quiet" and len(note["deliveries"]) == 2
+    # Muted: the held push is withdrawn; the inbox delivery stays.
+    prefs["apps"] = {world.app_id: {"muted": True}}
+    assert (await client.put(url(world), json=prefs)).status_code == 200
+    note = await status(client, world, held["notification_id"])
+    assert (note["hold"], note["hold_reason"]) == ("muted", "app muted by the user")
+    assert [d["provider"] for d in note["deliveries"]] == ["inbox"]
+    assert note["state"] == "muted"

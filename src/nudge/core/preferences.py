@@ -86,7 +86,27 @@ def put_preferences(conn: Connection, uid: str, document: PreferencesIn) -> dict
         None if user == _DEFAULT_USER else user,
         {a: None if v == _DEFAULT_APP else v for a, v in apps.items()},
     )
+    for app_id, value in apps.items():
+        if value is not None:
+            _withdraw(conn, uid, app_id, value)
     return get_preferences(conn, uid)
+
+
+KINDS = ("direct", "admin", "proactive", "message")
+
+
+def _withdraw(conn: Connection, uid: str, app_id: str, app: Mapping[str, Any]) -> None:
+    """Pushes already accepted (held, scheduled or queued) that the new settings forbid do not
+    go either: what a preference forbids is never sent, whenever it was accepted."""
+    by_reason: dict[str, list[str]] = {}
+    for kind in KINDS:
+        reason = mute_reason(kind, app)
+        if reason is not None:
+            by_reason.setdefault(reason, []).append(kind)
+    for reason, kinds in by_reason.items():
+        store.withdraw_pushes(
+            conn, uid, app_id, None if len(kinds) == len(KINDS) else kinds, reason
+        )
 
 
 @dataclass(frozen=True)
@@ -115,17 +135,10 @@ def hold_for(
     if app is None and user is None:
         return NO_HOLD
     app = app or {}
-    channels = app.get("channels", ("push", "inbox"))
-    inbox = "inbox" in channels
-    flag = "proactive" if kind in ("proactive", "message") else "direct"
-    if app.get("muted"):
-        return Hold("muted", "app muted by the user", inbox=inbox)
-    if not app.get(flag, True):
-        return Hold(
-            "muted", f"{flag} notifications of this app turned off by the user", inbox=inbox
-        )
-    if "push" not in channels:
-        return Hold("muted", "pushes of this app turned off by the user (inbox only)", inbox=inbox)
+    inbox = "inbox" in app.get("channels", ("push", "inbox"))
+    muted = mute_reason(kind, app)
+    if muted is not None:
+        return Hold("muted", muted, inbox=inbox)
     zone = ZoneInfo((user or {}).get("timezone") or "UTC")
     hold, at = NO_HOLD, due
     digest_s = app.get("digest_s") or 0
@@ -139,6 +152,19 @@ def hold_for(
         if end is not None:
             hold = Hold("quiet", f"quiet hours until {quiet['end']} {zone.key}", end, inbox)
     return hold if hold.kind else Hold(inbox=inbox)
+
+
+def mute_reason(kind: str, app: Mapping[str, Any]) -> str | None:
+    """Why the user's settings for the app allow a notification of ``kind`` no push; None if
+    they allow it."""
+    flag = "proactive" if kind in ("proactive", "message") else "direct"
+    if app.get("muted"):
+        return "app muted by the user"
+    if not app.get(flag, True):
+        return f"{flag} notifications of this app turned off by the user"
+    if "push" not in app.get("channels", ("push",)):
+        return "pushes of this app turned off by the user (inbox only)"
+    return None
 
 
 def quiet_end(start: str, end: str, zone: ZoneInfo, at: float) -> float | None:

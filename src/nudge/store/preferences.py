@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
-from nudge.store.models import Install, RateCounter, User
+from nudge.store.models import Delivery, Install, Notification, RateCounter, User
+from nudge.store.notifications import DUE_STATES
 
 
 def read(
@@ -54,3 +56,32 @@ def uncount(conn: Connection, key: str) -> None:
     conn.execute(
         sa.update(RateCounter).where(RateCounter.key == key).values(count=RateCounter.count - 1)
     )
+
+
+def withdraw_pushes(
+    conn: Connection, uid: str, app_id: str, kinds: Sequence[str] | None, reason: str
+) -> int:
+    """Delete the device deliveries still waiting (queued, retrying: held ones too) of the
+    user's notifications from ``app_id`` (of ``kinds``; None: all), and mark those
+    notifications muted with ``reason``; how many notifications. A delivery a worker holds
+    (``sending``) is left to finish."""
+    mine = sa.select(Notification.id).where(Notification.uid == uid, Notification.app_id == app_id)
+    if kinds is not None:
+        mine = mine.where(Notification.kind.in_(list(kinds)))
+    withdrawn = conn.execute(
+        sa.delete(Delivery)
+        .where(
+            Delivery.notification_id.in_(mine),
+            Delivery.provider != "inbox",
+            Delivery.state.in_(DUE_STATES),
+        )
+        .returning(Delivery.notification_id)
+    ).all()
+    ids = sorted({row.notification_id for row in withdrawn})
+    if ids:
+        conn.execute(
+            sa.update(Notification)
+            .where(Notification.id.in_(ids))
+            .values(hold="muted", hold_reason=reason)
+        )
+    return len(ids)
