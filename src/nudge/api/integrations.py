@@ -36,9 +36,7 @@ _CREATE: dict[int | str, dict[str, Any]] = {
     422: {"description": "A missing or invalid field"},
     429: {"description": "Hourly limit for this app and user reached; see Retry-After"},
 }
-_READ: dict[int | str, dict[str, Any]] = {
-    code: text for code, text in _CREATE.items() if code != 429
-}
+_READ: dict[int | str, dict[str, Any]] = {c: text for c, text in _CREATE.items() if c != 429}
 
 
 @router.post(
@@ -84,12 +82,12 @@ async def list_conversations(
         authorization,
         app_id,
         uid,
-        limit=limit,
-        offset=offset,
-        include_discarded=include_discarded,
-        statuses=statuses,
         start_date=start_date,
         end_date=end_date,
+        limit=limit,
+        offset=offset,
+        statuses=statuses,
+        include_discarded=include_discarded,
         max_segments=max_transcript_segments,
     )
     return ConversationsResponse(conversations=found)

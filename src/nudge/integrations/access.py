@@ -1,10 +1,7 @@
-"""Who may call the integration API, answered as Omi answers.
+"""Who may call the integration API, answered as Omi answers (docs/omi.md gives the order).
 
-Omi checks, in order: the ``Authorization: Bearer`` header (401 when missing or malformed), the
-key against the app in the path (403), the app itself (404), that the user enabled the app (403),
-and that the manifest lists the action (403). Here the app is looked up before its key so that an
-unknown app is a 404 (in Omi the key check fails first, which makes its 404 unreachable).
-"""
+The app is looked up before its key so that an unknown app is a 404 (in Omi the key check fails
+first, which makes its 404 unreachable)."""
 
 from __future__ import annotations
 
@@ -16,6 +13,7 @@ from typing import Protocol
 from sqlalchemy import Connection
 
 from nudge import auth
+from nudge.config import Settings
 from nudge.core.apps import AppRecord, get_app
 from nudge.core.notifications import RateLimit
 from nudge.errors import Forbidden, Invalid, NudgeError, Unauthorized
@@ -25,10 +23,13 @@ from nudge.store.db import Database
 
 
 class Limiting(Protocol):
-    """What a limited call needs (the running platform has both)."""
+    """What an integration call needs of the running platform."""
 
     db: Database
     counters: Counters
+
+    @property
+    def settings(self) -> Settings: ...
 
 
 # What each gate lets an app do, for the 403 that says which action to list.

@@ -1,17 +1,9 @@
-"""Conversations imported and read by apps (Omi's integration API).
+"""Conversations imported and read by apps (Omi's integration API; how it differs: docs/omi.md).
 
-An import is stored as a finished conversation of the user, ``source: external_integration``,
-with the importing app's ``app_id`` and, as in Omi, the request itself as ``external_data``. Its
-text (or its segments) becomes the conversation's transcript, which full-text search indexes: the
-past conversations of ``{{user_context}}`` include it from then on. As a conversation that ended,
-it then goes through the dispatcher (:func:`nudge.proactive.ingest.queue_memory_webhooks`): the
-LLM writes its title and overview in place of the plain ones, and every app with ``triggers_on:
-memory_creation`` receives it.
-
-Reads answer with Omi's ``ConversationItem``: every conversation of the user (live ones too),
-newest first, with at most ``max_transcript_segments`` segments each; search is full-text
-(SQLite FTS5 / PostgreSQL tsvector) over title, overview and transcript.
-"""
+An import is stored as a finished conversation of the user, its text as the transcript that
+full-text search indexes (the past conversations of ``{{user_context}}`` include it from then on);
+it then finishes like a live one (:func:`nudge.proactive.ingest.queue_memory_webhooks`). Reads
+answer with Omi's ``ConversationItem``, newest first."""
 
 from __future__ import annotations
 
@@ -28,7 +20,6 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import Connection
 
-from nudge.config import Settings
 from nudge.core.notifications import RateLimit
 from nudge.errors import Invalid
 from nudge.integrations.access import Limiting, authorize, limited
@@ -59,11 +50,6 @@ _FROM_OMI_STATUS = {omi: ours for ours, omi in OMI_STATUS.items()}
 
 
 class Importing(Limiting, Protocol):
-    """What an import needs of the running platform."""
-
-    @property
-    def settings(self) -> Settings: ...
-
     @property
     def dispatcher(self) -> Dispatch | None: ...
 
@@ -252,31 +238,18 @@ async def read_conversations(
     app_id: str,
     uid: str,
     *,
-    limit: int,
-    offset: int,
-    include_discarded: bool,
-    statuses: list[str],
     start_date: str | None,
     end_date: str | None,
-    max_segments: int,
+    **page: Any,
 ) -> list[ConversationItem]:
-    """``GET /v2/integrations/{app_id}/conversations``."""
+    """``GET /v2/integrations/{app_id}/conversations``; ``page`` as :func:`conversations_of`
+    takes it (limit, offset, max_segments, statuses, include_discarded)."""
 
     def read(conn: Connection) -> list[ConversationItem]:
         authorize(conn, authorization, app_id, uid, "read_conversations")
         start = parse_date(start_date, "start_date", end=False)
         end = parse_date(end_date, "end_date", end=True)
-        return conversations_of(
-            conn,
-            uid,
-            limit=limit,
-            offset=offset,
-            max_segments=max_segments,
-            include_discarded=include_discarded,
-            statuses=statuses,
-            start=start,
-            end=end,
-        )
+        return conversations_of(conn, uid, start=start, end=end, **page)
 
     return await platform.db.query(read)
 

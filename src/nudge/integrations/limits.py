@@ -1,10 +1,5 @@
-"""Omi's limits on the integration API: a fixed window of N requests per app and user.
-
-Omi counts creates per ``app_id:uid`` in Redis (``INCR``, the window's expiry set by its first
-request): 10 conversation imports and 60 memory imports an hour. Reads are not limited. Here the
-count lives in the ``rate_counters`` table (one upsert) or, with ``NUDGE_REDIS_URL``, in Redis as
-Omi keeps it, so every process shares it either way. Like Omi, a refused request still counts.
-"""
+"""Omi's limits on the integration API: a fixed window of N requests per app and user, counted as
+Omi counts them (a refused request counts too), in the database or in Redis (docs/omi.md)."""
 
 from __future__ import annotations
 

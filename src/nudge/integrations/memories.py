@@ -1,16 +1,10 @@
 """Memories (Omi's name for facts about the user) imported and read by apps.
 
-An app sends either explicit memories (``{"memories": [{"content", "tags"}]}``) or a ``text`` to
-take them from. Omi asks its LLM for the facts in a text; here the configured LLM is asked the
-same, and what it answers is kept only as lines that are about the text (each must share a
-content word with it: a small model that drifts into advice or invents things is not believed).
-When the LLM fails, or none of its lines pass, the text's own sentences are the facts: the
-import still lands, and nothing the user did not say is stored.
-
-Every memory is a row of ``user_facts``, so what apps import is in ``{{user_facts}}`` from the
-next proactive notification on. A memory the user already has (the same text) is not stored
-twice: Omi keys a memory by its content, so a repeated import changes nothing there either.
-"""
+Explicit memories are stored as given; from a ``text``, the configured LLM is asked for the facts
+it states, and a line is kept only if it shares a content word with the text (a small model that
+gives advice or invents things is not believed); failing that, the text's own sentences are the
+facts, so an import still lands with nothing the user did not say. Each is a ``user_facts`` row,
+in ``{{user_facts}}`` from then on, never stored twice (docs/omi.md)."""
 
 from __future__ import annotations
 
@@ -24,7 +18,6 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import Connection
 
-from nudge.config import Settings
 from nudge.core.notifications import RateLimit
 from nudge.errors import Invalid
 from nudge.integrations.access import Limiting, authorize, limited
@@ -52,11 +45,6 @@ EXTRACT_SYSTEM = (
 
 
 class Remembering(Limiting, Protocol):
-    """What an import needs of the running platform."""
-
-    @property
-    def settings(self) -> Settings: ...
-
     def extraction_llm(self) -> LLM | None:
         """The LLM that finds the facts in a text (None: the sentences fallback)."""
 

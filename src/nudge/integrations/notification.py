@@ -1,8 +1,5 @@
-"""Omi's older direct endpoint (``POST /v1/integrations/notification``), an alias of the direct API.
-
-Omi reads the app, user and text from the JSON body (``aid``, ``uid``, ``message``) and answers
-as its integration endpoints do (a bad key or an app the user has not enabled is a 403); once
-those checks pass, the notification is the direct API's, with its hourly window."""
+"""Omi's older direct endpoint (``POST /v1/integrations/notification``), an alias of the direct API:
+app, user and text in the body, its checks answered as the integration endpoints answer them."""
 
 from __future__ import annotations
 
