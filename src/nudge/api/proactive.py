@@ -33,8 +33,7 @@ from nudge.text import check_text, text_problem
 router = APIRouter(tags=["proactive"])
 
 SEGMENT_LIST = TypeAdapter(list[SegmentIn])
-
-
+BINARY_REFUSED = "binary frames (audio) are not accepted: send transcript segments as JSON text"
 SEGMENTS_PATH = "/v1/users/{uid}/sessions/{session_id}/segments"
 _SEGMENTS_RE = re.compile(r"/v1/users/([^/]+)/sessions/([^/]+)/segments")
 
@@ -184,13 +183,8 @@ def _parse_ws_message(raw: str) -> list[SegmentIn]:
 
 @router.websocket("/v1/users/{uid}/listen")
 async def listen(websocket: WebSocket, uid: str, session_id: str = Query(...)) -> None:
-    """Live segments over a WebSocket. Auth: ``Authorization: Bearer`` or ``?token=``.
-
-    Each text message is a JSON list of segments (or ``{"segments": [...]}``); the answer is
-    ``{"session_id", "conversation_id", "accepted"}`` or ``{"error", "status"}``. The
-    conversation stays live until ``POST .../finish`` or ``NUDGE_CONVERSATION_SILENCE_S``
-    without a segment: a dropped connection can reconnect and continue it.
-    """
+    """Live segments over a WebSocket (docs/proactive.md): each text message answered with what
+    was stored or ``{"error", "status"}``; a dropped connection can reconnect and continue."""
     platform: Platform = websocket.app.state.platform
     await websocket.accept()
     token = websocket.query_params.get("token")
@@ -212,13 +206,7 @@ async def listen(websocket: WebSocket, uid: str, session_id: str = Query(...)) -
                 return
             raw = message.get("text")
             if raw is None:
-                await websocket.send_json(
-                    {
-                        "error": "binary frames (audio) are not accepted: send transcript "
-                        "segments as JSON text",
-                        "status": 422,
-                    }
-                )
+                await websocket.send_json({"error": BINARY_REFUSED, "status": 422})
                 continue
             try:
                 segments = _parse_ws_message(raw)

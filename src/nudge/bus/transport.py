@@ -396,12 +396,8 @@ class PostgresEventBus(TransportBus):
                     self._conn.terminate()
 
     async def _send(self, events: list[tuple[str, Event]], wake: bool) -> None:
-        channels: list[str] = []
-        payloads: list[str] = []
-        for uid, event in events:
-            for payload in pg_payloads(uid, event):
-                channels.append(PG_INBOX)
-                payloads.append(payload)
+        payloads = [payload for uid, event in events for payload in pg_payloads(uid, event)]
+        channels = [PG_INBOX] * len(payloads)
         if wake:
             channels.append(PG_WORK)
             payloads.append("")
