@@ -83,8 +83,4 @@ def send_over_http(url: str, token: str, app_id: str, uid: str, message: str) ->
         raise CliError(str(exc)) from exc
     finally:
         admin_call(url, token, "DELETE", f"/v1/apps/{app_id}/keys/{key['key_id']}")
-    return {
-        "status": "ok",
-        "notification_id": result.notification_id,
-        "devices": result.devices,
-    }
+    return {"status": "ok", "notification_id": result.notification_id, "devices": result.devices}

@@ -42,11 +42,7 @@ _DOING = {
 
 
 def authorize(
-    conn: Connection,
-    authorization: str | None,
-    app_id: str,
-    uid: str,
-    action: str | None,
+    conn: Connection, authorization: str | None, app_id: str, uid: str, action: str | None
 ) -> AppRecord:
     """The app, once its secret, the user's install and (unless None) ``action`` are checked."""
     auth.parse_bearer(authorization)

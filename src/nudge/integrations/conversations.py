@@ -175,11 +175,7 @@ def store_imported(conn: Connection, uid: str, app_id: str, body: CreateConversa
 
 
 async def import_conversation(
-    platform: Importing,
-    authorization: str | None,
-    app_id: str,
-    uid: str,
-    body: CreateConversation,
+    platform: Importing, authorization: str | None, app_id: str, uid: str, body: CreateConversation
 ) -> tuple[ConversationItem, RateLimit]:
     """``POST /v2/integrations/{app_id}/user/conversations``."""
     policy = conversations_policy(platform.settings)

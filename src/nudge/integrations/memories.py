@@ -159,11 +159,7 @@ def store_memories(
 
 
 async def import_memories(
-    platform: Remembering,
-    authorization: str | None,
-    app_id: str,
-    uid: str,
-    body: CreateMemories,
+    platform: Remembering, authorization: str | None, app_id: str, uid: str, body: CreateMemories
 ) -> tuple[list[MemoryItem], RateLimit]:
     """``POST /v2/integrations/{app_id}/user/memories``: explicit memories as given, then those
     found in ``text``; returns those stored and the request window."""
@@ -177,8 +173,7 @@ async def import_memories(
             source = body.text_source_spec or body.text_source
             facts, how = await extract(platform.extraction_llm(), text, source)
             log.info(
-                "memories extracted",
-                extra={"app_id": app_id, "count": len(facts), "how": how},
+                "memories extracted", extra={"app_id": app_id, "count": len(facts), "how": how}
             )
             pairs.extend((fact, []) for fact in facts)
         work = partial(store_memories, uid=uid, app_id=app_id, memories=pairs)
@@ -191,12 +186,7 @@ def memories_of(conn: Connection, uid: str, *, limit: int, offset: int = 0) -> l
 
 
 async def read_memories(
-    platform: Limiting,
-    authorization: str | None,
-    app_id: str,
-    uid: str,
-    limit: int,
-    offset: int,
+    platform: Limiting, authorization: str | None, app_id: str, uid: str, limit: int, offset: int
 ) -> list[MemoryItem]:
     """``GET /v2/integrations/{app_id}/memories``: all of the user's memories, as Omi lists
     them to any app allowed to read them."""

@@ -20,10 +20,7 @@ class NotificationV1(BaseModel):
 
 
 async def send_notification_v1(
-    platform: Senders,
-    authorization: str | None,
-    idempotency_key: str | None,
-    body: NotificationV1,
+    platform: Senders, authorization: str | None, idempotency_key: str | None, body: NotificationV1
 ) -> tuple[Accepted, RateLimit]:
     try:
         await platform.db.query(

@@ -14,11 +14,7 @@ from nudge.llm.embedded import EmbeddedLLM
 from nudge.llm.fake import FakeLLM
 from nudge.llm.openai import OpenAILLM
 
-PROVIDERS: dict[str, Any] = {
-    "embedded": EmbeddedLLM,
-    "openai": OpenAILLM,
-    "fake": FakeLLM,
-}
+PROVIDERS: dict[str, Any] = {"embedded": EmbeddedLLM, "openai": OpenAILLM, "fake": FakeLLM}
 
 
 def build_llm(settings: Settings) -> LLM:

@@ -25,12 +25,7 @@ class LLM(Protocol):
     answer_format: ClassVar[Literal["json", "text"]]
 
     async def generate(
-        self,
-        system: str,
-        prompt: str,
-        *,
-        schema: dict[str, Any] | None = None,
-        variant: int = 0,
+        self, system: str, prompt: str, *, schema: dict[str, Any] | None = None, variant: int = 0
     ) -> Generation:
         """Answer ``prompt`` under the ``system`` instructions; with ``schema``, as JSON matching
         it where the provider can enforce that. ``variant`` > 0 asks for another sample (another

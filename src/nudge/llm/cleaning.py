@@ -18,8 +18,7 @@ QUIET_WORDS = {"skip", "none", "nothing", "n/a", "no notification", "no message"
 # Llama-2 [INST]/<<SYS>>, <s>/</s>, Gemma's turns. Never meaningful in a notification, and never
 # let through as markup in user data (nudge.llm.writer removes them there too).
 CONTROL_MARKERS = re.compile(
-    r"<\|[^|<>]{0,40}\|>|\[/?INST\]|<</?SYS>>|</?s>|<(?:start|end)_of_turn>",
-    re.IGNORECASE,
+    r"<\|[^|<>]{0,40}\|>|\[/?INST\]|<</?SYS>>|</?s>|<(?:start|end)_of_turn>", re.IGNORECASE
 )
 _THINK = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL | re.IGNORECASE)
 _TAG = re.compile(r"<{1,2}/?[A-Za-z_|][^<>\n]{0,30}>{1,2}|<{1,2}|>{2,}")

@@ -168,12 +168,7 @@ class EmbeddedLLM:
         return str(result["choices"][0]["text"] or "")
 
     async def generate(
-        self,
-        system: str,
-        prompt: str,
-        *,
-        schema: dict[str, Any] | None = None,
-        variant: int = 0,
+        self, system: str, prompt: str, *, schema: dict[str, Any] | None = None, variant: int = 0
     ) -> Generation:
         async with self._lock:
             started = time.monotonic()

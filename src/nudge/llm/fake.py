@@ -42,12 +42,7 @@ class FakeLLM:
         return cls(latency_s=settings.llm_fake_latency_s)
 
     async def generate(
-        self,
-        system: str,
-        prompt: str,
-        *,
-        schema: dict[str, Any] | None = None,
-        variant: int = 0,
+        self, system: str, prompt: str, *, schema: dict[str, Any] | None = None, variant: int = 0
     ) -> Generation:
         started = time.monotonic()
         self.calls.append((system, prompt))

@@ -62,12 +62,7 @@ class OpenAILLM:
         )
 
     async def generate(
-        self,
-        system: str,
-        prompt: str,
-        *,
-        schema: dict[str, Any] | None = None,
-        variant: int = 0,
+        self, system: str, prompt: str, *, schema: dict[str, Any] | None = None, variant: int = 0
     ) -> Generation:
         started = time.monotonic()
         messages = [{"role": "system", "content": system}, {"role": "user", "content": prompt}]

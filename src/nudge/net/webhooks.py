@@ -188,12 +188,7 @@ class WebhookClient:
         return result
 
     async def _call(
-        self,
-        target: WebhookTarget,
-        method: str,
-        url: str,
-        params: Mapping[str, str],
-        payload: Any,
+        self, target: WebhookTarget, method: str, url: str, params: Mapping[str, str], payload: Any
     ) -> WebhookResult:
         body = "" if payload is None else json.dumps(payload, separators=(",", ":"))
         message_id = new_id("msg")

@@ -68,8 +68,7 @@ class WebhookCalls:
                 await self._summarize(flush.conversation_id, conversation)
             except Exception:  # the plain title and overview stay; the webhooks still go
                 log.exception(
-                    "conversation summary failed",
-                    extra={"conversation_id": flush.conversation_id},
+                    "conversation summary failed", extra={"conversation_id": flush.conversation_id}
                 )
         if conversation["discarded"]:  # as Omi: no memory webhooks for a discarded one
             return

@@ -60,10 +60,7 @@ def claim_flushes(
         return []
     flushes = {
         r.id: Flush(
-            r.id,
-            r.uid,
-            r.session_id,
-            gate=next_gate(r.flush_lease_until, r.started_at, interval_s),
+            r.id, r.uid, r.session_id, gate=next_gate(r.flush_lease_until, r.started_at, interval_s)
         )
         for r in claimed
     }

@@ -242,12 +242,7 @@ class Ingestor:
         await self._batcher.aclose()
 
     async def store(
-        self,
-        uid: str,
-        session_id: str,
-        segments: list[SegmentIn],
-        *,
-        token_hash: str | None = None,
+        self, uid: str, session_id: str, segments: list[SegmentIn], *, token_hash: str | None = None
     ) -> dict[str, Any]:
         """Durably store segments; raises the request's refusal (a ``NudgeError``). With
         ``token_hash``, the request carries a user token that the batch checks (one query for
