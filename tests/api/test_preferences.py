@@ -121,6 +121,7 @@ async def test_only_the_user_or_the_admin(client: httpx.AsyncClient, world: Worl
     [
         ({"timezone": "Mars/Olympus"}, "timezone"),
         ({"timezone": 5}, "timezone"),
+        ({"timezone": "localtime"}, "timezone"),
         ({"quiet_hours": {"start": "22:00", "end": "22:00"}}, "quiet_hours"),
         ({"quiet_hours": {"start": "7:00", "end": "22:00"}}, "quiet_hours.start"),
         ({"quiet_hours": {"start": "22:00", "end": "24:00"}}, "quiet_hours.end"),

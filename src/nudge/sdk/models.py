@@ -225,8 +225,11 @@ class Preferences(BaseModel):
     def _zone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
+            known = value != "localtime"  # a file some systems have: the machine's own zone
         except (ValueError, ZoneInfoNotFoundError):
-            raise ValueError(f"{value!r} is not an IANA time zone name (Europe/Paris)") from None
+            known = False
+        if not known:
+            raise ValueError(f"{value!r} is not an IANA time zone name (Europe/Paris)")
         return value
 
 
