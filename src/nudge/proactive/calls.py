@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from nudge.metrics import Metrics
@@ -87,14 +87,8 @@ class WebhookCalls:
         summary = await summarize(self.pipeline.llm, text)
         values: dict[str, Any] = {"summary_pending": False}
         if summary is not None:
-            values |= {
-                "title": summary.title,
-                "overview": summary.overview,
-                "category": summary.category,
-            }
-            structured.update(
-                title=summary.title, overview=summary.overview, category=summary.category
-            )
+            structured.update(asdict(summary))  # title, overview, category
+            values |= asdict(summary)
         await self.db.write(
             lambda conn: conversations.update_conversation(conn, conversation_id, values)
         )

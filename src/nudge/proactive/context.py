@@ -100,14 +100,11 @@ def live_words(conn: Connection, conversation_id: str) -> list[str]:
     return keywords(" ".join(sql.last_segment_texts(conn, conversation_id, LIVE_SEGMENTS)))
 
 
-def _fts_query(terms: Iterable[str]) -> str:
-    """FTS5: each term a quoted phrase, any of them."""
+def _any_of(terms: Iterable[str], postgres: bool) -> str:
+    """Each term a quoted phrase, any of them: for ``websearch_to_tsquery`` or for FTS5."""
+    if postgres:
+        return " or ".join('"{}"'.format(t.replace('"', " ")) for t in terms)
     return " OR ".join('"{}"'.format(t.replace('"', '""')) for t in terms)
-
-
-def _web_query(terms: Iterable[str]) -> str:
-    """PostgreSQL ``websearch_to_tsquery``: each term a quoted phrase, any of them."""
-    return " or ".join('"{}"'.format(t.replace('"', " ")) for t in terms)
 
 
 def _past_json(row: Any) -> dict[str, Any]:
@@ -160,15 +157,13 @@ def related_conversations(
     params["until"] = until
     found: list[dict[str, Any]] = []
     if words:
-        if postgres:
-            params |= {"q": _web_query(words), "req": _web_query(required)}
-        else:
-            ranked = _fts_query(words)
-            params["q"] = f"({_fts_query(required)}) AND ({ranked})" if required else ranked
+        params |= {"q": _any_of(words, postgres), "req": _any_of(required, postgres)}
+        if required and not postgres:  # FTS5: one query string carries both
+            params["q"] = f"({params['req']}) AND ({params['q']})"
         rows = sql.search_past(conn, params, required=bool(required))
         found = _on_days([_past_json(r) for r in rows], days)
     if required and len(found) < limit:
-        params["q"] = _web_query(required) if postgres else _fts_query(required)
+        params["q"] = _any_of(required, postgres)
         seen = {r["id"] for r in found}
         rows = sql.search_past(conn, params)
         found += [r for r in _on_days([_past_json(r) for r in rows], days) if r["id"] not in seen]

@@ -59,12 +59,8 @@ def check_session_id(session_id: str) -> str:
     return session_id
 
 
-def speaker_label(speaker: str, is_user: bool) -> str:
-    return "User" if is_user else speaker
-
-
 def transcript_line(text: str, speaker: str, is_user: bool) -> str:
-    return f"{speaker_label(speaker, is_user)}: {text}\n"
+    return f"{'User' if is_user else speaker}: {text}\n"
 
 
 def _sentences(text: str, max_chars: int) -> str:
