@@ -1,5 +1,4 @@
-"""Omi's integration API (contract.md §9): the routes; the work is in
-:mod:`nudge.integrations`."""
+"""Omi's integration API (contract.md §9): the routes; the work is in :mod:`nudge.integrations`."""
 
 from __future__ import annotations
 

@@ -73,9 +73,9 @@ def _replay(body: bytes) -> Receive:
 
 
 class FastSegments:
-    """ASGI middleware: the plain case of the segments POST (see the module docstring), ahead of
-    FastAPI's router as the direct route is (matching every route costs the hot path); anything
-    else goes on to the app, body and all."""
+    """ASGI middleware ahead of FastAPI's router (matching every route costs the hot path): the
+    segments POST with the admin token or a user-shaped one, a plain uid and session id and a
+    JSON body that validates, checked without routing; anything else goes on, body and all."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

@@ -1,8 +1,7 @@
 """Failed authentications per client address, in this process (docs/security.md).
 
 After ``limit`` refused credentials from one address within ``window_s`` of its first, its
-requests that carry a credential are answered 429 until the window ends. Only failures count.
-The table is a plain dict, bounded and self-expiring, per process.
+requests carrying a credential are answered 429 until the window ends (a bounded, per-process dict).
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
-"""Live events: the inbox stream (per user) and the worker wake-up signal.
-
-``LocalEventBus`` serves one process. With several processes, ``nudge.bus.transport`` carries the
-same events between them (Redis pub/sub, or PostgreSQL LISTEN/NOTIFY).
-"""
+"""Live events: the inbox stream (per user) and the worker wake-up signal, in one process
+(``nudge.bus.transport`` carries them between processes)."""
 
 from __future__ import annotations
 

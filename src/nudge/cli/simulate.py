@@ -65,7 +65,7 @@ class Transcript:
 
 
 def parse_transcript(text: str, *, me: str | None = None) -> Transcript:
-    """``Speaker: text`` lines or JSON segments (see the module docstring)."""
+    """``Speaker: text`` lines or JSON segments (formats: docs/console.md)."""
     stripped = text.lstrip("\ufeff \t\r\n")
     if stripped[:1] in ("[", "{"):
         return _json_transcript(stripped)

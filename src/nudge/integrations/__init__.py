@@ -1,4 +1,2 @@
-"""Omi's integration API (contract.md §9): apps import conversations and memories for a user
-and read them back, authenticated by their app secret and gated by the actions their manifest
-lists. ``access`` answers who may call, ``limits`` counts requests as Omi does, ``memories`` and
-``conversations`` do the work; ``nudge.api.integrations`` is the thin router."""
+"""Omi's integration API (contract.md §9): apps import and read a user's conversations and
+memories, gated by the actions their manifest lists; ``nudge.api.integrations`` is the router."""

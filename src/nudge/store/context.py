@@ -1,7 +1,4 @@
-"""SQL of the reads behind the proactive scopes: the name, facts, chat and past conversations.
-
-Built once: they run in the claim's transaction on the path to a notification.
-"""
+"""SQL of the reads behind the proactive scopes (built once: they run on the notification path)."""
 
 from __future__ import annotations
 
