@@ -1,6 +1,6 @@
 "use strict";
-// Nudge console: a phone-like live inbox, a conversation simulator that feeds the real pipeline,
-// and the developer's trace view. Every piece of user data reaches the DOM as text (el() and
+// Nudge console: a phone-like live inbox (with its read/archived state and the user's notification
+// settings), a conversation simulator that feeds the real pipeline, and the developer's trace view. Every piece of user data reaches the DOM as text (el() and
 // textContent), never as HTML.
 
 const $ = (id) => document.getElementById(id);
@@ -18,10 +18,13 @@ const state = {
   sessionStarted: 0,
   speaker: 0,
   stream: null, // AbortController of the live inbox
-  seen: new Set(), // notification ids in the feed
+  notes: new Map(), // notification id -> the notification, as shown in the feed
+  prefs: null, // the user's preferences document, as last loaded or saved
   openTraces: new Set(),
   traceKey: "",
   traceTimer: null,
+  notesTimer: null,
+  unreadVersion: 0, // how many changes told the unread count so far
   playing: false,
 };
 
@@ -197,6 +200,9 @@ async function selectUser(uid) {
   for (const id of ["say", "send", "play", "finish", "new-session"]) $(id).disabled = !usable;
   $("installed").textContent = "";
   $("lock-user").textContent = "";
+  $("inbox-bar").hidden = !usable;
+  $("unread-count").hidden = !usable;
+  $("prefs").hidden = !usable;
   if (!usable) {
     $("feed").replaceChildren();
     $("feed-empty").textContent = state.role === "app"
@@ -217,6 +223,7 @@ async function selectUser(uid) {
   }
   loadKnowledge();
   await syncFeed();
+  loadPrefs();
   openStream(uid);
 }
 
@@ -276,34 +283,112 @@ function notificationCard(note, fresh) {
   const icon = el("div", { class: "notif-icon", "aria-hidden": "true", text: name.slice(0, 1).toUpperCase() });
   icon.style.setProperty("--h", String(hue(note.app_id || name)));
   const when = el("time", { text: ago(note.created_at), datetime: new Date(note.created_at * 1000).toISOString() });
+  const act = (cls, text, change) => el("button", {
+    type: "button",
+    class: `act ${cls}`,
+    text,
+    onclick: (event) => { event.stopPropagation(); changeState(note.id, change); },
+  });
   const card = el("article", {
-    class: `notif${fresh ? " fresh" : ""}${note.read ? " read" : ""}`,
-    dataset: { id: note.id, kind: note.kind || "" },
+    class: `notif${fresh ? " fresh" : ""}${note.read ? " read" : ""}${note.archived ? " archived" : ""}`,
+    dataset: { id: note.id, kind: note.kind || "", hold: note.hold || "" },
     tabindex: "0",
-    title: "Mark as read",
+    title: note.read ? "" : "Mark as read",
   },
   icon,
   el("div", { class: "notif-main" },
     el("div", { class: "notif-head" }, el("span", { class: "notif-app", text: name }), when),
     el("div", { class: "notif-title", text: note.title }),
-    el("div", { class: "notif-body", text: note.body })));
-  card.addEventListener("click", () => markRead(note, card));
+    el("div", { class: "notif-body", text: note.body }),
+    note.hold_reason ? el("div", { class: "notif-hold", text: note.hold_reason }) : null,
+    el("div", { class: "notif-actions" },
+      act("act-read", note.read ? "Mark unread" : "Mark read", { read: !note.read }),
+      act("act-archive", note.archived ? "Unarchive" : "Archive", { archived: !note.archived }))));
+  card.addEventListener("click", () => { if (!note.read) changeState(note.id, { read: true }); });
   return card;
 }
 
-async function markRead(note, card) {
-  if (card.classList.contains("read")) return;
+function cardOf(id) {
+  return $("feed").querySelector(`.notif[data-id="${CSS.escape(id)}"]`);
+}
+
+// Show a notification's new state: redrawn in place, or taken out when archived and archived ones
+// are not shown.
+function showNote(note) {
+  const card = cardOf(note.id);
+  if (!card) return;
+  const known = state.notes.get(note.id) || {};
+  const merged = { ...known, ...note };
+  state.notes.set(note.id, merged);
+  if (merged.archived && !$("show-archived").checked) {
+    card.remove();
+    state.notes.delete(note.id);
+    $("feed-empty").hidden = state.notes.size > 0;
+    return;
+  }
+  card.replaceWith(notificationCard(merged, card.classList.contains("fresh")));
+}
+
+async function changeState(id, change) {
   try {
-    await api("POST", `/v1/users/${enc(state.uid)}/notifications/${enc(note.id)}/read`);
-    card.classList.add("read");
+    showNote(await api("PATCH", `/v1/users/${enc(state.uid)}/notifications/${enc(id)}`, change));
+    await loadUnread();
   } catch (err) {
     toast(err.message);
   }
 }
 
+async function readAll() {
+  const ids = [...state.notes.keys()].sort();
+  const body = ids.length ? { up_to: ids[ids.length - 1] } : {};
+  try {
+    const done = await api("POST", `/v1/users/${enc(state.uid)}/notifications/read-all`, body);
+    applyReadAll(body.up_to || null, done.unread);
+  } catch (err) {
+    toast(err.message);
+  }
+}
+
+function applyReadAll(upTo, unread) {
+  for (const note of [...state.notes.values()]) {
+    if (!note.read && (!upTo || note.id <= upTo)) showNote({ id: note.id, read: true });
+  }
+  setUnread(unread, true);
+}
+
+// The count a change answered with (``changed``) wins over a count asked for before it came.
+function setUnread(n, changed = false) {
+  if (changed) state.unreadVersion += 1;
+  const badge = $("unread-count");
+  badge.dataset.count = String(n);
+  badge.textContent = `${n} unread`;
+}
+
+async function loadUnread() {
+  const uid = state.uid;
+  const version = state.unreadVersion;
+  try {
+    const count = await api("GET", `/v1/users/${enc(uid)}/notifications/unread-count`);
+    if (uid === state.uid && version === state.unreadVersion) setUnread(count.unread);
+  } catch (err) {
+    toast(err.message);
+  }
+}
+
+// A state event from the stream: a change made here, in another tab or through the API.
+function applyStateEvent(event) {
+  if (event.read_all) {
+    applyReadAll(event.up_to, event.unread);
+    return;
+  }
+  setUnread(event.unread, true);
+  if (cardOf(event.id)) showNote(event);
+  else if (!event.archived) syncFeed(); // unarchived elsewhere: it belongs in the feed again
+}
+
 function addNotification(note, fresh) {
-  if (state.seen.has(note.id)) return;
-  state.seen.add(note.id);
+  if (state.notes.has(note.id)) return;
+  state.notes.set(note.id, note);
   $("feed").prepend(notificationCard(note, fresh));
   $("feed-empty").hidden = true;
   if (fresh) refreshTraces();
@@ -312,18 +397,127 @@ function addNotification(note, fresh) {
 async function syncFeed() {
   const uid = state.uid;
   try {
-    const page = await api("GET", `/v1/users/${enc(uid)}/notifications?limit=50`);
+    const archived = $("show-archived").checked ? "&archived=true" : "";
+    const page = await api("GET", `/v1/users/${enc(uid)}/notifications?limit=50${archived}`);
     if (uid !== state.uid) return;
     const feed = $("feed");
-    const isNew = state.seen.size > 0;
-    const fresh = new Set(page.items.filter((n) => isNew && !state.seen.has(n.id)).map((n) => n.id));
+    const isNew = state.notes.size > 0;
+    const fresh = new Set(page.items.filter((n) => isNew && !state.notes.has(n.id)).map((n) => n.id));
     feed.replaceChildren();
-    state.seen.clear();
+    state.notes.clear();
     for (const note of page.items.slice().reverse()) addNotification(note, fresh.has(note.id));
     $("feed-empty").textContent = "No notifications yet. Say something in the conversation, or send one with the API.";
     $("feed-empty").hidden = page.items.length > 0;
   } catch (err) {
     toast(err.message);
+  }
+  await loadUnread();
+}
+
+// A live notification carries what a push carries; the inbox also says whether its push was held
+// and why. (Read and archived come as state events: a page read here may be older than those.)
+async function refreshNotes() {
+  const uid = state.uid;
+  try {
+    const page = await api("GET", `/v1/users/${enc(uid)}/notifications?limit=20`);
+    if (uid !== state.uid) return;
+    for (const note of page.items) {
+      const shown = state.notes.get(note.id);
+      if (shown && shown.hold_reason !== note.hold_reason) {
+        showNote({ id: note.id, hold: note.hold, hold_reason: note.hold_reason });
+      }
+    }
+  } catch (err) {
+    toast(err.message);
+  }
+  await loadUnread();
+}
+
+// --- The user's notification settings (GET/PUT /v1/users/{uid}/preferences) ----------------
+
+// A user token does not list apps: their name is taken from a notification of theirs, if any.
+function appLabel(appId) {
+  if (state.apps.has(appId)) return state.apps.get(appId).name;
+  const note = [...state.notes.values()].find((n) => n.app_id === appId);
+  return note ? appName(note) : appId;
+}
+
+function fillTimezones() {
+  const list = $("tz-list");
+  if (list.childElementCount || typeof Intl.supportedValuesOf !== "function") return;
+  for (const zone of Intl.supportedValuesOf("timeZone")) list.append(el("option", { value: zone }));
+}
+
+function showPrefs(prefs) {
+  state.prefs = prefs;
+  $("pref-tz").value = prefs.timezone || "UTC";
+  const quiet = prefs.quiet_hours;
+  $("pref-quiet").checked = Boolean(quiet);
+  $("pref-quiet-start").value = quiet ? quiet.start : "22:00";
+  $("pref-quiet-end").value = quiet ? quiet.end : "07:00";
+  $("pref-allow-high").checked = Boolean(quiet && quiet.allow_high);
+  const rows = Object.entries(prefs.apps || {}).map(([appId, app]) => {
+    const name = appLabel(appId);
+    const toggle = (cls, label, on) => el("label", { class: "small" },
+      el("input", { type: "checkbox", class: cls, checked: on }), ` ${label}`);
+    return el("li", { class: `pref-app${app.muted ? " muted" : ""}`, dataset: { app: appId } },
+      el("span", { class: "pref-app-name", text: name }),
+      el("span", { class: "badge warn pref-state", text: app.muted ? "muted" : "" }),
+      el("span", { class: "spacer" }),
+      toggle("pref-muted", "mute", app.muted),
+      toggle("pref-proactive", "proactive", app.proactive !== false));
+  });
+  $("pref-apps").replaceChildren(...rows);
+  if (!rows.length) $("pref-apps").append(el("li", { class: "muted small", text: "No apps installed." }));
+  const muted = Object.values(prefs.apps || {}).filter((a) => a.muted).length;
+  const parts = [quiet ? `quiet ${quiet.start}–${quiet.end}` : "", muted ? `${muted} muted` : ""];
+  $("prefs-summary").textContent = parts.filter(Boolean).join(" · ");
+}
+
+async function loadPrefs() {
+  const uid = state.uid;
+  $("prefs-status").textContent = "";
+  fillTimezones();
+  try {
+    const prefs = await api("GET", `/v1/users/${enc(uid)}/preferences`);
+    if (uid === state.uid) showPrefs(prefs);
+  } catch (err) {
+    $("prefs-status").textContent = err.message;
+  }
+}
+
+// The whole document goes back (PUT replaces it): what this form does not show is kept as loaded.
+function prefsFromForm() {
+  const apps = {};
+  for (const row of $("pref-apps").querySelectorAll(".pref-app")) {
+    apps[row.dataset.app] = {
+      ...((state.prefs && state.prefs.apps[row.dataset.app]) || {}),
+      muted: row.querySelector(".pref-muted").checked,
+      proactive: row.querySelector(".pref-proactive").checked,
+    };
+  }
+  return {
+    ...(state.prefs || {}),
+    timezone: $("pref-tz").value.trim(),
+    quiet_hours: $("pref-quiet").checked ? {
+      start: $("pref-quiet-start").value,
+      end: $("pref-quiet-end").value,
+      allow_high: $("pref-allow-high").checked,
+    } : null,
+    apps,
+  };
+}
+
+async function savePrefs() {
+  const uid = state.uid;
+  $("prefs-status").textContent = "Saving…";
+  try {
+    const saved = await api("PUT", `/v1/users/${enc(uid)}/preferences`, prefsFromForm());
+    if (uid !== state.uid) return;
+    showPrefs(saved);
+    $("prefs-status").textContent = "Saved.";
+  } catch (err) {
+    $("prefs-status").textContent = err.message;
   }
 }
 
@@ -366,6 +560,10 @@ async function openStream(uid) {
           first = false;
         } else if (event.event === "notification") {
           try { addNotification(JSON.parse(event.data), true); } catch (err) { /* not JSON */ }
+          clearTimeout(state.notesTimer);
+          state.notesTimer = setTimeout(refreshNotes, 250);
+        } else if (event.event === "state") {
+          try { applyStateEvent(JSON.parse(event.data)); } catch (err) { /* not JSON */ }
         }
       });
     } catch (err) {
@@ -718,6 +916,12 @@ function wire() {
     if (file) $("transcript-text").value = await file.text();
   });
   $("play").addEventListener("click", play);
+  $("read-all").addEventListener("click", readAll);
+  $("show-archived").addEventListener("change", () => { state.notes.clear(); syncFeed(); });
+  $("prefs-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    savePrefs();
+  });
   $("new-session").addEventListener("click", newSession);
   $("finish").addEventListener("click", finish);
   for (const id of ["only-user", "only-session"]) {
