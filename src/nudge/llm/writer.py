@@ -36,15 +36,22 @@ MIN_WORDS = 3
 # breaks; each ends in . ! or ? (so no decimals or abbreviations: a notification does without).
 _SENTENCE = r"[A-Z0-9][^\"\\<>{}|*#:\n.!?]+[.!?]"
 _MESSAGE = f"{_SENTENCE}( {_SENTENCE})?"
-ANSWER_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "notify": {"type": "boolean"},
-        "message": {"type": "string", "pattern": f"^({_MESSAGE})?$"},
-    },
-    "required": ["notify", "message"],
-    "additionalProperties": False,
-}
+
+
+def _object(**properties: dict[str, Any]) -> dict[str, Any]:
+    """A JSON schema: an object of exactly these properties, in this order (the model decides
+    the first before it writes the next)."""
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }
+
+
+ANSWER_SCHEMA = _object(
+    notify={"type": "boolean"}, message={"type": "string", "pattern": f"^({_MESSAGE})?$"}
+)
 TEXT_SCHEMA: dict[str, Any] = {"type": "string", "pattern": f"^(SKIP|{_MESSAGE})$"}
 
 _DATA_RULE = (
@@ -311,24 +318,14 @@ def _flag(raw: str, key: str) -> bool | None:
 
 # --- the optional stages (NUDGE_LLM_STAGES=gate-write-critic) ---------------------------------
 
-GATE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {"notify": {"type": "boolean"}},
-    "required": ["notify"],
-    "additionalProperties": False,
-}
+GATE_SCHEMA = _object(notify={"type": "boolean"})
 GATE_SYSTEM = (
     "An app asks you to write a phone notification for its user. Decide only whether one "
     f"should be sent now. {_DATA_RULE} If the app's conditions are not met (it says to reply "
     "SKIP or nothing in this situation) or there is nothing useful to say, answer "
     '{"notify": false}; otherwise {"notify": true}.'
 )
-CRITIC_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {"ok": {"type": "boolean"}, "problem": {"type": "string"}},
-    "required": ["ok", "problem"],
-    "additionalProperties": False,
-}
+CRITIC_SCHEMA = _object(ok={"type": "boolean"}, problem={"type": "string"})
 CRITIC_SYSTEM = (
     "You review a phone notification before it is sent. It is ok only if it speaks to the "
     "user, is specific to the app's request and the user's data, is one or two plain "
