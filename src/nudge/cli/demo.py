@@ -304,13 +304,13 @@ async def _conversation(
     play = Play(parse_transcript(CONVERSATION), f"demo-{int(time.time())}", 2, 1.2)
     player = PlatformPlayer(http, uid=uid, out=out)
     await player.watch([app_id])
-    run = await player.play(play, finish=True, wait_s=wait_s)
+    traces = await player.play(play, finish=True, wait_s=wait_s)
     # The notification, else the call whose model answer was held or quiet (the demo says why).
     for wanted in (("notified",), ("held", "quiet")):
-        found = [t for t in run.traces if t["outcome"] in wanted]
+        found = [t for t in traces if t["outcome"] in wanted]
         if found:
             return found[0]
-    outcomes = [t["outcome"] for t in run.traces] or ["no call traced"]
+    outcomes = [t["outcome"] for t in traces] or ["no call traced"]
     raise DemoError(
         f"no proactive notification came out ({', '.join(outcomes)}); the traces above say why"
     )

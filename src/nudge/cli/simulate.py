@@ -260,12 +260,9 @@ class SampleUser:
 
 @dataclass
 class CallReport:
-    number: int
-    segments: int
     status: int | None
     answer: str  # none | proactive | message | invalid | failed
     error: str | None = None
-    filled_prompt: str | None = None
     message: str | None = None
 
 
@@ -314,7 +311,7 @@ class WebhookPlayer:
         result = await self.client.send(
             self.target, "POST", self.url, params=params, payload=payload
         )
-        report = CallReport(number, len(chunk), result.status, "failed", result.error)
+        report = CallReport(result.status, "failed", result.error)
         if not result.ok:
             say(self.out, ("← ", "red"), (result.error or "failed", "red"))
             return report
@@ -364,7 +361,6 @@ class WebhookPlayer:
                 self.last_proactive_at = clock
             values = {k: v for k, v in self.user.values().items() if k in step.scopes.effective}
             filled = fill(answer.prompt or "", values, step.scopes.reasons)
-            report.filled_prompt = filled.text
             show_prompt(self.out, "filled prompt (what the platform's LLM gets)", filled.text)
         if said is not None and said.refused is not None:
             say(self.out, ("= not sent: ", "yellow"), said.refused.reason or "")
@@ -405,14 +401,6 @@ async def platform_call(http: httpx.AsyncClient, method: str, path: str, **kwarg
     raise SimulateError(f"{method} {path}: {response.status_code} {error_detail(response)}")
 
 
-@dataclass
-class PlatformRun:
-    session_id: str
-    conversation_id: str | None = None  # the conversation the platform opened for the segments
-    traces: list[dict[str, Any]] = field(default_factory=list)
-    notifications: list[dict[str, Any]] = field(default_factory=list)  # new in the inbox
-
-
 class PlatformPlayer:
     """Posts a transcript to a running platform and reads back its traces and the inbox."""
 
@@ -439,26 +427,25 @@ class PlatformPlayer:
         names = ", ".join(f"{a['name']} ({i})" for i, a in self.apps.items()) or "none"
         say(self.out, ("user ", "dim"), f"{user['name']} ({self.uid})", ("  apps ", "dim"), names)
 
-    async def play(self, play: Play, *, finish: bool, wait_s: float) -> PlatformRun:
+    async def play(self, play: Play, *, finish: bool, wait_s: float) -> list[dict[str, Any]]:
+        """Play it, print what the platform did and the user's new notifications; the traces."""
         started = time.time()
-        run = PlatformRun(play.session_id)
+        conversation_id = None  # the conversation the platform opened for the segments
         base = f"/v1/users/{self.uid}/sessions/{play.session_id}"
         async for _, chunk in play.calls():
             stored = await self.api(
                 "POST", f"{base}/segments", json={"segments": [wire_segment(s) for s in chunk]}
             )
-            run.conversation_id = run.conversation_id or stored["conversation_id"]
+            conversation_id = conversation_id or stored["conversation_id"]
             say(self.out, ("→ ", "bold"), f"POST {base}/segments", ("  202", "green"))
             show_segments(self.out, play.transcript, chunk)
         if finish:
             await self.api("POST", f"{base}/finish")
             say(self.out, ("→ ", "bold"), f"POST {base}/finish", ("  done", "green"))
-        assert run.conversation_id is not None  # a transcript has at least one segment
-        run.traces = await self.follow(
-            run.conversation_id, len(play.transcript.segments), finish, wait_s
-        )
-        run.notifications = await self.inbox_since(started)
-        return run
+        assert conversation_id is not None  # a transcript has at least one segment
+        traces = await self.follow(conversation_id, len(play.transcript.segments), finish, wait_s)
+        await self.show_inbox(started)
+        return traces
 
     def _complete(
         self, app_id: str, traces: list[dict[str, Any]], sent: int, finished: bool
@@ -531,7 +518,7 @@ class PlatformPlayer:
             trace = await self.api("GET", f"/v1/apps/{trace['app_id']}/traces/{trace['id']}")
         return trace
 
-    async def inbox_since(self, started: float) -> list[dict[str, Any]]:
+    async def show_inbox(self, started: float) -> None:
         page = await self.api("GET", f"/v1/users/{self.uid}/notifications", params={"limit": 50})
         items = [n for n in page["items"] if n["created_at"] >= started - 1]
         self.out.rule("the user's inbox", align="left", style="dim")
@@ -540,7 +527,6 @@ class PlatformPlayer:
         for n in reversed(items):
             say(self.out, ("● ", "magenta"), (n["title"], "bold"), f"  [{n['kind']}]")
             say(self.out, "  ", n["body"])
-        return items
 
 
 def show_trace(out: Console, trace: dict[str, Any], app_name: str) -> None:
@@ -645,7 +631,7 @@ async def run_platform(
     apps: Sequence[str],
     finish: bool,
     wait_s: float,
-) -> PlatformRun:
+) -> None:
     """Play through a running platform and report what it did."""
     check_url(url, "--platform", "http://127.0.0.1:8000")
     if not token:
@@ -657,4 +643,4 @@ async def run_platform(
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as http:
         player = PlatformPlayer(http, uid=uid, out=out)
         await player.watch(apps)
-        return await player.play(play, finish=finish, wait_s=wait_s)
+        await player.play(play, finish=finish, wait_s=wait_s)
