@@ -74,13 +74,13 @@ def send_options(
     if isinstance(ttl, str) and ttl.isascii() and ttl.isdigit() and len(ttl) <= 12:
         ttl = int(ttl)
     try:
-        checked = SendOptions(
+        return SendOptions(
             "normal" if priority is None else check_priority(priority),
             None if ttl is None else check_ttl(ttl),
+            _send_at(send_at, now),
         )
     except ValueError as exc:
         raise Invalid(str(exc)) from None
-    return replace(checked, send_at=_send_at(send_at, now))
 
 
 def _send_at(value: str | None, now: float) -> float | None:
