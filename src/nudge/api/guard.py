@@ -8,6 +8,7 @@ with 1008) are counted on their way out (docs/security.md)."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -34,21 +35,19 @@ def _client(scope: Scope) -> str:
     return client_key(client[0] if client else "")
 
 
+@dataclass(slots=True)
 class _Exchange:
     """One request: its answer is watched for refused credentials; a body whose length is not
     known up front is counted as the app reads it, and over the limit the guard answers 413
     and the app's own answer is dropped."""
 
-    __slots__ = ("guard", "scope", "receive", "send", "seen", "started", "answered")
-
-    def __init__(self, guard: RequestGuard, scope: Scope, receive: Receive, send: Send) -> None:
-        self.guard = guard
-        self.scope = scope
-        self.receive = receive
-        self.send = send
-        self.seen = 0
-        self.started = False
-        self.answered = False
+    guard: RequestGuard
+    scope: Scope
+    receive: Receive
+    send: Send
+    seen: int = 0
+    started: bool = False
+    answered: bool = False
 
     async def counted_receive(self) -> Message:
         if self.answered:

@@ -12,7 +12,7 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,10 +58,6 @@ class Transcript:
     def who(self, segment: SegmentIn) -> str:
         name = self.names.get(segment.speaker, segment.speaker)
         return f"{name} (user)" if segment.is_user else name
-
-    def batches(self, size: int) -> Iterator[list[SegmentIn]]:
-        for i in range(0, len(self.segments), size):
-            yield self.segments[i : i + size]
 
 
 def parse_transcript(text: str, *, me: str | None = None) -> Transcript:
@@ -172,10 +168,11 @@ class Play:
 
     async def calls(self) -> AsyncIterator[tuple[int, list[SegmentIn]]]:
         """Numbered batches, paced."""
-        for number, chunk in enumerate(self.transcript.batches(self.batch), 1):
+        segments = self.transcript.segments
+        for number, start in enumerate(range(0, len(segments), self.batch), 1):
             if number > 1 and self.interval_s:
                 await asyncio.sleep(self.interval_s)
-            yield number, chunk
+            yield number, segments[start : start + self.batch]
 
 
 def new_session_id() -> str:

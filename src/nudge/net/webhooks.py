@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -87,7 +87,6 @@ class WebhookResult:
     skipped: bool = False  # circuit open: no call was made
     first_skip: bool = False  # the first call skipped since the circuit opened
     message_id: str = ""
-    started_at: float = field(default_factory=time.time)
 
     def summary(self, max_body: int = 4000) -> dict[str, Any]:
         """For traces: what came back, bounded."""

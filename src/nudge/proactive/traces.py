@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field, fields
 from functools import partial
 from typing import Any
@@ -130,11 +131,13 @@ def _trace_json(row: Any, deliveries: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _deliveries(conn: Connection, notification_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = {}
-    for r in sql.deliveries_of(conn, notification_ids) if notification_ids else []:
-        out.setdefault(r.notification_id, []).append({k: getattr(r, k) for k in _DELIVERY_KEYS})
-    return out
+def _traces_json(conn: Connection, rows: list[Any]) -> list[dict[str, Any]]:
+    """The traces, each with its notification's deliveries (one query for all)."""
+    ids = [r.notification_id for r in rows if r.notification_id]
+    deliveries: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
+    for d in sql.deliveries_of(conn, ids) if ids else []:
+        deliveries[d.notification_id].append({k: getattr(d, k) for k in _DELIVERY_KEYS})
+    return [_trace_json(r, deliveries.get(r.notification_id or "", [])) for r in rows]
 
 
 def list_traces(
@@ -143,10 +146,8 @@ def list_traces(
     """Newest first; ``cursor`` is the last id of the previous page; ``filters``: session_id,
     conversation_id, uid (each when given)."""
     rows = sql.trace_page(conn, app_id, limit + 1, cursor, **filters)
-    page = rows[:limit]
-    deliveries = _deliveries(conn, [r.notification_id for r in page if r.notification_id])
     return {
-        "items": [_trace_json(r, deliveries.get(r.notification_id or "", [])) for r in page],
+        "items": _traces_json(conn, rows[:limit]),
         "next_cursor": rows[limit - 1].id if len(rows) > limit else None,
     }
 
@@ -155,5 +156,4 @@ def get_trace(conn: Connection, app_id: str, trace_id: str) -> dict[str, Any]:
     row = sql.trace(conn, app_id, trace_id)
     if row is None:
         raise NotFound(f"trace {trace_id!r} not found for app {app_id!r}")
-    deliveries = _deliveries(conn, [row.notification_id] if row.notification_id else [])
-    return _trace_json(row, deliveries.get(row.notification_id or "", []))
+    return _traces_json(conn, [row])[0]
