@@ -229,9 +229,8 @@ class SampleUser:
     past: tuple[str, ...] = ()  # past conversations, as {{user_context}} would bring them
 
     def values(self) -> dict[str, str]:
-        """As the platform's context builder writes them. ``{{user_context}}`` is past
-        conversations (the platform finds them by full-text search), never the live transcript,
-        which the app has already."""
+        """As the platform's context builder writes them (``{{user_context}}``: past
+        conversations, never the live transcript)."""
         now = time.time()
         past = []
         for i, text in enumerate(self.past):

@@ -23,7 +23,7 @@ from sqlalchemy import Connection
 from nudge.core.notifications import RateLimit
 from nudge.errors import Invalid
 from nudge.integrations.access import Limiting, authorize, limited
-from nudge.integrations.limits import conversations_policy
+from nudge.integrations.limits import Policy
 from nudge.proactive.conversation import (
     IMPORTED_SOURCE,
     OMI_STATUS,
@@ -178,7 +178,8 @@ async def import_conversation(
     platform: Importing, authorization: str | None, app_id: str, uid: str, body: CreateConversation
 ) -> tuple[ConversationItem, RateLimit]:
     """``POST /v2/integrations/{app_id}/user/conversations``."""
-    policy = conversations_policy(platform.settings)
+    limit = platform.settings.integration_conversations_per_hour
+    policy = Policy("integration:conversations", limit)
     async with limited(platform, authorization, app_id, uid, "create_conversation", policy) as rate:
         conversation_id = await platform.db.write_alone(
             lambda conn: store_imported(conn, uid, app_id, body)

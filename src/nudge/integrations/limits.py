@@ -8,7 +8,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from nudge.config import Settings
 from nudge.core.notifications import RateLimit
 from nudge.errors import RateLimited
 from nudge.store.db import Database
@@ -21,14 +20,6 @@ WINDOW_S = 3600.0
 class Policy:
     name: str  # Omi's policy name, also the counter's key prefix
     limit: int  # requests per app and user per window
-
-
-def conversations_policy(settings: Settings) -> Policy:
-    return Policy("integration:conversations", settings.integration_conversations_per_hour)
-
-
-def memories_policy(settings: Settings) -> Policy:
-    return Policy("integration:memories", settings.integration_memories_per_hour)
 
 
 @dataclass(frozen=True)

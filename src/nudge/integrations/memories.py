@@ -21,7 +21,7 @@ from sqlalchemy import Connection
 from nudge.core.notifications import RateLimit
 from nudge.errors import Invalid
 from nudge.integrations.access import Limiting, authorize, limited
-from nudge.integrations.limits import memories_policy
+from nudge.integrations.limits import Policy
 from nudge.llm import LLM, LLMError
 from nudge.sdk import models
 from nudge.store import accounts
@@ -163,7 +163,7 @@ async def import_memories(
 ) -> tuple[list[MemoryItem], RateLimit]:
     """``POST /v2/integrations/{app_id}/user/memories``: explicit memories as given, then those
     found in ``text``; returns those stored and the request window."""
-    policy = memories_policy(platform.settings)
+    policy = Policy("integration:memories", platform.settings.integration_memories_per_hour)
     async with limited(platform, authorization, app_id, uid, "create_memories", policy) as rate:
         pairs = [(m.content.strip(), list(m.tags or [])) for m in body.memories or ()]
         text = (body.text or "").strip()

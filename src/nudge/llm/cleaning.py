@@ -232,6 +232,5 @@ def _balance(text: str) -> str:
                 continue
             depth -= 1
         out.append(ch)
-    if depth:
-        return "".join(out).replace("(", "").strip()
-    return "".join(out).strip()
+    text = "".join(out)
+    return (text.replace("(", "") if depth else text).strip()

@@ -10,6 +10,7 @@ alone: Python 3.11 calls ``fec0::1``, ``::7f00:1`` and ``64:ff9b:1::1`` global."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import re
 import socket
@@ -89,10 +90,8 @@ def address_refusal(ip: IPAddress, allow_private: bool) -> str | None:
 def literal_address(host: str) -> IPAddress | None:
     """The address ``host`` spells (IPv4, IPv6 without brackets, legacy IPv4 forms), or None
     when it is a name."""
-    try:
+    with contextlib.suppress(ValueError):
         return ipaddress.ip_address(host)
-    except ValueError:
-        pass
     if _LEGACY_IPV4.fullmatch(host):
         try:
             return ipaddress.IPv4Address(socket.inet_aton(host))
