@@ -96,14 +96,8 @@ class RequestGuard:
     def count_failure(self, scope: Scope) -> None:
         key = _client(scope)
         if self.failures.failed(key):
-            log.warning(
-                "refused credentials: address blocked",
-                extra={
-                    "client": key,
-                    "failures": self.failures.limit,
-                    "window_s": self.failures.window_s,
-                },
-            )
+            blocked = {"failures": self.failures.limit, "window_s": self.failures.window_s}
+            log.warning("refused credentials: address blocked", extra={"client": key, **blocked})
 
     async def too_large(self, send: Send) -> None:
         detail = (

@@ -191,13 +191,8 @@ class TransportBus(ABC):
 
     def _recovered(self) -> None:
         if self._failing_since is not None:
-            log.info(
-                "event transport back",
-                extra={
-                    "transport": self.transport,
-                    "down_s": time.monotonic() - self._failing_since,
-                },
-            )
+            down_s = time.monotonic() - self._failing_since
+            log.info("event transport back", extra={"transport": self.transport, "down_s": down_s})
             self._failing_since = None
             self._last_warning = 0.0
 
