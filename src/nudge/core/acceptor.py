@@ -1,7 +1,7 @@
 """Batches concurrent notification requests into one ``accept_batch`` call each.
 
 While a batch is being written, the requests that arrive queue up and form the next one; each
-batch is one transaction (:meth:`~nudge.store.db.Database.write_now`), so its callers are
+batch is one transaction (:meth:`~nudge.store.db.Database.write_keyed`), so its callers are
 answered only after their rows are committed. On PostgreSQL several batches are written at once
 (:attr:`~nudge.store.db.Database.overlap`); the install rows they lock keep the batches of one
 (app, user) in turn, so the hourly limit and the duplicate window stay exact.
@@ -59,7 +59,7 @@ class Acceptor:
         attempt = 1
         while True:
             try:
-                return await self.db.write_now(work)
+                return await self.db.write_keyed(work)
             except IntegrityError as exc:
                 if attempt == ATTEMPTS or sqlstate(exc) != UNIQUE_VIOLATION:
                     raise

@@ -92,22 +92,19 @@ def _no_autocheckpoint(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _postgres_engine(
-    url: str, echo: bool, pool_size: int, max_overflow: int, *, queue: bool = False
+    url: str, echo: bool, pool_size: int, max_overflow: int, *, keyed: bool = False
 ) -> AsyncEngine:
     """No pre-ping: it costs a round trip per checkout; a connection that died is detected on
-    use, invalidated by the pool, and the request answered 503. With ``queue``: autocommit
-    connections that plan no bitmap scans (see ``Database.queue_engine``)."""
+    use, invalidated by the pool, and the request answered 503. With ``keyed``: connections
+    that plan neither sequential nor bitmap scans (see ``Database.keyed_engine``)."""
     settings = {"plan_cache_mode": "force_custom_plan"}
-    options: dict[str, Any] = {}
-    if queue:
-        settings["enable_bitmapscan"] = "off"
-        options["isolation_level"] = "AUTOCOMMIT"
+    if keyed:
+        settings |= {"enable_seqscan": "off", "enable_bitmapscan": "off"}
     return create_async_engine(
         url,
         echo=echo,
         pool_size=pool_size,
         max_overflow=max_overflow,
-        **options,
         connect_args={
             "server_settings": settings,
             "prepared_statement_cache_size": PREPARED_PER_CONNECTION,
@@ -134,7 +131,7 @@ class Database:
         # Write transactions each batcher keeps in flight (acceptance, the group commit, the
         # delivery worker's claims): SQLite has one writer; on PostgreSQL a share of the pool.
         self.overlap = 1
-        self.queue_engine: AsyncEngine | None = None  # PostgreSQL only
+        self.keyed_engine: AsyncEngine | None = None  # PostgreSQL only
         self._write_lock: asyncio.Lock | None = None
         self._sync_engine: Engine | None = None
         self._sync_thread: ThreadPoolExecutor | None = None
@@ -165,15 +162,17 @@ class Database:
             self.engine = _postgres_engine(url, echo, pool_size, max_overflow)
             self.read_engine = self.engine
             self.overlap = max(1, pool_size // OVERLAP_SHARE)
-            # The delivery queue's claims and results, each one statement on its own: its own
-            # autocommit connections (a claim loop and a write of results per overlap), which
-            # never plan a bitmap scan. A bitmap scan of ix_deliveries_due read and sorted the
-            # whole backlog for every claim whenever the statistics still saw few due rows (35-45
-            # ms per claim of 75 draining 20,000, 2.7 ms by the index in order), and, never
-            # marking dead index entries, let the 'sending' entries of the drained rows pile up
-            # for every write of results to read again.
-            self.queue_engine = _postgres_engine(
-                url, echo, 2 * self.overlap, max_overflow, queue=True
+            # Acceptance and the delivery queue's claims and results read rows only by their
+            # keys, in tables that grow by thousands of rows a second: their own connections (an
+            # acceptance, a claim loop and a write of results per overlap) never plan a scan of
+            # a whole table or a bitmap. Planned from statistics that still saw a small table,
+            # the duplicate lookup scanned every notification and the install lock every
+            # install of the app; a bitmap scan of ix_deliveries_due read and sorted the whole
+            # backlog for every claim (35-45 ms per claim of 75 draining 20,000, 2.7 ms by the
+            # index in order) and, never marking dead index entries, let the drained rows'
+            # 'sending' entries pile up for every write of results to read again.
+            self.keyed_engine = _postgres_engine(
+                url, echo, 3 * self.overlap, max_overflow, keyed=True
             )
         else:
             raise ValueError(
@@ -204,6 +203,11 @@ class Database:
         it runs is decided as for :meth:`write` (the event loop when SQLite's lock is free)."""
         return await self._transact(work, on_loop=True)
 
+    async def write_keyed(self, work: Callable[[Connection], T]) -> T:
+        """:meth:`write_now` for work that reads rows only by their keys (acceptance): on
+        PostgreSQL on :attr:`keyed_engine`'s connections."""
+        return await self._transact(work, on_loop=True, engine=self.keyed_engine)
+
     async def write_alone(self, work: Callable[[Connection], T]) -> T:
         """Long write ``work`` (pruning, imports) in a transaction of its own, off the event loop
         on SQLite, so that it never holds up the short writes of :meth:`write` for long."""
@@ -222,7 +226,13 @@ class Database:
     def is_postgres(self) -> bool:
         return self.dialect == "postgresql"
 
-    async def _transact(self, work: Callable[[Connection], T], *, on_loop: bool = False) -> T:
+    async def _transact(
+        self,
+        work: Callable[[Connection], T],
+        *,
+        on_loop: bool = False,
+        engine: AsyncEngine | None = None,
+    ) -> T:
         """Run ``work`` in one write transaction: committed if it returns, rolled back if it raises.
 
         SQLite: on the synchronous driver in this database's own thread, the writers of this
@@ -234,12 +244,13 @@ class Database:
         so the event loop never waits on a lock. PostgreSQL: ``run_sync`` on an async connection,
         run again (up to ``RETRIES`` times) when PostgreSQL ends it for a deadlock or a
         serialization failure: the work must not count on anything it did before it raised.
+        ``engine``: PostgreSQL's engine to use instead of :attr:`engine`.
         """
         if self._sync_engine is None or self._write_lock is None:
             attempt = 1
             while True:
                 try:
-                    async with self.engine.begin() as conn:
+                    async with (engine or self.engine).begin() as conn:
                         return await conn.run_sync(work)
                 except DBAPIError as exc:
                     if attempt == RETRIES or sqlstate(exc) not in RETRIED_STATES:
@@ -319,8 +330,8 @@ class Database:
     async def close(self) -> None:
         await self._writer.aclose()
         await self.engine.dispose()
-        if self.queue_engine is not None:
-            await self.queue_engine.dispose()
+        if self.keyed_engine is not None:
+            await self.keyed_engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()
         if self._sync_engine is not None and self._sync_thread is not None:

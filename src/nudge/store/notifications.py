@@ -8,6 +8,7 @@ building and caching a statement per call is a measurable part of the hot paths.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -74,19 +75,6 @@ _TARGETS_QUERY = (
     )
 )
 _TARGETS = Statement(_TARGETS_QUERY)
-# PostgreSQL locks the install rows in the order of the primary key, so that batches written at
-# once (and other processes) wait for one another in turn and never in a circle (a deadlock).
-# Its lists are arrays: one statement to prepare for any number of users.
-_TARGETS_LOCKED = Statement(
-    sa.select(*_TARGETS_QUERY.selected_columns)
-    .select_from(*_TARGETS_QUERY.get_final_froms())
-    .where(
-        Install.app_id == sa.any_(sa.bindparam("app_ids", type_=sa.ARRAY(sa.String))),
-        Install.uid == sa.any_(sa.bindparam("uids", type_=sa.ARRAY(sa.String))),
-    )
-    .order_by(Install.uid, Install.app_id)
-    .with_for_update(of=Install)
-)
 _BY_IDEMPOTENCY_KEY = Statement(
     sa.select(Notification.app_id, Notification.idempotency_key, Notification.id).where(
         Notification.app_id.in_(sa.bindparam("app_ids", expanding=True)),
@@ -153,6 +141,81 @@ def _windows(
     return counts
 
 
+# PostgreSQL: the lookups as two statements, each one round trip and one prepared statement
+# for any batch (its lists are arrays), run as SQL text on the driver (SQLAlchemy's compiling
+# and IN-list expansion cost more than PostgreSQL's work). Rows of several kinds come as one
+# UNION ALL, tagged by their first column.
+#
+# First the install rows, locked in the order of the primary key (batches written at once, and
+# other processes, wait for one another in turn and never in a circle: a deadlock), with their
+# devices and preferences ('t'); beside them the batch's apps ('a') and the keys of its secrets,
+# whatever their app ('k'), which the lock does not guard.
+_LOCK_SQL = """
+WITH t AS (
+  SELECT i.app_id, i.uid, d.id AS device_id, d.platform,
+         i.preferences::text AS app_preferences, u.preferences::text AS user_preferences
+  FROM installs i JOIN users u ON u.uid = i.uid LEFT JOIN devices d ON d.uid = i.uid
+  WHERE i.app_id = ANY($1::varchar[]) AND i.uid = ANY($2::varchar[])
+  ORDER BY i.uid, i.app_id
+  FOR UPDATE OF i
+)
+SELECT 't'::text, app_id::text, uid::text, device_id::text, platform::text, NULL::integer,
+       NULL::float8, app_preferences, user_preferences FROM t
+UNION ALL
+SELECT 'a', id, name, NULL, NULL, direct_limit_per_hour, NULL, NULL, NULL
+FROM apps WHERE id = ANY($1::varchar[])
+UNION ALL
+SELECT 'k', key_hash, app_id, NULL, NULL, NULL, revoked_at, NULL, NULL
+FROM app_keys WHERE key_hash = ANY($3::varchar[])
+"""
+# Then, in a statement of its own (under READ COMMITTED a statement reads with the snapshot of
+# its start: one taken after the lock sees what the batches it waited for wrote): the repeats
+# by digest ('r', always) and, when the batch has any, by idempotency key ('i'), the users of
+# pairs not installed ('u') and the hourly windows ('w': used, first bucket). A part with
+# nothing to look up is left out: planned with empty arrays, PostgreSQL read a whole index.
+_AFTER_LOCK_PARTS = {
+    "r": (
+        "SELECT 'r'::text, dedupe_hash::text, id::text, NULL::text, NULL::bigint, NULL::bigint"
+        " FROM notifications WHERE dedupe_hash = ANY({}::varchar[]) AND created_at > {}::float8"
+    ),
+    "i": (
+        "SELECT 'i', app_id, idempotency_key, id, NULL, NULL FROM notifications"
+        " WHERE app_id = ANY({}::varchar[]) AND idempotency_key = ANY({}::varchar[])"
+    ),
+    "u": "SELECT 'u', uid, NULL, NULL, NULL, NULL FROM users WHERE uid = ANY({}::varchar[])",
+    "w": (
+        "SELECT 'w', uid, app_id, kind, sum(count), min(minute) FROM window_buckets"
+        " WHERE uid = ANY({}::varchar[]) AND app_id = ANY({}::varchar[])"
+        " AND kind = ANY({}::varchar[]) AND minute >= {}::integer GROUP BY uid, app_id, kind"
+    ),
+}
+
+
+@lru_cache(maxsize=8)
+def _after_lock_sql(parts: str) -> str:
+    """The UNION ALL of these ``_AFTER_LOCK_PARTS``, their parameters numbered in order."""
+    numbered, count = [], 0
+    for part in parts:
+        sql = _AFTER_LOCK_PARTS[part]
+        n = sql.count("{}")
+        numbered.append(sql.format(*(f"${count + i + 1}" for i in range(n))))
+        count += n
+    return " UNION ALL ".join(numbered)
+
+
+@dataclass(frozen=True)
+class AppFound:
+    """What acceptance needs of an app (PostgreSQL's lookups; SQLite's give the row)."""
+
+    id: str
+    name: str
+    direct_limit_per_hour: int | None
+
+
+def _json(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
 @dataclass
 class Found:
     """What the lookups of one acceptance batch found."""
@@ -188,7 +251,11 @@ def find_for_acceptance(
     repeats (by idempotency key and by digest since ``dedupe_since``) and the hourly windows
     (``(kind, app, uid)``) since ``window_since``. With ``lock_rows`` (PostgreSQL) the install
     rows are locked: sends to one (app, user) take turns, so the hourly count holds across
-    processes."""
+    processes; there the lookups are two statements (:func:`_find_locked`)."""
+    if lock_rows:
+        return _find_locked(
+            conn, pairs, key_hashes, keys, digests, dedupe_since, windows, window_since
+        )
     app_ids = list({a for a, _ in pairs})
     uids = list({u for _, u in pairs})
     owners: dict[str, str | None] = {}
@@ -202,10 +269,9 @@ def find_for_acceptance(
             owners[key.key_hash] = key.app_id if key.revoked_at is None else None
     installed: set[tuple[str, str]] = set()
     devices: dict[str, dict[str, str]] = {}
-    query = _TARGETS_LOCKED if lock_rows else _TARGETS
     app_preferences: dict[tuple[str, str], dict[str, Any] | None] = {}
     user_preferences: dict[str, dict[str, Any] | None] = {}
-    for target in query.rows(conn, {"app_ids": app_ids, "uids": uids}):
+    for target in _TARGETS.rows(conn, {"app_ids": app_ids, "uids": uids}):
         installed.add((target.app_id, target.uid))
         app_preferences[(target.app_id, target.uid)] = target.app_preferences
         user_preferences[target.uid] = target.user_preferences
@@ -237,6 +303,63 @@ def find_for_acceptance(
         recent_ids,
         counts,
     )
+
+
+def _find_locked(
+    conn: Connection,
+    pairs: set[tuple[str, str]],
+    key_hashes: set[str],
+    keys: set[tuple[str, str]],
+    digests: set[str],
+    dedupe_since: float,
+    windows: set[tuple[str, str, str]],
+    window_since: float,
+) -> Found:
+    """PostgreSQL: :func:`find_for_acceptance` in two round trips (``_LOCK_SQL``, then
+    :func:`_after_lock_sql`)."""
+    lock = (list({a for a, _ in pairs}), list({u for _, u in pairs}), list(key_hashes))
+    found = Found({}, {}, set(), {}, set(), {}, {}, {}, {}, {})
+    rows = conn.exec_driver_sql(_LOCK_SQL, lock).all()
+    for part, a, b, device_id, platform, limit, revoked_at, app_pref, user_pref in rows:
+        if part == "t":
+            found.installed.add((a, b))
+            found.app_preferences[(a, b)] = _json(app_pref)
+            found.user_preferences[b] = _json(user_pref)
+            if device_id is not None:
+                found.devices.setdefault(b, {})[device_id] = platform
+        elif part == "a":
+            found.apps[a] = AppFound(a, b, limit)
+        else:
+            found.owners[a] = b if revoked_at is None else None
+    found.installed &= pairs
+    unknown = {uid for _, uid in pairs - found.installed}
+    parts = "r"
+    params: list[Any] = [list(digests), dedupe_since]
+    if keys:
+        parts += "i"
+        params += [list({a for a, _ in keys}), list({k for _, k in keys})]
+    if unknown:
+        parts += "u"
+        params.append(list(unknown))
+    if windows:
+        parts += "w"
+        params += [
+            list({u for _, _, u in windows}),
+            list({a for _, a, _ in windows}),
+            list({k for k, _, _ in windows}),
+            bucket_of(window_since),
+        ]
+    for part, a, b, c, used, first in conn.exec_driver_sql(_after_lock_sql(parts), tuple(params)):
+        if part == "r":
+            found.recent[a] = b
+        elif part == "i":
+            if (a, b) in keys:
+                found.by_key[(a, b)] = c
+        elif part == "u":
+            found.users.add(a)
+        elif (c, b, a) in windows:
+            found.windows[(c, b, a)] = (int(used), bucket_end(int(first) * BUCKET_S))
+    return found
 
 
 def insert_accepted(
@@ -567,11 +690,12 @@ def claim(conn: Connection, worker: str, limit: int, now: float, lease_s: float)
 
 
 async def _alone(db: Database, statement: Any, params: dict[str, Any]) -> list[Any]:
-    """PostgreSQL: one statement on its own (autocommit, ``Database.queue_engine``): one round
-    trip, no BEGIN or COMMIT."""
-    assert db.queue_engine is not None
-    async with db.queue_engine.connect() as conn:
-        return list((await conn.execute(statement, params)).all())
+    """PostgreSQL: one statement on its own (autocommit, on ``Database.keyed_engine``): one
+    round trip, no BEGIN or COMMIT."""
+    assert db.keyed_engine is not None
+    async with db.keyed_engine.connect() as conn:
+        auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        return list((await auto.execute(statement, params)).all())
 
 
 async def claim_now(db: Database, worker: str, limit: int, now: float, lease_s: float) -> list[Any]:
