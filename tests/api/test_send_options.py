@@ -13,12 +13,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
+from nudge.core.notifications import status_summary
 from nudge.delivery import queue
 from nudge.platform import Platform
 from nudge.proactive.plan import parse_answer
@@ -304,6 +306,101 @@ async def test_high_priority_drains_first(api_only: Env) -> None:
     s = await status(api_only, nid)
     assert s["state"] == "queued"
     assert s["deliveries"][0]["next_attempt_at"] >= s["created_at"]
+
+
+async def test_the_status_says_muted_and_held_with_why(api_only: Env) -> None:
+    w, c = api_only.world, api_only.client
+    r = await c.post(f"/v1/users/{w.uid}/devices", json={"platform": "log", "token": "tok"})
+    assert r.status_code == 201
+    prefs = f"/v1/users/{w.uid}/preferences"
+    r = await c.put(prefs, json={"apps": {w.app_id: {"muted": True}}})
+    assert r.status_code == 200, r.text
+    s = await status(api_only, (await send(api_only, "query", "Muted")).json()["notification_id"])
+    assert (s["state"], s["hold"]) == ("muted", "muted") and s["reason"] == s["hold_reason"] != ""
+    r = await c.put(prefs, json={"apps": {w.app_id: {"digest_s": 3600}}})
+    assert r.status_code == 200, r.text
+    nid = (await send(api_only, "query", "Held")).json()["notification_id"]
+    s = await status(api_only, nid)
+    assert (s["state"], s["hold"]) == ("held", "digest")
+    assert s["reason"] == s["hold_reason"] and s["reason"].startswith("digest until")
+    # Cancelling a held push: the inbox copy may have gone, the push has not.
+    s = (await cancel(api_only, nid)).json()
+    assert s["state"] == "cancelled"
+    assert {d["provider"]: d["state"] for d in s["deliveries"]}["log"] == "cancelled"
+
+
+def row(state: str, next_attempt_at: float = 0.0, last_error: str = "") -> SimpleNamespace:
+    return SimpleNamespace(state=state, next_attempt_at=next_attempt_at, last_error=last_error)
+
+
+NOW = 1_000_000.0
+NOTE = {"hold": "", "hold_reason": "", "send_at": None, "expires_at": None}
+
+
+@pytest.mark.parametrize(
+    ("note", "rows", "expected"),
+    [
+        ({}, [row("delivered"), row("merged")], ("delivered", "")),
+        (
+            {},
+            [row("delivered"), row("failed", last_error="410 gone")],
+            ("partly_delivered", "410 gone"),
+        ),
+        ({}, [row("failed", last_error="bad key"), row("token-removed")], ("failed", "bad key")),
+        ({}, [row("delivered"), row("sending"), row("queued")], ("sending", "")),
+        ({}, [row("retrying", NOW + 5, "503")], ("queued", "503")),
+        ({}, [row("queued", NOW - 60)], ("queued", "")),
+        (
+            {"send_at": NOW + 60},
+            [row("queued", NOW + 60)],
+            ("scheduled", "scheduled for 1970-01-12T13:47:40Z"),
+        ),
+        (
+            {"hold": "quiet", "hold_reason": "quiet hours until 07:00 UTC"},
+            [row("delivered"), row("queued", NOW + 60)],
+            ("held", "quiet hours until 07:00 UTC"),
+        ),
+        (
+            {"hold": "quiet", "hold_reason": "q"},
+            [row("delivered"), row("queued", NOW - 1)],
+            ("queued", ""),
+        ),
+        (
+            {"hold": "digest", "hold_reason": "d"},
+            [row("queued", NOW - 1), row("queued", NOW + 60)],
+            ("held", "d"),
+        ),
+        (
+            {"send_at": NOW - 60},
+            [row("retrying", NOW + 5, "timeout")],
+            ("queued", "timeout"),
+        ),
+        (
+            {"hold": "muted", "hold_reason": "app muted by the user"},
+            [row("queued")],
+            ("muted", "app muted by the user"),
+        ),
+        (
+            {"expires_at": NOW - 1},
+            [row("queued", NOW - 5)],
+            ("expired", "its ttl ran out at 1970-01-12T13:46:39Z before it could be sent"),
+        ),
+        (
+            {"expires_at": NOW - 1},
+            [row("delivered"), row("expired")],
+            ("expired", "its ttl ran out at 1970-01-12T13:46:39Z before it could be sent"),
+        ),
+        (
+            {},
+            [row("delivered"), row("cancelled")],
+            ("cancelled", "cancelled by the app; 1 of 2 deliveries had gone before"),
+        ),
+    ],
+)
+def test_the_status_summary(
+    note: dict[str, Any], rows: list[SimpleNamespace], expected: tuple[str, str]
+) -> None:
+    assert status_summary(NOTE | note, rows, NOW) == expected
 
 
 async def test_the_sdk_sends_with_options_and_cancels(api_only: Env) -> None:

@@ -500,11 +500,10 @@ def status_summary(note: dict[str, Any], deliveries: Sequence[Any], now: float) 
             return "expired", expired
         if any(d.state == "sending" for d in pending):
             return "sending", ""
-        if min(d.next_attempt_at for d in pending) > now:
-            if note["hold"]:
-                return "held", note["hold_reason"]
-            if note["send_at"] is not None:
-                return "scheduled", f"scheduled for {_utc(note['send_at'])}"
+        if note["send_at"] is not None and note["send_at"] > now:
+            return "scheduled", f"scheduled for {_utc(note['send_at'])}"
+        if note["hold"] and any(d.state == "queued" and d.next_attempt_at > now for d in pending):
+            return "held", note["hold_reason"]
         return "queued", next((d.last_error for d in pending if d.state == "retrying"), "")
     if "expired" in states:
         return "expired", expired
