@@ -7,8 +7,10 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -358,3 +360,45 @@ def test_the_cli_shows_and_changes_the_inbox_state(tmp_path: Path, server: Serve
     assert nudge("unread", "u1") == {"unread": 1}
     assert nudge("read-all", "u1", "--up-to", ids[0]) == {"changed": 0, "unread": 1}
     assert "not found" in nudge("unread", "nobody", ok=False)
+
+
+async def test_a_scheduled_notification_enters_the_inbox_at_its_time(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    """Not listed, counted or marked read before its ``send_at``; never if the app cancels it."""
+
+    def at(seconds: float) -> str:
+        return datetime.fromtimestamp(time.time() + seconds, UTC).isoformat()
+
+    async def scheduled(message: str, seconds: float) -> str:
+        r = await client.post(
+            f"/v2/integrations/{world.app_id}/notification",
+            params={"uid": world.uid, "message": message, "send_at": at(seconds)},
+            headers=bearer(world.app_secret),
+        )
+        assert r.status_code == 200, r.text
+        notification_id: str = r.json()["notification_id"]
+        return notification_id
+
+    now = await send(client, world, "now")
+    later = await scheduled("in two seconds", 2)
+    cancelled = await scheduled("cancelled before its time", 1)
+    r = await client.delete(
+        f"/v2/integrations/{world.app_id}/notifications/{cancelled}",
+        headers=bearer(world.app_secret),
+    )
+    assert r.status_code == 200, r.text
+    base = f"/v1/users/{world.uid}/notifications"
+
+    async def listed() -> list[str]:
+        return [n["id"] for n in (await client.get(base)).json()["items"]]
+
+    assert await listed() == [now]
+    assert await unread(client, world.uid, ADMIN) == 1
+    assert (await client.post(f"{base}/read-all")).json() == {"changed": 1, "unread": 0}
+
+    async def arrived() -> bool:
+        return await listed() == [later, now]
+
+    await wait_for(arrived, timeout=15)
+    assert await unread(client, world.uid, ADMIN) == 1  # not read by the read-all before it

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
-from nudge.store.models import Notification
+from nudge.store.models import Delivery, Notification
 
 # A notification counts as unread until it is read or archived (ix_notifications_unread).
 _UNREAD = sa.and_(Notification.read_at.is_(None), Notification.archived_at.is_(None))
+
+
+def _in_inbox(now: float) -> sa.ColumnElement[bool]:
+    """A scheduled notification enters the inbox at its time, unless its inbox delivery was
+    cancelled by the app or expired first (the other conditions are read only for those)."""
+    withdrawn = sa.exists().where(
+        Delivery.notification_id == Notification.id,
+        Delivery.provider == "inbox",
+        Delivery.state.in_(("cancelled", "expired")),
+    )
+    return sa.or_(Notification.send_at.is_(None), sa.and_(Notification.send_at <= now, ~withdrawn))
+
 
 # The state flags a caller may set, by the column that holds each.
 STATE_COLUMNS = {
@@ -21,13 +34,16 @@ STATE_COLUMNS = {
 }
 
 
-def unread_counts(conn: Connection, uids: Collection[str]) -> dict[str, int]:
-    """uid -> how many of the user's notifications are unread (users with none are left out)."""
+def unread_counts(
+    conn: Connection, uids: Collection[str], now: float | None = None
+) -> dict[str, int]:
+    """uid -> how many of the user's notifications in the inbox are unread (users with none are
+    left out)."""
     if not uids:
         return {}
     rows = conn.execute(
         sa.select(Notification.uid, sa.func.count())
-        .where(Notification.uid.in_(list(uids)), _UNREAD)
+        .where(Notification.uid.in_(list(uids)), _UNREAD, _in_inbox(now or time.time()))
         .group_by(Notification.uid)
     )
     return {uid: int(n) for uid, n in rows}
@@ -40,9 +56,9 @@ def unread_count(conn: Connection, uid: str) -> int:
 def list_inbox(
     conn: Connection, uid: str, limit: int, cursor: str | None, *, archived: bool
 ) -> list[Any]:
-    """A user's notifications, newest first, older than ``cursor`` (an id) if given; archived
-    ones only when ``archived``."""
-    q = sa.select(Notification).where(Notification.uid == uid)
+    """A user's notifications in the inbox, newest first, older than ``cursor`` (an id) if
+    given; archived ones only when ``archived``."""
+    q = sa.select(Notification).where(Notification.uid == uid, _in_inbox(time.time()))
     if not archived:
         q = q.where(Notification.archived_at.is_(None))
     if cursor:
@@ -70,9 +86,11 @@ def set_state(
 
 
 def read_all(conn: Connection, uid: str, now: float, up_to: str | None) -> int:
-    """Mark every unread notification of the user read (only ids up to ``up_to`` if given,
-    archived ones included); how many changed."""
-    q = sa.update(Notification).where(Notification.uid == uid, Notification.read_at.is_(None))
+    """Mark every unread notification in the user's inbox read (only ids up to ``up_to`` if
+    given, archived ones included); how many changed."""
+    q = sa.update(Notification).where(
+        Notification.uid == uid, Notification.read_at.is_(None), _in_inbox(now)
+    )
     if up_to is not None:
         q = q.where(Notification.id <= up_to)
     return int(conn.execute(q.values(read_at=now)).rowcount)
