@@ -41,6 +41,7 @@ SEGMENTS = TypeAdapter(list[SegmentIn])
 LINE = re.compile(r"^\s*([^:]{1,64}?)\s*:\s*(\S.*?)\s*$")
 MAX_BATCH = 500  # the platform takes at most 500 segments per POST
 PENDING = ("queued", "retrying")
+OUTCOME_COLOURS = {"notified": "green", "message_sent": "green", "no_action": "dim"}
 
 
 class SimulateError(Exception):
@@ -143,11 +144,10 @@ def wire_segment(segment: SegmentIn) -> dict[str, Any]:
     return segment_json(segment.model_copy(update={"speaker_id": segment.speaker_number()}))
 
 
-def check_url(url: str, option: str, example: str) -> str:
+def check_url(url: str, option: str, example: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise SimulateError(f"{option} must be an http(s) URL such as {example}, not {url!r}")
-    return url
 
 
 @dataclass(frozen=True)
@@ -529,9 +529,7 @@ def show_trace(out: Console, trace: dict[str, Any], app_name: str) -> None:
     """One webhook call as the platform traced it: request, answer, every decision, deliveries."""
     outcome = trace.get("outcome") or "?"
     request = trace.get("request") or {}
-    colour = {"notified": "green", "message_sent": "green", "no_action": "dim"}.get(
-        outcome, "yellow"
-    )
+    colour = OUTCOME_COLOURS.get(outcome, "yellow")
     out.rule(f"{app_name} · {trace['kind']}", align="left", style="dim")
     say(
         out,

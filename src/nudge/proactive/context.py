@@ -77,12 +77,9 @@ def parse_steering(value: Any) -> Steering | None:
     question = value.get("question") or ""
     if not isinstance(question, str):
         raise ValueError("notification.context.question: must be a string")
-    filters = value.get("filters") or {}
+    filters, path = value.get("filters") or {}, "notification.context.filters"
     if not isinstance(filters, dict):
-        raise ValueError(
-            "notification.context.filters: must be an object (people, topics, entities, dates)"
-        )
-    path = "notification.context.filters"
+        raise ValueError(f"{path}: must be an object (people, topics, entities, dates)")
     raw_dates = _strings(filters.get("dates"), f"{path}.dates")
     days = {d: _day(d) for d in raw_dates}
     return Steering(

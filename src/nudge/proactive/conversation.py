@@ -73,9 +73,8 @@ def iso(ts: float | None) -> str | None:
 
 def segment_uuid(conversation_id: str, segment_id: int) -> str:
     """A stable id for a stored segment (Omi's segment ids are UUIDs)."""
-    return str(
-        uuid.uuid5(uuid.NAMESPACE_URL, f"nudge/conversations/{conversation_id}/{segment_id}")
-    )
+    name = f"nudge/conversations/{conversation_id}/{segment_id}"
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, name))
 
 
 def transcript_segment(conversation_id: str, row: Any) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from nudge.store.sql import claimable, dialect_insert
 # that hold only live rows are usable (SQLite cannot match a bound parameter to them).
 LIVE: Any = literal_column("'live'")
 SEGMENT_COLUMNS = [c.name for c in Segment.__table__.columns if c.name != "id"]
+_SESSION = (Conversation.id, Conversation.session_id, Conversation.uid)  # a live one's keys
 
 # Built once: the hot path of ingestion. ``session_id IN (...) AND uid IN (...)``, not the row
 # value ``(session_id, uid) IN (...)``, which SQLite answers by scanning. The extra combinations it
@@ -45,7 +46,7 @@ _SCHEDULE = Statement(
         flush_due_at=func.coalesce(Conversation.flush_due_at, bindparam("now")),
         silence_due_at=bindparam("silent_at"),
     )
-    .returning(Conversation.id, Conversation.session_id, Conversation.uid)
+    .returning(*_SESSION)
 )
 _INSERT_SEGMENTS = insert_statement(Segment, SEGMENT_COLUMNS)
 
@@ -66,15 +67,15 @@ def known_users(conn: Connection, uids: Collection[str]) -> set[str]:
 def open_live(conn: Connection, rows: list[dict[str, Any]]) -> list[Any]:
     """Insert live conversations; ``ON CONFLICT DO NOTHING`` on the live-session index (one
     another process just opened is left out). The ``(id, session_id, uid)`` of those inserted."""
-    insert_new = dialect_insert(conn)(Conversation).values(rows)
-    return list(
-        conn.execute(
-            insert_new.on_conflict_do_nothing(
-                index_elements=[Conversation.uid, Conversation.session_id],
-                index_where=Conversation.status == LIVE,
-            ).returning(Conversation.id, Conversation.session_id, Conversation.uid)
+    insert_new = (
+        dialect_insert(conn)(Conversation)
+        .values(rows)
+        .on_conflict_do_nothing(
+            index_elements=[Conversation.uid, Conversation.session_id],
+            index_where=Conversation.status == LIVE,
         )
     )
+    return list(conn.execute(insert_new.returning(*_SESSION)))
 
 
 def insert_segments(conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -268,12 +269,8 @@ def conversations_by_id(conn: Connection, ids: list[str]) -> dict[str, Any]:
 
 def first_segments(conn: Connection, ids: list[str], max_segments: int) -> list[Any]:
     """The segments of these conversations, the first ``max_segments`` of each (-1: all)."""
-    ranked = select(
-        Segment,
-        func.row_number()
-        .over(partition_by=Segment.conversation_id, order_by=Segment.id)
-        .label("n"),
-    ).where(Segment.conversation_id.in_(ids))
+    n = func.row_number().over(partition_by=Segment.conversation_id, order_by=Segment.id)
+    ranked = select(Segment, n.label("n")).where(Segment.conversation_id.in_(ids))
     sub = ranked.subquery()
     query = select(sub).order_by(sub.c.conversation_id, sub.c.id)
     if max_segments > 0:
