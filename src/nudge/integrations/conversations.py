@@ -30,6 +30,7 @@ from nudge.proactive.conversation import (
     GeolocationIn,
     conversation_json,
     conversation_row,
+    iso,
 )
 from nudge.proactive.ingest import Dispatch, queue_memory_webhooks
 from nudge.proactive.segments import SegmentIn, derive_summary, transcript_line
@@ -127,11 +128,9 @@ def parse_date(value: str | None, field: str, *, end: bool) -> float | None:
 def _external_data(body: CreateConversation, app_id: str, started: float, finished: float) -> Any:
     """The request, kept as Omi keeps it (its ``external_data`` is the create payload)."""
     kept = body.model_dump(mode="json", exclude={"transcript_segments"})
-    started_at = datetime.fromtimestamp(started, tz=UTC).isoformat()
-    finished_at = datetime.fromtimestamp(finished, tz=UTC).isoformat()
     return kept | {
-        "started_at": started_at,
-        "finished_at": finished_at,
+        "started_at": iso(started),
+        "finished_at": iso(finished),
         "language": body.language or "en",
         "source": IMPORTED_SOURCE,
         "app_id": app_id,

@@ -106,13 +106,12 @@ class WebhookCalls:
         trace: TraceRecorder,
     ) -> None:
         try:
+            segments = payload.get("segments") or payload.get("transcript_segments") or []
             trace.detail["request"] = {
                 "method": "POST",
                 "url": app.webhook_url,
                 "query": params,
-                "segments": len(
-                    payload.get("segments") or payload.get("transcript_segments") or []
-                ),
+                "segments": len(segments),
             }
             timing = trace.detail.setdefault("timing", {})
             timing["sent_at"] = time.time()
