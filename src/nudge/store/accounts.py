@@ -126,11 +126,8 @@ def installs(conn: Connection, uid: str) -> list[dict[str, Any]]:
 
 
 def device_id(conn: Connection, uid: str, platform: str, token: str) -> str | None:
-    return conn.scalar(
-        select(Device.id).where(
-            Device.uid == uid, Device.platform == platform, Device.token == token
-        )
-    )
+    query = select(Device.id).where(Device.uid == uid, Device.platform == platform)
+    return conn.scalar(query.where(Device.token == token))
 
 
 def devices(conn: Connection, uid: str) -> Sequence[Row[Any]]:

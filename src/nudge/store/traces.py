@@ -66,17 +66,9 @@ def set_failing_since(conn: Connection, app_id: str, since: float | None) -> Non
 
 def disable_failing(conn: Connection, app_id: str, failing_before: float, reason: str) -> bool:
     """Disable the app if it is active and has been failing since before ``failing_before``."""
-    return bool(
-        conn.execute(
-            update(App)
-            .where(
-                App.id == app_id,
-                App.status == "active",
-                App.webhook_failing_since <= failing_before,
-            )
-            .values(status="disabled", status_reason=reason)
-        ).rowcount
-    )
+    active = update(App).where(App.id == app_id, App.status == "active")
+    failing = active.where(App.webhook_failing_since <= failing_before)
+    return bool(conn.execute(failing.values(status="disabled", status_reason=reason)).rowcount)
 
 
 def enable(conn: Connection, app_id: str) -> None:
