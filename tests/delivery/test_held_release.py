@@ -94,17 +94,22 @@ async def statuses(db: Database, app_id: str, ids: list[str]) -> dict[str, dict[
 
 
 async def run_until_settled(
-    db: Database, app_id: str, ids: list[str], providers: dict[str, Recording]
+    db: Database,
+    app_id: str,
+    ids: list[str],
+    providers: dict[str, Recording],
+    poll_interval_s: float = 0.05,
 ) -> dict[str, dict[str, Any]]:
+    bus = LocalEventBus()
     worker = DeliveryWorker(
         db,
-        LocalEventBus(),
+        bus,
         providers,  # type: ignore[arg-type]
         {},
         worker_id="w1",
         policy=POLICY,
         metrics=Metrics(),
-        poll_interval_s=0.05,
+        poll_interval_s=poll_interval_s,
     )
     running = asyncio.create_task(worker.run())
 
@@ -117,6 +122,7 @@ async def run_until_settled(
         return await wait_for(settled, timeout=20)
     finally:
         worker.stop()
+        await bus.wake_workers()  # from its wait for work, however long its poll interval
         await running
 
 
@@ -149,6 +155,25 @@ async def test_held_pushes_of_a_device_go_out_as_one_summary_and_the_rest_are_me
         assert merged["delivered_at"] >= window_end  # when the summary carrying it went
     inboxes = [d for s in found.values() for d in s["deliveries"] if d["provider"] == "inbox"]
     assert [d["state"] for d in inboxes] == ["delivered"] * 3
+
+
+async def test_an_idle_worker_wakes_when_a_held_push_comes_due_not_at_its_next_poll(
+    db: Database,
+) -> None:
+    app_id, _ = await seed(db)
+    nid = await notify(db, app_id, "after quiet hours")
+    window_end = time.time() + 1.0
+    await hold(db, [nid], window_end)
+    device = Recording()
+
+    # Nothing announces the window's end: a worker polling every 60 s would send it a minute
+    # late (and fail this wait); it reads when the next delivery is due instead.
+    found = await run_until_settled(
+        db, app_id, [nid], {"inbox": Recording(), "log": device}, poll_interval_s=60.0
+    )
+
+    assert [m.body for m, _ in device.sent] == ["after quiet hours"]
+    assert device_delivery(found[nid])["delivered_at"] >= window_end
 
 
 async def test_a_notification_past_its_expiry_is_recorded_expired_and_not_sent(

@@ -76,9 +76,13 @@ async def test_claims_and_writes_of_results_overlap_up_to_the_database_s_share(
     async def release(db: Any, worker_id: str) -> int:
         return 0
 
+    async def next_due(db: Any) -> float | None:
+        return None
+
     monkeypatch.setattr(queue, "claim", claim)
     monkeypatch.setattr(queue, "record", record)
     monkeypatch.setattr(queue, "release", release)
+    monkeypatch.setattr(queue, "next_due", next_due)
     worker = DeliveryWorker(
         Stub(overlap),  # type: ignore[arg-type]
         LocalEventBus(),

@@ -170,6 +170,11 @@ def _values_for(job: Job, result: SendResult, policy: DeliveryRetry, now: float)
     return base | {"state": "retrying", "next_attempt_at": now + delay}
 
 
+async def next_due(db: Database) -> float | None:
+    """When the next waiting delivery comes due (:func:`nudge.store.notifications.next_due`)."""
+    return await db.query(store.next_due)
+
+
 async def release(db: Database, worker_id: str) -> int:
     """Give back every claim of ``worker_id`` (graceful shutdown); returns how many."""
     return await db.write(lambda conn: store.release(conn, worker_id, time.time()))

@@ -106,8 +106,21 @@ class DeliveryWorker:
                 self._reserved -= limit
             if claimed < limit:  # the queue is empty for now
                 self._room.set()  # what this claim reserved and did not take is free again
-                await self.bus.wait_for_work(self.poll_interval_s)
+                await self.bus.wait_for_work(await self._until_due())
                 await self._gather_work()
+
+    async def _until_due(self) -> float:
+        """How long to wait for new work: the poll interval, or less when a delivery already
+        waiting comes due sooner. Nothing wakes a worker when a held push's window ends (or a
+        scheduled send's time comes), so without this they waited up to a poll interval."""
+        try:
+            due = await queue.next_due(self.db)
+        except Exception:
+            log.exception("reading when the next delivery is due failed")
+            return self.poll_interval_s
+        if due is None:
+            return self.poll_interval_s
+        return min(self.poll_interval_s, max(0.0, due - time.time()))
 
     async def _gather_work(self) -> None:
         """Woken by new work: claim at once if there is credit, else wait for it. Every worker

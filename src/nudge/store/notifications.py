@@ -761,6 +761,27 @@ def record_merged(
     return [r.id for r in _MERGED.rows(conn, params)]
 
 
+# The earliest next attempt of each waiting state: one probe of ix_deliveries_due each.
+_NEXT_DUE = Statement(
+    sa.select(
+        *(
+            sa.select(sa.func.min(Delivery.next_attempt_at))
+            .where(Delivery.state == state)
+            .scalar_subquery()
+            for state in DUE_STATES
+        )
+    )
+)
+
+
+def next_due(conn: Connection) -> float | None:
+    """When the next waiting delivery comes due (a held push whose window ends, a scheduled
+    send, a retry), None if none waits; may be in the past if one is due now."""
+    [row] = _NEXT_DUE.rows(conn)
+    times = [t for t in row if t is not None]
+    return min(times) if times else None
+
+
 def remove_device(conn: Connection, device_id: str, now: float) -> None:
     """A dead token: delete the device and close its other pending deliveries."""
     conn.execute(sa.delete(Device).where(Device.id == device_id))
