@@ -65,9 +65,7 @@ def _replay(body: bytes) -> Receive:
     messages = [{"type": "http.request", "body": body, "more_body": False}]
 
     async def receive() -> Message:
-        if messages:
-            return messages.pop()
-        return {"type": "http.disconnect"}
+        return messages.pop() if messages else {"type": "http.disconnect"}
 
     return receive
 

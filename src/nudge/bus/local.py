@@ -41,9 +41,8 @@ class LocalEventBus:
 
     def deliver_local(self, uid: str, event: dict[str, Any]) -> None:
         for queue in list(self._subscribers.get(uid, ())):
-            if queue.full():
-                continue
-            queue.put_nowait(event)
+            if not queue.full():
+                queue.put_nowait(event)
 
     @asynccontextmanager
     async def subscribe(self, uid: str) -> AsyncIterator[asyncio.Queue[dict[str, Any]]]:
