@@ -25,7 +25,7 @@ from nudge.delivery import queue
 from nudge.platform import Platform
 from nudge.proactive.plan import parse_answer
 from nudge.sdk import AsyncNudgeClient, webhook
-from nudge.sdk.errors import APIError
+from nudge.sdk.errors import ConflictError
 from tests.api.test_direct import assert_rate_headers, auth, row_counts
 from tests.conftest import ServeASGI, World, make_settings, make_world, running, wait_for
 from tests.proactive.helpers import (
@@ -425,7 +425,7 @@ async def test_the_sdk_sends_with_options_and_cancels(api_only: Env) -> None:
         )
         cancelled = await sdk.cancel_notification(sent.notification_id)
         assert cancelled.state == "cancelled" and cancelled.reason == "cancelled by the app"
-        with pytest.raises(APIError) as refused:
+        with pytest.raises(ConflictError) as refused:
             await sdk.cancel_notification(sent.notification_id)
         assert refused.value.status_code == 409
         with pytest.raises(ValueError, match="priority"):

@@ -20,6 +20,7 @@ from nudge.sdk.client import (
 from nudge.sdk.errors import (
     APIError,
     AuthenticationError,
+    ConflictError,
     NotFoundError,
     NudgeError,
     PermissionDeniedError,
@@ -38,6 +39,7 @@ __all__ = [
     "ConversationPage",
     "DeliveryState",
     "Memory",
+    "ConflictError",
     "NotFoundError",
     "NotificationStatus",
     "NudgeClient",

@@ -388,8 +388,8 @@ class _Plans(Generic[H]):
     @_call
     def cancel_notification(self, notification_id: str) -> Plan[NotificationStatus]:
         """Cancel what of a notification this app sent has not gone yet (a scheduled or held
-        one: all of it); its status after. An ``APIError`` with ``status_code`` 409 when nothing
-        was left to cancel (it had gone)."""
+        one: all of it); its status after. A ``ConflictError`` (409) when nothing was left to
+        cancel (it had gone)."""
         path = self._integration(f"notifications/{quote(notification_id, safe='')}")
         response, _ = yield from self._exchange("DELETE", path)
         return NotificationStatus.model_validate(_json(response, "deliveries"))

@@ -61,6 +61,10 @@ class NotFoundError(APIError):
     """404: the user is unknown or has not installed the app (or the notification is not yours)."""
 
 
+class ConflictError(APIError):
+    """409: the request no longer applies (a cancel after the notification had gone)."""
+
+
 class ValidationError(APIError):
     """422: the request is invalid (empty uid or message, message too long, bad encoding)."""
 
@@ -77,6 +81,7 @@ _BY_STATUS: dict[int, type[APIError]] = {
     401: AuthenticationError,
     403: PermissionDeniedError,
     404: NotFoundError,
+    409: ConflictError,
     422: ValidationError,
     429: RateLimitError,
 }
