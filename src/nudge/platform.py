@@ -19,11 +19,11 @@ from nudge.delivery.providers import ProviderDeps, build_providers
 from nudge.delivery.providers.base import Provider
 from nudge.delivery.queue import DeliveryRetry
 from nudge.delivery.worker import DeliveryWorker
-from nudge.integrations.limits import Counters, build_counters
+from nudge.integrations.limits import Counters
 from nudge.llm import LLM, LLMError, build_llm
 from nudge.metrics import Metrics
 from nudge.net.webhooks import WebhookClient
-from nudge.proactive.claims import Claims, build_claims
+from nudge.proactive.claims import Claims
 from nudge.proactive.dispatcher import INGEST_BATCH, Dispatcher
 from nudge.proactive.ingest import Ingestor
 from nudge.proactive.pipeline import Pipeline
@@ -93,7 +93,7 @@ class Platform:
             metrics=Metrics(),
             acceptor=Acceptor(db, limits, lock_rows=db.is_postgres),
             admin_token=resolve_admin_token(settings),
-            counters=build_counters(settings.redis_url, db),
+            counters=Counters(db, settings.redis_url),
         )
         platform.acceptor.start()
         platform.webhooks = WebhookClient(settings)
@@ -125,7 +125,7 @@ class Platform:
         """The webhook dispatcher and the proactive pipeline (LLM, rate-limit claims)."""
         assert self.webhooks is not None
         self.llm = build_llm(self.settings)
-        self.claims = build_claims(self.settings.redis_url, self.db)
+        self.claims = Claims(self.db, self.settings.redis_url)
         pipeline = Pipeline(
             settings=self.settings,
             acceptor=self.acceptor,

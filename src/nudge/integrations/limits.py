@@ -67,11 +67,6 @@ class Counters:
             await self.redis.aclose()
 
 
-def build_counters(redis_url: str | None, db: Database) -> Counters:
-    """Redis when configured (it holds the other shared limits too), else the database."""
-    return Counters(db, redis_url)
-
-
 async def take(counters: Counters, policy: Policy, app_id: str, uid: str) -> RateLimit:
     """Count a request of ``app_id`` for ``uid``; the window's state for the headers, or 429."""
     hit = await counters.hit(f"{policy.name}:{app_id}:{uid}", WINDOW_S)

@@ -122,8 +122,3 @@ class Claims:
     async def aclose(self) -> None:
         if self.redis is not None:
             await self.redis.aclose()
-
-
-def build_claims(redis_url: str | None, db: Database) -> Claims:
-    """Redis when configured (it already carries the other shared limits), else the database."""
-    return Claims(db, redis_url)
