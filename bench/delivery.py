@@ -10,11 +10,12 @@ inbox). Two runs:
 
   drain  N notifications are accepted with no worker running; then a worker starts and we time
          until every FCM delivery is recorded as delivered: deliveries/s, the worker's CPU time
-         per delivery and the fake's per request. Once per push HTTP transport
-         (NUDGE_PUSH_HTTP_TRANSPORT), alternating, ``--rounds`` times: an A/B in one run.
+         per delivery (and PostgreSQL's, on this machine) and the fake's per request. Once per
+         push HTTP transport (NUDGE_PUSH_HTTP_TRANSPORT), alternating, ``--rounds`` times: an
+         A/B in one run.
   live   N more are accepted at --rate per second while the worker (first transport) runs; for
          each, the time from acceptance (the accept call returned: durably queued) to the fake
-         receiving the FCM call.
+         receiving the FCM call. ``--rate 0`` skips it.
 
 The machine's other load moves deliveries/s a lot; CPU per delivery much less. Target (issue 3):
 at least 2,000 deliveries/s.

@@ -6,7 +6,8 @@
 Starts `nudge serve` (one process, SQLite by default) and drives it over keep-alive HTTP/1.1 with
 32 concurrent clients: first GET /healthz, then POST /v2/integrations/{app}/notification (each
 request a different user/message so neither the duplicate window nor the hourly limit answers).
-Prints requests/s, p50/p99 latency, the server's CPU per request and the ratio.
+Prints requests/s, p50/p99 latency, the server's CPU per request (on a PostgreSQL of this machine
+also the CPU of the database's server processes) and the ratio.
 
 By default twice, each on a fresh server and database: ``--role api`` (acceptance alone) and
 ``--role all`` (the worker in the same process also delivers every accepted notification to the
