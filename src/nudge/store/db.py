@@ -169,17 +169,15 @@ class Database:
             self.read_engine = self.engine
             self.overlap = max(1, pool_size // OVERLAP_SHARE)
             # Acceptance and the delivery queue's claims and results read rows only by their
-            # keys, in tables that grow by thousands of rows a second: their own connections (an
-            # acceptance, a claim loop and a write of results per overlap) never plan a scan of
-            # a whole table or a bitmap. Planned from statistics that still saw a small table,
-            # the duplicate lookup scanned every notification and the install lock every
-            # install of the app; a bitmap scan of ix_deliveries_due read and sorted the whole
-            # backlog for every claim (35-45 ms per claim of 75 draining 20,000, 2.7 ms by the
-            # index in order) and, never marking dead index entries, let the drained rows'
-            # 'sending' entries pile up for every write of results to read again.
-            self.keyed_engine = _postgres_engine(
-                url, echo, 3 * self.overlap, max_overflow, keyed=True
-            )
+            # keys, in tables that grow by thousands of rows a second: their own connections
+            # never plan a scan of a whole table or a bitmap. Planned from statistics that still
+            # saw a small table, the duplicate lookup scanned every notification; a bitmap scan
+            # of ix_deliveries_due read and sorted the whole backlog for every claim (35-45 ms
+            # per claim of 75 draining 20,000, 2.7 ms by the index in order) and, never marking
+            # dead index entries, let the drained rows' 'sending' entries pile up for every
+            # write of results to read again. As many connections as can be in use at once (an
+            # acceptance, a claim loop and a write of results per overlap), no overflow.
+            self.keyed_engine = _postgres_engine(url, echo, 3 * self.overlap, 0, keyed=True)
         else:
             raise ValueError(
                 f"unsupported database URL {url!r}: use sqlite+aiosqlite:/// or postgresql+asyncpg://"
