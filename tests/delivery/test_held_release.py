@@ -18,6 +18,7 @@ from nudge.core.notifications import Accepted, Limits, accept_batch, notificatio
 from nudge.delivery import queue
 from nudge.delivery.held import Send, plan, summary
 from nudge.delivery.providers.base import Outcome, PushMessage, SendResult, Target
+from nudge.delivery.providers.payload import remaining_ttl
 from nudge.delivery.worker import DeliveryWorker
 from nudge.metrics import Metrics
 from nudge.net.guard import HostAllowList
@@ -193,6 +194,33 @@ async def test_a_notification_past_its_expiry_is_recorded_expired_and_not_sent(
     assert expired["last_error"].startswith("expired at ")
     assert expired["delivered_at"] is None
     assert device_delivery(found[fresh])["state"] == "delivered"
+
+
+async def test_a_scheduled_send_counts_its_max_age_and_lifetime_from_its_send_at(
+    db: Database,
+) -> None:
+    app_id, _ = await seed(db)
+    nid = await notify(db, app_id, "scheduled two hours ago")
+    now = time.time()
+
+    def scheduled(conn: Connection) -> None:  # accepted 2 h ago for now, as send_at does
+        conn.execute(
+            update(Notification)
+            .where(Notification.id == nid)
+            .values(created_at=now - 7200, send_at=now)
+        )
+        conn.execute(
+            update(Delivery).where(Delivery.notification_id == nid).values(created_at=now - 7200)
+        )
+
+    await db.write(scheduled)
+    [job] = [j for j in await queue.claim(db, "w1", 10, lease_s=30.0) if j.provider == "log"]
+    assert remaining_ttl(job.message, 3600.0) > 3500  # not 0: an hour from send_at, not created
+
+    busy = SendResult(Outcome.RETRY, "busy")
+    states = await queue.record(db, "w1", [(job, busy)], POLICY)  # max age 3600 s
+
+    assert states == {job.delivery_id: "retrying"}  # not "failed": its hour started at send_at
 
 
 async def test_apns_jobs_carry_the_users_unread_count_as_their_badge(db: Database) -> None:

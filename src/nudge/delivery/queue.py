@@ -26,7 +26,7 @@ class Job:
     delivery_id: str
     provider: str
     attempts: int
-    created_at: float
+    created_at: float  # when the delivery came due (accepted, or scheduled): its max age starts
     message: PushMessage
     target: Target | None  # None: the device was removed after the notification was accepted
     hold: str = ""  # the notification's hold: "quiet" and "digest" pushes are sent summarised
@@ -79,6 +79,7 @@ def _job(r: Any, badges: dict[str, int]) -> Job:
         created_at=r.notification_created_at,
         priority=r.priority,
         expires_at=r.expires_at,
+        send_at=r.send_at,
         badge=badges.get(r.uid, 0) if r.provider == "apns" else None,
     )
     if r.provider == "inbox":
@@ -87,7 +88,8 @@ def _job(r: Any, badges: dict[str, int]) -> Job:
         target = None
     else:
         target = Target(r.platform, r.device_id, r.token, r.subscription)
-    return Job(r.id, r.provider, r.attempts, r.created_at, message, target, r.hold)
+    due = max(r.created_at, r.send_at or 0.0)
+    return Job(r.id, r.provider, r.attempts, due, message, target, r.hold)
 
 
 async def record(

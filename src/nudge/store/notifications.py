@@ -632,6 +632,7 @@ def _sending(claimed: Any) -> Any:
             Notification.created_at.label("notification_created_at"),
             Notification.priority,
             Notification.expires_at,
+            Notification.send_at,
             Notification.hold,
             Device.platform,
             Device.token,

@@ -51,6 +51,7 @@ class PushMessage:
     created_at: float
     priority: str = "normal"  # low | normal | high: the provider's priority/urgency fields
     expires_at: float | None = None  # from the sender's ttl: the provider's lifetime fields
+    send_at: float | None = None  # a scheduled send: without a ttl, its lifetime starts then
     badge: int | None = None  # the user's unread count (APNs badge); None: leave it unchanged
 
 

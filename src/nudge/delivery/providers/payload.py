@@ -123,10 +123,10 @@ def string_data(data: dict[str, Any]) -> dict[str, str]:
 
 def expiry(message: PushMessage, max_age_s: float) -> float:
     """When the message is no longer worth showing: the sender's ``ttl`` ran out, or (without
-    one) our own max age, after which we would give up on it."""
+    one) our own max age from when it was due, after which we would give up on it."""
     if message.expires_at is not None:
         return message.expires_at
-    return message.created_at + max_age_s
+    return max(message.created_at, message.send_at or 0.0) + max_age_s
 
 
 def remaining_ttl(message: PushMessage, max_age_s: float, now: float | None = None) -> int:
