@@ -32,6 +32,8 @@ class Send:
     def results(self, result: SendResult) -> list[tuple[Job, SendResult]]:
         """The carrier's result, and for each merged job ``merged`` (naming the carrier's
         delivery) if the summary was delivered, else the carrier's own result."""
+        if not self.merged:  # the plain case: nothing carried, no reason to write
+            return [(self.job, result)]
         if result.outcome is Outcome.DELIVERED:
             carried = SendResult(
                 Outcome.MERGED, f"sent inside the summary push of delivery {self.job.delivery_id}"
