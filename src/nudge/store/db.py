@@ -90,6 +90,14 @@ def _sqlite_begin(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN")
 
 
+def _in_transaction(conn: Connection, work: Callable[[Connection], T]) -> T:
+    """``work`` in a transaction begun and ended inside the one trip into the synchronous
+    world (``AsyncConnection.run_sync``): its begin and commit as asyncio calls of their own
+    cost each PostgreSQL acceptance batch two more."""
+    with conn.begin():
+        return work(conn)
+
+
 def _no_autocheckpoint(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
 
@@ -254,8 +262,8 @@ class Database:
             attempt = 1
             while True:
                 try:
-                    async with (engine or self.engine).begin() as conn:
-                        return await conn.run_sync(work)
+                    async with (engine or self.engine).connect() as conn:
+                        return await conn.run_sync(_in_transaction, work)
                 except DBAPIError as exc:
                     if attempt == RETRIES or sqlstate(exc) not in RETRIED_STATES:
                         raise
