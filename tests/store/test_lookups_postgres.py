@@ -29,11 +29,10 @@ LIMITS = Limits(default_per_hour=100, dedupe_window_s=60)
 
 
 @pytest.fixture
-async def db(database_url: str) -> Database:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("the two-statement lookups are PostgreSQL's")
-    await upgrade(database_url)
-    database = Database(database_url)
+async def db(postgres_url: str) -> Database:
+    """A migrated PostgreSQL database: the two-statement lookups are PostgreSQL's alone."""
+    await upgrade(postgres_url)
+    database = Database(postgres_url)
     yield database  # type: ignore[misc]
     await database.close()
 
