@@ -539,3 +539,34 @@ async def test_webhook_answers_send_with_their_priority_and_ttl(
         assert trace["outcome"] == "invalid_answer"
         assert "priority: must be one of low, normal, high" in trace["error"]
         assert trace["notification_id"] is None
+
+
+async def test_a_webhook_answer_for_a_user_who_turned_proactive_off_is_kept_and_traced_muted(
+    tmp_path: Path, database_url: str
+) -> None:
+    settings = make_settings(tmp_path, database_url=database_url)
+    async with running(settings) as (_, client), ServeASGI(answering_app()) as served:
+        await create_user(client, "sitter")
+        apps = {}
+        for case in ("message", "proactive"):
+            body = manifest(case, f"{served.url}/{case}", scopes=["user_name"])
+            apps[case] = (await create_app(client, body))["app_id"]
+            await install(client, "sitter", apps[case], ["user_name"])
+        r = await client.post(
+            "/v1/users/sitter/devices", json={"platform": "fcm", "token": "sitter-phone"}
+        )
+        assert r.status_code in (200, 201), r.text
+        off = {"apps": {app_id: {"proactive": False} for app_id in apps.values()}}
+        r = await client.put("/v1/users/sitter/preferences", json=off)
+        assert r.status_code == 200, r.text
+        await post_segments(client, "sitter", "sit", "I have been sitting all day.")
+        for case, outcome in (("message", "message_sent"), ("proactive", "notified")):
+            (trace,) = await wait_traces(client, apps[case], 1)
+            # Accepted as always (Omi's apps see no change), its pushes muted: the trace says so.
+            assert trace["outcome"] == outcome, trace
+            note = trace["notification"]
+            assert note["devices"] == 0
+            assert note["hold"] == "muted" and "proactive" in note["hold_reason"], note
+            status = await client.get("/v1/users/sitter/notifications?archived=true")
+            (item,) = [n for n in status.json()["items"] if n["app_id"] == apps[case]]
+            assert item["hold"] == "muted"

@@ -74,6 +74,10 @@ class Accepted:
     devices: int
     duplicate: bool
     rate_limit: RateLimit | None
+    # What the user's preferences did to its pushes ("" none, muted, quiet, digest) and why; not
+    # in the app's answer (Omi's callers see no change), shown in traces and the status.
+    hold: str = ""
+    hold_reason: str = ""
 
     def body(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -256,7 +260,7 @@ def decide(
         if request.idempotency_key is not None:
             by_key[(request.app_id, request.idempotency_key)] = notification_id
         out.results.append(
-            Accepted(notification_id, len(devices), duplicate=False, rate_limit=rate)
+            Accepted(notification_id, len(devices), False, rate, hold.kind, hold.reason)
         )
     minute = store.bucket_of(now)
     out.counted = [
@@ -393,7 +397,9 @@ def _apply_daily_caps(
         result = decision.results[index]
         if over and isinstance(result, Accepted):
             reasons[result.notification_id] = preferences.cap_reason(user)
-            decision.results[index] = replace(result, devices=0)
+            decision.results[index] = replace(
+                result, devices=0, hold="muted", hold_reason=reasons[result.notification_id]
+            )
     if not reasons:
         return
     for row in decision.notifications:

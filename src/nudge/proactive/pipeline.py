@@ -339,6 +339,8 @@ class Pipeline:
             "priority": options.priority,
             "ttl": options.ttl,
         }
+        if accepted.hold:  # the user's preferences held or muted its pushes
+            note |= {"hold": accepted.hold, "hold_reason": accepted.hold_reason}
         if trace.notification_id is None:  # the first one (an answer may send two)
             trace.notification_id = accepted.notification_id
             trace.detail["notification"] = note
