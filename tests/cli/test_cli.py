@@ -140,13 +140,19 @@ def test_admin_commands_over_http(run, tmp_path: Path, server: Server) -> None: 
     assert user["uid"] == "u1" and not (tmp_path / "cli.db").exists()  # nothing opened locally
     run("users", "install", "u1", app["app_id"], "--scope", "user_name", *remote)
     sent = json.loads(run("send", app["app_id"], "u1", "Over HTTP", *remote).stdout)
+    options = ("--priority", "high", "--ttl", "600")
+    urgent = json.loads(run("send", app["app_id"], "u1", "Urgent", *options, *remote).stdout)
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN}"}) as c:
         inbox = c.get("/v1/users/u1/notifications").json()["items"]
         keys = c.get(f"/v1/apps/{app['app_id']}/keys").json()
-    assert [(n["id"], n["body"]) for n in inbox] == [(sent["notification_id"], "Over HTTP")]
+    assert [(n["id"], n["body"], n["priority"]) for n in inbox] == [
+        (urgent["notification_id"], "Urgent", "high"),
+        (sent["notification_id"], "Over HTTP", "normal"),
+    ]
+    assert inbox[0]["expires_at"] == pytest.approx(inbox[0]["created_at"] + 600, abs=0.01)
     listed = json.loads(run("apps", "list", *remote).stdout)
     assert [a["app_id"] for a in listed] == [app["app_id"]]
-    assert len([k for k in keys if not k.get("revoked_at")]) == 1  # the one-time key is revoked
+    assert len([k for k in keys if not k.get("revoked_at")]) == 1  # the one-time keys are revoked
     refused = run("users", "create", "--name", "A", *remote[:2], "--token", "wrong", ok=False)
     assert "401" in refused.stderr
     assert (

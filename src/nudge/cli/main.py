@@ -505,11 +505,10 @@ def send(
         options = send_options(priority, ttl, send_at, time.time())
     except NudgeError as exc:
         fail(exc.detail)
-    if url and (priority, ttl, send_at) != (None, None, None):
-        fail("--priority, --ttl and --send-at are not sent with --url yet: send without --url")
     if url:
+        sending = {"priority": priority, "ttl": ttl, "send_at": send_at}
         try:
-            emit(send_over_http(url, admin_token(settings, token), app_id, uid, text))
+            emit(send_over_http(url, admin_token(settings, token), app_id, uid, text, **sending))
         except CliError as exc:
             fail(str(exc))
         return

@@ -69,16 +69,19 @@ def admin_call(
     return response.json() if response.content else None
 
 
-def send_over_http(url: str, token: str, app_id: str, uid: str, message: str) -> dict[str, Any]:
+def send_over_http(
+    url: str, token: str, app_id: str, uid: str, message: str, **options: Any
+) -> dict[str, Any]:
     """Send as the app through the public API with a key made for this one send, then revoked
-    (the server has no admin send route, so the app's hourly limit applies here)."""
+    (the server has no admin send route, so the app's hourly limit applies here). ``options``:
+    the send options (priority, ttl, send_at) as the SDK's ``send_notification`` takes them."""
     from nudge.sdk import NudgeClient
     from nudge.sdk.errors import NudgeError as SdkError
 
     key = admin_call(url, token, "POST", f"/v1/apps/{app_id}/keys")
     try:
         with NudgeClient(url, app_id, key["app_secret"]) as client:
-            result = client.send_notification(uid, message)
+            result = client.send_notification(uid, message, **options)
     except SdkError as exc:
         raise CliError(str(exc)) from exc
     finally:
