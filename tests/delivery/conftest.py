@@ -18,6 +18,8 @@ from nudge.config import Settings
 from nudge.delivery.providers.base import ProviderDeps, PushMessage
 from nudge.delivery.providers.http import TRANSPORTS
 from nudge.ids import new_id
+from nudge.store.db import Database
+from nudge.store.migrate import upgrade
 from tests.conftest import make_settings
 from tests.fakes.apns import FakeApns
 from tests.fakes.asgi import serve
@@ -42,6 +44,17 @@ async def serving(fake: F) -> AsyncIterator[F]:
     async with serve(fake.app) as url:
         fake.base_url = url
         yield fake
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """A migrated database (SQLite and PostgreSQL, from ``database_url``)."""
+    await upgrade(database_url)
+    database = Database(database_url)
+    try:
+        yield database
+    finally:
+        await database.close()
 
 
 @pytest.fixture

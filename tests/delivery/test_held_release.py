@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from sqlalchemy import Connection, update
 
 from nudge.bus.local import LocalEventBus
@@ -24,7 +22,6 @@ from nudge.metrics import Metrics
 from nudge.net.guard import HostAllowList
 from nudge.store import notifications as store
 from nudge.store.db import Database
-from nudge.store.migrate import upgrade
 from nudge.store.models import Delivery, Notification
 from tests.conftest import wait_for
 from tests.store.test_store import req, seed
@@ -46,16 +43,6 @@ class Recording:
 
     async def aclose(self) -> None:
         pass
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    await upgrade(database_url)
-    database = Database(database_url)
-    try:
-        yield database
-    finally:
-        await database.close()
 
 
 async def notify(db: Database, app_id: str, message: str, **request: Any) -> str:

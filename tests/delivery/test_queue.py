@@ -3,28 +3,13 @@ what happens to a claim whose lease ran out."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
-
 from nudge.core.notifications import accept_batch
 from nudge.delivery import queue
 from nudge.delivery.providers.base import Outcome, SendResult
 from nudge.store.db import Database
-from nudge.store.migrate import upgrade
 from tests.store.test_store import LIMITS, req, seed
 
 POLICY = queue.DeliveryRetry(base_s=1.0, max_s=600.0, max_age_s=3600.0)
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    await upgrade(database_url)
-    database = Database(database_url)
-    try:
-        yield database
-    finally:
-        await database.close()
 
 
 async def accept(db: Database, app_id: str, *messages: str) -> None:
