@@ -66,7 +66,7 @@ async def hold(db: Database, ids: list[str], until: float) -> None:
         conn.execute(
             update(Delivery)
             .where(Delivery.notification_id.in_(ids), Delivery.provider != "inbox")
-            .values(next_attempt_at=until)
+            .values(next_attempt_at=until, state=store.HELD_STATE)
         )
 
     await db.write(work)
@@ -87,6 +87,7 @@ async def run_until_settled(
     ids: list[str],
     providers: dict[str, Recording],
     poll_interval_s: float = 0.05,
+    batch_size: int = 200,
 ) -> dict[str, dict[str, Any]]:
     bus = LocalEventBus()
     worker = DeliveryWorker(
@@ -97,6 +98,7 @@ async def run_until_settled(
         worker_id="w1",
         policy=POLICY,
         metrics=Metrics(),
+        batch_size=batch_size,
         poll_interval_s=poll_interval_s,
     )
     running = asyncio.create_task(worker.run())
@@ -143,6 +145,79 @@ async def test_held_pushes_of_a_device_go_out_as_one_summary_and_the_rest_are_me
         assert merged["delivered_at"] >= window_end  # when the summary carrying it went
     inboxes = [d for s in found.values() for d in s["deliveries"] if d["provider"] == "inbox"]
     assert [d["state"] for d in inboxes] == ["delivered"] * 3
+
+
+async def many_held(db: Database, devices: int, each: int, until: float) -> tuple[str, list[str]]:
+    """``devices`` more devices of u1, and ``each`` notifications held until ``until`` (so
+    each device has ``each`` held pushes); the app id and the notification ids."""
+    app_id, _ = await seed(db)
+
+    def add_devices(conn: Connection) -> None:
+        for n in range(devices - 1):  # seed gave u1 one already
+            device = users.NewDevice(platform="log", token=f"device-token-extra-{n}")
+            users.add_device(conn, "u1", device, webpush_hosts=HostAllowList.parse("*"))
+
+    await db.write(add_devices)
+    ids = [await notify(db, app_id, f"message {n}") for n in range(each)]
+    await hold(db, ids, until)
+    return app_id, ids
+
+
+async def test_the_ordinary_claim_never_takes_a_held_push(db: Database) -> None:
+    _, ids = await many_held(db, devices=2, each=3, until=time.time() - 1)  # due already
+
+    jobs = await queue.claim(db, "w1", 100, lease_s=30.0)
+
+    assert sorted(j.provider for j in jobs) == ["inbox"] * 3  # the inbox is never held
+    held = await queue.claim_held(db, "w1", 100, lease_s=30.0)
+    assert len(held) == 6 and {j.provider for j in held} == {"log"}
+
+
+async def test_held_claims_never_split_a_devices_group_even_when_they_race(
+    db: Database,
+) -> None:
+    """Claims of 1-3 rows, four at a time (on PostgreSQL on four connections at once): every
+    device's held pushes still come out of one claim, whole. With held pushes in the ordinary
+    queue, overlapping claims split them (two summaries for one device)."""
+    app_id, ids = await many_held(db, devices=12, each=5, until=time.time() - 1)
+    owner: dict[str, set[int]] = {}
+    claims = 0
+    while True:
+        batches = await asyncio.gather(
+            *(queue.claim_held(db, f"w{n}", 1 + n % 3, lease_s=30.0) for n in range(4))
+        )
+        if not any(batches):
+            break
+        for batch in batches:
+            claims += 1
+            for j in batch:
+                assert j.target is not None and j.target.device_id is not None
+                owner.setdefault(j.target.device_id, set()).add(claims)
+    assert len(owner) == 12  # every device's pushes were claimed ...
+    assert all(len(claimed_in) == 1 for claimed_in in owner.values())  # ... each by one claim
+    found = await statuses(db, app_id, ids)
+    states = {
+        d["state"] for s in found.values() for d in s["deliveries"] if d["provider"] != "inbox"
+    }
+    assert states == {"queued"}  # being sent (a held delivery being sent shows as queued)
+
+
+async def test_a_worker_with_small_claims_sends_one_summary_per_device(db: Database) -> None:
+    app_id, ids = await many_held(db, devices=10, each=4, until=time.time() + 0.3)
+    device = Recording()
+
+    # Claims of 3 rows, far fewer than the 40 held pushes.
+    found = await run_until_settled(
+        db, app_id, ids, {"inbox": Recording(), "log": device}, batch_size=3
+    )
+
+    assert len(device.sent) == 10  # one summary per device, never two
+    assert sorted(t.device_id or "" for _, t in device.sent) == sorted(
+        {t.device_id or "" for _, t in device.sent}
+    )
+    assert all(m.data["summary_of"] == 4 for m, _ in device.sent)
+    pushes = [d["state"] for s in found.values() for d in s["deliveries"] if d["provider"] == "log"]
+    assert sorted(pushes) == ["delivered"] * 10 + ["merged"] * 30
 
 
 async def test_an_idle_worker_wakes_when_a_held_push_comes_due_not_at_its_next_poll(

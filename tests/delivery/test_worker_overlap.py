@@ -79,7 +79,11 @@ async def test_claims_and_writes_of_results_overlap_up_to_the_database_s_share(
     async def next_due(db: Any) -> float | None:
         return None
 
+    async def no_held(db: Any, worker_id: str, limit: int, lease_s: float) -> list[Job]:
+        return []
+
     monkeypatch.setattr(queue, "claim", claim)
+    monkeypatch.setattr(queue, "claim_held", no_held)
     monkeypatch.setattr(queue, "record", record)
     monkeypatch.setattr(queue, "release", release)
     monkeypatch.setattr(queue, "next_due", next_due)

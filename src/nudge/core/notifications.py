@@ -321,7 +321,7 @@ def _add_rows(
             "notification_id": notification_id,
             "provider": provider,
             "device_id": device_id,
-            "state": "queued",
+            "state": "queued" if provider == "inbox" or hold.until is None else store.HELD_STATE,
             "attempts": 0,
             "next_attempt_at": due if provider == "inbox" or hold.until is None else hold.until,
             "last_error": "",
@@ -476,7 +476,7 @@ def notification_status(conn: Connection, app_id: str, notification_id: str) -> 
             "last_error": r.last_error,
             # Not before it was made (a high-priority one is queued as if it had waited).
             "next_attempt_at": max(r.next_attempt_at, r.created_at)
-            if r.state in store.DUE_STATES
+            if r.state in store.WAITING_STATES
             else None,
             "delivered_at": r.delivered_at,
         }
@@ -500,7 +500,7 @@ def status_summary(note: dict[str, Any], deliveries: Sequence[Any], now: float) 
     if note["hold"] == "muted":
         return "muted", note["hold_reason"]
     expired = f"its ttl ran out at {_utc(note['expires_at'] or now)} before it could be sent"
-    pending = [d for d in deliveries if d.state in (*store.DUE_STATES, "sending")]
+    pending = [d for d in deliveries if d.state in (*store.WAITING_STATES, "sending")]
     if pending:
         if note["expires_at"] is not None and note["expires_at"] <= now:
             return "expired", expired
@@ -508,7 +508,7 @@ def status_summary(note: dict[str, Any], deliveries: Sequence[Any], now: float) 
             return "sending", ""
         if note["send_at"] is not None and note["send_at"] > now:
             return "scheduled", f"scheduled for {_utc(note['send_at'])}"
-        if note["hold"] and any(d.state == "queued" and d.next_attempt_at > now for d in pending):
+        if any(d.state == store.HELD_STATE and d.next_attempt_at > now for d in pending):
             return "held", note["hold_reason"]
         return "queued", next((d.last_error for d in pending if d.state == "retrying"), "")
     if "expired" in states:

@@ -8,6 +8,7 @@ again. Results are recorded only by the worker that still holds the claim. The S
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -50,14 +51,26 @@ async def claim(db: Database, worker_id: str, limit: int, lease_s: float) -> lis
         uids = _badged(rows)
         badges = await db.query(lambda conn: unread_counts(conn, uids)) if uids else {}
     else:
-        rows, badges = await db.write_now(partial(_claim, worker_id, limit, lease_s))
+        rows, badges = await db.write_now(partial(_claim, store.claim, worker_id, limit, lease_s))
+    return [_job(r, badges) for r in rows]
+
+
+async def claim_held(db: Database, worker_id: str, limit: int, lease_s: float) -> list[Job]:
+    """Claim whole groups of due held pushes, every one of a device together
+    (:func:`nudge.store.notifications.claim_held`): the devices of up to ``limit`` of them."""
+    take = store.claim_held
+    rows, badges = await db.write_now(partial(_claim, take, worker_id, limit, lease_s))
     return [_job(r, badges) for r in rows]
 
 
 def _claim(
-    worker_id: str, limit: int, lease_s: float, conn: Connection
+    take: Callable[[Connection, str, int, float, float], list[Any]],
+    worker_id: str,
+    limit: int,
+    lease_s: float,
+    conn: Connection,
 ) -> tuple[list[Any], dict[str, int]]:
-    rows = store.claim(conn, worker_id, limit, time.time(), lease_s)
+    rows = take(conn, worker_id, limit, time.time(), lease_s)
     uids = _badged(rows)
     return rows, unread_counts(conn, uids) if uids else {}
 

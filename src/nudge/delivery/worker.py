@@ -30,6 +30,7 @@ RECORD_BATCH = 1000  # results per transaction at most
 ALERT_LOG_INTERVAL_S = 60.0  # one "provider alert" log line per provider per minute
 CLAIM_GAP_S = 0.02  # after wake-ups, claim at most this often on average (see _gather_work)
 CLAIM_BURST = 8  # ... but this many claims may follow wake-ups at once after a quiet spell
+HELD_CHECK_S = 0.25  # while busy, look for held pushes whose window ended this often
 
 
 class DeliveryWorker:
@@ -68,6 +69,7 @@ class DeliveryWorker:
         self._alerted: dict[str, float] = {}
         self._claim_credit = float(CLAIM_BURST)
         self._credit_at = 0.0
+        self._held_at = 0.0  # when to look for due held pushes next (see _claim)
 
     def stop(self) -> None:
         """Stop claiming; sends in flight finish and are recorded, then :meth:`run` returns."""
@@ -120,6 +122,7 @@ class DeliveryWorker:
             return self.poll_interval_s
         if due is None:
             return self.poll_interval_s
+        self._held_at = min(self._held_at, due)  # it may be a held push: look for it then
         return min(self.poll_interval_s, max(0.0, due - time.time()))
 
     async def _gather_work(self) -> None:
@@ -170,7 +173,18 @@ class DeliveryWorker:
             )
 
     async def _claim(self, limit: int) -> int:
-        jobs = await queue.claim(self.db, self.worker_id, limit, self.lease_s)
+        """Claim up to ``limit`` jobs and start sending them; how many were claimed. Held pushes
+        are claimed apart, a device's whole group at once (:func:`queue.claim_held`), at most
+        every HELD_CHECK_S while none are found, and with at most half of the claim's room, so
+        that neither kind of work starves the other."""
+        jobs: list[Job] = []
+        now = time.time()
+        if now >= self._held_at:
+            pick = max(1, limit // 2)
+            jobs = await queue.claim_held(self.db, self.worker_id, pick, self.lease_s)
+            self._held_at = now if len(jobs) >= pick else now + HELD_CHECK_S
+        if len(jobs) < limit:
+            jobs += await queue.claim(self.db, self.worker_id, limit - len(jobs), self.lease_s)
         done, sends = held.plan(jobs, time.time())
         if done:  # expired: recorded without a send
             self._finished += done

@@ -79,7 +79,7 @@ class DeliveryState(BaseModel):
     id: str
     provider: str
     device_id: str | None
-    # queued, delivered, retrying, failed, token-removed, expired, cancelled, merged
+    # queued, held, delivered, retrying, failed, token-removed, expired, cancelled, merged
     state: str
     attempts: int
     last_error: str

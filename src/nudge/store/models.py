@@ -20,6 +20,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # A notification that counts as unread (the unread count and the APNs badge).
 UNREAD = "read_at IS NULL AND archived_at IS NULL"
+# A delivery that is a push held back until a window ends (the held-group claim's index).
+HELD_ONLY = "state = 'held'"
 
 
 class Base(DeclarativeBase):
@@ -142,7 +144,16 @@ class Delivery(Base):
     """One target of one notification: the inbox, or one device. The delivery queue itself."""
 
     __tablename__ = "deliveries"
-    __table_args__ = (Index("ix_deliveries_due", "state", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_deliveries_due", "state", "next_attempt_at"),
+        # A device's held pushes (migration 0008): claimed as one group when their window ends.
+        Index(
+            "ix_deliveries_held",
+            "device_id",
+            sqlite_where=text(HELD_ONLY),
+            postgresql_where=text(HELD_ONLY),
+        ),
+    )
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     notification_id: Mapped[str] = mapped_column(
         ForeignKey("notifications.id", ondelete="CASCADE"), index=True
@@ -151,7 +162,8 @@ class Delivery(Base):
     device_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # queued | sending | retrying | delivered | failed | token-removed, and (migration 0007)
     # expired (its ttl ran out first) | cancelled (by the sending app) | merged (sent as part of
-    # one push for several held notifications)
+    # one push for several held notifications), and (migration 0008) held (a push waiting for the
+    # end of the user's quiet hours or the app's digest window)
     state: Mapped[str] = mapped_column(String(20))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[float] = mapped_column(Float)

@@ -551,7 +551,11 @@ def prune_chunk(conn: Connection, older_than: float, limit: int) -> int:
 # The delivery queue. A claim sets a lease; a row whose lease ran out (its worker died) is due
 # again. Results are recorded only by the worker that still holds the claim.
 
-DUE_STATES = ("queued", "retrying")
+DUE_STATES = ("queued", "retrying")  # what the claim takes once due
+# A push held back for quiet hours or a digest waits as ``held`` until its window ends; only
+# :func:`claim_held` takes it, a device's whole group at once, so that it goes out as one summary.
+HELD_STATE = "held"
+WAITING_STATES = (*DUE_STATES, HELD_STATE)  # not sent yet and held by no worker
 # Parameters: t_now, t_lease (lease end), worker, pick (how many), ids (expanding).
 _DUE_NOW = Delivery.next_attempt_at <= sa.bindparam("t_now")
 _LAPSED_NOW = Delivery.lease_until < sa.bindparam("t_now")
@@ -697,6 +701,38 @@ def claim(conn: Connection, worker: str, limit: int, now: float, lease_s: float)
     return _CLAIMED.rows(conn, {"ids": claimed}) if claimed else []
 
 
+# Held pushes: the devices of the first ``pick`` due held rows, then every due held row of those
+# devices (ix_deliveries_held; a partial index is used only if the query names its state as a
+# literal, not as a parameter).
+_HELD_ROW = Delivery.state == sa.literal_column(f"'{HELD_STATE}'")
+_HELD_DEVICES = (
+    sa.select(Delivery.device_id)
+    .where(_HELD_ROW, _DUE_NOW)
+    .order_by(Delivery.next_attempt_at)
+    .limit(sa.bindparam("pick"))
+)
+_CLAIM_HELD = Statement(
+    _TAKE.where(
+        _HELD_ROW, _DUE_NOW, Delivery.device_id.in_(_HELD_DEVICES.scalar_subquery())
+    ).returning(Delivery.id)
+)
+HELD_LOCK = 0x6E756467  # PostgreSQL advisory lock key ("nudg"): one claimer of held pushes
+
+
+def claim_held(conn: Connection, worker: str, limit: int, now: float, lease_s: float) -> list[Any]:
+    """Claim the due held pushes of the devices of the first ``limit`` due held rows, every
+    due held row of each of those devices, so that two claims never split a device's group
+    (one summary push per device). On PostgreSQL one claimer at a time (a transaction-level
+    advisory lock; another finds nothing now and tries again later); SQLite's single writer does
+    that already. The rows of what sending needs, as :func:`claim`."""
+    postgres = conn.dialect.name == "postgresql"
+    if postgres and not conn.scalar(sa.select(sa.func.pg_try_advisory_xact_lock(HELD_LOCK))):
+        return []
+    params = {"t_now": now, "t_lease": now + lease_s, "worker": worker, "pick": limit}
+    claimed = [r.id for r in _CLAIM_HELD.rows(conn, params)]
+    return _CLAIMED.rows(conn, {"ids": claimed}) if claimed else []
+
+
 @lru_cache(maxsize=8)
 def _row_type(keys: tuple[str, ...]) -> Callable[..., Any]:
     return namedtuple("Row", keys, rename=True)  # type: ignore[misc]
@@ -780,7 +816,7 @@ _NEXT_DUE = Statement(
             sa.select(sa.func.min(Delivery.next_attempt_at))
             .where(Delivery.state == state)
             .scalar_subquery()
-            for state in DUE_STATES
+            for state in WAITING_STATES
         )
     )
 )
@@ -799,7 +835,7 @@ def remove_device(conn: Connection, device_id: str, now: float) -> None:
     conn.execute(sa.delete(Device).where(Device.id == device_id))
     conn.execute(
         sa.update(Delivery)
-        .where(Delivery.device_id == device_id, Delivery.state.in_(DUE_STATES))
+        .where(Delivery.device_id == device_id, Delivery.state.in_(WAITING_STATES))
         .values(state="token-removed", last_error="device token is no longer valid", updated_at=now)
     )
 
@@ -842,11 +878,11 @@ def hit_counter(conn: Connection, key: str, now: float, window_s: float) -> tupl
 
 
 def cancel_pending(conn: Connection, notification_id: str, now: float) -> int:
-    """Cancel a notification's deliveries that wait (queued or retrying: scheduled and held
-    ones too); one a worker holds is being sent and is left to finish. Returns how many."""
+    """Cancel a notification's deliveries that wait (queued, retrying or held: scheduled ones
+    too); one a worker holds is being sent and is left to finish. Returns how many."""
     result = conn.execute(
         sa.update(Delivery)
-        .where(Delivery.notification_id == notification_id, Delivery.state.in_(DUE_STATES))
+        .where(Delivery.notification_id == notification_id, Delivery.state.in_(WAITING_STATES))
         .values(state="cancelled", last_error="cancelled by the app", updated_at=now)
     )
     return int(result.rowcount or 0)

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from nudge.store.models import Delivery, Install, Notification, RateCounter, User
-from nudge.store.notifications import DUE_STATES
+from nudge.store.notifications import WAITING_STATES
 
 
 def read(
@@ -61,7 +61,7 @@ def uncount(conn: Connection, key: str) -> None:
 def withdraw_pushes(
     conn: Connection, uid: str, app_id: str, kinds: Sequence[str] | None, reason: str
 ) -> int:
-    """Delete the device deliveries still waiting (queued, retrying: held ones too) of the
+    """Delete the device deliveries still waiting (queued, retrying or held) of the
     user's notifications from ``app_id`` (of ``kinds``; None: all), and mark those
     notifications muted with ``reason``; how many notifications. A delivery a worker holds
     (``sending``) is left to finish."""
@@ -73,7 +73,7 @@ def withdraw_pushes(
         .where(
             Delivery.notification_id.in_(mine),
             Delivery.provider != "inbox",
-            Delivery.state.in_(DUE_STATES),
+            Delivery.state.in_(WAITING_STATES),
         )
         .returning(Delivery.notification_id)
     ).all()
