@@ -41,6 +41,7 @@ from nudge.core.manifest import Manifest  # noqa: E402
 from nudge.ids import new_id  # noqa: E402
 from nudge.platform import Platform  # noqa: E402
 from nudge.store.models import Delivery, Device, Install, Notification, User  # noqa: E402
+from nudge.store.notifications import HELD_STATE  # noqa: E402
 
 CHUNK = 10_000  # rows per insert statement group (keeps PostgreSQL's parameters in bounds)
 
@@ -110,7 +111,7 @@ def setup(conn: Connection, users: int, per_user: int, first_end: float, spread:
                     "id": new_id("d"),
                     "provider": "log",
                     "device_id": f"dev_{uid}",
-                    "state": "queued",
+                    "state": HELD_STATE,
                     "next_attempt_at": window_end,
                     "created_at": created,
                     "updated_at": created,

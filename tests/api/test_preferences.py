@@ -201,7 +201,7 @@ async def test_quiet_hours_hold_device_pushes_until_the_window_ends(
     assert note["hold"] == "quiet"
     assert note["hold_reason"] == f"quiet hours until {end} UTC"
     (push,) = [d for d in note["deliveries"] if d["provider"] == "log"]
-    assert push["state"] == "queued"
+    assert push["state"] == "held"
     assert push["next_attempt_at"] > time.time() + 23 * 3600
 
 

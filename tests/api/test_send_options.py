@@ -295,10 +295,10 @@ async def test_high_priority_drains_first(api_only: Env) -> None:
     low = (await send(api_only, "query", "Low one", priority="low")).json()["notification_id"]
     high = (await send(api_only, "body", "High one", priority="high")).json()["notification_id"]
     db = api_only.platform.db
-    jobs = await queue.claim(db, "test-worker", 1, lease_s=60)
+    jobs = (await queue.claim(db, "test-worker", 1, lease_s=60)).jobs
     assert [j.message.notification_id for j in jobs] == [high]
     assert jobs[0].message.priority == "high"
-    rest = [(await queue.claim(db, "test-worker", 1, lease_s=60))[0] for _ in range(4)]
+    rest = [(await queue.claim(db, "test-worker", 1, lease_s=60)).jobs[0] for _ in range(4)]
     assert [j.message.notification_id for j in rest] == [*normal, low]  # the rest as they came
     # The status reads well: claimed is "sending", and no time before it was made.
     assert (await status(api_only, high))["state"] == "sending"
@@ -357,17 +357,17 @@ NOTE = {"hold": "", "hold_reason": "", "send_at": None, "expires_at": None}
         ),
         (
             {"hold": "quiet", "hold_reason": "quiet hours until 07:00 UTC"},
-            [row("delivered"), row("queued", NOW + 60)],
+            [row("delivered"), row("held", NOW + 60)],
             ("held", "quiet hours until 07:00 UTC"),
         ),
-        (
+        (  # its window has ended: waiting for a worker like any queued push
             {"hold": "quiet", "hold_reason": "q"},
-            [row("delivered"), row("queued", NOW - 1)],
+            [row("delivered"), row("held", NOW - 1)],
             ("queued", ""),
         ),
         (
             {"hold": "digest", "hold_reason": "d"},
-            [row("queued", NOW - 1), row("queued", NOW + 60)],
+            [row("held", NOW - 1), row("held", NOW + 60)],
             ("held", "d"),
         ),
         (
