@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from nudge.config import Settings
-from tests.conftest import World, make_settings
+from tests.conftest import World, make_settings, wait_for
 
 DEFAULT_APP = {
     "muted": False,
@@ -203,6 +203,45 @@ async def test_quiet_hours_hold_device_pushes_until_the_window_ends(
     (push,) = [d for d in note["deliveries"] if d["provider"] == "log"]
     assert push["state"] == "held"
     assert push["next_attempt_at"] > time.time() + 23 * 3600
+
+
+async def test_changing_quiet_hours_re_times_pushes_still_held(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    await device(client, world.uid)
+    now = datetime.now(UTC)
+    start = (now - timedelta(minutes=1)).strftime("%H:%M")
+    ends = [(now + timedelta(hours=h)).strftime("%H:%M") for h in (5, 2)]
+    held = {"timezone": "UTC", "quiet_hours": {"start": start, "end": ends[0]}}
+    assert (await client.put(url(world), json=held)).status_code == 200
+    nid = (await send(client, world, "at night"))["notification_id"]
+
+    async def push() -> dict[str, Any]:
+        note = await status(client, world, nid)
+        (delivery,) = [d for d in note["deliveries"] if d["provider"] == "log"]
+        return note | {"push": delivery}
+
+    first = await push()
+    assert first["push"]["state"] == "held"
+    # Quiet hours that end three hours earlier: the push waits for the new end.
+    held["quiet_hours"]["end"] = ends[1]
+    assert (await client.put(url(world), json=held)).status_code == 200
+    moved = await push()
+    assert moved["push"]["state"] == "held"
+    assert moved["push"]["next_attempt_at"] == pytest.approx(
+        first["push"]["next_attempt_at"] - 3 * 3600, abs=120
+    )
+    assert moved["hold_reason"] == f"quiet hours until {ends[1]} UTC"
+    # Quiet hours off: it goes now (the platform's worker sends it), saying why it went early.
+    assert (await client.put(url(world), json={"timezone": "UTC"})).status_code == 200
+
+    async def delivered() -> dict[str, Any] | None:
+        note = await push()
+        return note if note["push"]["state"] == "delivered" else None
+
+    gone = await wait_for(delivered, timeout=10)
+    assert gone["hold"] == "quiet" and gone["hold_reason"].startswith("released early")
+    assert gone["state"] == "delivered"
 
 
 async def test_daily_cap_lets_exactly_the_cap_through_concurrent_sends(

@@ -463,15 +463,14 @@ def notification_status(conn: Connection, app_id: str, notification_id: str) -> 
     if note["app_id"] != app_id:
         raise NotFound(f"notification {notification_id!r} not found for app {app_id!r}")
     rows = store.deliveries_of(conn, notification_id)
-    note["state"], note["reason"] = status_summary(note, rows, time.time())
+    now = time.time()
+    note["state"], note["reason"] = status_summary(note, rows, now)
     note["deliveries"] = [
         {
             "id": r.id,
             "provider": r.provider,
             "device_id": r.device_id,
-            "state": "retrying"
-            if r.state == "sending" and r.attempts
-            else ("queued" if r.state == "sending" else r.state),
+            "state": _shown_state(r, now),
             "attempts": r.attempts,
             "last_error": r.last_error,
             # Not before it was made (a high-priority one is queued as if it had waited).
@@ -483,6 +482,16 @@ def notification_status(conn: Connection, app_id: str, notification_id: str) -> 
         for r in rows
     ]
     return note
+
+
+def _shown_state(delivery: Any, now: float) -> str:
+    """A delivery's state as the status shows it: one being sent as waiting (``queued``, or
+    ``retrying`` after a failed attempt), a held push whose window has ended as ``queued``."""
+    if delivery.state == "sending":
+        return "retrying" if delivery.attempts else "queued"
+    if delivery.state == store.HELD_STATE and delivery.next_attempt_at <= now:
+        return "queued"
+    return str(delivery.state)
 
 
 def _utc(t: float) -> str:

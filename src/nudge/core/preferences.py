@@ -11,6 +11,7 @@ processes) never let more than the cap through.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -89,7 +90,38 @@ def put_preferences(conn: Connection, uid: str, document: PreferencesIn) -> dict
     for app_id, value in apps.items():
         if value is not None:
             _withdraw(conn, uid, app_id, value)
+    _retime(conn, uid, None if user == _DEFAULT_USER else user, apps, time.time())
     return get_preferences(conn, uid)
+
+
+RELEASED = "released early: the user changed their quiet hours or digest"
+
+
+def _retime(
+    conn: Connection,
+    uid: str,
+    user: Mapping[str, Any] | None,
+    apps: Mapping[str, Mapping[str, Any] | None],
+    now: float,
+) -> None:
+    """Pushes still held wait as the new settings say: held as they would have been held when
+    accepted (the new window's end, never before now), or due at once if the new settings hold
+    them no more. They stay ``held``, so a device's group still goes out as one summary."""
+    due: dict[str, float] = {}
+    holds: dict[str, tuple[str, str]] = {}
+    for push in store.held_pushes(conn, uid):
+        hold = hold_for(
+            push.kind, push.priority, apps.get(push.app_id), user, push.send_at or push.created_at
+        )
+        if hold.until is not None:
+            at, why = max(hold.until, now), (hold.kind, hold.reason)
+        else:
+            at, why = now, (push.hold, RELEASED)
+        if at != push.next_attempt_at:
+            due[push.id] = at
+        if why != (push.hold, push.hold_reason):
+            holds[push.notification_id] = why
+    store.retime_pushes(conn, due, holds, now)
 
 
 KINDS = ("direct", "admin", "proactive", "message")

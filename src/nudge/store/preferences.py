@@ -8,8 +8,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
-from nudge.store.models import Delivery, Install, Notification, RateCounter, User
-from nudge.store.notifications import WAITING_STATES
+from nudge.store.models import Delivery, Device, Install, Notification, RateCounter, User
+from nudge.store.notifications import HELD_STATE, WAITING_STATES
 
 
 def read(
@@ -85,3 +85,52 @@ def withdraw_pushes(
             .values(hold="muted", hold_reason=reason)
         )
     return len(ids)
+
+
+def held_pushes(conn: Connection, uid: str) -> list[Any]:
+    """The user's pushes still held (quiet hours, digest), with what their hold was decided
+    from. Found device by device in ix_deliveries_held (a partial index: its state is written
+    as a literal), not through the user's whole history."""
+    return list(
+        conn.execute(
+            sa.select(
+                Delivery.id,
+                Delivery.next_attempt_at,
+                Notification.id.label("notification_id"),
+                Notification.app_id,
+                Notification.kind,
+                Notification.priority,
+                Notification.created_at,
+                Notification.send_at,
+                Notification.hold,
+                Notification.hold_reason,
+            )
+            .join(Notification, Notification.id == Delivery.notification_id)
+            .where(
+                Delivery.device_id.in_(sa.select(Device.id).where(Device.uid == uid)),
+                Delivery.state == sa.literal_column(f"'{HELD_STATE}'"),
+            )
+        ).all()
+    )
+
+
+def retime_pushes(
+    conn: Connection,
+    due: dict[str, float],
+    holds: dict[str, tuple[str, str]],
+    now: float,
+) -> None:
+    """Held deliveries (id -> when they are due now) and their notifications (id -> hold and
+    reason) as new preferences hold them."""
+    for delivery_id, at in due.items():
+        conn.execute(
+            sa.update(Delivery)
+            .where(Delivery.id == delivery_id)
+            .values(next_attempt_at=at, updated_at=now)
+        )
+    for notification_id, (hold, reason) in holds.items():
+        conn.execute(
+            sa.update(Notification)
+            .where(Notification.id == notification_id)
+            .values(hold=hold, hold_reason=reason)
+        )
