@@ -166,7 +166,7 @@ async def many_held(db: Database, devices: int, each: int, until: float) -> tupl
 async def test_the_ordinary_claim_never_takes_a_held_push(db: Database) -> None:
     _, ids = await many_held(db, devices=2, each=3, until=time.time() - 1)  # due already
 
-    jobs = await queue.claim(db, "w1", 100, lease_s=30.0)
+    jobs = (await queue.claim(db, "w1", 100, lease_s=30.0)).jobs
 
     assert sorted(j.provider for j in jobs) == ["inbox"] * 3  # the inbox is never held
     held = await queue.claim_held(db, "w1", 100, lease_s=30.0)
@@ -276,7 +276,7 @@ async def test_a_scheduled_send_counts_its_max_age_and_lifetime_from_its_send_at
         )
 
     await db.write(scheduled)
-    [job] = [j for j in await queue.claim(db, "w1", 10, lease_s=30.0) if j.provider == "log"]
+    [job] = [j for j in (await queue.claim(db, "w1", 10, lease_s=30.0)).jobs if j.provider == "log"]
     assert remaining_ttl(job.message, 3600.0) > 3500  # not 0: an hour from send_at, not created
 
     busy = SendResult(Outcome.RETRY, "busy")
@@ -300,7 +300,7 @@ async def test_apns_jobs_carry_the_users_unread_count_as_their_badge(db: Databas
     await notify(db, app_id, "unread too")
     await db.write(lambda conn: store.mark_read(conn, "u1", read, time.time()))
 
-    jobs = await queue.claim(db, "w1", 100, lease_s=30.0)
+    jobs = (await queue.claim(db, "w1", 100, lease_s=30.0)).jobs
 
     badges = {(job.provider, job.message.body): job.message.badge for job in jobs}
     assert len(badges) == 9  # inbox, log device and APNs device of each

@@ -12,7 +12,7 @@ import pytest
 from nudge.bus.local import LocalEventBus
 from nudge.delivery import queue
 from nudge.delivery.providers.base import Outcome, PushMessage, SendResult, Target
-from nudge.delivery.queue import DeliveryRetry, Job
+from nudge.delivery.queue import Claimed, DeliveryRetry, Job
 from nudge.delivery.worker import DeliveryWorker
 from nudge.metrics import Metrics
 
@@ -51,7 +51,7 @@ async def test_claims_and_writes_of_results_overlap_up_to_the_database_s_share(
     recorded: list[str] = []
     worker: DeliveryWorker
 
-    async def claim(db: Any, worker_id: str, limit: int, lease_s: float) -> list[Job]:
+    async def claim(db: Any, worker_id: str, limit: int, lease_s: float) -> Claimed:
         nonlocal claims, most_claims, most_sending
         claims += 1
         most_claims = max(most_claims, claims)
@@ -60,7 +60,7 @@ async def test_claims_and_writes_of_results_overlap_up_to_the_database_s_share(
         claims -= 1
         taken = due[:limit]
         del due[:limit]
-        return taken
+        return Claimed(taken)
 
     async def record(
         db: Any, worker_id: str, results: list[tuple[Job, SendResult]], policy: Any
@@ -76,9 +76,6 @@ async def test_claims_and_writes_of_results_overlap_up_to_the_database_s_share(
     async def release(db: Any, worker_id: str) -> int:
         return 0
 
-    async def next_due(db: Any) -> float | None:
-        return None
-
     async def no_held(db: Any, worker_id: str, limit: int, lease_s: float) -> list[Job]:
         return []
 
@@ -86,7 +83,6 @@ async def test_claims_and_writes_of_results_overlap_up_to_the_database_s_share(
     monkeypatch.setattr(queue, "claim_held", no_held)
     monkeypatch.setattr(queue, "record", record)
     monkeypatch.setattr(queue, "release", release)
-    monkeypatch.setattr(queue, "next_due", next_due)
     worker = DeliveryWorker(
         Stub(overlap),  # type: ignore[arg-type]
         LocalEventBus(),

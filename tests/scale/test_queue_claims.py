@@ -22,8 +22,8 @@ async def test_a_claim_takes_at_most_its_limit(database_url: str) -> None:
         batch = [req(app_id, message=f"m{i}", kind="proactive") for i in range(60)]
         # 60 notifications, 120 due deliveries (device + inbox)
         await db.write(lambda conn: accept_batch(conn, batch, LIMITS))
-        first = await queue.claim(db, "w1", 20, lease_s=30)
-        second = await queue.claim(db, "w2", 20, lease_s=30)
+        first = (await queue.claim(db, "w1", 20, lease_s=30)).jobs
+        second = (await queue.claim(db, "w2", 20, lease_s=30)).jobs
         assert len(first) == len(second) == 20
         assert not {j.delivery_id for j in first} & {j.delivery_id for j in second}
         query = select(func.count()).select_from(Delivery).where(Delivery.state == "sending")

@@ -156,9 +156,9 @@ async def test_limit_counts_earlier_batches(db: Database) -> None:
 async def test_claim_send_record(db: Database) -> None:
     app_id, _ = await seed(db)
     await accept(db, [req(app_id, message="x")])
-    jobs = await queue.claim(db, "w1", 10, lease_s=30)
+    jobs = (await queue.claim(db, "w1", 10, lease_s=30)).jobs
     assert sorted(j.provider for j in jobs) == ["inbox", "log"]
-    assert await queue.claim(db, "w2", 10, lease_s=30) == []  # claimed rows are not due
+    assert (await queue.claim(db, "w2", 10, lease_s=30)).jobs == []  # claimed rows are not due
     policy = DeliveryRetry(base_s=0.01, max_s=0.01, max_age_s=3600)
     by = {j.provider: j for j in jobs}
     states = await queue.record(
@@ -172,7 +172,7 @@ async def test_claim_send_record(db: Database) -> None:
     )
     assert states == {by["inbox"].delivery_id: "delivered", by["log"].delivery_id: "retrying"}
     await asyncio.sleep(0.05)
-    (again,) = await queue.claim(db, "w2", 10, lease_s=30)
+    (again,) = (await queue.claim(db, "w2", 10, lease_s=30)).jobs
     assert again.provider == "log" and again.attempts == 1
     states = await queue.record(
         db, "w2", [(again, SendResult(Outcome.TOKEN_INVALID, "gone"))], policy
@@ -184,10 +184,10 @@ async def test_claim_send_record(db: Database) -> None:
 async def test_a_late_worker_cannot_overwrite_a_reclaimed_delivery(db: Database) -> None:
     app_id, _ = await seed(db)
     await accept(db, [req(app_id, message="x")])
-    jobs = await queue.claim(db, "slow", 10, lease_s=30)
+    jobs = (await queue.claim(db, "slow", 10, lease_s=30)).jobs
     # the lease runs out
     await db.write(lambda conn: conn.execute(update(Delivery).values(lease_until=time.time() - 1)))
-    taken = await queue.claim(db, "fast", 10, lease_s=30)
+    taken = (await queue.claim(db, "fast", 10, lease_s=30)).jobs
     assert {j.delivery_id for j in taken} == {j.delivery_id for j in jobs}
     policy = DeliveryRetry(base_s=1, max_s=1, max_age_s=3600)
     assert (
@@ -199,7 +199,7 @@ async def test_a_late_worker_cannot_overwrite_a_reclaimed_delivery(db: Database)
 async def test_retries_end_as_failed_after_the_max_age(db: Database) -> None:
     app_id, _ = await seed(db)
     await accept(db, [req(app_id, message="x")])
-    jobs = await queue.claim(db, "w", 10, lease_s=30)
+    jobs = (await queue.claim(db, "w", 10, lease_s=30)).jobs
     policy = DeliveryRetry(base_s=10, max_s=10, max_age_s=1)
     states = await queue.record(
         db, "w", [(j, SendResult(Outcome.RETRY, "503")) for j in jobs], policy
@@ -217,7 +217,7 @@ async def test_concurrent_claimers_never_share_a_delivery(db: Database) -> None:
 
     async def worker(name: str) -> None:
         while True:
-            jobs = await queue.claim(db, name, 7, lease_s=30)
+            jobs = (await queue.claim(db, name, 7, lease_s=30)).jobs
             if not jobs:
                 return
             claimed.extend(j.delivery_id for j in jobs)

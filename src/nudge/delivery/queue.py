@@ -42,28 +42,48 @@ class DeliveryRetry:
     max_age_s: float
 
 
-async def claim(db: Database, worker_id: str, limit: int, lease_s: float) -> list[Job]:
+@dataclass(frozen=True)
+class Claimed:
+    """The jobs of one claim and, when it took fewer than it asked for, when the next waiting
+    delivery comes due (None: none waits), read in the same trip: an idle worker sleeps until
+    then, since nothing announces a held push's window ending or a scheduled send's time."""
+
+    jobs: list[Job]
+    next_due: float | None = None
+
+
+async def claim(db: Database, worker_id: str, limit: int, lease_s: float) -> Claimed:
     """Claim up to ``limit`` due deliveries for ``worker_id`` and load what sending needs: on
-    PostgreSQL one autocommit statement (:func:`nudge.store.notifications.claim_now`). APNs jobs
+    PostgreSQL one autocommit statement (:func:`nudge.store.notifications.claim_now`), on SQLite
+    one transaction with the next-due probe (through the read engine it cost a trip to
+    aiosqlite's thread per short claim, whose hold on the GIL delayed the event loop). APNs jobs
     carry their user's unread count (the badge): one more query per claim that has any."""
-    if db.is_postgres:
-        rows = await store.claim_now(db, worker_id, limit, time.time(), lease_s)
-        uids = _badged(rows)
-        badges = await db.query(lambda conn: unread_counts(conn, uids)) if uids else {}
-    else:
-        rows, badges = await db.write_now(partial(_claim, store.claim, worker_id, limit, lease_s))
-    return [_job(r, badges) for r in rows]
+    if db.is_sqlite:
+        rows, badges, due = await db.write_now(partial(_claim, worker_id, limit, lease_s))
+        return Claimed([_job(r, badges) for r in rows], due)
+    rows = await store.claim_now(db, worker_id, limit, time.time(), lease_s)
+    uids = _badged(rows)
+    badges = await db.query(lambda conn: unread_counts(conn, uids)) if uids else {}
+    due = await db.query(store.next_due) if len(rows) < limit else None
+    return Claimed([_job(r, badges) for r in rows], due)
 
 
 async def claim_held(db: Database, worker_id: str, limit: int, lease_s: float) -> list[Job]:
     """Claim whole groups of due held pushes, every one of a device together
     (:func:`nudge.store.notifications.claim_held`): the devices of up to ``limit`` of them."""
     take = store.claim_held
-    rows, badges = await db.write_now(partial(_claim, take, worker_id, limit, lease_s))
+    rows, badges = await db.write_now(partial(_take, take, worker_id, limit, lease_s))
     return [_job(r, badges) for r in rows]
 
 
 def _claim(
+    worker_id: str, limit: int, lease_s: float, conn: Connection
+) -> tuple[list[Any], dict[str, int], float | None]:
+    rows, badges = _take(store.claim, worker_id, limit, lease_s, conn)
+    return rows, badges, store.next_due(conn) if len(rows) < limit else None
+
+
+def _take(
     take: Callable[[Connection, str, int, float, float], list[Any]],
     worker_id: str,
     limit: int,
@@ -183,11 +203,6 @@ def _values_for(job: Job, result: SendResult, policy: DeliveryRetry, now: float)
         )
         return base | {"state": "failed", "last_error": reason}
     return base | {"state": "retrying", "next_attempt_at": now + delay}
-
-
-async def next_due(db: Database) -> float | None:
-    """When the next waiting delivery comes due (:func:`nudge.store.notifications.next_due`)."""
-    return await db.query(store.next_due)
 
 
 async def release(db: Database, worker_id: str) -> int:

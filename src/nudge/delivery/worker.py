@@ -70,6 +70,7 @@ class DeliveryWorker:
         self._claim_credit = float(CLAIM_BURST)
         self._credit_at = 0.0
         self._held_at = 0.0  # when to look for due held pushes next (see _claim)
+        self._claiming_held = False
 
     def stop(self) -> None:
         """Stop claiming; sends in flight finish and are recorded, then :meth:`run` returns."""
@@ -99,31 +100,17 @@ class DeliveryWorker:
             limit = min(room, self.batch_size)
             self._reserved += limit
             try:
-                claimed = await self._claim(limit)
+                wait = await self._claim(limit)
             except Exception:
                 log.exception("claiming deliveries failed; trying again in 1 s")
                 await asyncio.sleep(1.0)
                 continue
             finally:
                 self._reserved -= limit
-            if claimed < limit:  # the queue is empty for now
+            if wait is not None:  # the queue is empty for now
                 self._room.set()  # what this claim reserved and did not take is free again
-                await self.bus.wait_for_work(await self._until_due())
+                await self.bus.wait_for_work(wait)
                 await self._gather_work()
-
-    async def _until_due(self) -> float:
-        """How long to wait for new work: the poll interval, or less when a delivery already
-        waiting comes due sooner. Nothing wakes a worker when a held push's window ends (or a
-        scheduled send's time comes), so without this they waited up to a poll interval."""
-        try:
-            due = await queue.next_due(self.db)
-        except Exception:
-            log.exception("reading when the next delivery is due failed")
-            return self.poll_interval_s
-        if due is None:
-            return self.poll_interval_s
-        self._held_at = min(self._held_at, due)  # it may be a held push: look for it then
-        return min(self.poll_interval_s, max(0.0, due - time.time()))
 
     async def _gather_work(self) -> None:
         """Woken by new work: claim at once if there is credit, else wait for it. Every worker
@@ -172,19 +159,28 @@ class DeliveryWorker:
                 extra={"released": released, "abandoned": len(abandoned)},
             )
 
-    async def _claim(self, limit: int) -> int:
-        """Claim up to ``limit`` jobs and start sending them; how many were claimed. Held pushes
-        are claimed apart, a device's whole group at once (:func:`queue.claim_held`), at most
-        every HELD_CHECK_S while none are found, and with at most half of the claim's room, so
-        that neither kind of work starves the other."""
+    async def _claim(self, limit: int) -> float | None:
+        """Claim up to ``limit`` jobs and start sending them. Held pushes are claimed apart, a
+        device's whole group at once (:func:`queue.claim_held`), at most every HELD_CHECK_S
+        while none are found, and with at most half of the claim's room, so that neither kind
+        of work starves the other. Returns None if it took all it could, else how long to wait
+        for new work: the poll interval, or less when a waiting delivery comes due sooner."""
         jobs: list[Job] = []
         now = time.time()
-        if now >= self._held_at:
+        if now >= self._held_at and not self._claiming_held:  # one claim loop at a time
             pick = max(1, limit // 2)
-            jobs = await queue.claim_held(self.db, self.worker_id, pick, self.lease_s)
+            self._claiming_held = True
+            try:
+                jobs = await queue.claim_held(self.db, self.worker_id, pick, self.lease_s)
+            finally:
+                self._claiming_held = False
             self._held_at = now if len(jobs) >= pick else now + HELD_CHECK_S
+        wait = None
         if len(jobs) < limit:
-            jobs += await queue.claim(self.db, self.worker_id, limit - len(jobs), self.lease_s)
+            claimed = await queue.claim(self.db, self.worker_id, limit - len(jobs), self.lease_s)
+            jobs += claimed.jobs
+            if len(jobs) < limit and self._held_at > now:  # (a full held claim: more may wait)
+                wait = self._until(claimed.next_due)
         done, sends = held.plan(jobs, time.time())
         if done:  # expired: recorded without a send
             self._finished += done
@@ -193,7 +189,15 @@ class DeliveryWorker:
             task = asyncio.create_task(self._send_one(send))
             self._sending.add(task)
             task.add_done_callback(self._sent)
-        return len(jobs)
+        return wait
+
+    def _until(self, due: float | None) -> float:
+        """How long an idle worker waits for new work when the next waiting delivery comes due
+        at ``due``: the poll interval at most."""
+        if due is None:
+            return self.poll_interval_s
+        self._held_at = min(self._held_at, due)  # it may be a held push: look for it then
+        return min(self.poll_interval_s, max(0.0, due - time.time()))
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._sending.discard(task)
