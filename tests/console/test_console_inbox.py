@@ -5,11 +5,12 @@ user muting an app and setting quiet hours, with the effect on what is sent next
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import httpx
 from playwright.async_api import Page, expect
 
-from tests.conftest import World
+from tests.conftest import World, wait_for
 from tests.console.test_console_browser import SLOW, open_console
 
 READ = re.compile(r"\bread\b")
@@ -35,6 +36,14 @@ async def test_the_user_reads_archives_and_reads_all_with_the_count_live(
     unread = page.locator("#unread-count")
     await expect(unread).to_have_text("3 unread")
     cards = [page.locator(f".notif[data-id='{i}']") for i in ids]
+
+    async def all_seen() -> list[Any] | None:  # shown on screen: seen, and still unread
+        items = (await client.get(f"/v1/users/{mentor.uid}/notifications")).json()["items"]
+        return items if all(n["seen"] for n in items) else None
+
+    seen = await wait_for(all_seen, timeout=10)
+    assert [n["read"] for n in seen] == [False] * 3
+    await expect(unread).to_have_text("3 unread")
 
     await cards[0].locator(".notif-body").click()
     await expect(cards[0]).to_have_class(READ)

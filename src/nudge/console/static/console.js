@@ -392,6 +392,35 @@ function addNotification(note, fresh) {
   $("feed").prepend(notificationCard(note, fresh));
   $("feed-empty").hidden = true;
   if (fresh) refreshTraces();
+  if (!note.seen) markSeen(note.id);
+}
+
+// A notification shown on a visible page has been seen (not read: reading is opening it). The
+// ones shown together are marked together, half a second later, and only while the page is
+// visible (a hidden tab marks them when it is shown again).
+const toMarkSeen = new Map(); // notification id -> its user
+let seenTimer = null;
+
+function markSeen(id) {
+  toMarkSeen.set(id, state.uid);
+  if (!seenTimer) seenTimer = setTimeout(flushSeen, 500);
+}
+
+async function flushSeen() {
+  seenTimer = null;
+  if (document.visibilityState !== "visible") {
+    document.addEventListener("visibilitychange", flushSeen, { once: true });
+    return;
+  }
+  const marks = [...toMarkSeen];
+  toMarkSeen.clear();
+  for (const [id, uid] of marks) {
+    try {
+      await api("PATCH", `/v1/users/${enc(uid)}/notifications/${enc(id)}`, { seen: true });
+    } catch (err) {
+      if (err.status !== 404) toast(err.message); // gone meanwhile: nothing to mark
+    }
+  }
 }
 
 async function syncFeed() {
