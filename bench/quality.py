@@ -5,11 +5,12 @@
         [--only ID ...] [--json results.json] [--verbose]
 
 Each case in ``quality_cases.json`` is an app's prompt template (written like real Omi apps), the
-user's data (name, facts, chat with the app, past conversations) and the live transcript. The bench
-builds the scope values in the platform's own format (``{{user_context}}`` = "Current
-conversation:" lines, then "Related past conversations:"), fills the template with the platform's
-filler and runs the generation step the pipeline runs (:func:`generation_step`), with the
-configured provider. The rubric, per case:
+user's data (name, facts, chat with the app, past conversations) and the live transcript. As Omi's
+apps do, the app writes the transcript into its own prompt (``{transcript}`` in the template); the
+bench builds the scope values in the platform's own format (``{{user_context}}`` = the past
+conversations), fills the template with the platform's filler, which fences the transcript's
+lines as user data, and runs the generation step the pipeline runs (:func:`generation_step`),
+with the configured provider. The rubric, per case:
 
 - **sent / quiet**: a notification came out, or the step stayed quiet; quiet cases must stay quiet.
 - **well-formed**: one or two sentences, at most 300 chars, plain text (no markup, tags, lists,
@@ -49,10 +50,12 @@ from nudge.config import Settings
 from nudge.llm import LLM, LLMError, build_llm
 from nudge.llm.cleaning import copied_from
 from nudge.llm.writer import WriteOptions, write
+from nudge.proactive.context import render_conversations
 from nudge.proactive.filler import Filled, fill
 from nudge.proactive.pipeline import NOTIFICATION_MAX_CHARS
 
 CASES = Path(__file__).with_name("quality_cases.json")
+PAST_AT = 1796634000  # 2026-12-07 09:00 UTC: when the cases' past conversations took place
 ECHO_CHARS = 40
 CONTROL_MARKERS = re.compile(
     r"<\|[^|>]{1,40}\|>|\[/?INST\]|<</?SYS>>|</?s>|<start_of_turn>|<end_of_turn>|<\|?eot_id\|?>",
@@ -77,34 +80,40 @@ SENTENCE_END = re.compile(r"[.!?…][\"”’')]*$")
 YOU = re.compile(r"\b(you|your|yours|yourself)\b", re.IGNORECASE)
 
 
-# --- the case's scope values, as the platform writes them ----------------------------------
+# --- the case's prompt, as the app writes it and the platform fills it ----------------------
 
 
 def scope_values(case: dict[str, Any]) -> dict[str, str]:
     """``{{user_name}}``, ``{{user_facts}}``, ``{{user_context}}``, ``{{user_chat}}`` in the
-    formats of nudge.proactive.context (facts joined by "; ", the live conversation then the
-    related past ones, chat lines as "User:"/"App:")."""
-    parts = []
-    if case.get("transcript"):
-        parts.append("Current conversation:\n" + "\n".join(case["transcript"]))
-    if case.get("past"):
-        lines = [f"- {p['title']}: {p['overview']}" for p in case["past"]]
-        parts.append("Related past conversations:\n" + "\n".join(lines))
+    formats of nudge.proactive.context (facts joined by "; ", past conversations as Omi writes
+    them, chat lines as "User:"/"App:")."""
+    past = [
+        {"created_at": PAST_AT, "category": "personal", "action_items": [], "events": []} | p
+        for p in case.get("past", [])
+    ]
     chat = "\n".join(
         f"{'User' if who == 'user' else 'App'}: {text}" for who, text in case.get("chat", [])
     )
     return {
         "user_name": case["name"],
         "user_facts": "; ".join(f.strip().rstrip(";") for f in case.get("facts", [])),
-        "user_context": "\n\n".join(parts),
+        "user_context": render_conversations(past),
         "user_chat": chat,
     }
 
 
+def segment_texts(case: dict[str, Any]) -> list[str]:
+    """The live segments' texts (the transcript lines without their speaker labels)."""
+    return [line.split(": ", 1)[-1] for line in case.get("transcript", [])]
+
+
 def fill_case(case: dict[str, Any], apps: dict[str, Any]) -> Filled:
+    """The app writes the live transcript into its prompt (``{transcript}``), as Omi's apps do;
+    the platform fills the scopes and recognises the transcript's lines as user data."""
     app = apps[case["app"]]
+    prompt = app["prompt"].replace("{transcript}", "\n".join(case.get("transcript", [])))
     values = {k: v for k, v in scope_values(case).items() if k in app["params"]}
-    return fill(app["prompt"], values, {})
+    return fill(prompt, values, {}, live=segment_texts(case))
 
 
 # --- the generation step, as the pipeline runs it --------------------------------------------
@@ -119,6 +128,7 @@ class Step:
     decision: str = ""
     reason: str = ""
     removed: list[dict[str, str]] = field(default_factory=list)
+    calls: int = 0  # model calls (tries)
 
 
 async def generation_step(llm: LLM, filled: Filled, options: WriteOptions) -> Step:
@@ -131,7 +141,14 @@ async def generation_step(llm: LLM, filled: Filled, options: WriteOptions) -> St
         return Step("", None, time.monotonic() - started, str(exc))
     sent = written.text if written.decision == "send" else None
     return Step(
-        written.raw, sent, written.seconds, None, written.decision, written.reason, written.removed
+        written.raw,
+        sent,
+        written.seconds,
+        None,
+        written.decision,
+        written.reason,
+        written.removed,
+        len(written.calls),
     )
 
 
@@ -171,6 +188,7 @@ class Verdict:
     decision: str = ""
     reason: str = ""
     removed: list[dict[str, str]] = field(default_factory=list)
+    calls: int = 0
 
     @property
     def ok(self) -> bool:
@@ -186,6 +204,7 @@ def judge(case: dict[str, Any], filled: Filled, step: Step) -> Verdict:
     )
     verdict.error = step.error
     verdict.decision, verdict.reason, verdict.removed = step.decision, step.reason, step.removed
+    verdict.calls = step.calls
     text = step.sent
     if text is None:
         if case["expect"] == "notify":
@@ -301,7 +320,9 @@ def print_case(v: Verdict, verbose: bool) -> None:
         print(f"     error: {v.error}")
     if verbose:
         print(f"     raw: {v.raw!r}")
-        print(f"     decision: {v.decision} ({v.reason}); removed: {v.removed}")
+        print(
+            f"     decision: {v.decision} ({v.reason}) after {v.calls} calls; removed: {v.removed}"
+        )
 
 
 def print_summary(title: str, result: dict[str, Any]) -> None:

@@ -29,6 +29,9 @@ from nudge.llm.cleaning import (
 from nudge.text import STOPWORDS, WORD
 
 Decision = Literal["send", "quiet", "held"]
+# The fence of the live conversation's lines that the app quoted in its prompt (not a scope: the
+# app writes the transcript itself; nudge.proactive.filler finds it).
+LIVE = "user_transcript"
 QUIET_BELOW = 5  # shorter output means "nothing to say"
 MIN_WORDS = 3
 
@@ -98,6 +101,9 @@ _CONTEXT_LABELS = re.compile(
     r"|Action Items:|Events:)\s*$",
     re.MULTILINE,
 )
+# Speaker labels at the start of the live conversation's lines ("Ana: ", "SPEAKER_01: "): who
+# spoke, not what was said (the user's own name among them).
+_SPEAKER = re.compile(r"^[^\n:]{1,40}:[ \t]", re.MULTILINE)
 _YOU = re.compile(r"\b(?:you|your|yours|yourself)\b", re.IGNORECASE)
 _MARKUP_LEFT = re.compile(r"[<>{}|*#`\[\]]")
 _ENDS_SENTENCE = re.compile(r"[.!?…][)'’]*$")
@@ -209,13 +215,15 @@ def _content_words(text: str) -> list[str]:
 
 
 def data_words(parts: Sequence[tuple[str, str | None]]) -> set[str]:
-    """Content words, as stems, of the user data the app was granted (the name and the
-    context's labels aside)."""
+    """Content words, as stems, of the user data the app was granted (the name, the context's
+    labels and the speakers of the live conversation aside)."""
     return {
         _stem(word)
         for text, scope in parts
         if scope not in (None, "user_name")
-        for word in _content_words(_CONTEXT_LABELS.sub(" ", text))
+        for word in _content_words(
+            _CONTEXT_LABELS.sub(" ", _SPEAKER.sub(" ", text) if scope == LIVE else text)
+        )
     }
 
 
@@ -270,6 +278,7 @@ async def write(
             return _decide(result, calls, "quiet", "under 5 characters")
         return _decide(result, calls, "send", "the fake provider's answer, as it is")
     words = data_words(parts)
+    said = data_words([part for part in parts if part[1] == LIVE])
     name = " ".join(text for text, scope in parts if scope == "user_name")
     for attempt in range(options.attempts):
         generation = await calls.run(
@@ -290,6 +299,8 @@ async def write(
         )
         if words and not wrong and not grounded(cleaned.text, words):
             wrong = ["mentions nothing from the user's data"]
+        elif said and not wrong and not grounded(cleaned.text, said):
+            wrong = ["mentions nothing said in the conversation"]
         calls.calls[-1]["result"] = "; ".join(wrong) or "ok"
         if wrong:
             result.reason = f"after {attempt + 1} tries: " + "; ".join(wrong)

@@ -22,6 +22,7 @@ from nudge.text import keywords
 
 MAX_CHARS = {"user_name": 200, "user_facts": 4000, "user_context": 6000, "user_chat": 4000}
 LIVE_SEGMENTS = 30
+QUOTED_SEGMENTS = 200  # the live conversation's lines an app's prompt may quote (see live_lines)
 RELATED = 5  # past conversations, as many as Omi's retrieval gives
 CHAT_MESSAGES = 10
 
@@ -95,6 +96,12 @@ def parse_steering(value: Any) -> Steering | None:
 def live_words(conn: Connection, conversation_id: str) -> list[str]:
     """The live conversation's most frequent content words (of its last segments)."""
     return keywords(" ".join(sql.last_segment_texts(conn, conversation_id, LIVE_SEGMENTS)))
+
+
+def live_lines(conn: Connection, conversation_id: str) -> list[str]:
+    """The live conversation's last segment texts: the app has them, and where its prompt quotes
+    them the filler fences them as user data (``nudge.proactive.filler.fill``'s ``live``)."""
+    return sql.last_segment_texts(conn, conversation_id, QUOTED_SEGMENTS) if conversation_id else []
 
 
 def _any_of(terms: Iterable[str], postgres: bool) -> str:

@@ -2,18 +2,25 @@
 
 One left-to-right pass: inserted text is never scanned again, so user data containing
 ``{{user_facts}}`` or braces stays literal; no template language runs. ``Filled.parts`` keeps which
-pieces are user data, so the generation step can fence them."""
+pieces are user data, so the generation step can fence them. The live transcript is not a scope:
+as in Omi, the app writes it into its own prompt; the lines of it that the platform recognises
+(``live``) are user data too (fenced as ``LIVE``)."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from nudge.core.manifest import SCOPES
+from nudge.llm.writer import LIVE
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+LIVE_MIN_CHARS = 8  # shorter segments ("Okay.") could match the app's own words
+# What may separate two quoted segments of one block: spaces, or a line break and a speaker
+# label ("\nAna: ", "\nSPEAKER_01: ").
+_BETWEEN_LINES = re.compile(r"[ \t]*(?:\n[ \t]*(?:[^\n:]{1,40}:)?[ \t]*)?")
 
 
 def clean_value(value: str) -> str:
@@ -36,13 +43,45 @@ class Filled:
     parts: tuple[tuple[str, str | None], ...] = ()
 
 
-def fill(template: str, values: Mapping[str, str], reasons: Mapping[str, str]) -> Filled:
+def live_pattern(live: Iterable[str]) -> re.Pattern[str] | None:
+    """A pattern for the live conversation's segment texts (the longest first), if any."""
+    segments = sorted({s.strip() for s in live if s.strip()}, key=len, reverse=True)
+    return re.compile("|".join(re.escape(s) for s in segments)) if segments else None
+
+
+def _app_text(piece: str, live: re.Pattern[str] | None) -> list[tuple[str, str | None]]:
+    """The app's ``piece`` of text, with each run of live segment texts it quotes (only line
+    breaks and speaker labels between them) as user data; a run of only short segments
+    ("Okay.") could be the app's own words and stays its text."""
+    runs: list[list[int]] = []  # start, end, longest segment
+    for match in live.finditer(piece) if live else ():
+        if runs and _BETWEEN_LINES.fullmatch(piece, runs[-1][1], match.start()):
+            runs[-1][1:] = [match.end(), max(runs[-1][2], len(match.group()))]
+        else:
+            runs.append([*match.span(), len(match.group())])
+    parts: list[tuple[str, str | None]] = []
+    end = 0
+    for start, stop, longest in runs:
+        if longest >= LIVE_MIN_CHARS:
+            parts += [(piece[end:start], None), (piece[start:stop], LIVE)]
+            end = stop
+    return [*parts, (piece[end:], None)]
+
+
+def fill(
+    template: str,
+    values: Mapping[str, str],
+    reasons: Mapping[str, str],
+    live: Iterable[str] = (),
+) -> Filled:
     """Replace scope placeholders: by ``values[name]`` when present, else by nothing, noting
-    ``reasons[name]`` (why that scope does not count)."""
+    ``reasons[name]`` (why that scope does not count). The live conversation's segment texts
+    (``live``) that the app's text quotes become user data."""
     filled: list[str] = []
     emptied: dict[str, str] = {}
     other: list[str] = []
     cleaned = {name: clean_value(value) for name, value in values.items()}
+    quoted = live_pattern(live)
     parts: list[tuple[str, str | None]] = []
     end = 0
     for match in PLACEHOLDER.finditer(template):
@@ -50,14 +89,14 @@ def fill(template: str, values: Mapping[str, str], reasons: Mapping[str, str]) -
         if name not in SCOPES:
             other.append(name)
             continue
-        parts.append((template[end : match.start()], None))
+        parts += _app_text(template[end : match.start()], quoted)
         end = match.end()
         if name in cleaned:
             filled.append(name)
             parts.append((cleaned[name], name))
         else:
             emptied[name] = reasons.get(name, "not granted")
-    parts.append((template[end:], None))
+    parts += _app_text(template[end:], quoted)
     kept = tuple(p for p in parts if p[0])
     text = "".join(piece for piece, _ in kept)
     return Filled(text, list(dict.fromkeys(filled)), emptied, list(dict.fromkeys(other)), kept)
