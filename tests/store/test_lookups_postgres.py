@@ -88,20 +88,20 @@ async def test_both_lookups_find_the_same(db: Database) -> None:
         NotificationRequest(app_id="app_missing", uid="u1", message="z", key_hash="no-such"),
     ]
     now = time.time()
-    lookups = {
-        "pairs": {(r.app_id, r.uid) for r in batch},
-        "key_hashes": {r.key_hash for r in batch if r.key_hash is not None},
-        "keys": {(r.app_id, r.idempotency_key) for r in batch if r.idempotency_key},
-        "digests": {dedupe_hash(r.app_id, r.uid, r.type, r.message) for r in batch},
-        "dedupe_since": now - 60,
-        "windows": windowed(batch, LIMITS),
-        "window_since": now - HOUR,
-    }
+    lookups = store.Lookups(
+        pairs={(r.app_id, r.uid) for r in batch},
+        key_hashes={r.key_hash for r in batch if r.key_hash is not None},
+        keys={(r.app_id, r.idempotency_key) for r in batch if r.idempotency_key},
+        digests={dedupe_hash(r.app_id, r.uid, r.type, r.message) for r in batch},
+        dedupe_since=now - 60,
+        windows=windowed(batch, LIMITS),
+        window_since=now - HOUR,
+    )
 
     def both(conn: Connection) -> tuple[store.Found, store.Found]:
         return (
-            store.find_for_acceptance(conn, **lookups, lock_rows=True),  # type: ignore[arg-type]
-            store.find_for_acceptance(conn, **lookups, lock_rows=False),  # type: ignore[arg-type]
+            store.find_for_acceptance(conn, lookups, lock_rows=True),
+            store.find_for_acceptance(conn, lookups, lock_rows=False),
         )
 
     locked, plain = await db.write_keyed(both)

@@ -353,8 +353,7 @@ def accept_batch(
     ``Database.write``): lookups, decisions, inserts. One result (or refusal) per request."""
     now = time.time()
     digests = [dedupe_hash(r.app_id, r.uid, r.type, r.message) for r in requests]
-    found = store.find_for_acceptance(
-        conn,
+    lookups = store.Lookups(
         pairs={(r.app_id, r.uid) for r in requests},
         key_hashes={r.key_hash for r in requests if r.key_hash is not None},
         keys={(r.app_id, r.idempotency_key) for r in requests if r.idempotency_key is not None},
@@ -362,8 +361,8 @@ def accept_batch(
         dedupe_since=now - limits.dedupe_window_s,
         windows=windowed(requests, limits),
         window_since=now - HOUR,
-        lock_rows=lock_rows,
     )
+    found = store.find_for_acceptance(conn, lookups, lock_rows=lock_rows)
     decision = decide(requests, digests, found, limits, now)
     if decision.capped:
         _apply_daily_caps(conn, decision, found.user_preferences, now)
