@@ -12,6 +12,7 @@ from nudge.core.notifications import (
     Accepted,
     Limits,
     NotificationRequest,
+    RateLimit,
     Window,
     check_sender,
     check_target,
@@ -127,7 +128,8 @@ def test_a_batch_is_decided_in_order_and_sees_its_own_earlier_requests() -> None
     first, again, by_key, third, limited, secret, bad, proactive = results
     assert isinstance(first, Accepted) and not first.duplicate and first.devices == 2
     assert first.rate_limit is not None and first.rate_limit.remaining == 1
-    assert again == by_key == Accepted(first.notification_id, -1, duplicate=True, rate_limit=None)
+    # A repeat takes no slot; it is answered with the window's state (no read after the batch).
+    assert again == by_key == Accepted(first.notification_id, -1, True, first.rate_limit)
     assert isinstance(third, Accepted) and third.rate_limit and third.rate_limit.remaining == 0
     assert isinstance(limited, RateLimited)
     assert isinstance(secret, Unauthorized)
@@ -167,3 +169,7 @@ def test_stored_windows_and_repeats_count() -> None:
     (repeat,) = run([req()], recent={dedupe_hash("a1", "u1", "", "hi"): "n_old"})
     assert isinstance(repeat, Accepted) and repeat.duplicate
     assert repeat.notification_id == "n_old"
+    assert repeat.rate_limit == RateLimit(2, 2, 0)  # an empty window
+    # A repeat is answered even when the window is full, with its state.
+    (repeat,) = run([req()], windows=full, recent={dedupe_hash("a1", "u1", "", "hi"): "n_old"})
+    assert isinstance(repeat, Accepted) and repeat.rate_limit == RateLimit(2, 0, 30)

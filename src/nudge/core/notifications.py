@@ -204,6 +204,12 @@ def take_slot(window: Window, limit: int, kind: str, now: float) -> RateLimit:
     return RateLimit(limit, limit - window.used, max(0, math.ceil(window.oldest + HOUR - now)))
 
 
+def window_state(window: Window, limit: int, now: float) -> RateLimit:
+    """The window's state for the headers, taking no slot (a repeat's answer)."""
+    reset = 0 if window.oldest is None else max(0, math.ceil(window.oldest + HOUR - now))
+    return RateLimit(limit, max(0, limit - window.used), reset)
+
+
 def decide(
     requests: Sequence[NotificationRequest],
     digests: Sequence[str],
@@ -226,16 +232,17 @@ def decide(
             if request.invalid is not None:
                 raise request.invalid
             app = check_target(request, found)
+            key = (request.kind, request.app_id, request.uid)
+            window = windows.get(key)
+            limit = hourly_limit(request, app.direct_limit_per_hour, limits)
             first = repeat_of(request, digest, by_key, recent)
             if first is not None:
                 out.repeats.add(first)
-                out.results.append(Accepted(first, -1, duplicate=True, rate_limit=None))
+                rate = None if window is None else window_state(window, limit, now)
+                out.results.append(Accepted(first, -1, duplicate=True, rate_limit=rate))
                 continue
-            rate: RateLimit | None = None
-            key = (request.kind, request.app_id, request.uid)
-            window = windows.get(key)
+            rate = None
             if window is not None:
-                limit = hourly_limit(request, app.direct_limit_per_hour, limits)
                 rate = take_slot(window, limit, request.kind, now)
                 taken[key] += 1
         except NudgeError as exc:
