@@ -55,38 +55,40 @@ USERS = 1000
 DELIVERED = {"provider": "fcm", "outcome": "delivered"}
 
 
+def add_users(conn: Connection, uids: list[str], platform: str, now: float) -> dict[str, str]:
+    """An app, and ``uids`` as users who installed it, each with one device on ``platform``
+    (bulk rows: setup is not timed); returns the app."""
+    app = create_app(conn, Manifest(name="Bench"), direct_limit_per_hour=1_000_000)
+    conn.execute(
+        insert(User),
+        [{"uid": u, "name": u, "token_hash": f"bench-{u}", "created_at": now} for u in uids],
+    )
+    conn.execute(
+        insert(Install),
+        [{"uid": u, "app_id": app["app_id"], "scopes": [], "installed_at": now} for u in uids],
+    )
+    conn.execute(
+        insert(Device),
+        [
+            {
+                "id": f"dev_{u}",
+                "uid": u,
+                "platform": platform,
+                "token": f"{platform}-token-{u}",
+                "subscription": None,
+                "created_at": now,
+            }
+            for u in uids
+        ],
+    )
+    return app
+
+
 async def setup(platform: Platform) -> str:
-    """An app, USERS users who installed it, one FCM device each (bulk rows: setup is not timed)."""
-    now = time.time()
-
-    def work(conn: Connection) -> dict[str, str]:
-        app = create_app(conn, Manifest(name="Bench"), direct_limit_per_hour=1_000_000)
-        uids = [f"u{i}" for i in range(USERS)]
-        conn.execute(
-            insert(User),
-            [{"uid": u, "name": u, "token_hash": f"bench-{u}", "created_at": now} for u in uids],
-        )
-        conn.execute(
-            insert(Install),
-            [{"uid": u, "app_id": app["app_id"], "scopes": [], "installed_at": now} for u in uids],
-        )
-        conn.execute(
-            insert(Device),
-            [
-                {
-                    "id": f"dev_{u}",
-                    "uid": u,
-                    "platform": "fcm",
-                    "token": f"fcm-token-{u}",
-                    "subscription": None,
-                    "created_at": now,
-                }
-                for u in uids
-            ],
-        )
-        return app
-
-    return (await platform.db.write_alone(work))["app_id"]
+    """An app, USERS users who installed it, one FCM device each."""
+    uids = [f"u{i}" for i in range(USERS)]
+    app = await platform.db.write_alone(lambda conn: add_users(conn, uids, "fcm", time.time()))
+    return app["app_id"]
 
 
 async def accept(platform: Platform, app_id: str, n: int, tag: str) -> tuple[str, float]:

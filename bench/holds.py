@@ -34,13 +34,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from _load import cpu_seconds, cpu_since, database_cpu  # noqa: E402
 
+from delivery import add_users  # noqa: E402
 from nudge.api.app import tune_garbage_collector  # noqa: E402
 from nudge.config import Settings  # noqa: E402
-from nudge.core.apps import create_app  # noqa: E402
-from nudge.core.manifest import Manifest  # noqa: E402
 from nudge.ids import new_id  # noqa: E402
 from nudge.platform import Platform  # noqa: E402
-from nudge.store.models import Delivery, Device, Install, Notification, User  # noqa: E402
+from nudge.store.models import Delivery, Notification  # noqa: E402
 from nudge.store.notifications import HELD_STATE  # noqa: E402
 
 CHUNK = 10_000  # rows per insert statement group (keeps PostgreSQL's parameters in bounds)
@@ -50,23 +49,8 @@ def setup(conn: Connection, users: int, per_user: int, first_end: float, spread:
     """The users, each with the app installed and one log device, and their held notifications
     (half quiet hours, half digests); returns how many notifications."""
     now = time.time()
-    app = create_app(conn, Manifest(name="Bench"), direct_limit_per_hour=1_000_000)
     uids = [f"u{i:05d}" for i in range(users)]
-    conn.execute(
-        insert(User),
-        [{"uid": u, "name": u, "token_hash": f"bench-{u}", "created_at": now} for u in uids],
-    )
-    conn.execute(
-        insert(Install),
-        [{"uid": u, "app_id": app["app_id"], "scopes": [], "installed_at": now} for u in uids],
-    )
-    conn.execute(
-        insert(Device),
-        [
-            {"id": f"dev_{u}", "uid": u, "platform": "log", "token": f"t-{u}", "created_at": now}
-            for u in uids
-        ],
-    )
+    app = add_users(conn, uids, "log", now)
     notifications, deliveries = [], []
     for i, uid in enumerate(uids):
         window_end = first_end + spread * (i % 1000) / 1000  # 1,000 distinct window ends
