@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/direct.py [--seconds 5] [--clients 32] [--database-url URL]
                                      [--role api|all|both] [--hot-user [--hot-prior 50000]]
+                                     [--repeats]
 
 Starts `nudge serve` (one process, SQLite by default) and drives it over keep-alive HTTP/1.1 with
 32 concurrent clients: first GET /healthz, then POST /v2/integrations/{app}/notification (each
@@ -18,9 +19,13 @@ api run; the all run shows what delivering in the same process costs on top.
 ``--hot-user`` (issue 18) then gives one user ``--hot-prior`` notifications made just before
 (accepted in batches of 500 through ``accept_batch`` on the same database: the app's limit is
 1,000,000) and sends the same load all to that user: its rate next to the many-user rate, and
-the ratio. An hourly window whose cost grows with the user's sends shows as a low ratio. The
-server is ``python -m nudge.cli`` of this interpreter, so ``PYTHONPATH=<other tree>/src`` measures
-another commit with the same load.
+the ratio. An hourly window whose cost grows with the user's sends shows as a low ratio.
+
+``--repeats`` then sends the many-user load's messages again, within the duplicate window: those
+sent before are answered as repeats (their first notification again), as a retrying client is.
+
+The server is ``python -m nudge.cli`` of this interpreter, so ``PYTHONPATH=<other tree>/src``
+measures another commit with the same load.
 """
 
 from __future__ import annotations
@@ -115,6 +120,10 @@ async def measure(role: str, args: argparse.Namespace) -> dict[str, float]:
             print(health.line(), flush=True)
             direct = await run_load(url, send_req, name="POST direct notification", **load)
             print(direct.line(), flush=True)
+            repeats = None
+            if args.repeats:
+                repeats = await run_load(url, send_req, name="POST direct, repeats", **load)
+                print(repeats.line(), flush=True)
             hot = None
             if args.hot_user:
                 took = await seed_hot_user(env["NUDGE_DATABASE_URL"], app_id, args.hot_prior)
@@ -140,6 +149,8 @@ async def measure(role: str, args: argparse.Namespace) -> dict[str, float]:
         "direct_cpu_us": round(direct.cpu_us or 0),
         "direct_database_cpu_us": round(direct.database_cpu_us or 0),
     }
+    if repeats is not None:
+        out |= {"repeats_rps": round(repeats.rate), "repeats_cpu_us": round(repeats.cpu_us or 0)}
     if hot is not None:
         hot_ratio = hot.rate / direct.rate if direct.rate else 0.0
         print(
@@ -169,6 +180,9 @@ async def main() -> None:
         "--hot-user", action="store_true", help="then the same load to one user with history"
     )
     parser.add_argument("--hot-prior", type=int, default=50_000)
+    parser.add_argument(
+        "--repeats", action="store_true", help="then the same messages again (each a repeat)"
+    )
     parser.add_argument(
         "--role",
         default="both",
