@@ -24,6 +24,7 @@ from nudge.llm.writer import (
     fence,
     grounded,
     read_answer,
+    tries,
     write,
 )
 from nudge.platform import Platform
@@ -155,14 +156,19 @@ def test_the_live_conversation_the_app_quotes_is_fenced_as_user_data() -> None:
     assert LIVE not in fence(live_parts(["Ana: Um.", "Ben: Okay."]))[0]
 
 
-async def test_a_message_must_mention_what_was_said_when_the_app_quotes_it() -> None:
-    # About the user's facts only, while they pass the salt: not worth a notification.
-    llm = Scripted(
-        ['"Ana, rest your knee after the surgery."', '"You could add salt to the soup."']
-    )
-    written = await write(llm, live_parts(SAID), WriteOptions(attempts=2))
-    assert written.calls[0]["result"] == "mentions nothing said in the conversation"
-    assert written.decision == "send" and written.text == "You could add salt to the soup."
+async def test_small_talk_next_to_the_users_data_gets_two_tries() -> None:
+    # Passing the salt shares no word with the user's facts (knee surgery): at most two tries.
+    generic = '"You should stay positive and keep going!"'
+    llm = Scripted([generic] * 4)
+    written = await write(llm, live_parts(SAID), WriteOptions(attempts=4))
+    assert llm.variants == [0, 1] and written.decision == "held"
+    assert tries(live_parts(SAID), 4) == 2 and tries(live_parts(SAID), 1) == 1
+    # A conversation that touches them gets every try; so does a prompt that quotes none.
+    knee = ["Ana: My knee hurts after the surgery.", "Ben: Since when?"]
+    llm = Scripted([generic] * 3 + ['"Ice your knee tonight, Ana."'])
+    written = await write(llm, live_parts(knee), WriteOptions(attempts=4))
+    assert llm.variants == [0, 1, 2, 3] and written.text == "Ice your knee tonight, Ana."
+    assert tries(parts(), 4) == 4
 
 
 async def test_a_clean_message_is_sent_with_what_cleaning_removed() -> None:
