@@ -100,7 +100,6 @@ class EmbeddedLLM:
                 model_path=str(self.model_path),
                 n_ctx=self.context_tokens,
                 n_threads=self.threads,
-                n_threads_batch=self.threads,  # llama-cpp-python's default is every core
                 n_ubatch=prompt_batch(),
                 seed=self.seed,
                 verbose=False,
@@ -207,9 +206,10 @@ class EmbeddedLLM:
 
 
 def prompt_batch() -> int:
-    """How many prompt tokens llama.cpp evaluates at once. Batches cost about 45 % less CPU than
-    one token at a time, but a build with AMX kernels (llama-cpp-python compiles for the CPU it
-    is installed on) crashes on batches on virtualised CPUs: there, one at a time."""
+    """How many prompt tokens llama.cpp evaluates at once. A batch is spread over every core
+    (one token at a time runs on ``threads``), so the prompt is read sooner; but a build with AMX
+    kernels (llama-cpp-python compiles for the CPU it is installed on) crashes on batches on
+    virtualised CPUs: there, one at a time."""
     from llama_cpp import llama_print_system_info
 
     return 1 if b"AMX" in llama_print_system_info() else 512
