@@ -31,7 +31,7 @@ from nudge.llm import LLM, LLMError
 from nudge.llm.writer import WriteOptions, write
 from nudge.metrics import Metrics
 from nudge.proactive.claims import ClaimResult, Claims, take
-from nudge.proactive.context import build_context
+from nudge.proactive.context import build_context, live_lines
 from nudge.proactive.filler import fill
 from nudge.proactive.plan import (
     NOTIFICATION_MAX_CHARS,
@@ -87,7 +87,7 @@ class AppTarget:
         )
 
 
-Found = tuple[AppTarget, Scopes, dict[str, str], dict[str, Any]]
+Found = tuple[AppTarget, Scopes, dict[str, str], dict[str, Any], list[str]]
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,8 @@ class Inputs:
 
     def read(self, conn: Connection) -> Found | None:
         """The app with the user's grants as they are now, the scopes that count with them, and
-        the context values for those the prompt uses; None when the app is no longer installed."""
+        the context values for those the prompt uses, and the live conversation's lines (which the
+        app may quote in its prompt); None when the app is no longer installed."""
         app, answer = self.app, self.answer
         granted = accounts.install_scopes(conn, self.uid, app.app_id)
         if granted is None:
@@ -117,7 +118,7 @@ class Inputs:
             scopes=scopes.wanted,
             steering=answer.steering,
         )
-        return app, scopes, values, notes
+        return app, scopes, values, notes, live_lines(conn, self.conversation_id)
 
 
 def claim_and_read(
@@ -265,12 +266,12 @@ class Pipeline:
             trace.outcome("not_allowed", "the user no longer has this app installed")
             return False
         prompt = answer.prompt or ""
-        app, scopes, values, notes = found
+        app, scopes, values, notes, live = found
         self._trace_scopes(app, answer.params, scopes, trace)
         if notes:
             trace.detail["context"] = notes
         # 6. Fill.
-        filled = fill(prompt, values, scopes.reasons)
+        filled = fill(prompt, values, scopes.reasons, live)
         trace.detail["prompt"].update(
             filled=bounded(filled.text),
             filled_chars=len(filled.text),
