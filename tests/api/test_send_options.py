@@ -512,17 +512,25 @@ def answering_app() -> FastAPI:
     return api
 
 
+async def answering_apps(
+    client: httpx.AsyncClient, uid: str, url: str, cases: tuple[str, ...]
+) -> dict[str, str]:
+    """A new user ``uid`` with one app per route of ``answering_app`` (case -> app id)."""
+    await create_user(client, uid)
+    apps = {}
+    for case in cases:
+        body = manifest(case, f"{url}/{case}", scopes=["user_name"])
+        apps[case] = (await create_app(client, body))["app_id"]
+        await install(client, uid, apps[case], ["user_name"])
+    return apps
+
+
 async def test_webhook_answers_send_with_their_priority_and_ttl(
     tmp_path: Path, database_url: str
 ) -> None:
     settings = make_settings(tmp_path, database_url=database_url)
     async with running(settings) as (_, client), ServeASGI(answering_app()) as served:
-        await create_user(client, "walker")
-        apps = {}
-        for case in ("message", "proactive", "bad"):
-            body = manifest(case, f"{served.url}/{case}", scopes=["user_name"])
-            apps[case] = (await create_app(client, body))["app_id"]
-            await install(client, "walker", apps[case], ["user_name"])
+        apps = await answering_apps(client, "walker", served.url, ("message", "proactive", "bad"))
         await post_segments(client, "walker", "walk", "I have been sitting all day.")
         notes: dict[str, dict[str, Any]] = {}
         for case, outcome in (("message", "message_sent"), ("proactive", "notified")):
@@ -546,12 +554,7 @@ async def test_a_webhook_answer_for_a_user_who_turned_proactive_off_is_kept_and_
 ) -> None:
     settings = make_settings(tmp_path, database_url=database_url)
     async with running(settings) as (_, client), ServeASGI(answering_app()) as served:
-        await create_user(client, "sitter")
-        apps = {}
-        for case in ("message", "proactive"):
-            body = manifest(case, f"{served.url}/{case}", scopes=["user_name"])
-            apps[case] = (await create_app(client, body))["app_id"]
-            await install(client, "sitter", apps[case], ["user_name"])
+        apps = await answering_apps(client, "sitter", served.url, ("message", "proactive"))
         r = await client.post(
             "/v1/users/sitter/devices", json={"platform": "fcm", "token": "sitter-phone"}
         )

@@ -71,8 +71,7 @@ async def claim(db: Database, worker_id: str, limit: int, lease_s: float) -> Cla
 async def claim_held(db: Database, worker_id: str, limit: int, lease_s: float) -> list[Job]:
     """Claim whole groups of due held pushes, every one of a device together
     (:func:`nudge.store.notifications.claim_held`): the devices of up to ``limit`` of them."""
-    take = store.claim_held
-    rows, badges = await db.write_now(partial(_take, take, worker_id, limit, lease_s))
+    rows, badges = await db.write_now(partial(_take, store.claim_held, worker_id, limit, lease_s))
     return [_job(r, badges) for r in rows]
 
 

@@ -167,6 +167,7 @@ class DeliveryWorker:
         for new work: the poll interval, or less when a waiting delivery comes due sooner."""
         jobs: list[Job] = []
         now = time.time()
+        held_full = False  # this claim found a full batch of held pushes: more may wait
         if now >= self._held_at and not self._claiming_held:  # one claim loop at a time
             pick = max(1, limit // 2)
             self._claiming_held = True
@@ -174,12 +175,13 @@ class DeliveryWorker:
                 jobs = await queue.claim_held(self.db, self.worker_id, pick, self.lease_s)
             finally:
                 self._claiming_held = False
-            self._held_at = now if len(jobs) >= pick else now + HELD_CHECK_S
+            held_full = len(jobs) >= pick
+            self._held_at = now if held_full else now + HELD_CHECK_S
         wait = None
         if len(jobs) < limit:
             claimed = await queue.claim(self.db, self.worker_id, limit - len(jobs), self.lease_s)
             jobs += claimed.jobs
-            if len(jobs) < limit and self._held_at > now:  # (a full held claim: more may wait)
+            if len(jobs) < limit and not held_full:
                 wait = self._until(claimed.next_due)
         done, sends = held.plan(jobs, time.time())
         if done:  # expired: recorded without a send

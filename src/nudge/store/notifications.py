@@ -692,17 +692,17 @@ def claim(conn: Connection, worker: str, limit: int, now: float, lease_s: float)
 
 # Held pushes: the devices of the first ``pick`` due held rows, then every due held row of those
 # devices (ix_deliveries_held; a partial index is used only if the query names its state as a
-# literal, not as a parameter).
-_HELD_ROW = _in(HELD_STATE)
+# literal, not as a parameter: use IS_HELD wherever a query should find held rows by it).
+IS_HELD = _in(HELD_STATE)
 _HELD_DEVICES = (
     sa.select(Delivery.device_id)
-    .where(_HELD_ROW, _DUE_NOW)
+    .where(IS_HELD, _DUE_NOW)
     .order_by(Delivery.next_attempt_at)
     .limit(sa.bindparam("pick"))
 )
 _CLAIM_HELD = Statement(
     _TAKE.where(
-        _HELD_ROW, _DUE_NOW, Delivery.device_id.in_(_HELD_DEVICES.scalar_subquery())
+        IS_HELD, _DUE_NOW, Delivery.device_id.in_(_HELD_DEVICES.scalar_subquery())
     ).returning(Delivery.id)
 )
 HELD_LOCK = 0x6E756467  # PostgreSQL advisory lock key ("nudg"): one claimer of held pushes

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from nudge.store.models import Delivery, Device, Install, Notification, RateCounter, User
-from nudge.store.notifications import HELD_STATE, WAITING_STATES
+from nudge.store.notifications import IS_HELD, WAITING_STATES
 
 
 def read(
@@ -89,8 +89,8 @@ def withdraw_pushes(
 
 def held_pushes(conn: Connection, uid: str) -> list[Any]:
     """The user's pushes still held (quiet hours, digest), with what their hold was decided
-    from. Found device by device in ix_deliveries_held (a partial index: its state is written
-    as a literal), not through the user's whole history."""
+    from. Found device by device in ix_deliveries_held (``IS_HELD``), not through the user's
+    whole history."""
     return list(
         conn.execute(
             sa.select(
@@ -106,10 +106,7 @@ def held_pushes(conn: Connection, uid: str) -> list[Any]:
                 Notification.hold_reason,
             )
             .join(Notification, Notification.id == Delivery.notification_id)
-            .where(
-                Delivery.device_id.in_(sa.select(Device.id).where(Device.uid == uid)),
-                Delivery.state == sa.literal_column(f"'{HELD_STATE}'"),
-            )
+            .where(Delivery.device_id.in_(sa.select(Device.id).where(Device.uid == uid)), IS_HELD)
         ).all()
     )
 
